@@ -1,0 +1,13 @@
+"""headwise: exact multi-head attention for PyTorch, traced step by step.
+
+Conventions: tensors are (B, H, N, Dh) inside; masks are True = may attend (or floats added to the
+scores); causal attention is aligned bottom-right; a query with nothing to attend to gets zeros.
+"""
+
+from . import compat
+from .functional import attention
+from .modules import MultiHeadAttention
+from .trace import Step, Trace, trace
+
+__all__ = ["MultiHeadAttention", "Step", "Trace", "attention", "compat", "trace"]
+__version__ = "0.1.0"

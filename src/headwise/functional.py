@@ -1,0 +1,121 @@
+"""attention(q, k, v, ...): check the arguments, pick a backend, run it.
+
+Shape legend: B batch, Nq / Nk query and key lengths, Hq / Hkv query and key/value heads (G = Hq / Hkv
+query heads share one key/value head), Dh head width of queries and keys, Dv head width of values.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .backends import Request, choose
+from .masks import check_mask
+from .trace import tracing
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention: softmax(q · kᵀ · scale + mask) · v, per head.
+
+    Args:
+        q: queries (B, Hq, Nq, Dh).
+        k: keys (B, Hkv, Nk, Dh); Hq must be a multiple of Hkv (grouped-query attention: query head h
+            uses key/value head h // (Hq / Hkv)).
+        v: values (B, Hkv, Nk, Dv).
+        mask: None; bool with True = may attend; or floating, added to the scaled scores (-inf = may not
+            attend; cast to q's dtype). Broadcastable to (B, Hq, Nq, Nk).
+        causal: each query sees only keys at or before its own position, aligned bottom-right when
+            Nq != Nk (query i sees keys j <= i + Nk - Nq). Combines with `mask`.
+        scale: multiplies the scores; defaults to 1 / sqrt(Dh).
+        dropout_p: probability of zeroing an attention weight (kept ones are scaled by 1 / (1 - p)), using
+            torch's random number generator. Pass 0.0 at evaluation time.
+        return_weights: also return the weights that multiplied v (after dropout), (B, Hq, Nq, Nk).
+        backend: "auto" (the fastest backend that computes this function), "reference" (step by step,
+            float64-capable, records traces) or "sdpa" (torch's scaled_dot_product_attention).
+
+    Returns:
+        out (B, Hq, Nq, Dv), or (out, weights) with return_weights=True. A query with nothing to attend
+        to (every key masked) gets a row of zeros and zero gradients, never NaN.
+    """
+    _check_inputs(q, k, v)
+    batch, q_heads, num_queries, _ = q.shape
+    target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
+    if mask is not None:
+        check_mask(mask, "mask", target, q.device)
+        if mask.dtype != torch.bool:
+            mask = mask.to(q.dtype)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    scale = _check_scale(scale, q.shape[-1])
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+
+    request = Request(q.device, q.dtype, return_weights=bool(return_weights), tracing=tracing())
+    chosen = choose(backend, request)
+    out, weights = chosen.run(
+        q,
+        k,
+        v,
+        mask=mask,
+        causal=causal,
+        scale=scale,
+        dropout_p=float(dropout_p),
+        return_weights=return_weights,
+    )
+    return (out, weights) if return_weights else out
+
+
+def _check_inputs(q: object, k: object, v: object) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.dtype.is_floating_point:
+            raise TypeError(
+                f"{name} has dtype {t.dtype}; attention needs a floating dtype (float32, bfloat16, ...)"
+            )
+        if t.dim() != 4:
+            layout = "(B, Hq, Nq, Dh)" if name == "q" else f"(B, Hkv, Nk, {'Dh' if name == 'k' else 'Dv'})"
+            raise ValueError(f"{name} must be 4-D {layout}, got shape {tuple(t.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device} and {v.device}")
+    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+        raise ValueError(
+            f"q, k and v must have one batch size B, got {q.shape[0]}, {k.shape[0]} and {v.shape[0]}"
+        )
+    if k.shape[1] != v.shape[1]:
+        raise ValueError(f"k and v must have the same number of heads Hkv, got {k.shape[1]} and {v.shape[1]}")
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"k and v must have the same length Nk, got {k.shape[2]} and {v.shape[2]}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same head width Dh, got {q.shape[-1]} and {k.shape[-1]}")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
+        raise ValueError(
+            f"the query heads Hq = {q.shape[1]} must be a multiple of the key/value heads Hkv = {k.shape[1]}"
+        )
+
+
+def _check_scale(scale: object, head_dim: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim) if head_dim > 0 else 1.0
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a number or None (for 1/sqrt(Dh)), got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    return float(scale)

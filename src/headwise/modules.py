@@ -1,0 +1,345 @@
+"""MultiHeadAttention with weight splits: one projection per role, unrolled into heads.
+
+    x (B, N, D) -> queries, keys, values (B, N, H·Dh) -> by head (B, H, N, Dh) -> attention per head
+      -> context (B, N, H·Dh) -> output projection (B, N, D)
+
+For self-attention a single fused projection W_in = [W_q; W_k; W_v] makes queries, keys and values at
+once. The parameters carry torch.nn.MultiheadAttention's names (in_proj_weight, in_proj_bias,
+q_proj_weight, k_proj_weight, v_proj_weight, out_proj) so that weights move between the two unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import attention
+from .masks import check_mask, combine
+from .trace import record
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class AttentionProjections(nn.Module):
+    """The parameters and the data flow shared by MultiHeadAttention and compat.MultiheadAttention.
+
+    Holds W_q, W_k, W_v (fused into `in_proj_weight` when keys and values have the model width) and the
+    output projection, and runs: project -> split heads -> attention -> merge heads -> project out.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None,
+        head_dim: int | None,
+        kdim: int | None,
+        vdim: int | None,
+        bias: bool,
+        dropout: float,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = _positive_int(embed_dim, "embed_dim")
+        self.num_heads = _positive_int(num_heads, "num_heads")
+        self.num_kv_heads = _positive_int(num_heads if num_kv_heads is None else num_kv_heads, "num_kv_heads")
+        if num_heads % self.num_kv_heads != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}): "
+                "each key/value head serves the same number of query heads"
+            )
+        if head_dim is None and embed_dim % num_heads != 0:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}), "
+                "or pass head_dim to choose each head's width yourself"
+            )
+        self.head_dim = _positive_int(embed_dim // num_heads if head_dim is None else head_dim, "head_dim")
+        self.kdim = _positive_int(embed_dim if kdim is None else kdim, "kdim")
+        self.vdim = _positive_int(embed_dim if vdim is None else vdim, "vdim")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+
+        factory = {"device": device, "dtype": dtype}
+        q_width = self.num_heads * self.head_dim  # Hq·Dh
+        kv_width = self.num_kv_heads * self.head_dim  # Hkv·Dh
+        self._split = [q_width, kv_width, kv_width]
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty(sum(self._split), embed_dim, **factory))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty(q_width, embed_dim, **factory))
+            self.k_proj_weight = nn.Parameter(torch.empty(kv_width, self.kdim, **factory))
+            self.v_proj_weight = nn.Parameter(torch.empty(kv_width, self.vdim, **factory))
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.empty(sum(self._split), **factory))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(q_width, embed_dim, bias=bias, **factory)
+        self._reset_projections()
+
+    def _reset_projections(self) -> None:
+        """torch.nn.MultiheadAttention's initialisation: Xavier-uniform inputs, zero biases."""
+        for weight in (self.in_proj_weight, self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
+            if weight is not None:
+                nn.init.xavier_uniform_(weight)
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+            nn.init.zeros_(self.out_proj.bias)
+
+    def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        for name, t, width in (
+            ("query", query, self.embed_dim),
+            ("key", key, self.kdim),
+            ("value", value, self.vdim),
+        ):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dim() != 3 or t.shape[-1] != width:
+                raise ValueError(
+                    f"{name} must have shape (B, N, {width}) (batch first), got {tuple(t.shape)}"
+                )
+        weight = self.out_proj.weight
+        if query.dtype != weight.dtype or key.dtype != weight.dtype or value.dtype != weight.dtype:
+            raise TypeError(
+                f"inputs have dtypes {query.dtype}/{key.dtype}/{value.dtype} but the module's weights are "
+                f"{weight.dtype}; convert one of them, e.g. module.to({query.dtype})"
+            )
+        if not (query.shape[0] == key.shape[0] == value.shape[0]):
+            raise ValueError(
+                f"query, key and value must share the batch size B, got {query.shape[0]}, {key.shape[0]}, "
+                f"{value.shape[0]}"
+            )
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(
+                f"key and value must have the same length Nk, got {key.shape[1]} and {value.shape[1]}"
+            )
+
+    def _project(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """query (B, Nq, D), key (B, Nk, kdim), value (B, Nk, vdim) -> queries (B, Nq, Hq·Dh),
+        keys (B, Nk, Hkv·Dh), values (B, Nk, Hkv·Dh)."""
+        record("inputs", query)
+        self_attention = key is query and value is query
+        if not self_attention:
+            record("kv_inputs", key)
+        biases = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.split(self._split)
+        if self._qkv_same_embed_dim and self_attention:
+            # One fused projection makes all heads' queries, keys and values at once.
+            fused = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, N, (Hq + 2·Hkv)·Dh)
+            queries, keys, values = fused.split(self._split, dim=-1)  # (B, N, Hq·Dh), 2 × (B, N, Hkv·Dh)
+        else:
+            if self._qkv_same_embed_dim:
+                w_q, w_k, w_v = self.in_proj_weight.split(self._split)
+            else:
+                w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+            queries = F.linear(query, w_q, biases[0])  # (B, Nq, Hq·Dh)
+            keys = F.linear(key, w_k, biases[1])  # (B, Nk, Hkv·Dh)
+            values = F.linear(value, w_v, biases[2])  # (B, Nk, Hkv·Dh)
+        record("queries", queries)
+        record("keys", keys)
+        record("values", values)
+        return queries, keys, values
+
+    def _attend(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        *,
+        mask: torch.Tensor | None,
+        causal: bool,
+        need_weights: bool,
+        average_attn_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """queries (B, Nq, Hq·Dh), keys and values (B, Nk, Hkv·Dh), mask broadcastable to
+        (B, Hq, Nq, Nk) -> output (B, Nq, D) and weights (B, Nq, Nk) averaged over heads,
+        (B, Hq, Nq, Nk) per head, or None."""
+        q = queries.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, Hq, Nq, Dh)
+        k = keys.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, Nk, Dh)
+        v = values.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, Nk, Dh)
+        record("queries_by_head", q)
+        record("keys_by_head", k)
+        record("values_by_head", v)
+        result = attention(
+            q,
+            k,
+            v,
+            mask=mask,
+            causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_weights=need_weights,
+        )
+        context_by_head, weights = result if need_weights else (result, None)  # (B, Hq, Nq, Dh)
+        context = context_by_head.transpose(1, 2).flatten(2)  # (B, Nq, Hq·Dh): heads side by side
+        record("context", context)
+        output = self.out_proj(context)  # (B, Nq, D)
+        record("output", output)
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(dim=1)  # (B, Nq, Nk)
+        return output, weights
+
+
+class MultiHeadAttention(AttentionProjections):
+    """Multi-head attention, batch-first, with grouped-query heads.
+
+    Args:
+        embed_dim: model width D of the queries and of the output.
+        num_heads: query heads Hq.
+        num_kv_heads: key/value heads Hkv (default Hq); Hq must be a multiple of it.
+        head_dim: width Dh of each head (default embed_dim // num_heads).
+        kdim, vdim: widths of the key and value inputs for cross-attention (default embed_dim).
+        bias: add biases to the input and output projections.
+        dropout: dropout probability on the attention weights, in training mode.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            embed_dim,
+            num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            kdim=kdim,
+            vdim=vdim,
+            bias=bias,
+            dropout=dropout,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        average_attn_weights: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from `query` to `key`/`value` (self-attention when key is None).
+
+        Args:
+            query: (B, Nq, embed_dim).
+            key: (B, Nk, kdim), or None for self-attention (key = value = query).
+            value: (B, Nk, vdim); defaults to `key`.
+            key_padding_mask: bool (B, Nk), True = a real token, False = padding to ignore.
+            attn_mask: bool (True = may attend) or float (added to the scores), broadcastable to
+                (B, Hq, Nq, Nk), e.g. (Nq, Nk).
+            is_causal: causal attention, aligned bottom-right when Nq != Nk; combines with the masks.
+            need_weights: also return the attention weights.
+            average_attn_weights: average the returned weights over heads: (B, Nq, Nk); otherwise
+                (B, Hq, Nq, Nk).
+
+        Returns:
+            (output (B, Nq, embed_dim), weights or None).
+        """
+        if key is None:
+            if value is not None:
+                raise ValueError("value was given without key; pass key too, or neither for self-attention")
+            key = value = query
+        elif value is None:
+            value = key
+        self._check_inputs(query, key, value)
+        batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
+        target = (batch, self.num_heads, num_queries, num_keys)  # (B, Hq, Nq, Nk)
+        if attn_mask is not None:
+            check_mask(attn_mask, "attn_mask", target, query.device)
+        padding = None
+        if key_padding_mask is not None:
+            if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+                raise TypeError(
+                    "key_padding_mask must be a bool tensor (True = real token), "
+                    f"got {getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}"
+                )
+            if tuple(key_padding_mask.shape) != (batch, num_keys):
+                raise ValueError(
+                    f"key_padding_mask must have shape (B, Nk) = {(batch, num_keys)}, "
+                    f"got {tuple(key_padding_mask.shape)}"
+                )
+            check_mask(key_padding_mask, "key_padding_mask", (batch, num_keys), query.device)
+            padding = key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        queries, keys, values = self._project(query, key, value)
+        return self._attend(
+            queries,
+            keys,
+            values,
+            mask=combine(padding, attn_mask, query.dtype),
+            causal=is_causal,
+            need_weights=need_weights,
+            average_attn_weights=average_attn_weights,
+        )
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A MultiHeadAttention with the weights of a torch.nn.MultiheadAttention (headwise is batch-first)."""
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise ValueError(
+                "module uses add_bias_kv or add_zero_attn, which MultiHeadAttention does not have; "
+                "use headwise.compat.MultiheadAttention, which loads its state_dict as it is"
+            )
+        weight = module.out_proj.weight
+        converted = cls(
+            module.embed_dim,
+            module.num_heads,
+            kdim=module.kdim,
+            vdim=module.vdim,
+            bias=module.in_proj_bias is not None,
+            dropout=module.dropout,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        converted.load_state_dict(module.state_dict())
+        return converted.train(module.training)
+
+    def to_torch(self) -> nn.MultiheadAttention:
+        """A torch.nn.MultiheadAttention (batch_first=True) with these weights."""
+        if self.num_kv_heads != self.num_heads or self.num_heads * self.head_dim != self.embed_dim:
+            raise ValueError(
+                "torch.nn.MultiheadAttention has neither grouped-query heads nor a free head_dim: this module "
+                f"has num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
+                f"embed_dim={self.embed_dim}"
+            )
+        weight = self.out_proj.weight
+        converted = nn.MultiheadAttention(
+            self.embed_dim,
+            self.num_heads,
+            dropout=self.dropout,
+            bias=self.in_proj_bias is not None,
+            kdim=self.kdim,
+            vdim=self.vdim,
+            batch_first=True,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        converted.load_state_dict(self.state_dict())
+        return converted.train(self.training)
