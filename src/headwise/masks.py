@@ -46,7 +46,8 @@ def check_mask(
     target: tuple[int, ...],
     device: torch.device,
 ) -> None:
-    """Raise TypeError/ValueError unless `mask` is a bool or float tensor on `device` broadcastable to `target`."""
+    """Raise TypeError/ValueError unless `mask` is a bool or float tensor on `device` that broadcasts
+    to `target`."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
     if mask.dtype != torch.bool and not mask.dtype.is_floating_point:

@@ -299,7 +299,9 @@ class MultiHeadAttention(AttentionProjections):
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
-        """A MultiHeadAttention with the weights of a torch.nn.MultiheadAttention (headwise is batch-first)."""
+        """A MultiHeadAttention with the weights of a torch.nn.MultiheadAttention.
+
+        headwise is batch-first: if `module.batch_first` is False, transpose your inputs to (B, N, E)."""
         if not isinstance(module, nn.MultiheadAttention):
             raise TypeError(f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}")
         if module.bias_k is not None or module.add_zero_attn:
@@ -325,9 +327,9 @@ class MultiHeadAttention(AttentionProjections):
         """A torch.nn.MultiheadAttention (batch_first=True) with these weights."""
         if self.num_kv_heads != self.num_heads or self.num_heads * self.head_dim != self.embed_dim:
             raise ValueError(
-                "torch.nn.MultiheadAttention has neither grouped-query heads nor a free head_dim: this module "
-                f"has num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
-                f"embed_dim={self.embed_dim}"
+                "torch.nn.MultiheadAttention has neither grouped-query heads nor a free head_dim: this "
+                f"module has num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+                f"head_dim={self.head_dim}, embed_dim={self.embed_dim}"
             )
         weight = self.out_proj.weight
         converted = nn.MultiheadAttention(
