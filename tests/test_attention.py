@@ -1,0 +1,304 @@
+"""headwise.attention: every backend held to the float64 reference by the ratio rule, gradients included."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from oracle import assert_by_ratio, naive_attention
+
+import headwise
+from headwise.backends import BACKENDS, Request, choose
+
+LENGTHS = (1, 7, 64, 97, 257)
+HEAD_DIMS = (8, 64, 80)
+GROUPS = (1, 2, 4)
+MASKS = ("none", "bool_2d", "key_padding", "bool_full", "float_full", "causal", "causal_and_padding")
+DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+BATCH, KV_HEADS = 2, 2
+
+
+def make_mask(kind: str, batch: int, heads: int, num_queries: int, num_keys: int, dtype, gen):
+    """(mask or None, causal) for a mask kind; the full kinds include one query with no visible key."""
+    if kind in ("none", "causal"):
+        return None, kind == "causal"
+    if kind in ("key_padding", "causal_and_padding"):
+        mask = torch.ones(batch, 1, 1, num_keys, dtype=torch.bool)  # (B, 1, 1, Nk)
+        mask[1, ..., num_keys - max(1, num_keys // 3) :] = False  # batch 1: its last keys are padding
+        return mask, kind == "causal_and_padding"
+    if kind == "bool_2d":
+        return torch.rand(num_queries, num_keys, generator=gen) < 0.8, False  # (Nq, Nk)
+    if kind == "bool_full":
+        mask = torch.rand(batch, heads, num_queries, num_keys, generator=gen) < 0.7  # (B, Hq, Nq, Nk)
+        mask[0, 0, 0] = False  # a query with nothing to attend to
+        return mask, False
+    assert kind == "float_full"
+    mask = torch.randn(batch, 1, num_queries, num_keys, generator=gen).to(dtype)  # (B, 1, Nq, Nk)
+    mask = mask.masked_fill(torch.rand(mask.shape, generator=gen) < 0.2, float("-inf"))
+    mask[1, 0, -1] = float("-inf")  # a query with nothing to attend to
+    return mask, False
+
+
+def grid():
+    """Every (Nq, Nk) pair × mask kind × dtype × backend; head widths and GQA groups cycle through."""
+    cases = []
+    for i, ((nq, nk), mask, dtype) in enumerate(
+        itertools.product(itertools.product(LENGTHS, LENGTHS), MASKS, DTYPES)
+    ):
+        head_dim, group = HEAD_DIMS[i % 3], GROUPS[(i // 3) % 3]
+        for backend in ("reference", "sdpa"):
+            cases.append(pytest.param(backend, dtype, nq, nk, head_dim, group, mask, id=f"{backend}-{i}"))
+    return cases
+
+
+def run_with_grads(fn, q, k, v, d_out):
+    """fn(q, k, v) -> out; returns (out, dq, dk, dv) for the loss sum(out · d_out)."""
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), d_out)
+    return out.detach(), dq, dk, dv
+
+
+@pytest.mark.parametrize("backend,dtype,nq,nk,head_dim,group,mask_kind", grid())
+def test_matches_float64_reference(backend, dtype, nq, nk, head_dim, group, mask_kind):
+    gen = torch.Generator().manual_seed(nq * 1000 + nk * 10 + head_dim + group)
+    heads = KV_HEADS * group
+    q = torch.randn(BATCH, heads, nq, head_dim, generator=gen).to(dtype)  # (B, Hq, Nq, Dh)
+    k = torch.randn(BATCH, KV_HEADS, nk, head_dim, generator=gen).to(dtype)  # (B, Hkv, Nk, Dh)
+    v = torch.randn(BATCH, KV_HEADS, nk, head_dim, generator=gen).to(dtype)  # (B, Hkv, Nk, Dh)
+    d_out = torch.randn(BATCH, heads, nq, head_dim, generator=gen).to(dtype)
+    mask, causal = make_mask(mask_kind, BATCH, heads, nq, nk, dtype, gen)
+
+    golden = run_with_grads(
+        lambda q, k, v: headwise.attention(
+            q, k, v, mask=None if mask is None else (mask if mask.dtype == torch.bool else mask.double()),
+            causal=causal, backend="reference",
+        ),
+        q.double(), k.double(), v.double(), d_out.double(),
+    )  # fmt: skip
+    baseline = run_with_grads(
+        lambda q, k, v: naive_attention(q, k, v, mask=mask, causal=causal)[0], q, k, v, d_out
+    )
+    fast = run_with_grads(
+        lambda q, k, v: headwise.attention(q, k, v, mask=mask, causal=causal, backend=backend), q, k, v, d_out
+    )
+    magnitude = max(g.abs().max().item() for g in golden if g.numel())
+    if dtype == torch.float64:  # the baseline is as precise as the golden: plain tight tolerances instead
+        for f, g, b in zip(fast, golden, baseline, strict=True):
+            torch.testing.assert_close(f, g, rtol=0, atol=1e-12 * max(1.0, magnitude))
+            torch.testing.assert_close(
+                b, g, rtol=0, atol=1e-12 * max(1.0, magnitude)
+            )  # the oracle vs textbook
+        return
+    for what, f, g, b, ratio in zip(
+        ("out", "dq", "dk", "dv"), fast, golden, baseline, (2, 3, 3, 3), strict=True
+    ):
+        assert_by_ratio(f, g, b, ratio, what, magnitude)
+
+
+def test_reference_worked_example():
+    """One query, two keys, by hand: weights = softmax([1, 0]) = [e, 1] / (e + 1)."""
+    q = torch.tensor([[[[1.0, 0.0]]]], dtype=torch.float64)  # (1, 1, 1, 2)
+    k = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]], dtype=torch.float64)  # (1, 1, 2, 2)
+    v = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], dtype=torch.float64)  # (1, 1, 2, 2)
+    out, weights = headwise.attention(q, k, v, scale=1.0, return_weights=True, backend="reference")
+    e = math.e
+    torch.testing.assert_close(
+        weights[0, 0, 0], torch.tensor([e / (e + 1), 1 / (e + 1)], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        out[0, 0, 0], torch.tensor([(e + 3) / (e + 1), (2 * e + 4) / (e + 1)]).double()
+    )
+    default = headwise.attention(q, k, v, backend="reference")  # scale 1/√2
+    expected = torch.softmax(torch.tensor([1 / math.sqrt(2), 0.0], dtype=torch.float64), 0) @ v[0, 0]
+    torch.testing.assert_close(default[0, 0, 0], expected, rtol=0, atol=1e-15)
+
+
+def gradcheck_inputs(nq=5, nk=6, heads=4, kv_heads=2, head_dim=3, value_dim=4):
+    gen = torch.Generator().manual_seed(7)
+    shapes = ((2, heads, nq, head_dim), (2, kv_heads, nk, head_dim), (2, kv_heads, nk, value_dim))
+    return [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@pytest.mark.parametrize("nq,nk,causal", [(5, 6, False), (5, 6, True), (6, 4, True), (1, 6, True)])
+def test_gradcheck(backend, nq, nk, causal):
+    q, k, v = gradcheck_inputs(nq, nk)
+    mask = torch.rand(2, 1, nq, nk, generator=torch.Generator().manual_seed(3)) < 0.8
+    mask[0, 0, -1] = False  # one query with nothing to attend to: its gradient is zero, not NaN
+
+    def fn(q, k, v):
+        return headwise.attention(q, k, v, mask=mask, causal=causal, backend=backend)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+    float_mask = torch.zeros(nq, nk, dtype=torch.float64).masked_fill(~mask[1, 0], float("-inf"))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: headwise.attention(q, k, v, mask=float_mask, scale=0.3, backend=backend), (q, k, v)
+    )
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "auto"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fully_masked_rows_give_zeros_and_zero_gradients(backend, dtype):
+    q, k, v = (t.detach().to(dtype).requires_grad_() for t in gradcheck_inputs(nq=6, nk=4, value_dim=3))
+    mask = torch.ones(2, 4, 6, 4, dtype=torch.bool)
+    mask[1, 2, 3] = False  # one query of one head of one sequence sees nothing
+    float_mask = torch.zeros(2, 1, 1, 4, dtype=dtype)
+    float_mask[0] = float("-inf")  # every query of sequence 0 sees nothing
+    empty_rows = [
+        ({"mask": mask}, (1, 2, 3)),
+        ({"mask": float_mask}, (0,)),
+        ({"causal": True}, (slice(None), slice(None), slice(0, 2))),  # Nq = 6 > Nk = 4: two rows see nothing
+    ]
+    for kwargs, rows in empty_rows:
+        out = headwise.attention(q, k, v, backend=backend, **kwargs)
+        dq, dk, dv = torch.autograd.grad(out.sum(), (q, k, v))
+        assert all(torch.isfinite(t).all() for t in (out, dq, dk, dv))
+        assert out[rows].abs().max() == 0 and dq[rows].abs().max() == 0
+    if backend != "sdpa":
+        _, weights = headwise.attention(q, k, v, mask=mask, return_weights=True, backend=backend)
+        assert weights[1, 2, 3].abs().max() == 0
+        row_sums = weights[0].sum(-1).double()  # 4 weights, each rounded to the dtype
+        torch.testing.assert_close(
+            row_sums, torch.ones_like(row_sums), rtol=0, atol=4 * torch.finfo(dtype).eps
+        )
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "auto"])
+def test_empty_sequences(backend):
+    q, k, v = (torch.randn(2, 4, n, 8, dtype=torch.float64, requires_grad=True) for n in (3, 0, 0))
+    out = headwise.attention(q, k, v, backend=backend)
+    assert torch.equal(out, torch.zeros(2, 4, 3, 8, dtype=torch.float64))
+    assert torch.equal(torch.autograd.grad(out.sum(), q)[0], torch.zeros_like(q))
+    no_queries = headwise.attention(
+        q[:, :, :0], torch.randn(2, 4, 5, 8).double(), torch.randn(2, 4, 5, 8).double()
+    )
+    assert no_queries.shape == (2, 4, 0, 8) and no_queries.numel() == 0
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+def test_value_width_and_custom_scale(backend):
+    q, k, v = gradcheck_inputs(head_dim=5, value_dim=7)
+    out = headwise.attention(q, k, v, scale=0.25, causal=True, backend=backend)
+    expected, _ = naive_attention(q, k, v, causal=True, scale=0.25)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def eye_values(batch, kv_heads, num_keys, dtype=torch.float64):
+    """v = identity, so that out = weights · v reads back the (dropped-out) weights themselves."""
+    return torch.eye(num_keys, dtype=dtype).expand(batch, kv_heads, num_keys, num_keys)  # (B, Hkv, Nk, Nk)
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+def test_dropout_keeps_the_right_fraction(backend):
+    torch.manual_seed(0)
+    p = 0.3
+    q, k = torch.randn(4, 4, 64, 16).double(), torch.randn(4, 4, 64, 16).double()
+    weights = headwise.attention(q, k, eye_values(4, 4, 64), backend=backend)  # (B, H, Nq, Nk)
+    dropped = headwise.attention(q, k, eye_values(4, 4, 64), dropout_p=p, backend=backend)
+    kept = dropped != 0
+    assert abs(kept.double().mean().item() - (1 - p)) < 0.01  # 65,536 draws: 5 standard deviations
+    torch.testing.assert_close(dropped[kept], weights[kept] / (1 - p))  # kept weights are scaled up
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+def test_dropout_is_unbiased_and_seeded(backend):
+    torch.manual_seed(1)
+    p, runs = 0.5, 4000
+    q, k, v = torch.randn(1, 2, 8, 4).double(), torch.randn(1, 2, 8, 4).double(), eye_values(1, 2, 8)
+    weights = headwise.attention(q, k, v, backend=backend)  # (1, 2, 8, 8)
+    mean = sum(headwise.attention(q, k, v, dropout_p=p, backend=backend) for _ in range(runs)) / runs
+    sigma = weights * math.sqrt(p / (1 - p) / runs)  # standard deviation of the mean of scaled Bernoullis
+    assert ((mean - weights).abs() <= 6 * sigma + 1e-12).all()
+    torch.manual_seed(5)
+    first = headwise.attention(q, k, v, dropout_p=p, backend=backend)
+    torch.manual_seed(5)
+    assert torch.equal(first, headwise.attention(q, k, v, dropout_p=p, backend=backend))
+
+
+def test_dropout_weights_are_the_ones_applied():
+    torch.manual_seed(2)
+    q, k, v = gradcheck_inputs()
+    out, weights = headwise.attention(q, k, v, dropout_p=0.4, return_weights=True)
+    torch.testing.assert_close(out, weights @ v.repeat_interleave(2, dim=1), rtol=0, atol=1e-14)
+
+
+def request(**overrides):
+    fields = {
+        "device": torch.device("cpu"),
+        "dtype": torch.float32,
+        "return_weights": False,
+        "tracing": False,
+    }
+    return Request(**{**fields, **overrides})
+
+
+def test_auto_picks_sdpa_unless_it_cannot():
+    assert choose("auto", request()).name == "sdpa"
+    assert choose("auto", request(return_weights=True)).name == "reference"
+    assert choose("auto", request(tracing=True)).name == "reference"
+    assert set(BACKENDS) == {"reference", "sdpa"}
+
+
+def test_auto_returns_the_reference_weights():
+    q, k, v = gradcheck_inputs()
+    _, weights = headwise.attention(q, k, v, causal=True, return_weights=True)
+    _, expected = naive_attention(q, k, v, causal=True)
+    torch.testing.assert_close(weights, expected, rtol=0, atol=1e-14)
+
+
+Q, K, V = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 3)
+BAD_INPUTS = [
+    ({"q": Q[0]}, ValueError, r"q must be 4-D \(B, Hq, Nq, Dh\), got shape \(4, 5, 8\)"),
+    ({"k": [1.0]}, TypeError, "k must be a torch.Tensor, got list"),
+    ({"q": Q.long()}, TypeError, "q has dtype torch.int64; attention needs a floating dtype"),
+    ({"v": V.double()}, TypeError, "q, k and v must share one dtype"),
+    ({"q": Q[:1]}, ValueError, "one batch size B, got 1, 2 and 2"),
+    ({"v": V[:, :1]}, ValueError, "same number of heads Hkv, got 2 and 1"),
+    ({"v": V[:, :, :5]}, ValueError, "same length Nk, got 6 and 5"),
+    ({"k": K[..., :4]}, ValueError, "same head width Dh, got 8 and 4"),
+    ({"q": torch.randn(2, 3, 5, 8)}, ValueError, "Hq = 3 must be a multiple of the key/value heads Hkv = 2"),
+    (
+        {"mask": torch.ones(5, 7, dtype=torch.bool)},
+        ValueError,
+        r"mask has shape \(5, 7\), which does not broadcast",
+    ),
+    (
+        {"mask": torch.ones(5, 6, dtype=torch.int32)},
+        TypeError,
+        "mask has dtype torch.int32; expected torch.bool",
+    ),
+    ({"mask": [[True]]}, TypeError, "mask must be a torch.Tensor or None, got list"),
+    ({"dropout_p": 1.0}, ValueError, r"dropout_p must be a number in \[0, 1\), got 1.0"),
+    ({"dropout_p": -0.1}, ValueError, r"dropout_p must be a number in \[0, 1\), got -0.1"),
+    ({"scale": "big"}, TypeError, "scale must be a number or None"),
+    ({"scale": float("nan")}, ValueError, "scale must be finite, got nan"),
+    ({"causal": 1}, TypeError, "causal must be a bool, got int"),
+    (
+        {"backend": "flash"},
+        ValueError,
+        r"backend must be one of \['auto', 'reference', 'sdpa'\], got 'flash'",
+    ),
+    (
+        {"backend": "sdpa", "return_weights": True},
+        ValueError,
+        "backend 'sdpa' cannot return the attention weights",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides,error,message", BAD_INPUTS)
+def test_bad_input_names_the_argument(overrides, error, message):
+    args = {"q": Q, "k": K, "v": V, **overrides}
+    with pytest.raises(error, match=message):
+        headwise.attention(args.pop("q"), args.pop("k"), args.pop("v"), **args)
+
+
+def test_inputs_on_different_devices_are_refused():
+    meta = torch.randn(2, 2, 6, 8, device="meta")
+    with pytest.raises(ValueError, match="q, k and v must be on one device, got cpu, meta and cpu"):
+        headwise.attention(Q, meta, V)
+    with pytest.raises(ValueError, match="mask is on meta but the queries are on cpu"):
+        headwise.attention(Q, K, V, mask=torch.ones(5, 6, dtype=torch.bool, device="meta"))
