@@ -302,3 +302,12 @@ def test_inputs_on_different_devices_are_refused():
         headwise.attention(Q, meta, V)
     with pytest.raises(ValueError, match="mask is on meta but the queries are on cpu"):
         headwise.attention(Q, K, V, mask=torch.ones(5, 6, dtype=torch.bool, device="meta"))
+
+
+def test_sdpa_shares_key_value_heads_without_copying():
+    q, k, v = torch.randn(2, 8, 64, 32), torch.randn(2, 2, 64, 32), torch.randn(2, 2, 64, 32)
+    with torch.profiler.profile() as profile:
+        headwise.attention(q, k, v, causal=True, backend="sdpa")
+    ops = {event.name for event in profile.events()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops  # torch's fused CPU kernel ran
+    assert not ops & {"aten::repeat_interleave", "aten::expand", "aten::clone", "aten::copy_"}
