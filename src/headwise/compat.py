@@ -7,7 +7,10 @@ headwise's polarity (True = may attend) here, at the edge, and nowhere else.
 Where it differs from torch, on purpose:
 - a query whose keys are all masked gets zeros, where torch returns NaN (with need_weights=True);
 - `is_causal=True` applies a causal mask itself (bottom-right aligned) and combines it with `attn_mask`,
-  where torch requires `attn_mask` and treats is_causal as an unchecked hint about it.
+  where torch requires `attn_mask` and treats is_causal as an unchecked hint about it. The results agree
+  when attn_mask is the square causal mask, with one exception in torch: with bias_k or add_zero_attn,
+  need_weights=False and no key_padding_mask, torch follows the hint with a top-left causal mask over the
+  S + 1 keys and hides the appended key, where its need_weights=True path (and compat) keep it visible.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from .modules import AttentionProjections
 
 class MultiheadAttention(AttentionProjections):
     """torch.nn.MultiheadAttention's interface. Inputs are (L, B, E) unless batch_first=True."""
+
+    # torch.nn.TransformerEncoderLayer's inference fast path calls self_attn.merge_masks and then runs torch's
+    # fused kernel on this module's weights; torch's own method keeps that path working unchanged.
+    merge_masks = nn.MultiheadAttention.merge_masks
 
     def __init__(
         self,
@@ -51,8 +58,8 @@ class MultiheadAttention(AttentionProjections):
         self.batch_first = batch_first
         self.add_zero_attn = add_zero_attn
         if add_bias_kv:
-            self.bias_k = nn.Parameter(torch.empty(1, 1, embed_dim, device=device, dtype=dtype))
-            self.bias_v = nn.Parameter(torch.empty(1, 1, embed_dim, device=device, dtype=dtype))
+            self.bias_k = nn.Parameter(torch.empty(1, 1, self.embed_dim, device=device, dtype=dtype))
+            self.bias_v = nn.Parameter(torch.empty(1, 1, self.embed_dim, device=device, dtype=dtype))
             nn.init.xavier_normal_(self.bias_k)
             nn.init.xavier_normal_(self.bias_v)
         else:
@@ -83,14 +90,7 @@ class MultiheadAttention(AttentionProjections):
         Returns:
             (attn_output shaped like query, weights or None); S counts the bias_k and zero-attention keys.
         """
-        batched = query.dim() == 3
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(t, torch.Tensor) or t.dim() != query.dim() or t.dim() not in (2, 3):
-                layout = "(B, N, E)" if self.batch_first else "(N, B, E)"
-                raise ValueError(
-                    f"{name} must be a tensor of shape {layout}, or (N, E) unbatched, like query; "
-                    f"got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
-                )
+        batched = self._check_layout(query, key, value)
         self_attention = key is query and value is query
 
         def batch_first(t: torch.Tensor) -> torch.Tensor:  # -> (B, N, width)
@@ -140,6 +140,26 @@ class MultiheadAttention(AttentionProjections):
             return output.squeeze(0), (None if weights is None else weights.squeeze(0))
         return (output if self.batch_first else output.transpose(0, 1)), weights
 
+    def _check_layout(self, query: object, key: object, value: object) -> bool:
+        """Raise TypeError/ValueError unless query, key and value are tensors in torch's layout, all batched
+        or all unbatched; return whether they are batched."""
+        for name, t, length, width in (
+            ("query", query, "L", self.embed_dim),
+            ("key", key, "S", self.kdim),
+            ("value", value, "S", self.vdim),
+        ):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            batched = f"(B, {length}, {width})" if self.batch_first else f"({length}, B, {width})"
+            unbatched = f"({length}, {width})"
+            if name == "query":
+                expected, ranks = f"{batched} or {unbatched} unbatched", (2, 3)
+            else:
+                expected, ranks = f"{batched if query.dim() == 3 else unbatched} like query", (query.dim(),)
+            if t.dim() not in ranks or t.shape[-1] != width:
+                raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
+        return query.dim() == 3
+
     def _native_mask(
         self,
         key_padding_mask: torch.Tensor | None,
@@ -155,19 +175,29 @@ class MultiheadAttention(AttentionProjections):
         device, dtype = self.out_proj.weight.device, self.out_proj.weight.dtype
         padding = None
         if key_padding_mask is not None:
-            expected = (batch, num_keys) if batched else (num_keys,)
-            check_mask(key_padding_mask, "key_padding_mask", expected, device)
+            expected = (batch, num_keys) if batched else (num_keys,)  # (B, S) or (S,)
+            _check_exact_mask(key_padding_mask, "key_padding_mask", [expected], device)
             padding = key_padding_mask.reshape(batch, 1, 1, num_keys)  # (B, 1, 1, S)
             padding = ~padding if padding.dtype == torch.bool else padding
         blocked = None
         if attn_mask is not None:
+            shapes = [(num_queries, num_keys), (batch * self.num_heads, num_queries, num_keys)]
+            _check_exact_mask(attn_mask, "attn_mask", shapes, device)  # (L, S) or (B·H, L, S)
             if attn_mask.dim() == 3:
-                check_mask(attn_mask, "attn_mask", (batch * self.num_heads, num_queries, num_keys), device)
                 attn_mask = attn_mask.reshape(batch, self.num_heads, num_queries, num_keys)  # (B, H, L, S)
-            else:
-                check_mask(attn_mask, "attn_mask", (num_queries, num_keys), device)  # (L, S)
             blocked = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask
         mask = combine(padding, blocked, dtype)
         if is_causal:
             mask = combine(mask, causal_mask(num_queries, num_keys, device=device), dtype)
         return mask
+
+
+def _check_exact_mask(mask: object, name: str, shapes: list[tuple[int, ...]], device: torch.device) -> None:
+    """torch's rule for its masks: a bool or float tensor on `device` with exactly one of `shapes` (torch does
+    not broadcast them)."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
+    if tuple(mask.shape) not in shapes:
+        expected = " or ".join(str(shape) for shape in shapes)
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(mask.shape)}")
+    check_mask(mask, name, tuple(mask.shape), device)  # the dtype and the device

@@ -10,6 +10,8 @@ q_proj_weight, k_proj_weight, v_proj_weight, out_proj) so that weights move betw
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,9 +22,10 @@ from .trace import record
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """`value` as an int (numpy's integers included, as torch accepts them), or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 class AttentionProjections(nn.Module):
@@ -50,20 +53,22 @@ class AttentionProjections(nn.Module):
         self.embed_dim = _positive_int(embed_dim, "embed_dim")
         self.num_heads = _positive_int(num_heads, "num_heads")
         self.num_kv_heads = _positive_int(num_heads if num_kv_heads is None else num_kv_heads, "num_kv_heads")
-        if num_heads % self.num_kv_heads != 0:
+        if self.num_heads % self.num_kv_heads != 0:
             raise ValueError(
-                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}): "
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}): "
                 "each key/value head serves the same number of query heads"
             )
-        if head_dim is None and embed_dim % num_heads != 0:
+        if head_dim is None and self.embed_dim % self.num_heads != 0:
             raise ValueError(
-                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}), "
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads}), "
                 "or pass head_dim to choose each head's width yourself"
             )
-        self.head_dim = _positive_int(embed_dim // num_heads if head_dim is None else head_dim, "head_dim")
-        self.kdim = _positive_int(embed_dim if kdim is None else kdim, "kdim")
-        self.vdim = _positive_int(embed_dim if vdim is None else vdim, "vdim")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        self.head_dim = _positive_int(
+            self.embed_dim // self.num_heads if head_dim is None else head_dim, "head_dim"
+        )
+        self.kdim = _positive_int(self.embed_dim if kdim is None else kdim, "kdim")
+        self.vdim = _positive_int(self.embed_dim if vdim is None else vdim, "vdim")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
 
@@ -71,14 +76,14 @@ class AttentionProjections(nn.Module):
         q_width = self.num_heads * self.head_dim  # Hq·Dh
         kv_width = self.num_kv_heads * self.head_dim  # Hkv·Dh
         self._split = [q_width, kv_width, kv_width]
-        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = nn.Parameter(torch.empty(sum(self._split), embed_dim, **factory))
+            self.in_proj_weight = nn.Parameter(torch.empty(sum(self._split), self.embed_dim, **factory))
             self.register_parameter("q_proj_weight", None)
             self.register_parameter("k_proj_weight", None)
             self.register_parameter("v_proj_weight", None)
         else:
-            self.q_proj_weight = nn.Parameter(torch.empty(q_width, embed_dim, **factory))
+            self.q_proj_weight = nn.Parameter(torch.empty(q_width, self.embed_dim, **factory))
             self.k_proj_weight = nn.Parameter(torch.empty(kv_width, self.kdim, **factory))
             self.v_proj_weight = nn.Parameter(torch.empty(kv_width, self.vdim, **factory))
             self.register_parameter("in_proj_weight", None)
@@ -86,7 +91,7 @@ class AttentionProjections(nn.Module):
             self.in_proj_bias = nn.Parameter(torch.empty(sum(self._split), **factory))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = nn.Linear(q_width, embed_dim, bias=bias, **factory)
+        self.out_proj = nn.Linear(q_width, self.embed_dim, bias=bias, **factory)
         self._reset_projections()
 
     def _reset_projections(self) -> None:
@@ -111,11 +116,12 @@ class AttentionProjections(nn.Module):
                     f"{name} must have shape (B, N, {width}) (batch first), got {tuple(t.shape)}"
                 )
         weight = self.out_proj.weight
-        if query.dtype != weight.dtype or key.dtype != weight.dtype or value.dtype != weight.dtype:
-            raise TypeError(
-                f"inputs have dtypes {query.dtype}/{key.dtype}/{value.dtype} but the module's weights are "
-                f"{weight.dtype}; convert one of them, e.g. module.to({query.dtype})"
-            )
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if t.dtype != weight.dtype:
+                raise TypeError(
+                    f"{name} has dtype {t.dtype} but the module's weights are {weight.dtype}; convert one of "
+                    f"them, e.g. module.to({t.dtype}) or {name}.to({weight.dtype})"
+                )
         if not (query.shape[0] == key.shape[0] == value.shape[0]):
             raise ValueError(
                 f"query, key and value must share the batch size B, got {query.shape[0]}, {key.shape[0]}, "
@@ -268,6 +274,8 @@ class MultiHeadAttention(AttentionProjections):
         elif value is None:
             value = key
         self._check_inputs(query, key, value)
+        if not isinstance(is_causal, bool):
+            raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
         batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
         target = (batch, self.num_heads, num_queries, num_keys)  # (B, Hq, Nq, Nk)
         if attn_mask is not None:
