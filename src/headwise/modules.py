@@ -103,6 +103,16 @@ class AttentionProjections(nn.Module):
             nn.init.zeros_(self.in_proj_bias)
             nn.init.zeros_(self.out_proj.bias)
 
+    def projections(self) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+        """((W_q, b_q), (W_k, b_k), (W_v, b_v)): W_q (Hq·Dh, D), W_k (Hkv·Dh, kdim), W_v (Hkv·Dh, vdim),
+        biases (Hq·Dh,), (Hkv·Dh,), (Hkv·Dh,) or None; views of the parameters, so gradients flow."""
+        if self._qkv_same_embed_dim:
+            weights = self.in_proj_weight.split(self._split)  # W_q, W_k, W_v stacked in one matrix
+        else:
+            weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+        biases = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.split(self._split)
+        return tuple(zip(weights, biases, strict=True))
+
     def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
         for name, t, width in (
             ("query", query, self.embed_dim),
@@ -141,19 +151,15 @@ class AttentionProjections(nn.Module):
         self_attention = key is query and value is query
         if not self_attention:
             record("kv_inputs", key)
-        biases = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.split(self._split)
         if self._qkv_same_embed_dim and self_attention:
             # One fused projection makes all heads' queries, keys and values at once.
             fused = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, N, (Hq + 2·Hkv)·Dh)
             queries, keys, values = fused.split(self._split, dim=-1)  # (B, N, Hq·Dh), 2 × (B, N, Hkv·Dh)
         else:
-            if self._qkv_same_embed_dim:
-                w_q, w_k, w_v = self.in_proj_weight.split(self._split)
-            else:
-                w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-            queries = F.linear(query, w_q, biases[0])  # (B, Nq, Hq·Dh)
-            keys = F.linear(key, w_k, biases[1])  # (B, Nk, Hkv·Dh)
-            values = F.linear(value, w_v, biases[2])  # (B, Nk, Hkv·Dh)
+            (w_q, b_q), (w_k, b_k), (w_v, b_v) = self.projections()
+            queries = F.linear(query, w_q, b_q)  # (B, Nq, Hq·Dh)
+            keys = F.linear(key, w_k, b_k)  # (B, Nk, Hkv·Dh)
+            values = F.linear(value, w_v, b_v)  # (B, Nk, Hkv·Dh)
         record("queries", queries)
         record("keys", keys)
         record("values", values)

@@ -32,11 +32,11 @@ STEP_TEXT: dict[str, tuple[str, str]] = {
         "Each token's query: what this position is looking for in the others.",
     ),
     "keys": (
-        "keys = x · W_kᵀ + b_k",
+        "keys = x · W_kᵀ + b_k   (m for x in cross-attention)",
         "Each token's key: what this position offers to be matched against.",
     ),
     "values": (
-        "values = x · W_vᵀ + b_v",
+        "values = x · W_vᵀ + b_v   (m for x in cross-attention)",
         "Each token's value: the content it hands on when it is attended to.",
     ),
     "queries_by_head": (
@@ -48,7 +48,7 @@ STEP_TEXT: dict[str, tuple[str, str]] = {
         "The keys, split into heads the same way (Hkv key heads; each serves Hq/Hkv query heads).",
     ),
     "values_by_head": (
-        "values.view(B, N, Hkv, Dv).transpose(1, 2)",
+        "values.view(B, N, Hkv, Dh).transpose(1, 2)",
         "The values, split into heads the same way.",
     ),
     "scores": (
@@ -76,7 +76,7 @@ STEP_TEXT: dict[str, tuple[str, str]] = {
         "Each query's new vector: the values averaged with its attention weights, per head.",
     ),
     "context": (
-        "context.transpose(1, 2).reshape(B, N, H · Dv)",
+        "context.transpose(1, 2).reshape(B, N, H · Dh)",
         "The heads' context vectors concatenated side by side, one row per token.",
     ),
     "output": (

@@ -1,0 +1,1 @@
+"""The `headwise` command: one module per subcommand, gathered by `main`."""

@@ -1,0 +1,99 @@
+"""What a learner should see in a traced run, checked from the trace's own tensors and the module's weights.
+
+Each check belongs to the step after which it can be made: `checks_after(step_name, run)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from .example import Run
+
+TOLERANCE = 1e-12  # float64 round-off: a recomputation in another order may differ in the last bits
+ROLES = ("queries", "keys", "values")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One claim about the numbers and whether they bear it out."""
+
+    passed: bool
+    text: str
+
+
+def matches(actual: torch.Tensor, expected: torch.Tensor, claim: str) -> Check:
+    """The claim holds when `actual` and `expected` (same shape) agree to float64 round-off."""
+    difference = (actual - expected).abs().max().item()
+    return Check(difference <= TOLERANCE, f"{claim}: max difference {difference:.1g}")
+
+
+def projection(run: Run, role: str) -> Check:
+    """queries = x · W_qᵀ + b_q, recomputed; keys and values likewise, from m in cross-attention."""
+    weight, bias = run.module.projections()[ROLES.index(role)]  # (H·Dh, D), (H·Dh,)
+    cross = role != "queries" and "kv_inputs" in run.trace.names()
+    source = run.trace["kv_inputs" if cross else "inputs"]
+    expected = source.tensor @ weight.T + bias  # (B, N, H·Dh)
+    letter = role[0]
+    claim = f"{role} = {source.formula} · W_{letter}ᵀ + b_{letter}, recomputed from W_{letter} and b_{letter}"
+    return matches(run.trace[role].tensor, expected, claim)
+
+
+def rows_sum_to_one(run: Run) -> Check:
+    """Each query's weights form a probability distribution; a query that sees no key gets zeros."""
+    weights = run.trace["weights"].tensor  # (B, H, Nq, Nk)
+    blind = (run.trace["masked_scores"].tensor == float("-inf")).all(dim=-1)  # (B, H, Nq)
+    sums = weights.sum(dim=-1)  # (B, H, Nq)
+    claim = "each row of weights sums to 1"
+    blind_queries = blind.flatten(0, 1).any(dim=0).nonzero().flatten().tolist()  # positions in Nq
+    if blind_queries:
+        names = ", ".join(run.example.tokens[i] for i in blind_queries)
+        claim += (
+            f", or to 0 for {names}: causal attention aligned bottom-right puts the first "
+            f"{len(blind_queries)} queries before every key, so they see none and their context is 0"
+        )
+    return matches(sums, (~blind).to(sums.dtype), claim)
+
+
+def masked_weights_are_zero(run: Run) -> Check:
+    """A -inf score gives a weight of exactly 0; every other score gives a weight above 0."""
+    masked = run.trace["masked_scores"].tensor == float("-inf")  # (B, H, Nq, Nk)
+    weights = run.trace["weights"].tensor  # (B, H, Nq, Nk)
+    passed = bool((weights[masked] == 0).all() and (weights[~masked] > 0).all())
+    if not masked.any():
+        return Check(passed, "nothing is masked, so every key gets a weight above 0")
+    count = int(masked.sum())
+    return Check(passed, f"the {count} masked entries (-inf) get weight exactly 0, all others above 0")
+
+
+def context_is_heads_side_by_side(run: Run) -> Check:
+    """context is the heads' context vectors concatenated along the features, nothing more."""
+    by_head = run.trace["context_by_head"].tensor  # (B, H, Nq, Dh)
+    side_by_side = torch.cat(by_head.unbind(dim=1), dim=-1)  # (B, Nq, H·Dh)
+    heads = " | ".join(f"head {h}" for h in range(by_head.shape[1]))
+    passed = torch.equal(run.trace["context"].tensor, side_by_side)
+    return Check(passed, f"context = [{heads}], the heads' context vectors side by side (exactly)")
+
+
+def output_projection(run: Run) -> Check:
+    """output = context · W_oᵀ + b_o, recomputed from the module's output projection."""
+    out_proj = run.module.out_proj
+    expected = run.trace["context"].tensor @ out_proj.weight.T + out_proj.bias  # (B, Nq, D)
+    claim = "output = context · W_oᵀ + b_o, recomputed from W_o and b_o"
+    return matches(run.trace["output"].tensor, expected, claim)
+
+
+CHECKS: dict[str, tuple[Callable[[Run], Check], ...]] = {
+    **{role: (partial(projection, role=role),) for role in ROLES},
+    "weights": (rows_sum_to_one, masked_weights_are_zero),
+    "context": (context_is_heads_side_by_side,),
+    "output": (output_projection,),
+}
+
+
+def checks_after(step_name: str, run: Run) -> list[Check]:
+    """The checks that the step named `step_name` makes possible, in order (none for most steps)."""
+    return [check(run) for check in CHECKS.get(step_name, ())]

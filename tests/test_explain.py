@@ -1,0 +1,419 @@
+"""`headwise explain`: the walkthrough of the lectures' example and the pencil-and-paper exercise, run
+in-process through the CLI and read back from what it prints."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from fractions import Fraction
+from io import StringIO
+
+import pytest
+import torch
+
+import headwise
+from headwise.cli.main import main
+from headwise.explain import by_hand, example, terminal
+from headwise.trace import STEP_TEXT
+
+STEPS = [
+    "inputs",
+    "queries",
+    "keys",
+    "values",
+    "queries_by_head",
+    "keys_by_head",
+    "values_by_head",
+    "scores",
+    "scaled_scores",
+    "masked_scores",
+    "weights",
+    "context_by_head",
+    "context",
+    "output",
+]
+RASCHKA = [  # Build a Large Language Model from Scratch, chapter 3
+    [0.43, 0.15, 0.89],
+    [0.55, 0.87, 0.66],
+    [0.57, 0.85, 0.64],
+    [0.22, 0.58, 0.33],
+    [0.77, 0.25, 0.10],
+    [0.05, 0.80, 0.55],
+]
+TOKENS = ["Your", "journey", "starts", "with", "one", "step"]
+TWELVE = "the quick brown fox jumps over the lazy dog and runs away"
+HEADER = re.compile(r"^(\d+)\. (\w+)  \(([\d, ]+)\) = ")
+
+
+def explain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run `headwise explain ARGS` in-process: (exit code, stdout). Nothing may go to stderr."""
+    code = main(["explain", *args])
+    out, err = capsys.readouterr()
+    assert err == ""
+    return code, out
+
+
+def run_once(*args: str) -> str:
+    """The output of `headwise explain ARGS`, for module-scoped fixtures (capsys is per test)."""
+    buffer = StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdout", buffer)
+        assert main(["explain", *args]) == 0
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def default_output() -> str:
+    return run_once()
+
+
+@pytest.fixture(scope="module")
+def by_hand_output() -> str:
+    return run_once("--by-hand")
+
+
+def sections(out: str) -> list[tuple[str, tuple[int, ...], list[str]]]:
+    """The printed steps in order: (name, shape, the lines under the step's header)."""
+    found: list[tuple[str, tuple[int, ...], list[str]]] = []
+    for line in out.splitlines():
+        match = HEADER.match(line)
+        if match:
+            assert int(match[1]) == len(found) + 1, line
+            found.append((match[2], tuple(int(n) for n in match[3].split(", ")), []))
+        elif found:
+            found[-1][2].append(line)
+    return found
+
+
+def section(out: str, name: str) -> list[str]:
+    return next(lines for step, _, lines in sections(out) if step == name)
+
+
+def tables(lines: list[str]) -> list[tuple[list[str], list[list[str]]]]:
+    """The matrices printed in a step: (column labels, rows of [row label, cells...]), in order."""
+    found = []
+    for i, line in enumerate(lines):
+        if line.strip() and set(line.strip()) == {"─"}:
+            header = lines[i - 1].split()
+            rows = []
+            for row in lines[i + 1 :]:
+                cells = row.split()
+                if len(cells) != len(header) + 1 or cells[0] in ("✓", "✗", "…", "head"):
+                    break
+                rows.append(cells)
+            found.append((header, rows))
+    return found
+
+
+def assert_printed(cells: list[str], expected: torch.Tensor) -> None:
+    """Printed numbers equal the tensor: integers exactly, others to the 4 printed decimals."""
+    assert len(cells) == len(expected)
+    for cell, true in zip(cells, expected.tolist(), strict=True):
+        if re.fullmatch(r"-?\d+|-inf", cell):
+            assert float(cell) == true, (cell, true)
+        else:
+            assert math.isclose(float(cell), true, abs_tol=5.1e-5), (cell, true)
+
+
+def assert_fits(out: str) -> None:
+    long = [line for line in out.splitlines() if len(line) > 80]
+    assert not long, long
+
+
+# The walkthrough of the lectures' example.
+
+
+def test_default_walkthrough_fits_80_columns_and_passes_every_check(default_output: str) -> None:
+    assert_fits(default_output)
+    marks = [line[0] for line in default_output.splitlines() if line[:1] in ("✓", "✗")]
+    assert marks == ["✓"] * 8  # 7 checks and the summary
+    assert default_output.rstrip().endswith("✓ all 7 checks passed")
+    for claim in (
+        "queries = x · W_qᵀ + b_q",
+        "each row of weights sums to 1",
+        "the 30 masked entries (-inf) get weight exactly 0",
+        "context = [head 0 | head 1]",
+        "output = context · W_oᵀ + b_o",
+    ):
+        assert f"✓ {claim}" in default_output
+
+
+def test_every_step_is_printed_in_order_with_its_shape_and_formula(default_output: str) -> None:
+    printed = sections(default_output)
+    assert [name for name, _, _ in printed] == STEPS
+    shapes = dict((name, shape) for name, shape, _ in printed)
+    assert shapes["inputs"] == (1, 6, 3)
+    assert shapes["queries"] == (1, 6, 4)  # two heads of width 2: 3 is not divisible by 2
+    assert shapes["scores"] == (1, 2, 6, 6)
+    assert shapes["output"] == (1, 6, 3)
+    for name, _, lines in printed:
+        formula, sentence = STEP_TEXT[name]
+        assert lines[0] == formula
+        assert " ".join(sentence.split()) in " ".join(" ".join(lines).split())  # wrapped at spaces
+
+
+def test_printed_numbers_are_those_of_an_independent_run(default_output: str) -> None:
+    torch.manual_seed(123)
+    module = headwise.MultiHeadAttention(3, 2, head_dim=2, dtype=torch.float64)
+    x = torch.tensor([RASCHKA], dtype=torch.float64)  # (1, 6, 3)
+    with torch.no_grad(), headwise.trace() as expected:
+        module(x, is_causal=True)
+
+    for name, _, lines in sections(default_output):
+        tensor = expected[name].tensor.flatten(0, -3)  # (H, N, ·) or (1, N, ·)
+        printed = tables(lines)
+        assert len(printed) == len(tensor), name
+        for (_, rows), matrix in zip(printed, tensor, strict=True):
+            assert [row[0] for row in rows] == TOKENS
+            for row, true in zip(rows, matrix, strict=True):
+                assert_printed(row[1:], true)
+
+
+def test_embedding_rows_and_causal_weights_read_as_in_the_book(default_output: str) -> None:
+    (header, rows), *_ = tables(section(default_output, "inputs"))
+    assert header == ["0", "1", "2"]
+    assert [[float(cell) for cell in row[1:]] for row in rows] == RASCHKA
+    head_0, head_1 = tables(section(default_output, "weights"))
+    assert head_0[0] == TOKENS
+    for _, rows in (head_0, head_1):
+        assert rows[0] == ["Your", "1", "0", "0", "0", "0", "0"]  # the first token sees only itself
+        for i, row in enumerate(rows):
+            assert row[i + 2 :] == ["0"] * (5 - i)  # exactly 0 after the diagonal
+            assert math.isclose(sum(map(float, row[1:])), 1.0, abs_tol=6 * 5e-5)
+    masked = tables(section(default_output, "masked_scores"))[0][1]
+    assert masked[1][3:] == ["-inf"] * 4
+
+
+def test_no_causal_masks_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = explain(capsys, "--no-causal")
+    assert code == 0
+    for _, rows in tables(section(out, "masked_scores")):
+        assert all(cell != "-inf" for row in rows for cell in row[1:])
+    for _, rows in tables(section(out, "weights")):
+        assert all(float(cell) > 0 for row in rows for cell in row[1:])
+    assert "✓ nothing is masked, so every key gets a weight above 0" in out
+
+
+def test_cross_attention_takes_keys_and_values_from_a_second_sequence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = explain(capsys, "--cross")
+    assert code == 0
+    assert_fits(out)
+    printed = sections(out)
+    assert [name for name, _, _ in printed] == ["inputs", "kv_inputs", *STEPS[1:]]
+    shapes = dict((name, shape) for name, shape, _ in printed)
+    assert shapes["kv_inputs"] == (1, 7, 3)
+    assert shapes["weights"] == (1, 2, 6, 7)  # 6 queries, 7 keys: not square
+    (header, rows), _ = tables(section(out, "weights"))
+    assert header[:2] == ["Ton", "voyage"] and len(header) == 7
+    assert [row[0] for row in rows] == TOKENS
+    assert re.search(r"^mask\s+none", out, re.MULTILINE)  # cross-attention is not causal unless asked
+    assert "✓ keys = m · W_kᵀ + b_k" in out
+    assert out.rstrip().endswith("✓ all 7 checks passed")
+
+
+def test_causal_cross_attention_explains_queries_that_see_no_key(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = explain(capsys, "--cross", "ein Schritt", "--causal")
+    assert code == 0
+    for _, rows in tables(section(out, "weights")):
+        # Aligned bottom-right: query i sees keys j <= i - 4; the first four see none.
+        assert [row[1:] for row in rows[:4]] == [["0", "0"]] * 4
+        assert rows[4][1:] == ["1", "0"]
+    assert "or to 0 for Your, journey, starts, with" in out
+    assert out.rstrip().endswith("✓ all 7 checks passed")
+
+
+def test_twelve_tokens_fit_by_eliding_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = explain(capsys, "--tokens", TWELVE, "--heads", "3", "--dim", "6", "--seed", "7")
+    assert code == 0
+    assert_fits(out)
+    (header, rows), _, _ = tables(section(out, "weights"))
+    assert "…" in header and header[-1] == "away"
+    assert [row[0] for row in rows] == TWELVE.split()
+    assert "columns hidden to fit 80 columns" in "\n".join(section(out, "weights"))
+    assert out.rstrip().endswith("✓ all 7 checks passed")
+
+
+def test_heads_and_head_dim_set_the_shapes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = explain(capsys, "--dim", "4", "--heads", "3", "--head-dim", "1")
+    assert code == 0
+    shapes = {name: shape for name, shape, _ in sections(out)}
+    assert shapes["inputs"] == (1, 6, 4)  # the book's rows are 3 wide: D = 4 draws its own vectors
+    assert shapes["queries"] == (1, 6, 3)  # H·Dh = 3 · 1
+    assert shapes["weights"] == (1, 3, 6, 6)
+    assert shapes["output"] == (1, 6, 4)
+    assert len(tables(section(out, "weights"))) == 3  # one matrix per head
+    assert tables(section(out, "context"))[0][0] == ["h0:0", "h1:0", "h2:0"]
+
+
+def test_a_failed_check_is_marked_and_fails_the_walkthrough(capsys: pytest.CaptureFixture[str]) -> None:
+    run = example.run_example(example.Example())
+    with torch.no_grad():
+        run.module.out_proj.bias += 1.0  # the traced output no longer comes from these weights
+    assert not terminal.walkthrough(run, terminal.make_console())
+    out = capsys.readouterr().out
+    assert "✗ output = context · W_oᵀ + b_o, recomputed from W_o and b_o: max difference 1" in out
+    assert out.rstrip().endswith("✗ 1 of 7 checks failed")
+
+
+def test_a_repeated_word_gets_the_same_embedding(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = explain(capsys, "--tokens", TWELVE)
+    (_, rows), *_ = tables(section(out, "inputs"))
+    assert rows[0][1:] == rows[6][1:]  # "the" twice
+    assert rows[0][1:] != rows[1][1:]
+
+
+# The pencil-and-paper exercise.
+
+
+def matmul(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
+    """The pencil's matrix product, in plain integers."""
+    return [[sum(x * y for x, y in zip(row, column, strict=True)) for column in transpose(b)] for row in a]
+
+
+def transpose(a: list[list]) -> list[list]:
+    return [list(column) for column in zip(*a, strict=True)]
+
+
+def panel(out: str, title: str) -> list[list[str]]:
+    """The rows ([label, cells...]) of the panel titled `title`, read from its columns of the output."""
+    lines = out.splitlines()
+    alone = re.compile(rf"(?:^|\s\s){re.escape(title)}(?:\s\s|$)")  # a title, not a word in a sentence
+    i = next(i for i, line in enumerate(lines) if alone.search(line))
+    start = lines[i].index(title, alone.search(lines[i]).start())
+    after = re.search(r"\s{2,}\S", lines[i][start + len(title) :])
+    end = None if after is None else start + len(title) + after.start() + len(after[0]) - 1
+    header = lines[i + 1][start:end].split()
+    rows = []
+    for line in lines[i + 3 :]:
+        cells = line[start:end].split()
+        if len(cells) != len(header) + 1:
+            break
+        rows.append(cells)
+    return rows
+
+
+def test_by_hand_fits_and_marks_the_approximations(by_hand_output: str) -> None:
+    assert_fits(by_hand_output)
+    headers = [line for line in by_hand_output.splitlines() if re.match(r"^\d\. ", line)]
+    assert len(headers) == 8
+    approximate = [header.split(" ─")[0] for header in headers if "≈" in header]
+    assert approximate == [
+        "4. ≈ scale: floor(x/2) for x/√3  (approximation)",
+        "5. ≈ softmax, e^x: 3^x for e^x  (approximation)",
+    ]
+    assert by_hand_output.rstrip().endswith("✓ all 4 checks passed")
+
+
+def test_by_hand_numbers_are_the_pencil_and_paper_ones(by_hand_output: str) -> None:
+    x, w_q, w_k, w_v = (
+        m.tolist() for m in (by_hand.FEATURES, by_hand.W_QUERY, by_hand.W_KEY, by_hand.W_VALUE)
+    )
+    queries, keys, values = matmul(w_q, x), matmul(w_k, x), matmul(w_v, x)
+    scores = matmul(transpose(keys), queries)  # (4, 4): column j = query j
+    halves = [[s // 2 for s in row] for row in scores]
+    powers = [[3**h for h in row] for row in halves]
+    sums = [sum(column) for column in transpose(powers)]
+
+    def printed(title: str) -> list[list[int]]:
+        return [[int(cell) for cell in row[1:]] for row in panel(by_hand_output, title)]
+
+    assert printed("Q") == queries
+    assert printed("V") == values
+    assert printed("Kᵀ·Q") == scores
+    assert printed("by hand: floor(x/2)") == halves
+    assert printed("by hand: 3^x") == powers
+    assert printed("by hand: Σ 3^x") == [sums]
+    assert max(map(max, scores)) <= 7 and min(map(min, scores)) >= 0  # small enough for pencil and paper
+
+    weights = [[Fraction(cell) for cell in row[1:]] for row in panel(by_hand_output, "by hand: A")]
+    assert weights == [[Fraction(p, s) for p, s in zip(row, sums, strict=True)] for row in powers]
+    assert all(sum(column) == 1 for column in transpose(weights))  # each column of A sums to 1
+    context = [[Fraction(cell) for cell in row[1:]] for row in panel(by_hand_output, "by hand: Z")]
+    assert context == [
+        [sum(v * a for v, a in zip(row, column, strict=True)) for column in transpose(weights)]
+        for row in values
+    ]
+
+
+def test_by_hand_exact_values_are_headwise_reference(by_hand_output: str) -> None:
+    q, k, v = (
+        torch.tensor(m, dtype=torch.float64).T[None, None]  # (1, 1, 4, 3)
+        for m in (
+            matmul(by_hand.W_QUERY.tolist(), by_hand.FEATURES.tolist()),
+            matmul(by_hand.W_KEY.tolist(), by_hand.FEATURES.tolist()),
+            matmul(by_hand.W_VALUE.tolist(), by_hand.FEATURES.tolist()),
+        )
+    )
+    out, weights = headwise.attention(q, k, v, backend="reference", return_weights=True)
+    scaled = (q @ k.transpose(-2, -1))[0, 0].T / math.sqrt(3)  # (4, 4), column j = query j
+    for title, expected in (
+        ("exact: x/√3", scaled),
+        ("exact: e^x", scaled.exp()),
+        ("exact: A", weights[0, 0].T),
+        ("exact: Z", out[0, 0].T),
+    ):
+        rows = panel(by_hand_output, title)
+        assert len(rows) == len(expected), title
+        for row, true in zip(rows, expected, strict=True):
+            for cell, number in zip(row[1:], true.tolist(), strict=True):
+                assert math.isclose(float(cell), number, abs_tol=5.1e-4), (title, cell, number)
+    assert "✓ each column of A by hand sums to 1, exactly (as fractions)" in by_hand_output
+    assert "✓ Kᵀ·Q by hand equals headwise's scores" in by_hand_output
+
+
+# The command line.
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dim", "0"], "argument --dim: expected an integer from 1 to 512, got '0'"),
+        (["--heads", "-1"], "argument --heads: expected an integer from 1 to 16, got '-1'"),
+        (["--head-dim", "two"], "argument --head-dim: expected an integer from 1 to 512, got 'two'"),
+        (["--seed", "-5"], "argument --seed: expected an integer from 0 to"),
+        (["--tokens", "   "], "argument --tokens: expected at least one word, got '   '"),
+        (["--cross", ""], "argument --cross: expected at least one word"),
+        (
+            ["--by-hand", "--dim", "4", "--no-causal"],
+            "--by-hand runs a fixed exercise; leave out --dim, --causal",
+        ),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["explain", *args])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_without_rich_it_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)  # what `import rich` meets when rich is not installed
+    assert main(["explain"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "pip install 'headwise[cli]'" in err
+
+
+def test_the_console_script_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "headwise.cli.main", "explain", "--tokens", "one step", "--heads", "1"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [name for name, _, _ in sections(result.stdout)] == STEPS
+    assert result.stdout.rstrip().endswith("✓ all 7 checks passed")
