@@ -6,8 +6,9 @@ scores); causal attention is aligned bottom-right; a query with nothing to atten
 
 from . import compat
 from .functional import attention
+from .merge import merge
 from .modules import MultiHeadAttention
 from .trace import Step, Trace, trace
 
-__all__ = ["MultiHeadAttention", "Step", "Trace", "attention", "compat", "trace"]
+__all__ = ["MultiHeadAttention", "Step", "Trace", "attention", "compat", "merge", "trace"]
 __version__ = "0.1.0"

@@ -44,7 +44,8 @@ def attention(
             torch's random number generator. Pass 0.0 at evaluation time.
         return_weights: also return the weights that multiplied v (after dropout), (B, Hq, Nq, Nk).
         backend: "auto" (the fastest backend that computes this function), "reference" (step by step,
-            float64-capable, records traces) or "sdpa" (torch's scaled_dot_product_attention).
+            float64-capable, records traces), "sdpa" (torch's scaled_dot_product_attention) or "chunked"
+            (block by block, memory linear in the sequence length, forward and backward).
 
     Returns:
         out (B, Hq, Nq, Dv), or (out, weights) with return_weights=True. A query with nothing to attend
@@ -65,7 +66,13 @@ def attention(
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
 
-    request = Request(q.device, q.dtype, return_weights=bool(return_weights), tracing=tracing())
+    request = Request(
+        q.device,
+        q.dtype,
+        return_weights=bool(return_weights),
+        tracing=tracing(),
+        mask_requires_grad=mask is not None and mask.requires_grad,
+    )
     chosen = choose(backend, request)
     out, weights = chosen.run(
         q,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import reference, sdpa
+from . import chunked, reference, sdpa
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Request:
     dtype: torch.dtype
     return_weights: bool
     tracing: bool
+    mask_requires_grad: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", reference.attention, reference.unsupported),
     "sdpa": Backend("sdpa", sdpa.attention, sdpa.unsupported),
+    "chunked": Backend("chunked", chunked.attention, chunked.unsupported),
 }
 
 # "auto" takes the first backend in this order that can serve the request. sdpa computes the same

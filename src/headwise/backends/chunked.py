@@ -1,0 +1,191 @@
+"""The chunked backend: attention block by block, in memory linear in the sequence length.
+
+Forward: for each block of queries, attend to one block of keys at a time and merge the partial results
+with `headwise.merge` (an online softmax); keep only out and lse = log Σ exp(scores) per query. Backward:
+recompute each block's weights from (q, k, out, lse) as FlashAttention-2 does, so that training never holds
+an (Nq, Nk) matrix. Blocks that a causal mask rules out entirely are skipped.
+
+Grouped-query heads are folded into the query rows: q (B, Hq, Nq, Dh) is viewed as (B, Hkv, G, Nq, Dh),
+so each key/value head is multiplied once by all G query heads that share it, and k and v are never
+repeated. Dropout draws each block's keep-mask from a generator seeded per block, so the backward pass
+redraws the same masks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..masks import causal_mask
+from ..merge import merge
+
+BLOCK = 256  # queries and keys per block
+
+
+def unsupported(request) -> str | None:
+    if request.return_weights:
+        return "return the attention weights (use headwise.attention_weights with its lse)"
+    if request.tracing:
+        return "record a trace (only the reference backend shows its steps)"
+    if request.mask_requires_grad:
+        return "differentiate with respect to a float mask"
+    return None
+
+
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights):
+    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None)."""
+    out, _ = attention_with_lse(q, k, v, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p)
+    return out, None
+
+
+def attention_with_lse(q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK):
+    """As `attention`, and lse (B, Hq, Nq): log Σ exp(scaled, masked scores), -inf for a query that sees
+    no key. Both are differentiable (lse too, so that merged results train)."""
+    seed = int(torch.randint(2**62, (1,)).item()) if dropout_p > 0 else 0  # from torch's RNG: reproducible
+    return _ChunkedAttention.apply(q, k, v, mask, causal, scale, dropout_p, block, seed)
+
+
+class _Blocks:
+    """The fixed arguments of one call, and the pieces of it that each (query block, key block) needs."""
+
+    def __init__(self, q, k, mask, causal, scale, dropout_p, block, seed):
+        self.batch, self.q_heads, self.num_queries, self.head_dim = q.shape
+        self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
+        self.group = self.q_heads // self.kv_heads  # G
+        if mask is not None:
+            mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, Hq|1, Nq|1, Nk|1)
+        self.mask, self.causal, self.scale = mask, causal, scale
+        self.dropout_p, self.block, self.seed = dropout_p, block, seed
+        self.acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+
+    def pairs(self):
+        """(q_start, q_end, k_start, k_end) for every block pair a causal mask does not rule out."""
+        shift = self.num_keys - self.num_queries  # bottom-right: query i sees keys j <= i + shift
+        for q_start in range(0, self.num_queries, self.block):
+            q_end = min(q_start + self.block, self.num_queries)
+            last_key = self.num_keys if not self.causal else max(0, min(self.num_keys, q_end + shift))
+            for k_start in range(0, last_key, self.block):
+                yield q_start, q_end, k_start, min(k_start + self.block, self.num_keys)
+
+    def query_rows(self, x, q_start, q_end):
+        """x (B, Hq, Nq, ·) -> the block's rows grouped by key/value head: (B, Hkv, G·Qb, ·)."""
+        rows = x[:, :, q_start:q_end].unflatten(1, (self.kv_heads, self.group))  # (B, Hkv, G, Qb, ·)
+        return rows.flatten(2, 3)  # (B, Hkv, G·Qb, ·)
+
+    def heads_back(self, rows, q_start, q_end):
+        """(B, Hkv, G·Qb, ·) -> (B, Hq, Qb, ·)."""
+        return rows.unflatten(2, (self.group, q_end - q_start)).flatten(1, 2)  # (B, Hq, Qb, ·)
+
+    def scores(self, q_rows, k_block, q_start, q_end, k_start, k_end):
+        """Scaled, masked scores of one block: (B, Hkv, G·Qb, Kb) in the accumulation dtype."""
+        scores = (q_rows @ k_block.transpose(-2, -1)).to(self.acc_dtype) * self.scale  # (B, Hkv, G·Qb, Kb)
+        grouped = scores.unflatten(2, (self.group, q_end - q_start))  # (B, Hkv, G, Qb, Kb)
+        if self.mask is not None:
+            rows = slice(q_start, q_end) if self.mask.shape[-2] > 1 else slice(None)  # broadcast axes stay
+            columns = slice(k_start, k_end) if self.mask.shape[-1] > 1 else slice(None)
+            piece = self.mask[..., rows, columns]  # (B|1, Hq|1, Qb|1, Kb|1)
+            piece = _group_heads(piece, self.q_heads, self.kv_heads)  # (B|1, Hkv|1, G|1, Qb|1, Kb|1)
+            if piece.dtype == torch.bool:
+                grouped = grouped.masked_fill(~piece, float("-inf"))
+            else:
+                grouped = grouped + piece.to(self.acc_dtype)
+        if self.causal and k_end - 1 > q_start + self.num_keys - self.num_queries:  # crosses the diagonal
+            allowed = causal_mask(self.num_queries, self.num_keys, device=scores.device)  # (Nq, Nk)
+            grouped = grouped.masked_fill(~allowed[q_start:q_end, k_start:k_end], float("-inf"))
+        return grouped.flatten(2, 3)  # (B, Hkv, G·Qb, Kb)
+
+    def keep(self, shape, q_start, k_start, device):
+        """The block's dropout factors (0 or 1 / (1 - p)), redrawn identically in the backward pass."""
+        generator = torch.Generator(device=device).manual_seed(self.seed + q_start * 1_000_003 + k_start)
+        kept = torch.rand(shape, generator=generator, device=device) >= self.dropout_p
+        return kept.to(self.acc_dtype) / (1 - self.dropout_p)
+
+
+def _group_heads(piece, q_heads, kv_heads):
+    """A mask piece (B|1, Hq|1, Qb|1, Kb|1) -> (B|1, Hkv|1, G|1, Qb|1, Kb|1), matching the grouped scores."""
+    if piece.shape[1] == q_heads:
+        return piece.unflatten(1, (kv_heads, q_heads // kv_heads))  # (B|1, Hkv, G, Qb|1, Kb|1)
+    return piece.unsqueeze(2)  # (B|1, 1, 1, Qb|1, Kb|1)
+
+
+def _probabilities(scores, lse):
+    """exp(scores - lse): the weights of one block, 0 where the query sees no key at all."""
+    return torch.exp(scores - lse.masked_fill(lse == float("-inf"), 0.0)[..., None])
+
+
+def _forward(q, k, v, blocks: _Blocks):
+    """-> out (B, Hq, Nq, Dv) in q's dtype, lse (B, Hq, Nq) in the accumulation dtype."""
+    out = q.new_zeros(*q.shape[:3], v.shape[-1], dtype=blocks.acc_dtype)  # (B, Hq, Nq, Dv)
+    lse = q.new_full(q.shape[:3], float("-inf"), dtype=blocks.acc_dtype)  # (B, Hq, Nq)
+    out_rows, lse_rows, current = None, None, None
+    for q_start, q_end, k_start, k_end in blocks.pairs():
+        if current != (q_start, q_end):  # a new block of queries
+            if current is not None:
+                _store(out, lse, out_rows, lse_rows, blocks, *current)
+            current = (q_start, q_end)
+            q_rows = blocks.query_rows(q, q_start, q_end)  # (B, Hkv, G·Qb, Dh)
+            out_rows = lse_rows = None
+        scores = blocks.scores(q_rows, k[:, :, k_start:k_end], q_start, q_end, k_start, k_end)
+        block_lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G·Qb)
+        weights = _probabilities(scores, block_lse)  # (B, Hkv, G·Qb, Kb)
+        if blocks.dropout_p > 0:
+            weights = weights * blocks.keep(weights.shape, q_start, k_start, weights.device)
+        block_out = weights.to(v.dtype) @ v[:, :, k_start:k_end]  # (B, Hkv, G·Qb, Dv)
+        block_out = block_out.to(blocks.acc_dtype)
+        if out_rows is None:
+            out_rows, lse_rows = block_out, block_lse
+        else:
+            out_rows, lse_rows = merge(out_rows, lse_rows, block_out, block_lse)
+    if current is not None:
+        _store(out, lse, out_rows, lse_rows, blocks, *current)
+    return out.to(q.dtype), lse
+
+
+def _store(out, lse, out_rows, lse_rows, blocks, q_start, q_end):
+    out[:, :, q_start:q_end] = blocks.heads_back(out_rows, q_start, q_end)  # (B, Hq, Qb, Dv)
+    lse[:, :, q_start:q_end] = blocks.heads_back(lse_rows[..., None], q_start, q_end)[..., 0]  # (B, Hq, Qb)
+
+
+def _backward(q, k, v, out, lse, d_out, d_lse, blocks: _Blocks):
+    """FlashAttention-2's backward: per block, weights = exp(scores - lse) and
+    d_scores = weights · (d_weights - D + d_lse) with D = rowsum(d_out · out)."""
+    acc = blocks.acc_dtype
+    d_q = torch.zeros(q.shape, dtype=acc, device=q.device)  # (B, Hq, Nq, Dh)
+    d_k = torch.zeros(k.shape, dtype=acc, device=k.device)  # (B, Hkv, Nk, Dh)
+    d_v = torch.zeros(v.shape, dtype=acc, device=v.device)  # (B, Hkv, Nk, Dv)
+    row_term = (d_out.to(acc) * out.to(acc)).sum(-1) - d_lse.to(acc)  # (B, Hq, Nq): D - d_lse
+    for q_start, q_end, k_start, k_end in blocks.pairs():
+        q_rows = blocks.query_rows(q, q_start, q_end)  # (B, Hkv, G·Qb, Dh)
+        d_out_rows = blocks.query_rows(d_out, q_start, q_end).to(acc)  # (B, Hkv, G·Qb, Dv)
+        k_block, v_block = k[:, :, k_start:k_end], v[:, :, k_start:k_end]  # (B, Hkv, Kb, Dh|Dv)
+        scores = blocks.scores(q_rows, k_block, q_start, q_end, k_start, k_end)  # (B, Hkv, G·Qb, Kb)
+        weights = _probabilities(scores, blocks.query_rows(lse[..., None], q_start, q_end)[..., 0])
+        d_weights = d_out_rows @ v_block.to(acc).transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
+        applied = weights
+        if blocks.dropout_p > 0:
+            keep = blocks.keep(weights.shape, q_start, k_start, weights.device)
+            applied, d_weights = weights * keep, d_weights * keep
+        d_v[:, :, k_start:k_end] += applied.transpose(-2, -1) @ d_out_rows  # (B, Hkv, Kb, Dv)
+        row = blocks.query_rows(row_term[..., None], q_start, q_end)  # (B, Hkv, G·Qb, 1)
+        d_scores = weights * (d_weights - row) * blocks.scale  # (B, Hkv, G·Qb, Kb)
+        d_q_rows = d_scores @ k_block.to(acc)  # (B, Hkv, G·Qb, Dh)
+        d_q[:, :, q_start:q_end] += blocks.heads_back(d_q_rows, q_start, q_end)
+        d_k[:, :, k_start:k_end] += d_scores.transpose(-2, -1) @ q_rows.to(acc)  # (B, Hkv, Kb, Dh)
+    return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype)
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, block, seed):
+        blocks = _Blocks(q, k, mask, causal, scale, dropout_p, block, seed)
+        out, lse = _forward(q, k, v, blocks)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.blocks = blocks
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, d_out, d_lse):
+        q, k, v, out, lse = ctx.saved_tensors
+        d_out = torch.zeros_like(out) if d_out is None else d_out
+        d_lse = torch.zeros_like(lse) if d_lse is None else d_lse
+        d_q, d_k, d_v = _backward(q, k, v, out, lse, d_out, d_lse, ctx.blocks)
+        return d_q, d_k, d_v, None, None, None, None, None, None

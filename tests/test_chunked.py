@@ -1,0 +1,118 @@
+"""The chunked backend at small block sizes (many blocks, ragged edges), its lse, and headwise.merge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import headwise
+from headwise.backends.chunked import attention_with_lse
+
+DOUBLE = torch.float64
+
+
+def random_inputs(nq, nk, heads=4, kv_heads=2, head_dim=6, value_dim=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = ((2, heads, nq, head_dim), (2, kv_heads, nk, head_dim), (2, kv_heads, nk, value_dim))
+    return [torch.randn(s, generator=gen, dtype=DOUBLE, requires_grad=True) for s in shapes]
+
+
+def reference_lse(q, k, mask, causal, scale):
+    """log Σ exp(masked scores) over the keys, with plain torch ops: (B, Hq, Nq)."""
+    keys = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (B, Hq, Nk, Dh)
+    scores = (q @ keys.transpose(-1, -2)) * scale  # (B, Hq, Nq, Nk)
+    allowed = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril(k.shape[2] - q.shape[2])
+    return torch.logsumexp(scores.masked_fill(~(allowed if causal else mask), float("-inf")), dim=-1)
+
+
+@pytest.mark.parametrize("block", [1, 4, 7, 16])
+@pytest.mark.parametrize(
+    "nq,nk,causal", [(9, 9, True), (5, 13, True), (13, 5, True), (11, 17, False), (1, 9, True)]
+)
+def test_blocks_of_any_size_give_the_reference(block, nq, nk, causal):
+    q, k, v = random_inputs(nq, nk)
+    mask = torch.rand(2, 1, nq, nk, generator=torch.Generator().manual_seed(1)) < 0.8
+    mask[1, 0, 0] = False  # a query that sees nothing
+    out, lse = attention_with_lse(q, k, v, mask=mask, causal=causal, scale=0.4, block=block)
+    expected = headwise.attention(q, k, v, mask=mask, causal=causal, scale=0.4, backend="reference")
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
+    torch.testing.assert_close(lse, reference_lse(q, k, mask, causal, 0.4), rtol=0, atol=1e-13)
+    d_out, d_lse = torch.randn_like(out), torch.randn_like(lse).masked_fill(lse == float("-inf"), 0)
+    grads = torch.autograd.grad((out * d_out).sum(), (q, k, v), retain_graph=True)
+    expected_grads = torch.autograd.grad((expected * d_out).sum(), (q, k, v))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    lse_grads = torch.autograd.grad(lse.masked_fill(lse == float("-inf"), 0).mul(d_lse).sum(), (q, k))
+    ref_lse = reference_lse(q, k, mask, causal, 0.4)
+    expected_lse_grads = torch.autograd.grad(
+        ref_lse.masked_fill(ref_lse == float("-inf"), 0).mul(d_lse).sum(), (q, k)
+    )
+    for got, want in zip(lse_grads, expected_lse_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_gradcheck_through_out_and_lse():
+    q, k, v = random_inputs(6, 7, head_dim=3, value_dim=2)
+    float_mask = torch.zeros(6, 7, dtype=DOUBLE)
+    float_mask[2, 3:] = float("-inf")
+
+    def fn(q, k, v):
+        out, lse = attention_with_lse(q, k, v, mask=float_mask, causal=True, scale=0.7, block=3)
+        return out, lse.masked_fill(lse == float("-inf"), 0.0)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+
+
+def test_dropout_backward_redraws_the_forward_masks():
+    q, k, v = random_inputs(9, 11, head_dim=3, value_dim=2)
+
+    def fn(q, k, v):
+        torch.manual_seed(4)  # the same keep-masks on every call: a deterministic function to check
+        return attention_with_lse(q, k, v, causal=True, scale=0.5, dropout_p=0.3, block=4)[0]
+
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+    undropped = attention_with_lse(q, k, v, causal=True, scale=0.5, block=4)[0]
+    assert torch.equal(fn(q, k, v), fn(q, k, v)) and not torch.allclose(fn(q, k, v), undropped)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_accumulates_in_float32(dtype):
+    q, k, v = (t.detach().to(dtype) for t in random_inputs(40, 50))
+    out, lse = attention_with_lse(q, k, v, causal=True, scale=0.4, block=8)
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    expected = headwise.attention(q.double(), k.double(), v.double(), causal=True, scale=0.4)
+    assert (out.double() - expected).abs().max() < 4 * torch.finfo(dtype).eps * expected.abs().max()
+
+
+def test_merge_of_two_key_sets_is_attention_over_both():
+    q, k, v = random_inputs(5, 12)
+    out, lse = attention_with_lse(q, k, v, scale=0.3)
+    first = attention_with_lse(q, k[:, :, :5], v[:, :, :5], scale=0.3)
+    second = attention_with_lse(q, k[:, :, 5:], v[:, :, 5:], scale=0.3)
+    merged_out, merged_lse = headwise.merge(*first, *second)
+    torch.testing.assert_close(merged_out, out, rtol=0, atol=1e-14)
+    torch.testing.assert_close(merged_lse, lse, rtol=0, atol=1e-14)
+    swapped_out, _ = headwise.merge(*second, *first)  # the order does not matter
+    torch.testing.assert_close(swapped_out, out, rtol=0, atol=1e-14)
+
+
+def test_merge_with_a_query_that_sees_nothing():
+    out = torch.ones(1, 3, 2, dtype=DOUBLE)
+    lse = torch.tensor([[0.0, float("-inf"), float("-inf")]], dtype=DOUBLE)
+    other_lse = torch.tensor([[float("-inf"), 1.0, float("-inf")]], dtype=DOUBLE)
+    merged_out, merged_lse = headwise.merge(out, lse, 2 * out, other_lse)
+    assert torch.equal(merged_out[0, :, 0], torch.tensor([1.0, 2.0, 0.0], dtype=DOUBLE))
+    assert torch.equal(merged_lse, torch.tensor([[0.0, 1.0, float("-inf")]], dtype=DOUBLE))
+    with pytest.raises(ValueError, match=r"merge needs out_a and out_b of one shape"):
+        headwise.merge(out, lse, out[..., :1], other_lse)
+
+
+def test_chunked_refuses_what_it_cannot_do():
+    q, k, v = random_inputs(3, 4)
+    with pytest.raises(ValueError, match="backend 'chunked' cannot return the attention weights"):
+        headwise.attention(q, k, v, return_weights=True, backend="chunked")
+    mask = torch.zeros(3, 4, dtype=DOUBLE, requires_grad=True)
+    with pytest.raises(
+        ValueError, match="backend 'chunked' cannot differentiate with respect to a float mask"
+    ):
+        headwise.attention(q, k, v, mask=mask, backend="chunked")
