@@ -116,3 +116,30 @@ def test_chunked_refuses_what_it_cannot_do():
         ValueError, match="backend 'chunked' cannot differentiate with respect to a float mask"
     ):
         headwise.attention(q, k, v, mask=mask, backend="chunked")
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked", "auto"])
+def test_attention_weights_from_lse_are_exact(backend):
+    q, k, v = random_inputs(7, 10)
+    mask = torch.rand(2, 4, 7, 10, generator=torch.Generator().manual_seed(2)) < 0.7
+    mask[0, 3, 6] = False  # a query that sees nothing
+    _, lse = headwise.attention(
+        q, k, v, mask=mask, causal=True, scale=0.6, return_lse=True, backend=backend
+    )
+    _, weights = headwise.attention(q, k, v, mask=mask, causal=True, scale=0.6, return_weights=True)
+    torch.testing.assert_close(lse, reference_lse(q, k, mask, True, 0.6), rtol=0, atol=1e-13)
+    full = headwise.attention_weights(q, k, lse, mask=mask, causal=True, scale=0.6)
+    torch.testing.assert_close(full, weights, rtol=0, atol=1e-14)
+    some = headwise.attention_weights(
+        q, k, lse, rows=[6, 2], heads=slice(1, 4), mask=mask, causal=True, scale=0.6
+    )
+    torch.testing.assert_close(some, weights[:, 1:4][:, :, [6, 2]], rtol=0, atol=1e-14)
+    assert some[0, 2, 0].abs().max() == 0  # head 3, query 6 of sequence 0 sees nothing
+
+
+def test_lse_is_refused_where_a_backend_has_none():
+    q, k, v = random_inputs(3, 4)
+    with pytest.raises(ValueError, match="backend 'sdpa' cannot return the log-sum-exp of the scores"):
+        headwise.attention(q, k, v, return_lse=True, backend="sdpa")
+    with pytest.raises(ValueError, match=r"lse must have shape \(B, Hq, Nq\) = \(2, 4, 3\), got \(2, 4\)"):
+        headwise.attention_weights(q, k, torch.zeros(2, 4))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
 from .backends import Request, choose
-from .masks import check_mask
+from .masks import causal_mask, check_mask
 from .trace import tracing
 
 
@@ -26,8 +27,9 @@ def attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
+    return_lse: bool = False,
     backend: str = "auto",
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Scaled dot-product attention: softmax(q · kᵀ · scale + mask) · v, per head.
 
     Args:
@@ -43,13 +45,16 @@ def attention(
         dropout_p: probability of zeroing an attention weight (kept ones are scaled by 1 / (1 - p)), using
             torch's random number generator. Pass 0.0 at evaluation time.
         return_weights: also return the weights that multiplied v (after dropout), (B, Hq, Nq, Nk).
+        return_lse: also return lse (B, Hq, Nq) = log Σ exp(scaled, masked scores) over the keys (-inf for a
+            query that sees none), in float32 or float64: with `attention_weights` it recomputes any slice
+            of the weights exactly, and with `merge` it combines attention over separate key sets.
         backend: "auto" (the fastest backend that computes this function), "reference" (step by step,
             float64-capable, records traces), "sdpa" (torch's scaled_dot_product_attention) or "chunked"
             (block by block, memory linear in the sequence length, forward and backward).
 
     Returns:
-        out (B, Hq, Nq, Dv), or (out, weights) with return_weights=True. A query with nothing to attend
-        to (every key masked) gets a row of zeros and zero gradients, never NaN.
+        out (B, Hq, Nq, Dv), or a tuple (out, weights) / (out, lse) / (out, weights, lse) as asked. A query
+        with nothing to attend to (every key masked) gets a row of zeros and zero gradients, never NaN.
     """
     _check_inputs(q, k, v)
     batch, q_heads, num_queries, _ = q.shape
@@ -71,10 +76,11 @@ def attention(
         q.dtype,
         return_weights=bool(return_weights),
         tracing=tracing(),
+        return_lse=bool(return_lse),
         mask_requires_grad=mask is not None and mask.requires_grad,
     )
     chosen = choose(backend, request)
-    out, weights = chosen.run(
+    out, weights, lse = chosen.run(
         q,
         k,
         v,
@@ -83,8 +89,58 @@ def attention(
         scale=scale,
         dropout_p=float(dropout_p),
         return_weights=return_weights,
+        return_lse=return_lse,
     )
-    return (out, weights) if return_weights else out
+    extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
+    return (out, *extras) if extras else out
+
+
+def attention_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    *,
+    rows: slice | Sequence[int] | torch.Tensor | None = None,
+    heads: slice | Sequence[int] | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """The exact attention weights of any slice of queries and heads, from a fast run's lse.
+
+    weights = exp(scaled, masked scores - lse): one (rows × Nk) block per head instead of the whole
+    (Nq × Nk) matrix. Pass the q, k, mask, causal and scale of the run that produced lse (from
+    `attention(..., return_lse=True)`). Dropout is not applied: these are the softmax probabilities.
+
+    Args:
+        q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), lse (B, Hq, Nq).
+        rows: the query positions to return (default all); heads: the query heads (default all).
+    Returns:
+        weights (B, len(heads), len(rows), Nk); a query that sees no key gets a row of zeros.
+    """
+    _check_inputs(q, k, k)
+    batch, q_heads, num_queries, _ = q.shape
+    if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (batch, q_heads, num_queries):
+        got = tuple(lse.shape) if isinstance(lse, torch.Tensor) else type(lse).__name__
+        raise ValueError(f"lse must have shape (B, Hq, Nq) = {(batch, q_heads, num_queries)}, got {got}")
+    target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
+    if mask is not None:
+        check_mask(mask, "mask", target, q.device)
+    scale = _check_scale(scale, q.shape[-1])
+    rows = torch.arange(num_queries, device=q.device)[slice(None) if rows is None else rows]  # (R,)
+    heads = torch.arange(q_heads, device=q.device)[slice(None) if heads is None else heads]  # (H',)
+    keys = k[:, heads // (q_heads // k.shape[1])]  # (B, H', Nk, Dh): each query head's key head
+    queries = q[:, heads][:, :, rows]  # (B, H', R, Dh)
+    scores = (queries @ keys.transpose(-2, -1)).to(lse.dtype) * scale  # (B, H', R, Nk)
+    if mask is not None:
+        piece = mask.expand(target)[:, heads][:, :, rows]  # (B, H', R, Nk)
+        scores = scores.masked_fill(~piece, float("-inf")) if piece.dtype == torch.bool else scores + piece
+    if causal:
+        scores = scores.masked_fill(
+            ~causal_mask(num_queries, k.shape[2], device=q.device)[rows], float("-inf")
+        )
+    row_lse = lse[:, heads][:, :, rows]  # (B, H', R)
+    return torch.exp(scores - row_lse.masked_fill(row_lse == float("-inf"), 0.0)[..., None])
 
 
 def _check_inputs(q: object, k: object, v: object) -> None:

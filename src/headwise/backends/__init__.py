@@ -2,10 +2,11 @@
 
 A backend is a function
 
-    run(q, k, v, *, mask, causal, scale, dropout_p, return_weights) -> (out, weights or None)
+    run(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse) -> (out, weights, lse)
 
     q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv), validated; mask is None, bool
-    (True = may attend) or float in q's dtype, broadcastable to (B, Hq, Nq, Nk); causal is bottom-right.
+    (True = may attend) or float in q's dtype, broadcastable to (B, Hq, Nq, Nk); causal is bottom-right;
+    weights (B, Hq, Nq, Nk) and lse (B, Hq, Nq) are None unless asked for.
 
 and a function `unsupported(request) -> str | None` naming what it cannot do for this request.
 """
@@ -28,6 +29,7 @@ class Request:
     dtype: torch.dtype
     return_weights: bool
     tracing: bool
+    return_lse: bool = False
     mask_requires_grad: bool = False
 
 

@@ -31,10 +31,10 @@ def unsupported(request) -> str | None:
     return None
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights):
-    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None)."""
-    out, _ = attention_with_lse(q, k, v, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p)
-    return out, None
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
+    out, lse = attention_with_lse(q, k, v, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p)
+    return out, None, (lse if return_lse else None)
 
 
 def attention_with_lse(q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK):

@@ -30,8 +30,9 @@ def softmax_over_keys(masked_scores: torch.Tensor) -> torch.Tensor:
     return exps / total.masked_fill(total == 0, 1.0)  # (..., Nk), rows of zeros where total is 0
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights):
-    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (context (B, Hq, Nq, Dv), weights)."""
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv)
+    -> (context (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk) or None, lse (B, Hq, Nq) or None)."""
     group = q.shape[1] // k.shape[1]  # G = Hq / Hkv query heads share each key/value head
     keys = k.repeat_interleave(group, dim=1)  # (B, Hq, Nk, Dh)
     values = v.repeat_interleave(group, dim=1)  # (B, Hq, Nk, Dv)
@@ -59,4 +60,9 @@ def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights):
 
     context = weights @ values  # (B, Hq, Nq, Dv)
     record("context_by_head", context)
-    return context, (weights if return_weights else None)
+    lse = None
+    if return_lse:  # log Σ exp(masked scores), in float32 at least: what a fast path keeps instead of weights
+        lse = torch.logsumexp(
+            masked_scores.to(torch.promote_types(masked_scores.dtype, torch.float32)), dim=-1
+        )
+    return context, (weights if return_weights else None), lse

@@ -16,13 +16,15 @@ from ..masks import causal_mask, combine
 def unsupported(request) -> str | None:
     if request.return_weights:
         return "return the attention weights"
+    if request.return_lse:
+        return "return the log-sum-exp of the scores"
     if request.tracing:
         return "record a trace (only the reference backend shows its steps)"
     return None
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights):
-    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (context (B, Hq, Nq, Dv), None)."""
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (context (B, Hq, Nq, Dv), None, None)."""
     num_queries, num_keys = q.shape[2], k.shape[2]
     is_causal = causal and mask is None and num_queries == num_keys  # top-left == bottom-right here
     if causal and not is_causal:
@@ -37,4 +39,4 @@ def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights):
         scale=scale,
         enable_gqa=q.shape[1] != k.shape[1],
     )  # (B, Hq, Nq, Dv)
-    return context, None
+    return context, None, None
