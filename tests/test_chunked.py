@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import headwise
-from headwise.backends.chunked import attention_with_lse
+from headwise import masks
+from headwise.backends.chunked import _Blocks, attention_with_lse
 
 DOUBLE = torch.float64
 
@@ -123,9 +124,7 @@ def test_attention_weights_from_lse_are_exact(backend):
     q, k, v = random_inputs(7, 10)
     mask = torch.rand(2, 4, 7, 10, generator=torch.Generator().manual_seed(2)) < 0.7
     mask[0, 3, 6] = False  # a query that sees nothing
-    _, lse = headwise.attention(
-        q, k, v, mask=mask, causal=True, scale=0.6, return_lse=True, backend=backend
-    )
+    _, lse = headwise.attention(q, k, v, mask=mask, causal=True, scale=0.6, return_lse=True, backend=backend)
     _, weights = headwise.attention(q, k, v, mask=mask, causal=True, scale=0.6, return_weights=True)
     torch.testing.assert_close(lse, reference_lse(q, k, mask, True, 0.6), rtol=0, atol=1e-13)
     full = headwise.attention_weights(q, k, lse, mask=mask, causal=True, scale=0.6)
@@ -143,3 +142,41 @@ def test_lse_is_refused_where_a_backend_has_none():
         headwise.attention(q, k, v, return_lse=True, backend="sdpa")
     with pytest.raises(ValueError, match=r"lse must have shape \(B, Hq, Nq\) = \(2, 4, 3\), got \(2, 4\)"):
         headwise.attention_weights(q, k, torch.zeros(2, 4))
+
+
+def predicates(nq, nk):
+    ids = torch.sort(torch.randint(0, 3, (2, nk), generator=torch.Generator().manual_seed(5)), dim=1).values
+    return [
+        masks.sliding_window(5, 2),
+        masks.key_lengths(torch.tensor([nk - 4, nk])) & masks.causal(),
+        masks.documents(ids[:, nk - nq :], ids),
+        masks.prefix_lm(torch.tensor([3, 8])) | masks.sliding_window(2),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
+@pytest.mark.parametrize("index", range(4))
+def test_mask_predicates_equal_their_dense_masks(backend, index):
+    q, k, v = random_inputs(13, 21)
+    predicate = predicates(13, 21)[index]
+    dense = predicate.materialize(2, 4, 13, 21)  # (B|1, Hq|1, Nq, Nk)
+    out = headwise.attention(q, k, v, mask=predicate, backend=backend)
+    expected = headwise.attention(q, k, v, mask=dense, backend="reference")
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
+    d_out = torch.randn_like(out)
+    grads, expected_grads = (torch.autograd.grad(o, (q, k, v), d_out) for o in (out, expected))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_chunked_skips_the_blocks_a_window_rules_out():
+    q, k, v = random_inputs(64, 64)
+    window = masks.sliding_window(4)
+    blocks = _Blocks(q, k, window, False, 1.0, 0.0, 8, 0)
+    visited = list(blocks.pairs())
+    assert len(visited) == 8 + 7  # the diagonal blocks and the ones just below it, of 64
+    out, _ = attention_with_lse(q, k, v, mask=window, scale=1.0, block=8)
+    expected = headwise.attention(
+        q, k, v, mask=window.materialize(1, 1, 64, 64), scale=1.0, backend="reference"
+    )
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)

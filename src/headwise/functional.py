@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from .backends import Request, choose
-from .masks import causal_mask, check_mask
+from .masks import Predicate, causal_mask, check_mask
 from .trace import tracing
 
 
@@ -22,7 +22,7 @@ def attention(
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    mask: torch.Tensor | None = None,
+    mask: torch.Tensor | Predicate | None = None,
     causal: bool = False,
     scale: float | None = None,
     dropout_p: float = 0.0,
@@ -38,7 +38,9 @@ def attention(
             uses key/value head h // (Hq / Hkv)).
         v: values (B, Hkv, Nk, Dv).
         mask: None; bool with True = may attend; or floating, added to the scaled scores (-inf = may not
-            attend; cast to q's dtype). Broadcastable to (B, Hq, Nq, Nk).
+            attend; cast to q's dtype). Broadcastable to (B, Hq, Nq, Nk). Or a `headwise.masks` predicate
+            (causal, sliding_window, key_lengths, documents, prefix_lm, combined with & | ~): the chunked
+            backend evaluates it block by block and skips blocks it rules out; others get it materialised.
         causal: each query sees only keys at or before its own position, aligned bottom-right when
             Nq != Nk (query i sees keys j <= i + Nk - Nq). Combines with `mask`.
         scale: multiplies the scores; defaults to 1 / sqrt(Dh).
@@ -59,7 +61,9 @@ def attention(
     _check_inputs(q, k, v)
     batch, q_heads, num_queries, _ = q.shape
     target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
-    if mask is not None:
+    if isinstance(mask, Predicate):
+        mask.check(batch, q_heads, num_queries, k.shape[2])
+    elif mask is not None:
         check_mask(mask, "mask", target, q.device)
         if mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
@@ -77,9 +81,11 @@ def attention(
         return_weights=bool(return_weights),
         tracing=tracing(),
         return_lse=bool(return_lse),
-        mask_requires_grad=mask is not None and mask.requires_grad,
+        mask_requires_grad=isinstance(mask, torch.Tensor) and mask.requires_grad,
     )
     chosen = choose(backend, request)
+    if isinstance(mask, Predicate) and not chosen.takes_predicates:
+        mask = mask.materialize(*target, device=q.device)  # (B|1, Hq|1, Nq, Nk)
     out, weights, lse = chosen.run(
         q,
         k,

@@ -36,14 +36,15 @@ class Request:
 @dataclass(frozen=True)
 class Backend:
     name: str
-    run: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+    run: Callable[..., tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
     unsupported: Callable[[Request], str | None]
+    takes_predicates: bool = False  # evaluates a masks.Predicate block by block; others get it materialised
 
 
 BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", reference.attention, reference.unsupported),
     "sdpa": Backend("sdpa", sdpa.attention, sdpa.unsupported),
-    "chunked": Backend("chunked", chunked.attention, chunked.unsupported),
+    "chunked": Backend("chunked", chunked.attention, chunked.unsupported, takes_predicates=True),
 }
 
 # "auto" takes the first backend in this order that can serve the request. sdpa computes the same

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..masks import causal_mask
+from ..masks import Predicate, causal_mask
 from ..merge import merge
 
 BLOCK = 256  # queries and keys per block
@@ -51,9 +51,11 @@ class _Blocks:
         self.batch, self.q_heads, self.num_queries, self.head_dim = q.shape
         self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
         self.group = self.q_heads // self.kv_heads  # G
-        if mask is not None:
+        self.predicate = mask if isinstance(mask, Predicate) else None
+        if mask is not None and self.predicate is None:
             mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, Hq|1, Nq|1, Nk|1)
-        self.mask, self.causal, self.scale = mask, causal, scale
+        self.mask = None if self.predicate is not None else mask
+        self.causal, self.scale = causal, scale
         self.dropout_p, self.block, self.seed = dropout_p, block, seed
         self.acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
 
@@ -64,7 +66,10 @@ class _Blocks:
             q_end = min(q_start + self.block, self.num_queries)
             last_key = self.num_keys if not self.causal else max(0, min(self.num_keys, q_end + shift))
             for k_start in range(0, last_key, self.block):
-                yield q_start, q_end, k_start, min(k_start + self.block, self.num_keys)
+                k_end = min(k_start + self.block, self.num_keys)
+                block = (q_start, q_end, k_start, k_end, self.num_queries, self.num_keys)
+                if self.predicate is None or not self.predicate.block_is_empty(*block):
+                    yield q_start, q_end, k_start, k_end
 
     def query_rows(self, x, q_start, q_end):
         """x (B, Hq, Nq, ·) -> the block's rows grouped by key/value head: (B, Hkv, G·Qb, ·)."""
@@ -88,6 +93,10 @@ class _Blocks:
                 grouped = grouped.masked_fill(~piece, float("-inf"))
             else:
                 grouped = grouped + piece.to(self.acc_dtype)
+        block = (q_start, q_end, k_start, k_end, self.num_queries, self.num_keys)
+        if self.predicate is not None and not self.predicate.block_is_full(*block):
+            piece = self.predicate.block(*block, batch=self.batch, heads=self.q_heads, device=scores.device)
+            grouped = grouped.masked_fill(~_group_heads(piece, self.q_heads, self.kv_heads), float("-inf"))
         if self.causal and k_end - 1 > q_start + self.num_keys - self.num_queries:  # crosses the diagonal
             allowed = causal_mask(self.num_queries, self.num_keys, device=scores.device)  # (Nq, Nk)
             grouped = grouped.masked_fill(~allowed[q_start:q_end, k_start:k_end], float("-inf"))
