@@ -22,8 +22,8 @@ demo: $(VENV)/.cli
 	$(BIN)/headwise explain
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 pytest: $(VENV)/.dev
 	$(BIN)/pytest -n $(JOBS) -q

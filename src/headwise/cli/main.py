@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import explain
+from . import bench, explain
 
-SUBCOMMANDS = (explain,)
+SUBCOMMANDS = (explain, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,77 @@
+"""Command-line options shared by the speed and memory benchmarks: a preset, and the grid options that
+override it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import fields, replace
+from typing import Any
+
+from .contenders import all_contenders
+from .grid import DTYPES, MASKS, MODES
+
+
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a positive int or float."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _describe(settings: Any) -> str:
+    s = settings
+    parts = [f"N = {', '.join(map(str, s.sizes))}", ", ".join(s.dtypes), ", ".join(s.modes)]
+    return "; ".join([*parts, f"masks: {', '.join(s.masks)}"])
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, presets: dict[str, Any], default: str) -> None:
+    """--quick/--full (or whatever `presets` names), the grid, the memory cap and --out. An option left out
+    takes the preset's value; the last preset flag given wins."""
+    parser.set_defaults(preset=default)
+    group = parser.add_argument_group("presets (the options below override them)")
+    for name, settings in presets.items():
+        group.add_argument(
+            f"--{name}",
+            dest="preset",
+            action="store_const",
+            const=name,
+            help=_describe(settings) + (" (the default)" if name == default else ""),
+        )
+    group = parser.add_argument_group("the grid")
+    group.add_argument("--sizes", nargs="+", type=positive(int), metavar="N", help="sequence lengths N")
+    group.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), help="dtypes")
+    group.add_argument("--modes", nargs="+", choices=MODES, help="forward only, or forward and backward")
+    group.add_argument("--masks", nargs="+", choices=MASKS, help="no mask, or causal")
+    names = [c.name for c in all_contenders()]
+    group.add_argument(
+        "--contenders", nargs="+", choices=names, metavar="NAME", help=f"only these: {', '.join(names)}"
+    )
+    group.add_argument("--batch", type=positive(int), help="batch size B")
+    group.add_argument("--heads", type=positive(int), help="heads H")
+    group.add_argument("--head-dim", type=positive(int), help="head width Dh")
+    parser.add_argument(
+        "--cap-gb",
+        type=positive(float),
+        help="skip what would need more memory than this (default: half the RAM)",
+    )
+    parser.add_argument("--out", metavar="PREFIX", help="write PREFIX.json, PREFIX.md and PREFIX.png")
+
+
+def settings_from_args(args: argparse.Namespace, presets: dict[str, Any]) -> Any:
+    """The chosen preset with every option given on the command line in place of its value."""
+    preset = presets[args.preset]
+    given = {
+        f.name: tuple(value) if isinstance(value, list) else value
+        for f in fields(preset)
+        if (value := getattr(args, f.name, None)) is not None
+    }
+    return replace(preset, **given)

@@ -1,0 +1,22 @@
+"""`headwise bench`: a short speed benchmark of headwise against torch's attention, with a progress bar;
+--full runs the whole grid of benchmarks/speed.py."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..bench import speed
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare `headwise bench` and its options."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="time headwise against torch's attention on this machine",
+        description="Time headwise.attention (auto and every backend) and headwise.MultiHeadAttention "
+        "against torch's scaled_dot_product_attention (default and math), a naive implementation and "
+        "torch.nn.MultiheadAttention, interleaved, and print a markdown table of median ms, GFLOP/s and "
+        "speed-ups. The progress bar goes to stderr, the table to stdout.",
+    )
+    speed.add_arguments(parser, preset="quick")
+    parser.set_defaults(run=speed.run_from_args)
