@@ -5,10 +5,21 @@ scores); causal attention is aligned bottom-right; a query with nothing to atten
 """
 
 from . import compat
+from .cache import KVCache
 from .functional import attention, attention_weights
 from .merge import merge
 from .modules import MultiHeadAttention
 from .trace import Step, Trace, trace
 
-__all__ = ["MultiHeadAttention", "Step", "Trace", "attention", "attention_weights", "compat", "merge", "trace"]
+__all__ = [
+    "KVCache",
+    "MultiHeadAttention",
+    "Step",
+    "Trace",
+    "attention",
+    "attention_weights",
+    "compat",
+    "merge",
+    "trace",
+]
 __version__ = "0.1.0"

@@ -16,16 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import KVCache, LayerCache
+from .checks import positive_int
 from .functional import attention
 from .masks import check_mask, combine
 from .trace import record
-
-
-def _positive_int(value: object, name: str) -> int:
-    """`value` as an int (numpy's integers included, as torch accepts them), or a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class AttentionProjections(nn.Module):
@@ -50,9 +45,9 @@ class AttentionProjections(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        self.embed_dim = _positive_int(embed_dim, "embed_dim")
-        self.num_heads = _positive_int(num_heads, "num_heads")
-        self.num_kv_heads = _positive_int(num_heads if num_kv_heads is None else num_kv_heads, "num_kv_heads")
+        self.embed_dim = positive_int(embed_dim, "embed_dim")
+        self.num_heads = positive_int(num_heads, "num_heads")
+        self.num_kv_heads = positive_int(num_heads if num_kv_heads is None else num_kv_heads, "num_kv_heads")
         if self.num_heads % self.num_kv_heads != 0:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}): "
@@ -63,11 +58,11 @@ class AttentionProjections(nn.Module):
                 f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads}), "
                 "or pass head_dim to choose each head's width yourself"
             )
-        self.head_dim = _positive_int(
+        self.head_dim = positive_int(
             self.embed_dim // self.num_heads if head_dim is None else head_dim, "head_dim"
         )
-        self.kdim = _positive_int(self.embed_dim if kdim is None else kdim, "kdim")
-        self.vdim = _positive_int(self.embed_dim if vdim is None else vdim, "vdim")
+        self.kdim = positive_int(self.embed_dim if kdim is None else kdim, "kdim")
+        self.vdim = positive_int(self.embed_dim if vdim is None else vdim, "vdim")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
@@ -175,16 +170,22 @@ class AttentionProjections(nn.Module):
         causal: bool,
         need_weights: bool,
         average_attn_weights: bool,
+        cache: LayerCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """queries (B, Nq, Hq·Dh), keys and values (B, Nk, Hkv·Dh), mask broadcastable to
         (B, Hq, Nq, Nk) -> output (B, Nq, D) and weights (B, Nq, Nk) averaged over heads,
-        (B, Hq, Nq, Nk) per head, or None."""
+        (B, Hq, Nq, Nk) per head, or None.
+
+        With a cache, keys and values are the new tokens' (B, Nq, Hkv·Dh): they are appended to it and the
+        queries attend to all Nk tokens cached (the trace records the new tokens' keys and values only)."""
         q = queries.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, Hq, Nq, Dh)
         k = keys.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, Nk, Dh)
         v = values.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, Nk, Dh)
         record("queries_by_head", q)
         record("keys_by_head", k)
         record("values_by_head", v)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, Hkv, Nk, Dh): the tokens cached before, then the new ones
         result = attention(
             q,
             k,
@@ -202,6 +203,23 @@ class AttentionProjections(nn.Module):
         if weights is not None and average_attn_weights:
             weights = weights.mean(dim=1)  # (B, Nq, Nk)
         return output, weights
+
+
+def _layer_of(cache: object, cache_layer: object, *, cross_attention: bool) -> LayerCache | None:
+    """The layer of `cache` that a forward call appends to, or None without a cache."""
+    if cache is None:
+        if cache_layer != 0:
+            raise ValueError(f"cache_layer={cache_layer!r} was given without a cache; pass cache= too")
+        return None
+    if not isinstance(cache, KVCache):
+        raise TypeError(f"cache must be a headwise.KVCache or None, got {type(cache).__name__}")
+    if cross_attention:
+        raise ValueError(
+            "cache= works with self-attention only (key=None): it holds the keys and values of the tokens "
+            "decoded so far. For cross-attention pass the encoder's output as key at every step, without "
+            "a cache"
+        )
+    return cache.layer(cache_layer)
 
 
 class MultiHeadAttention(AttentionProjections):
@@ -255,6 +273,8 @@ class MultiHeadAttention(AttentionProjections):
         is_causal: bool = False,
         need_weights: bool = False,
         average_attn_weights: bool = True,
+        cache: KVCache | None = None,
+        cache_layer: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from `query` to `key`/`value` (self-attention when key is None).
 
@@ -269,10 +289,20 @@ class MultiHeadAttention(AttentionProjections):
             need_weights: also return the attention weights.
             average_attn_weights: average the returned weights over heads: (B, Nq, Nk); otherwise
                 (B, Hq, Nq, Nk).
+            cache: a KVCache for incremental decoding, self-attention only (key=None). The new tokens' keys
+                and values are appended to layer `cache_layer` of it and the Nq new queries attend to all
+                Nk = (tokens cached before) + Nq tokens, so the masks cover those Nk keys: key_padding_mask
+                is (B, Nk), one column per token cached so far (add a column per step). Pass the prompt
+                (prefill), then one token at a time, each with is_causal=True: causal attention is aligned
+                bottom-right, so each new token sees itself and every token before it, as in the full
+                causal pass (with one new token it masks nothing). The cache keeps no gradients: decode
+                under torch.no_grad().
+            cache_layer: this module's layer in `cache`, 0 <= cache_layer < cache.num_layers.
 
         Returns:
             (output (B, Nq, embed_dim), weights or None).
         """
+        layer_cache = _layer_of(cache, cache_layer, cross_attention=key is not None)
         if key is None:
             if value is not None:
                 raise ValueError("value was given without key; pass key too, or neither for self-attention")
@@ -283,6 +313,8 @@ class MultiHeadAttention(AttentionProjections):
         if not isinstance(is_causal, bool):
             raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
         batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
+        if layer_cache is not None:
+            num_keys += layer_cache.length  # the cached tokens, then the new ones
         target = (batch, self.num_heads, num_queries, num_keys)  # (B, Hq, Nq, Nk)
         if attn_mask is not None:
             check_mask(attn_mask, "attn_mask", target, query.device)
@@ -309,6 +341,7 @@ class MultiHeadAttention(AttentionProjections):
             causal=is_causal,
             need_weights=need_weights,
             average_attn_weights=average_attn_weights,
+            cache=layer_cache,
         )
 
     @classmethod
