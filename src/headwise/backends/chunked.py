@@ -81,26 +81,31 @@ class _Blocks:
         return rows.unflatten(2, (self.group, q_end - q_start)).flatten(1, 2)  # (B, Hq, Qb, ·)
 
     def scores(self, q_rows, k_block, q_start, q_end, k_start, k_end):
-        """Scaled, masked scores of one block: (B, Hkv, G·Qb, Kb) in the accumulation dtype."""
-        scores = (q_rows @ k_block.transpose(-2, -1)).to(self.acc_dtype) * self.scale  # (B, Hkv, G·Qb, Kb)
-        grouped = scores.unflatten(2, (self.group, q_end - q_start))  # (B, Hkv, G, Qb, Kb)
+        """Scaled, masked scores of one block: (B, Hkv, G·Qb, Kb), a new tensor in the accumulation dtype.
+
+        Every step after the matmul works in place: on CPU each elementwise pass over the block costs
+        about as much as the matmul itself."""
+        scores = (
+            (q_rows @ k_block.transpose(-2, -1)).to(self.acc_dtype).mul_(self.scale)
+        )  # (B, Hkv, G·Qb, Kb)
+        grouped = scores.unflatten(2, (self.group, q_end - q_start))  # (B, Hkv, G, Qb, Kb), a view
         if self.mask is not None:
             rows = slice(q_start, q_end) if self.mask.shape[-2] > 1 else slice(None)  # broadcast axes stay
             columns = slice(k_start, k_end) if self.mask.shape[-1] > 1 else slice(None)
             piece = self.mask[..., rows, columns]  # (B|1, Hq|1, Qb|1, Kb|1)
             piece = _group_heads(piece, self.q_heads, self.kv_heads)  # (B|1, Hkv|1, G|1, Qb|1, Kb|1)
             if piece.dtype == torch.bool:
-                grouped = grouped.masked_fill(~piece, float("-inf"))
+                grouped.masked_fill_(~piece, float("-inf"))
             else:
-                grouped = grouped + piece.to(self.acc_dtype)
+                grouped.add_(piece.to(self.acc_dtype))
         block = (q_start, q_end, k_start, k_end, self.num_queries, self.num_keys)
         if self.predicate is not None and not self.predicate.block_is_full(*block):
             piece = self.predicate.block(*block, batch=self.batch, heads=self.q_heads, device=scores.device)
-            grouped = grouped.masked_fill(~_group_heads(piece, self.q_heads, self.kv_heads), float("-inf"))
+            grouped.masked_fill_(~_group_heads(piece, self.q_heads, self.kv_heads), float("-inf"))
         if self.causal and k_end - 1 > q_start + self.num_keys - self.num_queries:  # crosses the diagonal
             allowed = causal_mask(self.num_queries, self.num_keys, device=scores.device)  # (Nq, Nk)
-            grouped = grouped.masked_fill(~allowed[q_start:q_end, k_start:k_end], float("-inf"))
-        return grouped.flatten(2, 3)  # (B, Hkv, G·Qb, Kb)
+            grouped.masked_fill_(~allowed[q_start:q_end, k_start:k_end], float("-inf"))
+        return scores
 
     def keep(self, shape, q_start, k_start, device):
         """The block's dropout factors (0 or 1 / (1 - p)), redrawn identically in the backward pass."""
@@ -117,8 +122,23 @@ def _group_heads(piece, q_heads, kv_heads):
 
 
 def _probabilities(scores, lse):
-    """exp(scores - lse): the weights of one block, 0 where the query sees no key at all."""
-    return torch.exp(scores - lse.masked_fill(lse == float("-inf"), 0.0)[..., None])
+    """exp(scores - lse), in place: the weights of one block, 0 where the query sees no key at all.
+
+    scores (..., Kb), lse (...)."""
+    return scores.sub_(lse.masked_fill(lse == float("-inf"), 0.0)[..., None]).exp_()
+
+
+def _block_attention(scores, v_block, keep):
+    """Attention within one block: scores (B, Hkv, G·Qb, Kb), overwritten -> out (B, Hkv, G·Qb, Dv) in
+    the scores' dtype and lse (B, Hkv, G·Qb); a row with no visible key gets out 0 and lse -inf."""
+    row_max = scores.amax(dim=-1)  # (B, Hkv, G·Qb)
+    weights = _probabilities(scores, row_max)  # exp(scores - max) in (0, 1]
+    total = weights.sum(dim=-1)  # (B, Hkv, G·Qb); 0 where the row sees nothing
+    if keep is not None:
+        weights.mul_(keep)
+    out = (weights.to(v_block.dtype) @ v_block).to(scores.dtype)  # (B, Hkv, G·Qb, Dv)
+    out.div_(total.masked_fill(total == 0, 1.0)[..., None])
+    return out, row_max.masked_fill(row_max == float("-inf"), 0.0) + total.log()
 
 
 def _forward(q, k, v, blocks: _Blocks):
@@ -134,12 +154,8 @@ def _forward(q, k, v, blocks: _Blocks):
             q_rows = blocks.query_rows(q, q_start, q_end)  # (B, Hkv, G·Qb, Dh)
             out_rows = lse_rows = None
         scores = blocks.scores(q_rows, k[:, :, k_start:k_end], q_start, q_end, k_start, k_end)
-        block_lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G·Qb)
-        weights = _probabilities(scores, block_lse)  # (B, Hkv, G·Qb, Kb)
-        if blocks.dropout_p > 0:
-            weights = weights * blocks.keep(weights.shape, q_start, k_start, weights.device)
-        block_out = weights.to(v.dtype) @ v[:, :, k_start:k_end]  # (B, Hkv, G·Qb, Dv)
-        block_out = block_out.to(blocks.acc_dtype)
+        keep = blocks.keep(scores.shape, q_start, k_start, scores.device) if blocks.dropout_p > 0 else None
+        block_out, block_lse = _block_attention(scores, v[:, :, k_start:k_end], keep)
         if out_rows is None:
             out_rows, lse_rows = block_out, block_lse
         else:
