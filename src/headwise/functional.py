@@ -104,7 +104,7 @@ def attention(
 def attention_weights(
     q: torch.Tensor,
     k: torch.Tensor,
-    lse: torch.Tensor,
+    lse: torch.Tensor | None = None,
     *,
     rows: slice | Sequence[int] | torch.Tensor | None = None,
     heads: slice | Sequence[int] | torch.Tensor | None = None,
@@ -116,17 +116,20 @@ def attention_weights(
 
     weights = exp(scaled, masked scores - lse): one (rows × Nk) block per head instead of the whole
     (Nq × Nk) matrix. Pass the q, k, mask, causal and scale of the run that produced lse (from
-    `attention(..., return_lse=True)`). Dropout is not applied: these are the softmax probabilities.
+    `attention(..., return_lse=True)`); with lse=None it is computed from the same scores (a softmax over
+    the selected rows). Dropout is not applied: these are the softmax probabilities.
 
     Args:
-        q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), lse (B, Hq, Nq).
+        q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), lse (B, Hq, Nq) or None.
         rows: the query positions to return (default all); heads: the query heads (default all).
     Returns:
         weights (B, len(heads), len(rows), Nk); a query that sees no key gets a row of zeros.
     """
     _check_inputs(q, k, k)
     batch, q_heads, num_queries, _ = q.shape
-    if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (batch, q_heads, num_queries):
+    if lse is not None and (
+        not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (batch, q_heads, num_queries)
+    ):
         got = tuple(lse.shape) if isinstance(lse, torch.Tensor) else type(lse).__name__
         raise ValueError(f"lse must have shape (B, Hq, Nq) = {(batch, q_heads, num_queries)}, got {got}")
     target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
@@ -137,7 +140,8 @@ def attention_weights(
     heads = torch.arange(q_heads, device=q.device)[slice(None) if heads is None else heads]  # (H',)
     keys = k[:, heads // (q_heads // k.shape[1])]  # (B, H', Nk, Dh): each query head's key head
     queries = q[:, heads][:, :, rows]  # (B, H', R, Dh)
-    scores = (queries @ keys.transpose(-2, -1)).to(lse.dtype) * scale  # (B, H', R, Nk)
+    accumulate = torch.promote_types(q.dtype, torch.float32) if lse is None else lse.dtype
+    scores = (queries @ keys.transpose(-2, -1)).to(accumulate) * scale  # (B, H', R, Nk)
     if mask is not None:
         piece = mask.expand(target)[:, heads][:, :, rows]  # (B, H', R, Nk)
         scores = scores.masked_fill(~piece, float("-inf")) if piece.dtype == torch.bool else scores + piece
@@ -145,7 +149,7 @@ def attention_weights(
         scores = scores.masked_fill(
             ~causal_mask(num_queries, k.shape[2], device=q.device)[rows], float("-inf")
         )
-    row_lse = lse[:, heads][:, :, rows]  # (B, H', R)
+    row_lse = torch.logsumexp(scores, dim=-1) if lse is None else lse[:, heads][:, :, rows]  # (B, H', R)
     return torch.exp(scores - row_lse.masked_fill(row_lse == float("-inf"), 0.0)[..., None])
 
 

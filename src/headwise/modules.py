@@ -18,9 +18,9 @@ from torch import nn
 
 from .cache import KVCache, LayerCache
 from .checks import positive_int
-from .functional import attention
+from .functional import attention, attention_weights
 from .masks import check_mask, combine
-from .trace import record
+from .trace import record, tracing
 
 
 class AttentionProjections(nn.Module):
@@ -186,23 +186,44 @@ class AttentionProjections(nn.Module):
         record("values_by_head", v)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, Nk, Dh): the tokens cached before, then the new ones
+        dropout_p = self.dropout if self.training else 0.0
+        # Weights asked for without dropout (which they must show) or a trace (which records them anyway)
+        # come from a second, head-by-head pass, so the output keeps the fast path and no (B, Hq, Nq, Nk)
+        # tensor is ever held when they are averaged.
+        weights_apart = need_weights and dropout_p == 0.0 and not tracing()
         result = attention(
             q,
             k,
             v,
             mask=mask,
             causal=causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            return_weights=need_weights,
+            dropout_p=dropout_p,
+            return_weights=need_weights and not weights_apart,
         )
-        context_by_head, weights = result if need_weights else (result, None)  # (B, Hq, Nq, Dh)
+        context_by_head, weights = (
+            (result, None) if not need_weights or weights_apart else result
+        )  # (B, Hq, Nq, Dh)
+        if weights_apart:
+            weights = _weights(q, k, mask, causal, average_attn_weights)
         context = context_by_head.transpose(1, 2).flatten(2)  # (B, Nq, Hq·Dh): heads side by side
         record("context", context)
         output = self.out_proj(context)  # (B, Nq, D)
         record("output", output)
-        if weights is not None and average_attn_weights:
+        if weights is not None and average_attn_weights and not weights_apart:
             weights = weights.mean(dim=1)  # (B, Nq, Nk)
         return output, weights
+
+
+def _weights(q, k, mask, causal, average):
+    """The softmax weights of q (B, Hq, Nq, Dh) against k (B, Hkv, Nk, Dh): averaged over heads
+    (B, Nq, Nk), computed one head at a time, or per head (B, Hq, Nq, Nk)."""
+    if not average:
+        return attention_weights(q, k, mask=mask, causal=causal).to(q.dtype)  # (B, Hq, Nq, Nk)
+    heads = q.shape[1]
+    total = sum(
+        attention_weights(q, k, mask=mask, causal=causal, heads=[h]) for h in range(heads)
+    )  # (B, 1, Nq, Nk)
+    return (total / heads)[:, 0].to(q.dtype)  # (B, Nq, Nk)
 
 
 def _layer_of(cache: object, cache_layer: object, *, cross_attention: bool) -> LayerCache | None:
