@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..masks import Predicate, causal_mask
+from ..masks import Predicate, causal_mask, to_additive
 from ..merge import merge
 
 BLOCK = 256  # queries and keys per block
@@ -37,17 +37,20 @@ def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return
     return out, None, (lse if return_lse else None)
 
 
-def attention_with_lse(q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK):
+def attention_with_lse(
+    q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK, compiled=False
+):
     """As `attention`, and lse (B, Hq, Nq): log Σ exp(scaled, masked scores), -inf for a query that sees
-    no key. Both are differentiable (lse too, so that merged results train)."""
+    no key. Both are differentiable (lse too, so that merged results train). compiled=True fuses each
+    block's elementwise work with torch.compile."""
     seed = int(torch.randint(2**62, (1,)).item()) if dropout_p > 0 else 0  # from torch's RNG: reproducible
-    return _ChunkedAttention.apply(q, k, v, mask, causal, scale, dropout_p, block, seed)
+    return _ChunkedAttention.apply(q, k, v, mask, causal, scale, dropout_p, block, seed, compiled)
 
 
 class _Blocks:
     """The fixed arguments of one call, and the pieces of it that each (query block, key block) needs."""
 
-    def __init__(self, q, k, mask, causal, scale, dropout_p, block, seed):
+    def __init__(self, q, k, mask, causal, scale, dropout_p, block, seed, compiled=False):
         self.batch, self.q_heads, self.num_queries, self.head_dim = q.shape
         self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
         self.group = self.q_heads // self.kv_heads  # G
@@ -58,6 +61,8 @@ class _Blocks:
         self.causal, self.scale = causal, scale
         self.dropout_p, self.block, self.seed = dropout_p, block, seed
         self.acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+        self.softmax_block = _compiled(_softmax_block) if compiled else _softmax_block
+        self.grad_block = _compiled(_grad_block) if compiled else _grad_block
 
     def pairs(self):
         """(q_start, q_end, k_start, k_end) for every block pair a causal mask does not rule out."""
@@ -80,38 +85,35 @@ class _Blocks:
         """(B, Hkv, G·Qb, ·) -> (B, Hq, Qb, ·)."""
         return rows.unflatten(2, (self.group, q_end - q_start)).flatten(1, 2)  # (B, Hq, Qb, ·)
 
-    def scores(self, q_rows, k_block, q_start, q_end, k_start, k_end):
-        """Scaled, masked scores of one block: (B, Hkv, G·Qb, Kb), a new tensor in the accumulation dtype.
-
-        Every step after the matmul works in place: on CPU each elementwise pass over the block costs
-        about as much as the matmul itself."""
-        scores = (
-            (q_rows @ k_block.transpose(-2, -1)).to(self.acc_dtype).mul_(self.scale)
-        )  # (B, Hkv, G·Qb, Kb)
-        grouped = scores.unflatten(2, (self.group, q_end - q_start))  # (B, Hkv, G, Qb, Kb), a view
+    def bias(self, q_start, q_end, k_start, k_end, device):
+        """What the block adds to its scores: 0 where allowed, -inf where masked (plus a float mask), as
+        one tensor broadcastable to (B, Hkv, G, Qb, Kb); None when nothing in the block is masked."""
+        bias = None
         if self.mask is not None:
             rows = slice(q_start, q_end) if self.mask.shape[-2] > 1 else slice(None)  # broadcast axes stay
             columns = slice(k_start, k_end) if self.mask.shape[-1] > 1 else slice(None)
             piece = self.mask[..., rows, columns]  # (B|1, Hq|1, Qb|1, Kb|1)
-            piece = _group_heads(piece, self.q_heads, self.kv_heads)  # (B|1, Hkv|1, G|1, Qb|1, Kb|1)
-            if piece.dtype == torch.bool:
-                grouped.masked_fill_(~piece, float("-inf"))
-            else:
-                grouped.add_(piece.to(self.acc_dtype))
+            bias = _group_heads(to_additive(piece, self.acc_dtype), self.q_heads, self.kv_heads)
         block = (q_start, q_end, k_start, k_end, self.num_queries, self.num_keys)
         if self.predicate is not None and not self.predicate.block_is_full(*block):
-            piece = self.predicate.block(*block, batch=self.batch, heads=self.q_heads, device=scores.device)
-            grouped.masked_fill_(~_group_heads(piece, self.q_heads, self.kv_heads), float("-inf"))
+            piece = self.predicate.block(*block, batch=self.batch, heads=self.q_heads, device=device)
+            bias = _add(bias, _group_heads(to_additive(piece, self.acc_dtype), self.q_heads, self.kv_heads))
         if self.causal and k_end - 1 > q_start + self.num_keys - self.num_queries:  # crosses the diagonal
-            allowed = causal_mask(self.num_queries, self.num_keys, device=scores.device)  # (Nq, Nk)
-            grouped.masked_fill_(~allowed[q_start:q_end, k_start:k_end], float("-inf"))
-        return scores
+            allowed = causal_mask(self.num_queries, self.num_keys, device=device)[
+                q_start:q_end, k_start:k_end
+            ]
+            bias = _add(bias, to_additive(allowed, self.acc_dtype))  # (Qb, Kb)
+        return bias
 
     def keep(self, shape, q_start, k_start, device):
         """The block's dropout factors (0 or 1 / (1 - p)), redrawn identically in the backward pass."""
         generator = torch.Generator(device=device).manual_seed(self.seed + q_start * 1_000_003 + k_start)
         kept = torch.rand(shape, generator=generator, device=device) >= self.dropout_p
         return kept.to(self.acc_dtype) / (1 - self.dropout_p)
+
+
+def _add(bias, more):
+    return more if bias is None else bias + more
 
 
 def _group_heads(piece, q_heads, kv_heads):
@@ -121,24 +123,39 @@ def _group_heads(piece, q_heads, kv_heads):
     return piece.unsqueeze(2)  # (B|1, 1, 1, Qb|1, Kb|1)
 
 
-def _probabilities(scores, lse):
-    """exp(scores - lse), in place: the weights of one block, 0 where the query sees no key at all.
+def _softmax_block(raw, scale: float, bias, group: int, acc_dtype: torch.dtype):
+    """One block's unnormalised softmax. raw scores (B, Hkv, G·Qb, Kb) from the matmul, bias as from
+    `_Blocks.bias` -> weights exp(scores - max) (B, Hkv, G·Qb, Kb), max and total (B, Hkv, G·Qb).
 
-    scores (..., Kb), lse (...)."""
-    return scores.sub_(lse.masked_fill(lse == float("-inf"), 0.0)[..., None]).exp_()
-
-
-def _block_attention(scores, v_block, keep):
-    """Attention within one block: scores (B, Hkv, G·Qb, Kb), overwritten -> out (B, Hkv, G·Qb, Dv) in
-    the scores' dtype and lse (B, Hkv, G·Qb); a row with no visible key gets out 0 and lse -inf."""
+    A row with no visible key gets weights 0, max 0 and total 0. Pure tensor code, so that torch.compile
+    can fuse it into one pass (the "compiled" backend)."""
+    scores = raw.to(acc_dtype) * scale  # (B, Hkv, G·Qb, Kb)
+    if bias is not None:
+        scores = (scores.unflatten(2, (group, -1)) + bias).flatten(2, 3)  # masked: -inf where not allowed
     row_max = scores.amax(dim=-1)  # (B, Hkv, G·Qb)
-    weights = _probabilities(scores, row_max)  # exp(scores - max) in (0, 1]
-    total = weights.sum(dim=-1)  # (B, Hkv, G·Qb); 0 where the row sees nothing
-    if keep is not None:
-        weights.mul_(keep)
-    out = (weights.to(v_block.dtype) @ v_block).to(scores.dtype)  # (B, Hkv, G·Qb, Dv)
-    out.div_(total.masked_fill(total == 0, 1.0)[..., None])
-    return out, row_max.masked_fill(row_max == float("-inf"), 0.0) + total.log()
+    row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
+    weights = torch.exp(scores - row_max[..., None])  # (B, Hkv, G·Qb, Kb), in [0, 1]
+    return weights, row_max, weights.sum(dim=-1)
+
+
+def _grad_block(raw, scale: float, bias, group: int, lse, d_weights, row):
+    """One block's backward: weights = exp(scores - lse) and d_scores = weights · (d_weights - row) · scale,
+    both (B, Hkv, G·Qb, Kb) in d_weights' dtype; lse and row (B, Hkv, G·Qb). Pure, as _softmax_block."""
+    scores = raw.to(d_weights.dtype) * scale  # (B, Hkv, G·Qb, Kb)
+    if bias is not None:
+        scores = (scores.unflatten(2, (group, -1)) + bias).flatten(2, 3)
+    weights = torch.exp(scores - torch.where(lse == float("-inf"), 0.0, lse)[..., None])
+    return weights, weights * (d_weights - row[..., None]) * scale
+
+
+COMPILED = {}
+
+
+def _compiled(function):
+    """torch.compile(function), made once; inductor fuses the elementwise passes into C++ loops."""
+    if function not in COMPILED:
+        COMPILED[function] = torch.compile(function, dynamic=True)
+    return COMPILED[function]
 
 
 def _forward(q, k, v, blocks: _Blocks):
@@ -153,9 +170,16 @@ def _forward(q, k, v, blocks: _Blocks):
             current = (q_start, q_end)
             q_rows = blocks.query_rows(q, q_start, q_end)  # (B, Hkv, G·Qb, Dh)
             out_rows = lse_rows = None
-        scores = blocks.scores(q_rows, k[:, :, k_start:k_end], q_start, q_end, k_start, k_end)
-        keep = blocks.keep(scores.shape, q_start, k_start, scores.device) if blocks.dropout_p > 0 else None
-        block_out, block_lse = _block_attention(scores, v[:, :, k_start:k_end], keep)
+        raw = q_rows @ k[:, :, k_start:k_end].transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
+        bias = blocks.bias(q_start, q_end, k_start, k_end, raw.device)
+        weights, row_max, total = blocks.softmax_block(
+            raw, blocks.scale, bias, blocks.group, blocks.acc_dtype
+        )
+        if blocks.dropout_p > 0:
+            weights = weights * blocks.keep(weights.shape, q_start, k_start, weights.device)
+        block_out = (weights.to(v.dtype) @ v[:, :, k_start:k_end]).to(blocks.acc_dtype)  # (B, Hkv, G·Qb, Dv)
+        block_out = block_out / torch.where(total == 0, 1.0, total)[..., None]
+        block_lse = row_max + total.log()  # (B, Hkv, G·Qb); -inf where the row sees nothing
         if out_rows is None:
             out_rows, lse_rows = block_out, block_lse
         else:
@@ -180,28 +204,32 @@ def _backward(q, k, v, out, lse, d_out, d_lse, blocks: _Blocks):
     row_term = (d_out.to(acc) * out.to(acc)).sum(-1) - d_lse.to(acc)  # (B, Hq, Nq): D - d_lse
     for q_start, q_end, k_start, k_end in blocks.pairs():
         q_rows = blocks.query_rows(q, q_start, q_end)  # (B, Hkv, G·Qb, Dh)
-        d_out_rows = blocks.query_rows(d_out, q_start, q_end).to(acc)  # (B, Hkv, G·Qb, Dv)
+        d_out_rows = blocks.query_rows(d_out, q_start, q_end).to(q.dtype)  # (B, Hkv, G·Qb, Dv)
         k_block, v_block = k[:, :, k_start:k_end], v[:, :, k_start:k_end]  # (B, Hkv, Kb, Dh|Dv)
-        scores = blocks.scores(q_rows, k_block, q_start, q_end, k_start, k_end)  # (B, Hkv, G·Qb, Kb)
-        weights = _probabilities(scores, blocks.query_rows(lse[..., None], q_start, q_end)[..., 0])
-        d_weights = d_out_rows @ v_block.to(acc).transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
-        applied = weights
-        if blocks.dropout_p > 0:
-            keep = blocks.keep(weights.shape, q_start, k_start, weights.device)
-            applied, d_weights = weights * keep, d_weights * keep
-        d_v[:, :, k_start:k_end] += applied.transpose(-2, -1) @ d_out_rows  # (B, Hkv, Kb, Dv)
-        row = blocks.query_rows(row_term[..., None], q_start, q_end)  # (B, Hkv, G·Qb, 1)
-        d_scores = weights * (d_weights - row) * blocks.scale  # (B, Hkv, G·Qb, Kb)
-        d_q_rows = d_scores @ k_block.to(acc)  # (B, Hkv, G·Qb, Dh)
+        raw = q_rows @ k_block.transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
+        bias = blocks.bias(q_start, q_end, k_start, k_end, raw.device)
+        d_weights = (d_out_rows @ v_block.transpose(-2, -1)).to(acc)  # (B, Hkv, G·Qb, Kb)
+        keep = blocks.keep(raw.shape, q_start, k_start, raw.device) if blocks.dropout_p > 0 else None
+        if keep is not None:
+            d_weights = d_weights * keep
+        row_lse = blocks.query_rows(lse[..., None], q_start, q_end)[..., 0]  # (B, Hkv, G·Qb)
+        row = blocks.query_rows(row_term[..., None], q_start, q_end)[..., 0]  # (B, Hkv, G·Qb)
+        weights, d_scores = blocks.grad_block(raw, blocks.scale, bias, blocks.group, row_lse, d_weights, row)
+        applied = weights if keep is None else weights * keep
+        d_v[:, :, k_start:k_end] += (applied.to(v.dtype).transpose(-2, -1) @ d_out_rows).to(
+            acc
+        )  # (B, Hkv, Kb, Dv)
+        d_scores = d_scores.to(q.dtype)  # the matmuls below run in the input dtype, accumulating in acc
+        d_q_rows = (d_scores @ k_block).to(acc)  # (B, Hkv, G·Qb, Dh)
         d_q[:, :, q_start:q_end] += blocks.heads_back(d_q_rows, q_start, q_end)
-        d_k[:, :, k_start:k_end] += d_scores.transpose(-2, -1) @ q_rows.to(acc)  # (B, Hkv, Kb, Dh)
+        d_k[:, :, k_start:k_end] += (d_scores.transpose(-2, -1) @ q_rows).to(acc)  # (B, Hkv, Kb, Dh)
     return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype)
 
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, block, seed):
-        blocks = _Blocks(q, k, mask, causal, scale, dropout_p, block, seed)
+    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, block, seed, compiled):
+        blocks = _Blocks(q, k, mask, causal, scale, dropout_p, block, seed, compiled)
         out, lse = _forward(q, k, v, blocks)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.blocks = blocks
@@ -213,4 +241,4 @@ class _ChunkedAttention(torch.autograd.Function):
         d_out = torch.zeros_like(out) if d_out is None else d_out
         d_lse = torch.zeros_like(lse) if d_lse is None else d_lse
         d_q, d_k, d_v = _backward(q, k, v, out, lse, d_out, d_lse, ctx.blocks)
-        return d_q, d_k, d_v, None, None, None, None, None, None
+        return d_q, d_k, d_v, None, None, None, None, None, None, None
