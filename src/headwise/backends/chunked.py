@@ -129,23 +129,25 @@ def _softmax_block(raw, scale: float, bias, group: int, acc_dtype: torch.dtype):
 
     A row with no visible key gets weights 0, max 0 and total 0. Pure tensor code, so that torch.compile
     can fuse it into one pass (the "compiled" backend)."""
-    scores = raw.to(acc_dtype) * scale  # (B, Hkv, G·Qb, Kb)
+    scores = raw.to(acc_dtype) * scale  # (B, Hkv, G·Qb, Kb), a new tensor: the steps below work in place
     if bias is not None:
-        scores = (scores.unflatten(2, (group, -1)) + bias).flatten(2, 3)  # masked: -inf where not allowed
+        scores.unflatten(2, (group, -1)).add_(bias)  # masked: -inf where not allowed
     row_max = scores.amax(dim=-1)  # (B, Hkv, G·Qb)
     row_max = torch.where(row_max == float("-inf"), 0.0, row_max)
-    weights = torch.exp(scores - row_max[..., None])  # (B, Hkv, G·Qb, Kb), in [0, 1]
+    weights = scores.sub_(row_max[..., None]).exp_()  # (B, Hkv, G·Qb, Kb), in [0, 1]
     return weights, row_max, weights.sum(dim=-1)
 
 
 def _grad_block(raw, scale: float, bias, group: int, lse, d_weights, row):
     """One block's backward: weights = exp(scores - lse) and d_scores = weights · (d_weights - row) · scale,
     both (B, Hkv, G·Qb, Kb) in d_weights' dtype; lse and row (B, Hkv, G·Qb). Pure, as _softmax_block."""
-    scores = raw.to(d_weights.dtype) * scale  # (B, Hkv, G·Qb, Kb)
+    scores = (
+        raw.to(d_weights.dtype) * scale
+    )  # (B, Hkv, G·Qb, Kb), a new tensor: the steps below work in place
     if bias is not None:
-        scores = (scores.unflatten(2, (group, -1)) + bias).flatten(2, 3)
-    weights = torch.exp(scores - torch.where(lse == float("-inf"), 0.0, lse)[..., None])
-    return weights, weights * (d_weights - row[..., None]) * scale
+        scores.unflatten(2, (group, -1)).add_(bias)
+    weights = scores.sub_(torch.where(lse == float("-inf"), 0.0, lse)[..., None]).exp_()
+    return weights, (d_weights - row[..., None]).mul_(weights).mul_(scale)
 
 
 COMPILED = {}
