@@ -236,9 +236,20 @@ def request(**overrides):
 
 
 def test_auto_picks_sdpa_unless_it_cannot():
-    assert choose("auto", request()).name == "sdpa"
-    assert choose("auto", request(return_weights=True)).name == "reference"
-    assert choose("auto", request(tracing=True)).name == "reference"
+    large = {"num_queries": 1024, "num_keys": 1024}
+    assert choose("auto", request(**large)).name == "sdpa"
+    assert choose("auto", request(return_weights=True, **large)).name == "reference"
+    assert choose("auto", request(tracing=True, **large)).name == "reference"
+    assert choose("auto", request(return_lse=True, **large)).name == "chunked"
+
+
+def test_auto_follows_the_benchmark_for_small_bf16():
+    small = {"dtype": torch.bfloat16, "num_queries": 512, "num_keys": 512}
+    assert choose("auto", request(**small)).name == "reference"
+    assert choose("auto", request(causal=True, needs_grad=True, **small)).name == "reference"
+    assert choose("auto", request(causal=True, **small)).name == "sdpa"  # causal forward: SDPA is faster
+    assert choose("auto", request(**{**small, "num_keys": 1024})).name == "sdpa"
+    assert choose("auto", request(**{**small, "dtype": torch.float32})).name == "sdpa"
     assert set(BACKENDS) == {"reference", "sdpa", "chunked"}
 
 

@@ -37,20 +37,17 @@ def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return
     return out, None, (lse if return_lse else None)
 
 
-def attention_with_lse(
-    q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK, compiled=False
-):
+def attention_with_lse(q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK):
     """As `attention`, and lse (B, Hq, Nq): log Σ exp(scaled, masked scores), -inf for a query that sees
-    no key. Both are differentiable (lse too, so that merged results train). compiled=True fuses each
-    block's elementwise work with torch.compile."""
+    no key. Both are differentiable (lse too, so that merged results train)."""
     seed = int(torch.randint(2**62, (1,)).item()) if dropout_p > 0 else 0  # from torch's RNG: reproducible
-    return _ChunkedAttention.apply(q, k, v, mask, causal, scale, dropout_p, block, seed, compiled)
+    return _ChunkedAttention.apply(q, k, v, mask, causal, scale, dropout_p, block, seed)
 
 
 class _Blocks:
     """The fixed arguments of one call, and the pieces of it that each (query block, key block) needs."""
 
-    def __init__(self, q, k, mask, causal, scale, dropout_p, block, seed, compiled=False):
+    def __init__(self, q, k, mask, causal, scale, dropout_p, block, seed):
         self.batch, self.q_heads, self.num_queries, self.head_dim = q.shape
         self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
         self.group = self.q_heads // self.kv_heads  # G
@@ -61,8 +58,6 @@ class _Blocks:
         self.causal, self.scale = causal, scale
         self.dropout_p, self.block, self.seed = dropout_p, block, seed
         self.acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-        self.softmax_block = _compiled(_softmax_block) if compiled else _softmax_block
-        self.grad_block = _compiled(_grad_block) if compiled else _grad_block
 
     def pairs(self):
         """(q_start, q_end, k_start, k_end) for every block pair a causal mask does not rule out."""
@@ -127,8 +122,7 @@ def _softmax_block(raw, scale: float, bias, group: int, acc_dtype: torch.dtype):
     """One block's unnormalised softmax. raw scores (B, Hkv, G·Qb, Kb) from the matmul, bias as from
     `_Blocks.bias` -> weights exp(scores - max) (B, Hkv, G·Qb, Kb), max and total (B, Hkv, G·Qb).
 
-    A row with no visible key gets weights 0, max 0 and total 0. Pure tensor code, so that torch.compile
-    can fuse it into one pass (the "compiled" backend)."""
+    A row with no visible key gets weights 0, max 0 and total 0."""
     scores = raw.to(acc_dtype) * scale  # (B, Hkv, G·Qb, Kb), a new tensor: the steps below work in place
     if bias is not None:
         scores.unflatten(2, (group, -1)).add_(bias)  # masked: -inf where not allowed
@@ -140,7 +134,7 @@ def _softmax_block(raw, scale: float, bias, group: int, acc_dtype: torch.dtype):
 
 def _grad_block(raw, scale: float, bias, group: int, lse, d_weights, row):
     """One block's backward: weights = exp(scores - lse) and d_scores = weights · (d_weights - row) · scale,
-    both (B, Hkv, G·Qb, Kb) in d_weights' dtype; lse and row (B, Hkv, G·Qb). Pure, as _softmax_block."""
+    both (B, Hkv, G·Qb, Kb) in d_weights' dtype; lse and row (B, Hkv, G·Qb)."""
     scores = (
         raw.to(d_weights.dtype) * scale
     )  # (B, Hkv, G·Qb, Kb), a new tensor: the steps below work in place
@@ -148,16 +142,6 @@ def _grad_block(raw, scale: float, bias, group: int, lse, d_weights, row):
         scores.unflatten(2, (group, -1)).add_(bias)
     weights = scores.sub_(torch.where(lse == float("-inf"), 0.0, lse)[..., None]).exp_()
     return weights, (d_weights - row[..., None]).mul_(weights).mul_(scale)
-
-
-COMPILED = {}
-
-
-def _compiled(function):
-    """torch.compile(function), made once; inductor fuses the elementwise passes into C++ loops."""
-    if function not in COMPILED:
-        COMPILED[function] = torch.compile(function, dynamic=True)
-    return COMPILED[function]
 
 
 def _forward(q, k, v, blocks: _Blocks):
@@ -174,9 +158,7 @@ def _forward(q, k, v, blocks: _Blocks):
             out_rows = lse_rows = None
         raw = q_rows @ k[:, :, k_start:k_end].transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
         bias = blocks.bias(q_start, q_end, k_start, k_end, raw.device)
-        weights, row_max, total = blocks.softmax_block(
-            raw, blocks.scale, bias, blocks.group, blocks.acc_dtype
-        )
+        weights, row_max, total = _softmax_block(raw, blocks.scale, bias, blocks.group, blocks.acc_dtype)
         if blocks.dropout_p > 0:
             weights = weights * blocks.keep(weights.shape, q_start, k_start, weights.device)
         block_out = (weights.to(v.dtype) @ v[:, :, k_start:k_end]).to(blocks.acc_dtype)  # (B, Hkv, G·Qb, Dv)
@@ -216,7 +198,7 @@ def _backward(q, k, v, out, lse, d_out, d_lse, blocks: _Blocks):
             d_weights = d_weights * keep
         row_lse = blocks.query_rows(lse[..., None], q_start, q_end)[..., 0]  # (B, Hkv, G·Qb)
         row = blocks.query_rows(row_term[..., None], q_start, q_end)[..., 0]  # (B, Hkv, G·Qb)
-        weights, d_scores = blocks.grad_block(raw, blocks.scale, bias, blocks.group, row_lse, d_weights, row)
+        weights, d_scores = _grad_block(raw, blocks.scale, bias, blocks.group, row_lse, d_weights, row)
         applied = weights if keep is None else weights * keep
         d_v[:, :, k_start:k_end] += (applied.to(v.dtype).transpose(-2, -1) @ d_out_rows).to(
             acc
@@ -230,8 +212,8 @@ def _backward(q, k, v, out, lse, d_out, d_lse, blocks: _Blocks):
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, block, seed, compiled):
-        blocks = _Blocks(q, k, mask, causal, scale, dropout_p, block, seed, compiled)
+    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, block, seed):
+        blocks = _Blocks(q, k, mask, causal, scale, dropout_p, block, seed)
         out, lse = _forward(q, k, v, blocks)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.blocks = blocks
@@ -243,4 +225,4 @@ class _ChunkedAttention(torch.autograd.Function):
         d_out = torch.zeros_like(out) if d_out is None else d_out
         d_lse = torch.zeros_like(lse) if d_lse is None else d_lse
         d_q, d_k, d_v = _backward(q, k, v, out, lse, d_out, d_lse, ctx.blocks)
-        return d_q, d_k, d_v, None, None, None, None, None, None, None
+        return d_q, d_k, d_v, None, None, None, None, None, None
