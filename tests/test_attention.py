@@ -48,7 +48,7 @@ def grid():
         itertools.product(itertools.product(LENGTHS, LENGTHS), MASKS, DTYPES)
     ):
         head_dim, group = HEAD_DIMS[i % 3], GROUPS[(i // 3) % 3]
-        for backend in ("reference", "sdpa", "chunked"):
+        for backend in ("reference", "sdpa", "chunked", "dense"):
             cases.append(pytest.param(backend, dtype, nq, nk, head_dim, group, mask, id=f"{backend}-{i}"))
     return cases
 
@@ -122,7 +122,7 @@ def gradcheck_inputs(nq=5, nk=6, heads=4, kv_heads=2, head_dim=3, value_dim=4):
     return [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
 @pytest.mark.parametrize("nq,nk,causal", [(5, 6, False), (5, 6, True), (6, 4, True), (1, 6, True)])
 def test_gradcheck(backend, nq, nk, causal):
     q, k, v = gradcheck_inputs(nq, nk)
@@ -139,7 +139,7 @@ def test_gradcheck(backend, nq, nk, causal):
     )
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "auto"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense", "auto"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fully_masked_rows_give_zeros_and_zero_gradients(backend, dtype):
     q, k, v = (t.detach().to(dtype).requires_grad_() for t in gradcheck_inputs(nq=6, nk=4, value_dim=3))
@@ -157,7 +157,7 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(backend, dtype):
         dq, dk, dv = torch.autograd.grad(out.sum(), (q, k, v))
         assert all(torch.isfinite(t).all() for t in (out, dq, dk, dv))
         assert out[rows].abs().max() == 0 and dq[rows].abs().max() == 0
-    if backend in ("reference", "auto"):
+    if backend in ("reference", "dense", "auto"):
         _, weights = headwise.attention(q, k, v, mask=mask, return_weights=True, backend=backend)
         assert weights[1, 2, 3].abs().max() == 0
         row_sums = weights[0].sum(-1).double()  # 4 weights, each rounded to the dtype
@@ -166,7 +166,7 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(backend, dtype):
         )
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "auto"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense", "auto"])
 def test_empty_sequences(backend):
     q, k, v = (torch.randn(2, 4, n, 8, dtype=torch.float64, requires_grad=True) for n in (3, 0, 0))
     out = headwise.attention(q, k, v, backend=backend)
@@ -178,7 +178,7 @@ def test_empty_sequences(backend):
     assert no_queries.shape == (2, 4, 0, 8) and no_queries.numel() == 0
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
 def test_value_width_and_custom_scale(backend):
     q, k, v = gradcheck_inputs(head_dim=5, value_dim=7)
     out = headwise.attention(q, k, v, scale=0.25, causal=True, backend=backend)
@@ -191,7 +191,7 @@ def eye_values(batch, kv_heads, num_keys, dtype=torch.float64):
     return torch.eye(num_keys, dtype=dtype).expand(batch, kv_heads, num_keys, num_keys)  # (B, Hkv, Nk, Nk)
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
 def test_dropout_keeps_the_right_fraction(backend):
     torch.manual_seed(0)
     p = 0.3
@@ -203,7 +203,7 @@ def test_dropout_keeps_the_right_fraction(backend):
     torch.testing.assert_close(dropped[kept], weights[kept] / (1 - p))  # kept weights are scaled up
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
 def test_dropout_is_unbiased_and_seeded(backend):
     torch.manual_seed(1)
     p, runs = 0.5, 4000
@@ -238,19 +238,21 @@ def request(**overrides):
 def test_auto_picks_sdpa_unless_it_cannot():
     large = {"num_queries": 1024, "num_keys": 1024}
     assert choose("auto", request(**large)).name == "sdpa"
-    assert choose("auto", request(return_weights=True, **large)).name == "reference"
+    assert choose("auto", request(return_weights=True, **large)).name == "dense"
     assert choose("auto", request(tracing=True, **large)).name == "reference"
     assert choose("auto", request(return_lse=True, **large)).name == "chunked"
+    assert set(BACKENDS) == {"reference", "sdpa", "chunked", "dense"}
 
 
 def test_auto_follows_the_benchmark_for_small_bf16():
     small = {"dtype": torch.bfloat16, "num_queries": 512, "num_keys": 512}
-    assert choose("auto", request(**small)).name == "reference"
-    assert choose("auto", request(causal=True, needs_grad=True, **small)).name == "reference"
-    assert choose("auto", request(causal=True, **small)).name == "sdpa"  # causal forward: SDPA is faster
-    assert choose("auto", request(**{**small, "num_keys": 1024})).name == "sdpa"
+    assert choose("auto", request(**small)).name == "dense"
+    assert choose("auto", request(causal=True, needs_grad=True, **small)).name == "dense"
+    medium = {**small, "num_queries": 1024, "num_keys": 1024}
+    assert choose("auto", request(**medium)).name == "dense"  # forward only, not causal
+    assert choose("auto", request(needs_grad=True, **medium)).name == "sdpa"
+    assert choose("auto", request(**{**medium, "num_keys": 2048})).name == "sdpa"
     assert choose("auto", request(**{**small, "dtype": torch.float32})).name == "sdpa"
-    assert set(BACKENDS) == {"reference", "sdpa", "chunked"}
 
 
 def test_auto_returns_the_reference_weights():
@@ -290,7 +292,7 @@ BAD_INPUTS = [
     (
         {"backend": "flash"},
         ValueError,
-        r"backend must be one of \['auto', 'reference', 'sdpa', 'chunked'\], got 'flash'",
+        r"backend must be one of \['auto', 'reference', 'sdpa', 'chunked', 'dense'\], got 'flash'",
     ),
     (
         {"backend": "sdpa", "return_weights": True},

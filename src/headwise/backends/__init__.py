@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import chunked, reference, sdpa
+from . import chunked, dense, reference, sdpa
 
 
 @dataclass(frozen=True)
@@ -49,28 +49,33 @@ BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", reference.attention, reference.unsupported),
     "sdpa": Backend("sdpa", sdpa.attention, sdpa.unsupported),
     "chunked": Backend("chunked", chunked.attention, chunked.unsupported, takes_predicates=True),
+    "dense": Backend("dense", dense.attention, dense.unsupported),
 }
 
 # "auto" takes the first backend in `auto_order(request)` that can serve the request. sdpa computes the same
 # function as the reference (its fully masked rows give zeros, forward and backward; causal is passed as a
-# bottom-right mask when Nq != Nk) and runs torch's fused kernels, so it comes first, with two exceptions
-# measured in benchmarks/results/speed-cpu.md (2-core AMD EPYC, torch 2.13, B=4, H=8, Dh=64):
-# - bf16 on the CPU with Nq·Nk <= 512²: SDPA's CPU flash kernel is slower than the plain reference here:
-#   forward 1.54 vs 1.39 ms (N=128) and 18.0 vs 15.0 ms (N=512); forward+backward 9.33 vs 3.75 ms (N=128)
-#   and 56.6 vs 43.6 ms (N=512). Causal forward-only stays with SDPA (1.96 vs 2.24 ms, 21.5 vs 24.5 ms);
-#   from N=1024 SDPA wins (forward 60 vs 108 ms, forward+backward 167 vs 455 ms).
-# - when lse is asked for, chunked (memory linear in N) comes before the reference.
-SMALL_BF16 = 512 * 512
+# bottom-right mask when Nq != Nk) and runs torch's fused kernels, so it comes first, except where the
+# benchmark says otherwise (benchmarks/results/speed-cpu.md: 2-core AMD EPYC, torch 2.13, B=4, H=8, Dh=64;
+# milliseconds, dense-like "naive" vs SDPA):
+# - bf16 on the CPU with Nq·Nk <= 512²: SDPA's CPU flash kernel runs bf16 no faster than fp32, where the
+#   dense path's matmuls run at the bf16 rate: forward 0.93 vs 1.54 (N=128), 12.4 vs 18.0 (N=512);
+#   forward+backward 2.50 vs 9.33 (N=128), 28.3 vs 55.8 (N=512); causal forward 1.42 vs 1.92 (N=128),
+#   20.1 vs 20.9 (N=512).
+# - bf16 on the CPU, forward only, not causal, Nq·Nk <= 1024²: 48.6 vs 60.3 (N=1024); from N=2048 SDPA
+#   wins (447 vs 252), and with gradients from N=1024 (247 vs 167).
+# - otherwise: weights asked for go to dense (sdpa and chunked have none); lse to chunked (memory linear
+#   in N); the reference is the last resort and the path of traces.
+DENSE_BF16 = 512 * 512
+DENSE_BF16_FORWARD = 1024 * 1024
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
-    small_bf16 = (
-        request.device.type == "cpu"
-        and request.dtype == torch.bfloat16
-        and request.num_queries * request.num_keys <= SMALL_BF16
-        and (request.needs_grad or not request.causal)
-    )
-    return ("reference", "sdpa", "chunked") if small_bf16 else ("sdpa", "chunked", "reference")
+    size = request.num_queries * request.num_keys
+    bf16_cpu = request.device.type == "cpu" and request.dtype == torch.bfloat16
+    forward_only = not request.needs_grad and not request.causal
+    if bf16_cpu and (size <= DENSE_BF16 or (forward_only and size <= DENSE_BF16_FORWARD)):
+        return ("dense", "sdpa", "chunked", "reference")
+    return ("sdpa", "chunked", "dense", "reference")
 
 
 def choose(name: str, request: Request) -> Backend:

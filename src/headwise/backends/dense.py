@@ -1,0 +1,58 @@
+"""The dense backend: the whole (Nq, Nk) score matrix at once with torch's fused softmax.
+
+Memory grows as Nq·Nk, but for short sequences in bf16 it is the fastest path on the CPU: torch.softmax is
+one fused kernel where the reference takes a pass per step, and bf16 matmuls run at the bf16 rate where
+SDPA's CPU flash kernel does not (see benchmarks/results/speed-cpu.md). GQA repeats k and v (cheap at the
+lengths where this backend is chosen). Queries that see no key get zeros: their rows are found from the
+mask alone (never from the scores), set to 0 before the softmax and to 0 after it, so no NaN appears
+forward or backward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..masks import causal_mask, combine
+
+
+def unsupported(request) -> str | None:
+    if request.tracing:
+        return "record a trace (only the reference backend shows its steps)"
+    return None
+
+
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv)
+    -> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk) or None, lse (B, Hq, Nq) or None)."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, Hq, Nk, ·)
+    if causal:
+        mask = combine(mask, causal_mask(q.shape[2], k.shape[2], device=q.device), q.dtype)  # (.., Nq, Nk)
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, Hq, Nq, Nk)
+    empty = None
+    if mask is not None and mask.dtype == torch.bool:
+        scores.masked_fill_(~mask, float("-inf"))
+        empty = ~mask.any(dim=-1, keepdim=True)  # (B|1, Hq|1, Nq|1, 1): rows that see nothing
+    elif mask is not None:
+        scores = scores + mask
+        empty = (mask == float("-inf")).all(dim=-1, keepdim=True)
+    if empty is not None and empty.any():
+        scores = scores.masked_fill(empty, 0.0)  # a finite row, so softmax gives no NaN ...
+    else:
+        empty = None
+    lse = (
+        torch.logsumexp(scores.float() if scores.dtype != torch.float64 else scores, dim=-1)
+        if return_lse
+        else None
+    )
+    weights = torch.softmax(scores, dim=-1)  # (B, Hq, Nq, Nk)
+    if empty is not None:
+        weights = weights.masked_fill(empty, 0.0)  # ... and then its weights are zeroed
+        if lse is not None:
+            lse = lse.masked_fill(empty[..., 0], float("-inf"))
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    out = torch.matmul(weights, v)  # (B, Hq, Nq, Dv)
+    return out, (weights if return_weights else None), lse
