@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from ..masks import Predicate, causal_mask, to_additive
+from ..masks import Predicate, causal, to_additive
 from ..merge import merge
 
 BLOCK = 256  # queries and keys per block
+CAUSAL = causal()
 
 
 def unsupported(request) -> str | None:
@@ -94,10 +95,8 @@ class _Blocks:
             piece = self.predicate.block(*block, batch=self.batch, heads=self.q_heads, device=device)
             bias = _add(bias, _group_heads(to_additive(piece, self.acc_dtype), self.q_heads, self.kv_heads))
         if self.causal and k_end - 1 > q_start + self.num_keys - self.num_queries:  # crosses the diagonal
-            allowed = causal_mask(self.num_queries, self.num_keys, device=device)[
-                q_start:q_end, k_start:k_end
-            ]
-            bias = _add(bias, to_additive(allowed, self.acc_dtype))  # (Qb, Kb)
+            allowed = CAUSAL.block(*block, device=device)[0, 0]  # (Qb, Kb), never the whole (Nq, Nk)
+            bias = _add(bias, to_additive(allowed, self.acc_dtype))
         return bias
 
     def keep(self, shape, q_start, k_start, device):
