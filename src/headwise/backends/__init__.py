@@ -55,25 +55,20 @@ BACKENDS: dict[str, Backend] = {
 # "auto" takes the first backend in `auto_order(request)` that can serve the request. sdpa computes the same
 # function as the reference (its fully masked rows give zeros, forward and backward; causal is passed as a
 # bottom-right mask when Nq != Nk) and runs torch's fused kernels, so it comes first, except where the
-# benchmark says otherwise (benchmarks/results/speed-cpu.md: 2-core AMD EPYC, torch 2.13, B=4, H=8, Dh=64;
-# milliseconds, dense-like "naive" vs SDPA):
+# benchmark says otherwise (benchmarks/results/speed-cpu-bf16.md: 2-core AMD EPYC, torch 2.13, B=4, H=8,
+# Dh=64; median ms, dense vs SDPA):
 # - bf16 on the CPU with Nq·Nk <= 512²: SDPA's CPU flash kernel runs bf16 no faster than fp32, where the
-#   dense path's matmuls run at the bf16 rate: forward 0.93 vs 1.54 (N=128), 12.4 vs 18.0 (N=512);
-#   forward+backward 2.50 vs 9.33 (N=128), 28.3 vs 55.8 (N=512); causal forward 1.42 vs 1.92 (N=128),
-#   20.1 vs 20.9 (N=512).
-# - bf16 on the CPU, forward only, not causal, Nq·Nk <= 1024²: 48.6 vs 60.3 (N=1024); from N=2048 SDPA
-#   wins (447 vs 252), and with gradients from N=1024 (247 vs 167).
+#   dense path's matmuls run at the bf16 rate: forward+backward 2.81 vs 10.7 (N=128), 37.2 vs 58.0
+#   (N=512); causal 4.89 vs 12.1, 61.2 vs 87.4; forward 0.82 vs 1.54 (N=128), 19.8 vs 18.4 (N=512, a tie).
+#   From N=1024 SDPA wins: forward 96.9 vs 65.8, forward+backward 240 vs 172.
 # - otherwise: weights asked for go to dense (sdpa and chunked have none); lse to chunked (memory linear
 #   in N); the reference is the last resort and the path of traces.
 DENSE_BF16 = 512 * 512
-DENSE_BF16_FORWARD = 1024 * 1024
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
-    size = request.num_queries * request.num_keys
     bf16_cpu = request.device.type == "cpu" and request.dtype == torch.bfloat16
-    forward_only = not request.needs_grad and not request.causal
-    if bf16_cpu and (size <= DENSE_BF16 or (forward_only and size <= DENSE_BF16_FORWARD)):
+    if bf16_cpu and request.num_queries * request.num_keys <= DENSE_BF16:
         return ("dense", "sdpa", "chunked", "reference")
     return ("sdpa", "chunked", "dense", "reference")
 
