@@ -84,8 +84,6 @@ def attention(
         mask_requires_grad=isinstance(mask, torch.Tensor) and mask.requires_grad,
         num_queries=num_queries,
         num_keys=k.shape[2],
-        causal=causal,
-        needs_grad=torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad),
     )
     chosen = choose(backend, request)
     if isinstance(mask, Predicate) and not chosen.takes_predicates:

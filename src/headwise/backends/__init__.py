@@ -33,8 +33,6 @@ class Request:
     mask_requires_grad: bool = False
     num_queries: int = 0
     num_keys: int = 0
-    causal: bool = False
-    needs_grad: bool = False
 
 
 @dataclass(frozen=True)
