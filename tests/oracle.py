@@ -15,6 +15,25 @@ from __future__ import annotations
 
 import torch
 
+# The steps a self-attention module's trace records, in order (cross-attention adds kv_inputs after inputs,
+# dropout in training adds dropout after weights).
+SELF_ATTENTION_STEPS = [
+    "inputs",
+    "queries",
+    "keys",
+    "values",
+    "queries_by_head",
+    "keys_by_head",
+    "values_by_head",
+    "scores",
+    "scaled_scores",
+    "masked_scores",
+    "weights",
+    "context_by_head",
+    "context",
+    "output",
+]
+
 FLOOR_ULPS = 4
 
 

@@ -12,28 +12,13 @@ from io import StringIO
 
 import pytest
 import torch
+from oracle import SELF_ATTENTION_STEPS
 
 import headwise
 from headwise.cli.main import main
 from headwise.explain import by_hand, example, terminal
 from headwise.trace import STEP_TEXT
 
-STEPS = [
-    "inputs",
-    "queries",
-    "keys",
-    "values",
-    "queries_by_head",
-    "keys_by_head",
-    "values_by_head",
-    "scores",
-    "scaled_scores",
-    "masked_scores",
-    "weights",
-    "context_by_head",
-    "context",
-    "output",
-]
 RASCHKA = [  # Build a Large Language Model from Scratch, chapter 3
     [0.43, 0.15, 0.89],
     [0.55, 0.87, 0.66],
@@ -142,7 +127,7 @@ def test_default_walkthrough_fits_80_columns_and_passes_every_check(default_outp
 
 def test_every_step_is_printed_in_order_with_its_shape_and_formula(default_output: str) -> None:
     printed = sections(default_output)
-    assert [name for name, _, _ in printed] == STEPS
+    assert [name for name, _, _ in printed] == SELF_ATTENTION_STEPS
     shapes = dict((name, shape) for name, shape, _ in printed)
     assert shapes["inputs"] == (1, 6, 3)
     assert shapes["queries"] == (1, 6, 4)  # two heads of width 2: 3 is not divisible by 2
@@ -203,7 +188,7 @@ def test_cross_attention_takes_keys_and_values_from_a_second_sequence(
     assert code == 0
     assert_fits(out)
     printed = sections(out)
-    assert [name for name, _, _ in printed] == ["inputs", "kv_inputs", *STEPS[1:]]
+    assert [name for name, _, _ in printed] == ["inputs", "kv_inputs", *SELF_ATTENTION_STEPS[1:]]
     shapes = dict((name, shape) for name, shape, _ in printed)
     assert shapes["kv_inputs"] == (1, 7, 3)
     assert shapes["weights"] == (1, 2, 6, 7)  # 6 queries, 7 keys: not square
@@ -415,5 +400,5 @@ def test_the_console_script_runs() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert [name for name, _, _ in sections(result.stdout)] == STEPS
+    assert [name for name, _, _ in sections(result.stdout)] == SELF_ATTENTION_STEPS
     assert result.stdout.rstrip().endswith("✓ all 7 checks passed")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 import torch.nn.functional as F
+from oracle import SELF_ATTENTION_STEPS
 from torch import nn
 from torch.func import functional_call
 
@@ -388,24 +389,6 @@ def test_gradcheck(case: str) -> None:
 # ------------------------------------------------------------------------------------------------ trace
 
 
-SELF_STEPS = [
-    "inputs",
-    "queries",
-    "keys",
-    "values",
-    "queries_by_head",
-    "keys_by_head",
-    "values_by_head",
-    "scores",
-    "scaled_scores",
-    "masked_scores",
-    "weights",
-    "context_by_head",
-    "context",
-    "output",
-]
-
-
 @pytest.mark.parametrize("need_weights", [False, True])
 @pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
 def test_trace_records_the_documented_steps(cross: bool, need_weights: bool) -> None:
@@ -418,7 +401,7 @@ def test_trace_records_the_documented_steps(cross: bool, need_weights: bool) -> 
 
     # The same result as outside the block (which may have run on another backend).
     torch.testing.assert_close(inside[0], outside[0], atol=1e-12, rtol=0)
-    expected_names = SELF_STEPS[:1] + ["kv_inputs"] * cross + SELF_STEPS[1:]
+    expected_names = SELF_ATTENTION_STEPS[:1] + ["kv_inputs"] * cross + SELF_ATTENTION_STEPS[1:]
     assert recorded.names() == expected_names
     assert recorded.names() == [name for name in STEP_TEXT if name in recorded.names()]  # documented order
     # Each step holds what its formula says.
@@ -437,7 +420,7 @@ def test_trace_records_dropout_after_the_weights() -> None:
     with headwise.trace() as recorded:
         output, _ = ours(x)
     names = recorded.names()
-    assert names == [*SELF_STEPS[:11], "dropout", *SELF_STEPS[11:]]
+    assert names == [*SELF_ATTENTION_STEPS[:11], "dropout", *SELF_ATTENTION_STEPS[11:]]
     weights, dropped = recorded["weights"].tensor, recorded["dropout"].tensor
     kept = dropped != 0
     assert 0 < kept.sum() < kept.numel()
