@@ -104,6 +104,10 @@ def test_merge_with_a_query_that_sees_nothing():
     merged_out, merged_lse = headwise.merge(out, lse, 2 * out, other_lse)
     assert torch.equal(merged_out[0, :, 0], torch.tensor([1.0, 2.0, 0.0], dtype=DOUBLE))
     assert torch.equal(merged_lse, torch.tensor([[0.0, 1.0, float("-inf")]], dtype=DOUBLE))
+    lse_a, lse_b = lse.clone().requires_grad_(), other_lse.clone().requires_grad_()
+    merged_out, _ = headwise.merge(out, lse_a, 2 * out, lse_b)
+    grads = torch.autograd.grad(merged_out.sum(), (lse_a, lse_b))
+    assert all(torch.isfinite(g).all() for g in grads)  # no NaN where neither set has a key
     with pytest.raises(ValueError, match=r"merge needs out_a and out_b of one shape"):
         headwise.merge(out, lse, out[..., :1], other_lse)
 
@@ -180,3 +184,41 @@ def test_chunked_skips_the_blocks_a_window_rules_out():
         q, k, v, mask=window.materialize(1, 1, 64, 64), scale=1.0, backend="reference"
     )
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["reference", "dense", "chunked", "auto"])
+def test_alibi_equals_its_bias_as_a_float_mask(backend):
+    q, k, v = random_inputs(9, 14)
+    alibi = masks.alibi(masks.alibi_slopes(4, dtype=DOUBLE))
+    bias = alibi.dense(torch.zeros(1, 4, 9, 14, dtype=DOUBLE))  # (1, Hq, Nq, Nk)
+    out = headwise.attention(q, k, v, causal=True, score_mod=alibi, backend=backend)
+    expected = headwise.attention(q, k, v, mask=bias, causal=True, backend="reference")
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
+    d_out = torch.randn_like(out)
+    grads, expected_grads = (torch.autograd.grad(o, (q, k, v), d_out) for o in (out, expected))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["reference", "dense"])
+def test_softcap_squashes_the_scaled_scores(backend):
+    q, k, v = random_inputs(6, 8)
+    out = headwise.attention(q * 4, k, v, scale=0.5, score_mod=masks.softcap(2.0), backend=backend)
+    keys, values = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)  # (B, Hq, Nk, ·)
+    scores = 2.0 * torch.tanh((q * 4 @ keys.transpose(-1, -2)) * 0.5 / 2.0)  # (B, Hq, Nq, Nk)
+    torch.testing.assert_close(out, torch.softmax(scores, dim=-1) @ values, rtol=0, atol=1e-13)
+
+
+def test_score_modifiers_are_refused_where_a_backend_cannot_apply_them():
+    q, k, v = random_inputs(3, 4)
+    with pytest.raises(ValueError, match=r"backend 'sdpa' cannot modify the scores"):
+        headwise.attention(q, k, v, score_mod=masks.softcap(5.0), backend="sdpa")
+    with pytest.raises(ValueError, match="backend 'chunked' cannot apply a score modifier other than alibi"):
+        headwise.attention(q, k, v, score_mod=masks.softcap(5.0), backend="chunked")
+    with pytest.raises(ValueError, match="alibi has 2 slopes but the scores have H = 4 heads"):
+        headwise.attention(q, k, v, score_mod=masks.alibi(torch.ones(2)))
+    with pytest.raises(TypeError, match=r"score_mod must be a headwise\.masks score modifier"):
+        headwise.attention(q, k, v, score_mod=lambda s: s)
+    with headwise.trace() as t:
+        headwise.attention(q, k, v, score_mod=masks.softcap(5.0))
+    assert t.names()[:3] == ["scores", "scaled_scores", "modified_scores"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from .backends import Request, choose
-from .masks import Predicate, causal_mask, check_mask
+from .masks import Predicate, ScoreModifier, causal_mask, check_mask
 from .trace import tracing
 
 
@@ -28,6 +28,7 @@ def attention(
     dropout_p: float = 0.0,
     return_weights: bool = False,
     return_lse: bool = False,
+    score_mod: ScoreModifier | None = None,
     backend: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Scaled dot-product attention: softmax(q · kᵀ · scale + mask) · v, per head.
@@ -50,6 +51,8 @@ def attention(
         return_lse: also return lse (B, Hq, Nq) = log Σ exp(scaled, masked scores) over the keys (-inf for a
             query that sees none), in float32 or float64: with `attention_weights` it recomputes any slice
             of the weights exactly, and with `merge` it combines attention over separate key sets.
+        score_mod: a `headwise.masks` score modifier (alibi(slopes) with one slope per query head,
+            softcap(cap), or a chain a.then(b)) applied to the scaled scores before masking.
         backend: "auto" (the fastest backend that computes this function), "reference" (step by step,
             float64-capable, records traces), "sdpa" (torch's scaled_dot_product_attention) or "chunked"
             (block by block, memory linear in the sequence length, forward and backward).
@@ -69,6 +72,13 @@ def attention(
             mask = mask.to(q.dtype)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if score_mod is not None:
+        if not isinstance(score_mod, ScoreModifier):
+            raise TypeError(
+                "score_mod must be a headwise.masks score modifier (alibi, softcap) or None, "
+                f"got {type(score_mod).__name__}"
+            )
+        score_mod.check(batch, q_heads, num_queries, k.shape[2])
     scale = _check_scale(scale, q.shape[-1])
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
@@ -84,6 +94,7 @@ def attention(
         mask_requires_grad=isinstance(mask, torch.Tensor) and mask.requires_grad,
         num_queries=num_queries,
         num_keys=k.shape[2],
+        score_mod=score_mod,
     )
     chosen = choose(backend, request)
     if isinstance(mask, Predicate) and not chosen.takes_predicates:
@@ -98,6 +109,7 @@ def attention(
         dropout_p=float(dropout_p),
         return_weights=return_weights,
         return_lse=return_lse,
+        score_mod=score_mod,
     )
     extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
     return (out, *extras) if extras else out
@@ -110,7 +122,7 @@ def attention_weights(
     *,
     rows: slice | Sequence[int] | torch.Tensor | None = None,
     heads: slice | Sequence[int] | torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
+    mask: torch.Tensor | Predicate | None = None,
     causal: bool = False,
     scale: float | None = None,
 ) -> torch.Tensor:
@@ -135,7 +147,10 @@ def attention_weights(
         got = tuple(lse.shape) if isinstance(lse, torch.Tensor) else type(lse).__name__
         raise ValueError(f"lse must have shape (B, Hq, Nq) = {(batch, q_heads, num_queries)}, got {got}")
     target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
-    if mask is not None:
+    if isinstance(mask, Predicate):
+        mask.check(*target)
+        mask = mask.materialize(*target, device=q.device)  # (B|1, Hq|1, Nq, Nk)
+    elif mask is not None:
         check_mask(mask, "mask", target, q.device)
     scale = _check_scale(scale, q.shape[-1])
     rows = torch.arange(num_queries, device=q.device)[slice(None) if rows is None else rows]  # (R,)

@@ -7,7 +7,8 @@ decoding). When Nq > Nk the first Nq - Nk queries see nothing and their output i
 Mask predicates say whether a query may attend to a key from their indices, without building the (Nq, Nk)
 matrix, so that a chunked backend can ask for one block at a time and skip the blocks a predicate rules
 out: causal(), sliding_window(), key_lengths(), documents() and prefix_lm(), combined with &, | and ~.
-Score modifiers change the scaled scores before masking: alibi() and softcap(), chained with .then().
+Score modifiers change the scaled scores before masking: alibi() and softcap(), chained with .then(), passed
+to `attention(score_mod=...)`.
 `print(predicate)` draws its pattern.
 
 Index tensors broadcast against each other, as in FlexAttention's mask_mod: batch_idx (B, 1, 1, 1),

@@ -27,8 +27,11 @@ def merge(
             "merge needs out_a and out_b of one shape (..., Nq, Dv) and lse_a and lse_b of shape (..., Nq), "
             f"got {tuple(out_a.shape)}, {tuple(out_b.shape)}, {tuple(lse_a.shape)}, {tuple(lse_b.shape)}"
         )
-    lse = torch.logaddexp(lse_a, lse_b)  # (..., Nq); -inf where neither set has a visible key
-    seen = lse > float("-inf")
+    seen = (lse_a > float("-inf")) | (lse_b > float("-inf"))  # (..., Nq)
+    # logaddexp(-inf, -inf) is -inf but its gradient is NaN: feed it zeros there, then put -inf back.
+    lse = torch.logaddexp(lse_a.masked_fill(~seen, 0.0), lse_b.masked_fill(~seen, 0.0)).masked_fill(
+        ~seen, float("-inf")
+    )
     safe_lse = torch.where(seen, lse, 0.0)  # keeps exp(-inf - -inf) = NaN out of the weights
     weight_a = torch.exp(lse_a - safe_lse).masked_fill(~seen, 0.0)  # (..., Nq), in [0, 1]
     weight_b = torch.exp(lse_b - safe_lse).masked_fill(~seen, 0.0)

@@ -56,8 +56,13 @@ STEP_TEXT: dict[str, tuple[str, str]] = {
         "The dot product of every query with every key: a large score means a good match.",
     ),
     "scaled_scores": (
-        "scaled_scores = scores / √Dh",
+        "scaled_scores = scores · scale   (scale = 1/√Dh unless given)",
         "Divide by √Dh so that the scores do not grow with the head width and the softmax stays soft.",
+    ),
+    "modified_scores": (
+        "scores = score_mod(scaled_scores)",
+        "A score modifier changes the scores before masking: ALiBi subtracts a penalty growing with "
+        "distance, a softcap squashes them into (-cap, cap).",
     ),
     "masked_scores": (
         "masked_scores = scaled_scores + mask   (-inf where not allowed)",
@@ -68,7 +73,7 @@ STEP_TEXT: dict[str, tuple[str, str]] = {
         "Each row becomes a probability distribution: how much each query attends to each key.",
     ),
     "dropout": (
-        "weights = dropout(weights, p) / (1 - p)",
+        "weights = dropout(weights, p)   (kept weights × 1/(1 - p))",
         "Training only: some weights are zeroed at random and the rest scaled up to keep the expectation.",
     ),
     "context_by_head": (

@@ -33,6 +33,7 @@ class Request:
     mask_requires_grad: bool = False
     num_queries: int = 0
     num_keys: int = 0
+    score_mod: object = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Forward: for each block of queries, attend to one block of keys at a time and merge the partial results
 with `headwise.merge` (an online softmax); keep only out and lse = log Σ exp(scores) per query. Backward:
 recompute each block's weights from (q, k, out, lse) as FlashAttention-2 does, so that training never holds
-an (Nq, Nk) matrix. Blocks that a causal mask rules out entirely are skipped.
+an (Nq, Nk) matrix. Blocks that a causal mask or a mask predicate rules out entirely are skipped.
 
 Grouped-query heads are folded into the query rows: q (B, Hq, Nq, Dh) is viewed as (B, Hkv, G, Nq, Dh),
 so each key/value head is multiplied once by all G query heads that share it, and k and v are never
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..masks import Predicate, causal, to_additive
+from ..masks import ALiBi, Predicate, causal, to_additive
 from ..merge import merge
 
 BLOCK = 256  # queries and keys per block
@@ -29,27 +29,33 @@ def unsupported(request) -> str | None:
         return "record a trace (only the reference backend shows its steps)"
     if request.mask_requires_grad:
         return "differentiate with respect to a float mask"
+    if request.score_mod is not None and not isinstance(request.score_mod, ALiBi):
+        return "apply a score modifier other than alibi (its gradient is not written yet)"
     return None
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False, score_mod=None):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
-    out, lse = attention_with_lse(q, k, v, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p)
+    out, lse = attention_with_lse(
+        q, k, v, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, alibi=score_mod
+    )
     return out, None, (lse if return_lse else None)
 
 
-def attention_with_lse(q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK):
+def attention_with_lse(q, k, v, *, mask=None, causal=False, scale, dropout_p=0.0, block=BLOCK, alibi=None):
     """As `attention`, and lse (B, Hq, Nq): log Σ exp(scaled, masked scores), -inf for a query that sees
-    no key. Both are differentiable (lse too, so that merged results train)."""
+    no key. Both are differentiable (lse too, so that merged results train). alibi: a masks.alibi(slopes)
+    whose distance penalty joins each block's bias."""
     seed = int(torch.randint(2**62, (1,)).item()) if dropout_p > 0 else 0  # from torch's RNG: reproducible
-    return _ChunkedAttention.apply(q, k, v, mask, causal, scale, dropout_p, block, seed)
+    return _ChunkedAttention.apply(q, k, v, mask, causal, scale, dropout_p, block, seed, alibi)
 
 
 class _Blocks:
     """The fixed arguments of one call, and the pieces of it that each (query block, key block) needs."""
 
-    def __init__(self, q, k, mask, causal, scale, dropout_p, block, seed):
-        self.batch, self.q_heads, self.num_queries, self.head_dim = q.shape
+    def __init__(self, q, k, mask, causal, scale, dropout_p, block, seed, alibi=None):
+        self.batch, self.q_heads, self.num_queries, _ = q.shape
+        self.alibi = alibi
         self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
         self.group = self.q_heads // self.kv_heads  # G
         self.predicate = mask if isinstance(mask, Predicate) else None
@@ -94,6 +100,14 @@ class _Blocks:
         if self.predicate is not None and not self.predicate.block_is_full(*block):
             piece = self.predicate.block(*block, batch=self.batch, heads=self.q_heads, device=device)
             bias = _add(bias, _group_heads(to_additive(piece, self.acc_dtype), self.q_heads, self.kv_heads))
+        if self.alibi is not None:
+            zeros = torch.zeros(
+                1, self.q_heads, q_end - q_start, k_end - k_start, dtype=self.acc_dtype, device=device
+            )
+            penalty = self.alibi.block(
+                zeros, q_start, k_start, self.num_queries, self.num_keys
+            )  # (1, Hq, Qb, Kb)
+            bias = _add(bias, _group_heads(penalty, self.q_heads, self.kv_heads))
         if self.causal and k_end - 1 > q_start + self.num_keys - self.num_queries:  # crosses the diagonal
             allowed = CAUSAL.block(*block, device=device)[0, 0]  # (Qb, Kb), never the whole (Nq, Nk)
             bias = _add(bias, to_additive(allowed, self.acc_dtype))
@@ -211,8 +225,8 @@ def _backward(q, k, v, out, lse, d_out, d_lse, blocks: _Blocks):
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, block, seed):
-        blocks = _Blocks(q, k, mask, causal, scale, dropout_p, block, seed)
+    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, block, seed, alibi):
+        blocks = _Blocks(q, k, mask, causal, scale, dropout_p, block, seed, alibi)
         out, lse = _forward(q, k, v, blocks)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.blocks = blocks
@@ -224,4 +238,4 @@ class _ChunkedAttention(torch.autograd.Function):
         d_out = torch.zeros_like(out) if d_out is None else d_out
         d_lse = torch.zeros_like(lse) if d_lse is None else d_lse
         d_q, d_k, d_v = _backward(q, k, v, out, lse, d_out, d_lse, ctx.blocks)
-        return d_q, d_k, d_v, None, None, None, None, None, None
+        return d_q, d_k, d_v, None, None, None, None, None, None, None

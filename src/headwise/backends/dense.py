@@ -2,7 +2,7 @@
 
 Memory grows as Nq·Nk, but for short sequences in bf16 it is the fastest path on the CPU: torch.softmax is
 one fused kernel where the reference takes a pass per step, and bf16 matmuls run at the bf16 rate where
-SDPA's CPU flash kernel does not (see benchmarks/results/speed-cpu.md). GQA repeats k and v (cheap at the
+SDPA's CPU flash kernel does not (see benchmarks/results/speed-cpu-bf16.md). GQA repeats k and v (cheap at the
 lengths where this backend is chosen). Queries that see no key get zeros: their rows are found from the
 mask alone (never from the scores), set to 0 before the softmax and to 0 after it, so no NaN appears
 forward or backward.
@@ -22,7 +22,7 @@ def unsupported(request) -> str | None:
     return None
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False, score_mod=None):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv)
     -> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk) or None, lse (B, Hq, Nq) or None)."""
     group = q.shape[1] // k.shape[1]
@@ -31,6 +31,8 @@ def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return
     if causal:
         mask = combine(mask, causal_mask(q.shape[2], k.shape[2], device=q.device), q.dtype)  # (.., Nq, Nk)
     scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, Hq, Nq, Nk)
+    if score_mod is not None:
+        scores = score_mod.dense(scores)  # (B, Hq, Nq, Nk)
     empty = None
     if mask is not None and mask.dtype == torch.bool:
         scores.masked_fill_(~mask, float("-inf"))

@@ -30,7 +30,7 @@ def softmax_over_keys(masked_scores: torch.Tensor) -> torch.Tensor:
     return exps / total.masked_fill(total == 0, 1.0)  # (..., Nk), rows of zeros where total is 0
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False, score_mod=None):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv)
     -> (context (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk) or None, lse (B, Hq, Nq) or None)."""
     group = q.shape[1] // k.shape[1]  # G = Hq / Hkv query heads share each key/value head
@@ -42,6 +42,9 @@ def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return
     scaled_scores = scores * scale  # (B, Hq, Nq, Nk)
     record("scaled_scores", scaled_scores)
 
+    if score_mod is not None:
+        scaled_scores = score_mod.dense(scaled_scores)  # (B, Hq, Nq, Nk)
+        record("modified_scores", scaled_scores)
     masked_scores = scaled_scores
     if mask is not None and mask.dtype == torch.bool:
         masked_scores = masked_scores.masked_fill(~mask, float("-inf"))  # broadcasts to (B, Hq, Nq, Nk)

@@ -18,12 +18,14 @@ def unsupported(request) -> str | None:
         return "return the attention weights"
     if request.return_lse:
         return "return the log-sum-exp of the scores"
+    if request.score_mod is not None:
+        return "modify the scores (ALiBi, softcap)"
     if request.tracing:
         return "record a trace (only the reference backend shows its steps)"
     return None
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False):
+def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False, score_mod=None):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (context (B, Hq, Nq, Dv), None, None)."""
     num_queries, num_keys = q.shape[2], k.shape[2]
     is_causal = causal and mask is None and num_queries == num_keys  # top-left == bottom-right here
