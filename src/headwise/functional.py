@@ -72,13 +72,7 @@ def attention(
             mask = mask.to(q.dtype)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    if score_mod is not None:
-        if not isinstance(score_mod, ScoreModifier):
-            raise TypeError(
-                "score_mod must be a headwise.masks score modifier (alibi, softcap) or None, "
-                f"got {type(score_mod).__name__}"
-            )
-        score_mod.check(batch, q_heads, num_queries, k.shape[2])
+    _check_score_mod(score_mod, target)
     scale = _check_scale(scale, q.shape[-1])
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
@@ -125,6 +119,7 @@ def attention_weights(
     mask: torch.Tensor | Predicate | None = None,
     causal: bool = False,
     scale: float | None = None,
+    score_mod: ScoreModifier | None = None,
 ) -> torch.Tensor:
     """The exact attention weights of any slice of queries and heads, from a fast run's lse.
 
@@ -152,6 +147,7 @@ def attention_weights(
         mask = mask.materialize(*target, device=q.device)  # (B|1, Hq|1, Nq, Nk)
     elif mask is not None:
         check_mask(mask, "mask", target, q.device)
+    _check_score_mod(score_mod, target)
     scale = _check_scale(scale, q.shape[-1])
     rows = torch.arange(num_queries, device=q.device)[slice(None) if rows is None else rows]  # (R,)
     heads = torch.arange(q_heads, device=q.device)[slice(None) if heads is None else heads]  # (H',)
@@ -159,6 +155,12 @@ def attention_weights(
     queries = q[:, heads][:, :, rows]  # (B, H', R, Dh)
     accumulate = torch.promote_types(q.dtype, torch.float32) if lse is None else lse.dtype
     scores = (queries @ keys.transpose(-2, -1)).to(accumulate) * scale  # (B, H', R, Nk)
+    if score_mod is not None:
+        batch_idx = torch.arange(batch, device=q.device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+        key_idx = torch.arange(k.shape[2], device=q.device)[None, :]  # (1, Nk)
+        scores = score_mod.apply(
+            scores, batch_idx, heads.view(1, -1, 1, 1), rows[:, None], key_idx, num_queries, k.shape[2]
+        )  # (B, H', R, Nk)
     if mask is not None:
         piece = mask.expand(target)[:, heads][:, :, rows]  # (B, H', R, Nk)
         scores = scores.masked_fill(~piece, float("-inf")) if piece.dtype == torch.bool else scores + piece
@@ -199,6 +201,17 @@ def _check_inputs(q: object, k: object, v: object) -> None:
         raise ValueError(
             f"the query heads Hq = {q.shape[1]} must be a multiple of the key/value heads Hkv = {k.shape[1]}"
         )
+
+
+def _check_score_mod(score_mod: object, target: tuple[int, int, int, int]) -> None:
+    if score_mod is None:
+        return
+    if not isinstance(score_mod, ScoreModifier):
+        raise TypeError(
+            "score_mod must be a headwise.masks score modifier (alibi, softcap) or None, "
+            f"got {type(score_mod).__name__}"
+        )
+    score_mod.check(*target)
 
 
 def _check_scale(scale: object, head_dim: int) -> float:

@@ -10,16 +10,15 @@ q_proj_weight, k_proj_weight, v_proj_weight, out_proj) so that weights move betw
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache, LayerCache
-from .checks import positive_int
+from .checks import positive_int, probability
 from .functional import attention, attention_weights
-from .masks import check_mask, combine
+from .masks import ScoreModifier, check_mask, combine
+from .positions import Rotary
 from .trace import record, tracing
 
 
@@ -63,9 +62,7 @@ class AttentionProjections(nn.Module):
         )
         self.kdim = positive_int(self.embed_dim if kdim is None else kdim, "kdim")
         self.vdim = positive_int(self.embed_dim if vdim is None else vdim, "vdim")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = probability(dropout, "dropout")
 
         factory = {"device": device, "dtype": dtype}
         q_width = self.num_heads * self.head_dim  # Hq·Dh
@@ -171,16 +168,23 @@ class AttentionProjections(nn.Module):
         need_weights: bool,
         average_attn_weights: bool,
         cache: LayerCache | None = None,
+        rotary: Rotary | None = None,
+        score_mod: ScoreModifier | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """queries (B, Nq, Hq·Dh), keys and values (B, Nk, Hkv·Dh), mask broadcastable to
         (B, Hq, Nq, Nk) -> output (B, Nq, D) and weights (B, Nq, Nk) averaged over heads,
         (B, Hq, Nq, Nk) per head, or None.
 
         With a cache, keys and values are the new tokens' (B, Nq, Hkv·Dh): they are appended to it and the
-        queries attend to all Nk tokens cached (the trace records the new tokens' keys and values only)."""
+        queries attend to all Nk tokens cached (the trace records the new tokens' keys and values only).
+        `rotary` rotates the new queries and keys by their positions, which start after the cached tokens;
+        `score_mod` changes the scaled scores (ALiBi)."""
         q = queries.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, Hq, Nq, Dh)
         k = keys.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, Nk, Dh)
         v = values.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, Nk, Dh)
+        if rotary is not None:
+            start = 0 if cache is None else cache.length  # the new tokens come after the cached ones
+            q, k = rotary(q, start), rotary(k, start)  # (B, Hq, Nq, Dh), (B, Hkv, Nk, Dh)
         record("queries_by_head", q)
         record("keys_by_head", k)
         record("values_by_head", v)
@@ -199,12 +203,13 @@ class AttentionProjections(nn.Module):
             causal=causal,
             dropout_p=dropout_p,
             return_weights=need_weights and not weights_apart,
+            score_mod=score_mod,
         )
         context_by_head, weights = (
             (result, None) if not need_weights or weights_apart else result
         )  # (B, Hq, Nq, Dh)
         if weights_apart:
-            weights = _weights(q, k, mask, causal, average_attn_weights)
+            weights = _weights(q, k, mask, causal, score_mod, average_attn_weights)
         context = context_by_head.transpose(1, 2).flatten(2)  # (B, Nq, Hq·Dh): heads side by side
         record("context", context)
         output = self.out_proj(context)  # (B, Nq, D)
@@ -214,15 +219,14 @@ class AttentionProjections(nn.Module):
         return output, weights
 
 
-def _weights(q, k, mask, causal, average):
+def _weights(q, k, mask, causal, score_mod, average):
     """The softmax weights of q (B, Hq, Nq, Dh) against k (B, Hkv, Nk, Dh): averaged over heads
     (B, Nq, Nk), computed one head at a time, or per head (B, Hq, Nq, Nk)."""
+    options = {"mask": mask, "causal": causal, "score_mod": score_mod}
     if not average:
-        return attention_weights(q, k, mask=mask, causal=causal).to(q.dtype)  # (B, Hq, Nq, Nk)
+        return attention_weights(q, k, **options).to(q.dtype)  # (B, Hq, Nq, Nk)
     heads = q.shape[1]
-    total = sum(
-        attention_weights(q, k, mask=mask, causal=causal, heads=[h]) for h in range(heads)
-    )  # (B, 1, Nq, Nk)
+    total = sum(attention_weights(q, k, heads=[h], **options) for h in range(heads))  # (B, 1, Nq, Nk)
     return (total / heads)[:, 0].to(q.dtype)  # (B, Nq, Nk)
 
 
@@ -254,6 +258,10 @@ class MultiHeadAttention(AttentionProjections):
         kdim, vdim: widths of the key and value inputs for cross-attention (default embed_dim).
         bias: add biases to the input and output projections.
         dropout: dropout probability on the attention weights, in training mode.
+        rotary: a `headwise.positions.Rotary` that rotates queries and keys by their positions (RoPE),
+            self-attention only; positions continue after the tokens in the KV cache.
+        score_mod: a `headwise.masks` score modifier applied to every call's scores, e.g.
+            `headwise.positions.alibi_positions(num_heads)` (ALiBi).
     """
 
     def __init__(
@@ -267,6 +275,8 @@ class MultiHeadAttention(AttentionProjections):
         vdim: int | None = None,
         bias: bool = True,
         dropout: float = 0.0,
+        rotary: Rotary | None = None,
+        score_mod: ScoreModifier | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -282,6 +292,18 @@ class MultiHeadAttention(AttentionProjections):
             device=device,
             dtype=dtype,
         )
+        if rotary is not None and not isinstance(rotary, Rotary):
+            raise TypeError(
+                f"rotary must be a headwise.positions.Rotary or None, got {type(rotary).__name__}"
+            )
+        if rotary is not None and rotary.head_dim != self.head_dim:
+            raise ValueError(f"rotary has head_dim {rotary.head_dim} but the heads are {self.head_dim} wide")
+        if score_mod is not None and not isinstance(score_mod, ScoreModifier):
+            raise TypeError(
+                f"score_mod must be a headwise.masks score modifier or None, got {type(score_mod).__name__}"
+            )
+        self.rotary = rotary
+        self.score_mod = score_mod
 
     def forward(
         self,
@@ -324,6 +346,11 @@ class MultiHeadAttention(AttentionProjections):
             (output (B, Nq, embed_dim), weights or None).
         """
         layer_cache = _layer_of(cache, cache_layer, cross_attention=key is not None)
+        if self.rotary is not None and key is not None:
+            raise ValueError(
+                "this module has rotary positions, which apply to self-attention only (key=None): queries "
+                "and keys of two different sequences have no common positions"
+            )
         if key is None:
             if value is not None:
                 raise ValueError("value was given without key; pass key too, or neither for self-attention")
@@ -363,6 +390,8 @@ class MultiHeadAttention(AttentionProjections):
             need_weights=need_weights,
             average_attn_weights=average_attn_weights,
             cache=layer_cache,
+            rotary=self.rotary,
+            score_mod=self.score_mod,
         )
 
     @classmethod
