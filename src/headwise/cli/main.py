@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, explain
+from . import bench, embed, explain
 
-SUBCOMMANDS = (explain, bench)
+SUBCOMMANDS = (explain, bench, embed)
 
 
 def build_parser() -> argparse.ArgumentParser:
