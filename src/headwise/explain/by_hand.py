@@ -23,6 +23,7 @@ from rich.text import Text
 from ..functional import attention
 from ..trace import trace
 from .checks import Check, matches
+from .report import HeadMaps, Matrix, Report, WalkStep
 from .terminal import WIDTH, matrix_table, numbers, show_check, summarize
 
 FEATURES = torch.tensor(  # X (6, 4): the tokens x1..x4 as columns of 0/1 features
@@ -331,3 +332,47 @@ def explain_by_hand(console: Console) -> bool:
     checks = [check for step in steps for check in step.checks]
     summarize(checks, console)
     return all(check.passed for check in checks)
+
+
+def by_hand_report() -> Report:
+    """The exercise as a Report: each step's panels as matrices (hand-made and exact side by side), and the
+    weights A by hand and exactly as attention maps (queries as rows there, as in every map)."""
+    hand = work_by_hand()
+    exact = work_exactly(hand)
+    steps = tuple(
+        WalkStep(
+            name=step.title,
+            formula=("≈ " if step.approximate else "") + step.title,
+            sentence=step.sentence,
+            shape=(len(step.columns[0][0].rows), len(step.columns[0][0].columns)),
+            axes=(),
+            matrices=tuple(_matrix(panel) for column in step.columns for panel in column),
+        )
+        for step in hand_steps(hand, exact)
+    )
+    return Report(
+        title="Self-attention by hand",
+        description=(
+            "Four tokens x1..x4 of 6 features through one 6-3 head, vectors as columns as in the exercise; "
+            "floor(x/2) stands for x/√3 and 3^x for e^x, with the exact numbers from headwise's reference "
+            "backend in float64 beside them."
+        ),
+        steps=steps,
+        attention=tuple(
+            HeadMaps(title, tuple(TOKENS), tuple(TOKENS), weights.T[None, None])  # (1, 1, Nq, Nk)
+            for title, weights in (
+                ("weights A by hand", as_tensor(hand.weights)),
+                ("weights A", exact.weights),
+            )
+        ),
+    )
+
+
+def _matrix(panel: Panel) -> Matrix:
+    """A printed panel as a Matrix: its cells parsed back into numbers (fractions included)."""
+    values = torch.tensor(
+        [[float(Fraction(cell)) for cell in row] for row in panel.cells], dtype=torch.float64
+    )
+    return Matrix(
+        values, tuple(panel.rows), tuple(panel.columns), panel.title, tuple(map(tuple, panel.cells))
+    )

@@ -19,31 +19,11 @@ from rich.text import Text
 from ..trace import Step
 from .checks import Check, checks_after
 from .example import LECTURE_DIM, LECTURE_TOKENS, Example, Run
+from .report import AXES, LEGEND, axis_labels
 
 WIDTH = 80
 LABEL_WIDTH = 10  # row labels (tokens) longer than this are cut with …
 COLUMN_GAP = 3  # each column's padding and separator in a SIMPLE_HEAD table without edges
-
-# Each step's axes in the shape legend's letters (self-attention has Nq = Nk = N).
-PER_HEAD_SCORES = ("B", "H", "Nq", "Nk")
-AXES: dict[str, tuple[str, ...]] = {
-    "inputs": ("B", "Nq", "D"),
-    "kv_inputs": ("B", "Nk", "D"),
-    "queries": ("B", "Nq", "H·Dh"),
-    "keys": ("B", "Nk", "H·Dh"),
-    "values": ("B", "Nk", "H·Dh"),
-    "queries_by_head": ("B", "H", "Nq", "Dh"),
-    "keys_by_head": ("B", "H", "Nk", "Dh"),
-    "values_by_head": ("B", "H", "Nk", "Dh"),
-    "scores": PER_HEAD_SCORES,
-    "scaled_scores": PER_HEAD_SCORES,
-    "masked_scores": PER_HEAD_SCORES,
-    "weights": PER_HEAD_SCORES,
-    "context_by_head": ("B", "H", "Nq", "Dh"),
-    "context": ("B", "Nq", "H·Dh"),
-    "output": ("B", "Nq", "D"),
-}
-LEGEND = "B batch · N tokens (Nq queries, Nk keys) · D width · H heads · Dh head width"
 
 
 def make_console() -> Console:
@@ -93,17 +73,6 @@ def matrix_table(
         table.add_row(label, *("…" if j is None else row[j] for j in shown))
     hidden = len(column_labels) - len(shown) + (None in shown)
     return table, hidden
-
-
-def axis_labels(axis: str, size: int, example: Example) -> list[str]:
-    """The labels along one axis: the tokens, the features (hN:i for feature i of head N), or indices."""
-    if axis == "Nq":
-        return list(example.tokens)
-    if axis == "Nk":
-        return list(example.key_tokens)
-    if axis == "H·Dh":
-        return [f"h{h}:{i}" for h in range(size // example.head_dim) for i in range(example.head_dim)]
-    return [str(i) for i in range(size)]
 
 
 def show_step(console: Console, index: int, step: Step, example: Example) -> None:
