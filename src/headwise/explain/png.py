@@ -1,0 +1,152 @@
+"""A Report as PNG files, drawn with matplotlib: each walkthrough step, each layer and head's attention
+map, and a layers × heads overview per kind of attention. Needs matplotlib (pip install 'headwise[bench]').
+
+Files, in `folder`:
+    step-01-inputs.png ...                    one per walkthrough step, a heatmap per matrix (per head)
+    <kind>-layer0-head0.png ...               one per layer and head (numbered from 0, as the tensors):
+                                              tokens on both axes, a colour bar
+    <kind>-model-view.png                     every layer (rows) × head (columns), small
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..optional import require
+from .report import HeadMaps, Matrix, Report, WalkStep
+
+NEEDS_MATPLOTLIB = "pip install 'headwise[bench]' (or any matplotlib >= 3.8)"
+NUMBERS_UP_TO = 12  # print the values in the cells of matrices at most this many rows and columns
+LABELS_UP_TO = 64  # label every token up to this many; beyond, every k-th so that about this many show
+CMAP = "viridis"
+
+
+def write_pngs(report: Report, folder: str | Path) -> list[Path]:
+    """Draw every step and attention map of `report` into `folder` (created if missing); returns the files."""
+    matplotlib = require("matplotlib", purpose="headwise explain --png", install=NEEDS_MATPLOTLIB)
+    matplotlib.use("Agg")  # files only, no window
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [
+        _save(_step_figure(step), folder / f"step-{index:02d}-{_slug(step.name)}.png")
+        for index, step in enumerate(report.steps, start=1)
+    ]
+    for maps in report.attention:
+        layers, heads = maps.weights.shape[:2]
+        for layer in range(layers):
+            for head in range(heads):
+                path = folder / f"{_slug(maps.title)}-layer{layer}-head{head}.png"
+                written.append(_save(_map_figure(maps, layer, head), path))
+        written.append(_save(_model_view_figure(maps), folder / f"{_slug(maps.title)}-model-view.png"))
+    return written
+
+
+def _step_figure(step: WalkStep):
+    """One heatmap per matrix of the step, side by side, under the step's name, shape and formula."""
+    from matplotlib import pyplot as plt
+
+    count = len(step.matrices)
+    rows, columns = step.matrices[0].values.shape
+    width = min(6.0, 1.2 + 0.45 * columns) * count
+    figure, axes = plt.subplots(
+        1, count, figsize=(max(width, 5.0), 2.2 + 0.4 * min(rows, 24)), squeeze=False, layout="constrained"
+    )
+    for axis, matrix in zip(axes[0], step.matrices, strict=True):
+        _heatmap(figure, axis, matrix.values, matrix.rows, matrix.columns, cells=_cells(matrix))
+        axis.set_title(matrix.caption, fontsize=10)
+    shape = ", ".join(map(str, step.shape))
+    axes_names = f" = ({', '.join(step.axes)})" if step.axes else ""
+    figure.suptitle(f"{step.name}  ({shape}){axes_names}\n{step.formula}", fontsize=11)
+    return figure
+
+
+def _map_figure(maps: HeadMaps, layer: int, head: int):
+    """One head's weights: queries down the side, keys along the top, a colour bar."""
+    from matplotlib import pyplot as plt
+
+    weights = maps.weights[layer, head]  # (Nq, Nk)
+    size = min(12.0, 3.0 + 0.3 * max(weights.shape))
+    figure, axis = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
+    small = max(weights.shape) <= NUMBERS_UP_TO
+    _heatmap(
+        figure, axis, weights, maps.query_tokens, maps.key_tokens, cells=_numbers(weights) if small else None
+    )
+    axis.set_xlabel("keys (attended to)")
+    axis.set_ylabel("queries (attending)")
+    axis.set_title(f"{maps.title}: layer {layer}, head {head}", fontsize=12)
+    return figure
+
+
+def _model_view_figure(maps: HeadMaps):
+    """Every layer (rows) and head (columns) as a small map without labels, one shared colour scale."""
+    from matplotlib import pyplot as plt
+
+    layers, heads = maps.weights.shape[:2]
+    figure, axes = plt.subplots(
+        layers, heads, figsize=(1.3 * heads + 1.0, 1.3 * layers + 0.8), squeeze=False, layout="constrained"
+    )
+    for layer in range(layers):
+        for head in range(heads):
+            axis = axes[layer][head]
+            image = axis.imshow(maps.weights[layer, head].numpy(), cmap=CMAP, vmin=0.0, vmax=1.0)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if layer == 0:
+                axis.set_title(f"head {head}", fontsize=8)
+            if head == 0:
+                axis.set_ylabel(f"layer {layer}", fontsize=8)
+    figure.colorbar(image, ax=axes, shrink=0.6, label="weight")
+    figure.suptitle(f"{maps.title}: {layers} layers × {heads} heads", fontsize=11)
+    return figure
+
+
+def _heatmap(figure, axis, values: torch.Tensor, rows, columns, *, cells) -> None:
+    """values (R, C) as an image with tick labels (thinned past LABELS_UP_TO), a colour bar, and the
+    printed cells over it when given."""
+    values = values.to(torch.float64)
+    finite = values.where(torch.isfinite(values), torch.nan)  # (R, C): -inf (masked) drawn blank
+    image = axis.imshow(finite.numpy(), cmap=CMAP, aspect="auto")
+    for ticks, labels, rotation in ((axis.set_xticks, columns, 90), (axis.set_yticks, rows, 0)):
+        step = max(1, -(-len(labels) // LABELS_UP_TO))
+        positions = list(range(0, len(labels), step))
+        ticks(positions, [labels[i] for i in positions], rotation=rotation, fontsize=8)
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    if cells is not None:
+        middle = (finite.nan_to_num(nan=-torch.inf).max() + finite.nan_to_num(nan=torch.inf).min()).item() / 2
+        for i, row in enumerate(cells):
+            for j, text in enumerate(row):
+                light = finite[i, j].item() < middle  # dark cells get white text (blank, masked ones: black)
+                axis.text(
+                    j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black"
+                )
+
+
+def _cells(matrix: Matrix) -> tuple[tuple[str, ...], ...] | None:
+    """The printed cells of a small matrix (its own, such as fractions, or rounded values), else None."""
+    if max(matrix.values.shape) > NUMBERS_UP_TO:
+        return None
+    return matrix.cells if matrix.cells is not None else _numbers(matrix.values)
+
+
+def _numbers(values: torch.Tensor) -> tuple[tuple[str, ...], ...]:
+    """(R, C) -> printed with 2 decimals (integers as they are, -inf as -inf)."""
+    return tuple(
+        tuple(str(int(v)) if float(v).is_integer() else f"{v:.2f}" for v in row)
+        for row in values.to(torch.float64).tolist()
+    )
+
+
+def _slug(text: str) -> str:
+    """'weights A by hand' -> 'weights-a-by-hand': a safe file name part."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "step"
+
+
+def _save(figure, path: Path) -> Path:
+    from matplotlib import pyplot as plt
+
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
