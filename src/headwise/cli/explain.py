@@ -109,11 +109,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             f"(default text: {' '.join(CROSS_TOKENS)!r})",
         ),
     ]
-    parser.add_argument(
+    sources = parser.add_argument_group("other sources (instead of the lectures' example)")
+    source = sources.add_mutually_exclusive_group()
+    source.add_argument(
         "--by-hand",
         action="store_true",
         help="the pencil-and-paper exercise: 4 tokens, 6 features, one head of width 3, small integers",
     )
+    source.add_argument(
+        "--model",
+        choices=["minilm"],
+        help="the heads of a pretrained model reading TEXT: minilm (all-MiniLM-L6-v2, 6 layers × 12 heads); "
+        "needs --html or --png",
+    )
+    source.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="the heads of a model trained with `headwise train` (its --out folder), reading TEXT (default: "
+        "an example of its task); needs --html or --png",
+    )
+    sources.add_argument("text", nargs="?", help="the text --model or --checkpoint reads")
+    outputs = parser.add_argument_group("pictures (instead of the terminal)")
+    outputs.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write one self-contained HTML page: the walkthrough, a head view and a model view",
+    )
+    outputs.add_argument("--png", metavar="DIR", help="write the same views as PNG files into DIR")
     parser.set_defaults(run=partial(run, parser, walkthrough_options))
 
 
@@ -139,14 +161,71 @@ def run(
         for action in walkthrough_options
         if getattr(args, action.dest) != action.default
     ]
-    if args.by_hand and given:
-        parser.error(f"--by-hand runs a fixed exercise; leave out {', '.join(given)}")
+    other_source = (
+        "--by-hand"
+        if args.by_hand
+        else "--model"
+        if args.model
+        else "--checkpoint"
+        if args.checkpoint
+        else None
+    )
+    if other_source and given:
+        parser.error(f"{other_source} replaces the lectures' example; leave out {', '.join(given)}")
+    if args.text is not None and not (args.model or args.checkpoint):
+        parser.error(f"TEXT ({args.text!r}) is read by --model or --checkpoint only")
+    if args.model and not args.text:
+        parser.error("--model needs TEXT, the sentence the model reads, e.g. --model minilm 'The cat sat.'")
+    pictures = args.html is not None or args.png is not None
+    if (args.model or args.checkpoint) and not pictures:
+        parser.error(f"{other_source} draws its layers × heads as pictures: add --html FILE or --png DIR")
     if importlib.util.find_spec("rich") is None:
         print(NEEDS_RICH, file=sys.stderr)
         return 1
+    if pictures:
+        return draw(args)
     from ..explain import by_hand, terminal  # rich is there, so the renderers can load
 
     console = terminal.make_console()
     if args.by_hand:
         return 0 if by_hand.explain_by_hand(console) else 1
     return 0 if terminal.walkthrough(run_example(example_from(args)), console) else 1
+
+
+def draw(args: argparse.Namespace) -> int:
+    """Write the report of the chosen source as HTML and/or PNG; print where."""
+    from ..explain.report import lecture_report
+
+    try:
+        if args.by_hand:
+            from ..explain.by_hand import by_hand_report
+
+            report = by_hand_report()
+        elif args.model:
+            from ..explain.models import minilm_report
+
+            report = minilm_report(args.text)
+        elif args.checkpoint:
+            from ..explain.models import checkpoint_report
+
+            report = checkpoint_report(args.checkpoint, args.text)
+        else:
+            report = lecture_report(run_example(example_from(args)))
+    except (ImportError, OSError, ValueError) as error:
+        print(f"headwise explain: {error}", file=sys.stderr)
+        return 1
+    if args.html is not None:
+        from ..explain.html import write_html
+
+        write_html(report, args.html)
+        print(f"wrote {args.html}")
+    if args.png is not None:
+        from ..explain.png import write_pngs
+
+        try:
+            files = write_pngs(report, args.png)
+        except ImportError as error:
+            print(f"headwise explain: {error}", file=sys.stderr)
+            return 1
+        print(f"wrote {len(files)} PNG files into {args.png}")
+    return 0
