@@ -28,7 +28,14 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-pytest: $(VENV)/.dev
+# The browser tests drive Debian's Chromium through Playwright (never Playwright's own browser download).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -q
+$(CHROMIUM):
+	$(APT) install chromium >/dev/null || ($(APT) update >/dev/null && $(APT) install chromium >/dev/null)
+
+pytest: $(VENV)/.dev $(CHROMIUM)
 	$(BIN)/pytest -n $(JOBS) -q
 
 test: lint pytest

@@ -1,0 +1,560 @@
+"""The HTML report in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Each page is opened from a file:// URL with every other request blocked (and none may be attempted); the
+tests wait for <body data-ready="true">, then check that the maps are drawn, that choosing a head or a token
+changes the head view, that a model-view cell opens its large view, that hostile text stays text, and that
+a 512-token report is ready within seconds. Screenshots go to pytest's tmp_path and, when
+HEADWISE_SCREENSHOTS=DIR is set, to DIR as well (the README's: HEADWISE_SCREENSHOTS=docs pytest ...).
+
+The browser is the system's (`make pytest` installs Debian's chromium package); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from test_html import HOSTILE, hostile_report, lecture, long_report  # noqa: E402
+
+from headwise.explain import html  # noqa: E402
+from headwise.explain.by_hand import by_hand_report  # noqa: E402
+from headwise.explain.example import CROSS_TOKENS, Example, run_example  # noqa: E402
+from headwise.explain.report import HeadMaps, Report, lecture_report  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 900}
+READY_TIMEOUT_MS = 20_000
+LONG_READY_S = 10.0  # generous: about 1 s on a shared 2-core machine
+LINE_MIN = 0.01  # report.js draws no line for a weight below this
+FIXED4_ERROR = 0.5e-4 + 1e-6  # 4 decimals, read back through float32
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} (Debian's chromium package) is missing: `make pytest` installs it; "
+    "these tests never download a browser",
+)
+
+# The colours of a canvas: how many distinct ones, and a short fingerprint of its pixels.
+CANVAS_PIXELS = """canvas => {
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const colours = new Set();
+  let hash = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    colours.add((data[i] << 24) | (data[i + 1] << 16) | (data[i + 2] << 8) | data[i + 3]);
+    hash = (hash * 31 + data[i] + 7 * data[i + 1] + 13 * data[i + 2] + 17 * data[i + 3]) | 0;
+  }
+  return {colours: colours.size, hash: hash};
+}"""
+
+
+@dataclass
+class Visit:
+    """An open report: the page, what it tried to fetch, the dialogs it opened, its errors, and how long
+    it took to become ready (s)."""
+
+    page: sync_api.Page
+    requests: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    ready_s: float = 0.0
+
+    def check(self) -> None:
+        """Nothing fetched, no dialog, no error: call at the end of each test."""
+        assert self.requests == [], f"the page tried to reach {self.requests}"
+        assert self.dialogs == [], f"the page opened dialogs {self.dialogs}"
+        assert self.errors == [], f"the page reported errors {self.errors}"
+
+    def pixels(self, selector: str) -> dict[str, int]:
+        return self.page.locator(selector).first.evaluate(CANVAS_PIXELS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    """One headless Chromium for the module."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+SENTENCE = "The cat sat on the mat , and the dog watched it from the warm rug by the door ."
+
+
+def patterns_report() -> Report:
+    """3 layers × 6 heads over a 20-token sentence, each head one pattern that trained encoders show
+    (previous token, next token, itself, the first token, a local window, punctuation) blended with some
+    random attention: synthetic, to show the model view (and the README's screenshot of it) as a real
+    model would fill it."""
+    tokens = tuple(SENTENCE.split())
+    n = len(tokens)
+    positions = torch.arange(n, dtype=torch.float64)
+    distance = positions[:, None] - positions[None, :]  # (N, N): query minus key
+    punctuation = torch.tensor([token in {",", "."} for token in tokens], dtype=torch.float64)
+    patterns = [
+        (distance == 1).double(),  # the previous token
+        (distance == -1).double(),  # the next token
+        (distance == 0).double(),  # itself
+        torch.zeros(n, n, dtype=torch.float64).index_fill_(1, torch.tensor([0]), 1.0),  # the first token
+        (-distance.abs()).exp(),  # a local window
+        punctuation.expand(n, n).clone(),  # the commas and full stops
+    ]
+    generator = torch.Generator().manual_seed(0)
+    layers = []
+    for layer in range(3):
+        heads = []
+        for head in range(6):
+            pattern = patterns[(head + 2 * layer) % len(patterns)] + 1e-3  # (N, N), every row some weight
+            noise = (3 * torch.randn(n, n, generator=generator, dtype=torch.float64)).softmax(-1)
+            mix = 0.25 + 0.15 * layer  # deeper layers: broader, noisier
+            heads.append((1 - mix) * pattern / pattern.sum(-1, keepdim=True) + mix * noise)
+        layers.append(torch.stack(heads))
+    maps = HeadMaps(
+        "self-attention (synthetic patterns)", tokens, tokens, torch.stack(layers)
+    )  # (3, 6, N, N)
+    return Report(
+        "Attention patterns (synthetic)", "Typical heads of a trained encoder, drawn by hand.", (), (maps,)
+    )
+
+
+def seq2seq_report() -> Report:
+    """Three kinds of attention, as an encoder-decoder has them, from the lectures' example: encoder
+    self-attention over the French tokens, decoder self-attention (causal), cross-attention (6 × 7)."""
+    french = CROSS_TOKENS
+    encoder = lecture_report(run_example(Example(tokens=french, causal=False))).attention[0]
+    decoder = lecture_report(run_example(Example())).attention[0]
+    cross = lecture_report(run_example(Example(kv_tokens=french, causal=False))).attention[0]
+    maps = (
+        HeadMaps("encoder self-attention", french, french, encoder.weights),
+        HeadMaps("decoder self-attention", decoder.query_tokens, decoder.key_tokens, decoder.weights),
+        HeadMaps("cross-attention", cross.query_tokens, cross.key_tokens, cross.weights),  # (1, 2, 6, 7)
+    )
+    return Report("Encoder-decoder", "Three kinds of attention.", (), maps)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The reports as files: the lecture, the exercise by hand, hostile text, and 512 tokens."""
+    folder = tmp_path_factory.mktemp("reports")
+    sources = {
+        "lecture": lecture,
+        "by-hand": by_hand_report,
+        "hostile": hostile_report,
+        "long": long_report,
+        "patterns": patterns_report,
+        "seq2seq": seq2seq_report,
+        "empty": lambda: Report("Nothing to show", "No steps and no maps.", (), ()),
+    }
+    return {name: html.write_html(make(), folder / f"{name}.html") for name, make in sources.items()}
+
+
+def open_report(browser: sync_api.Browser, path: Path) -> Visit:
+    """Open a report in a fresh context, every non-file request aborted and recorded, and wait until ready."""
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = context.new_page()
+    seen = Visit(page)
+
+    def route(route: sync_api.Route) -> None:
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            seen.requests.append(route.request.url)
+            route.abort()
+
+    def request(request: sync_api.Request) -> None:
+        if not request.url.startswith("file:"):
+            seen.requests.append(request.url)
+
+    def dialog(dialog: sync_api.Dialog) -> None:
+        seen.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def console(message: sync_api.ConsoleMessage) -> None:
+        if message.type == "error":
+            seen.errors.append(message.text)
+
+    context.route("**/*", route)
+    page.on("request", request)
+    page.on("dialog", dialog)
+    page.on("pageerror", lambda error: seen.errors.append(str(error)))
+    page.on("console", console)
+    start = time.perf_counter()
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready=true]", timeout=READY_TIMEOUT_MS)
+    seen.ready_s = time.perf_counter() - start
+    return seen
+
+
+@pytest.fixture
+def visit(browser: sync_api.Browser, reports: dict[str, Path]) -> Iterator[Callable[[str], Visit]]:
+    """visit(name): open one of the reports in a fresh context (closed after the test)."""
+    visits: list[Visit] = []
+
+    def visit_report(name: str) -> Visit:
+        visits.append(open_report(browser, reports[name]))
+        return visits[-1]
+
+    yield visit_report
+    for seen in visits:
+        seen.page.context.close()
+
+
+@pytest.fixture(scope="module")
+def long_page(browser: sync_api.Browser, reports: dict[str, Path]) -> Iterator[Visit]:
+    """The 512-token report, opened once for the module's tests (8 MB: each opening costs a second)."""
+    seen = open_report(browser, reports["long"])
+    yield seen
+    seen.page.context.close()
+
+
+def screenshot(
+    target: sync_api.Page | sync_api.Locator, name: str, tmp_path: Path, *, readme: bool = True
+) -> Path:
+    """Save a screenshot in tmp_path and, for the README's (`readme`) when HEADWISE_SCREENSHOTS=DIR is
+    set, copy it into DIR."""
+    path = tmp_path / name
+    target.screenshot(path=str(path))
+    assert path.stat().st_size > 1000
+    folder = os.environ.get("HEADWISE_SCREENSHOTS")
+    if folder and readme:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(folder) / name)
+    return path
+
+
+def as_the_page_sees(weights: torch.Tensor) -> torch.Tensor:
+    """Attention weights as report.js holds them: exact float64, or (past html.EXACT_LIMIT values) the
+    4-decimal ones as float32, so that comparisons with LINE_MIN come out the same."""
+    encoded = html.encode_array(weights, weights=True)
+    stored = html.decode_array(encoded)
+    return stored if encoded["encoding"] == "float64" else stored.float().double()
+
+
+def lines_expected(
+    weights: torch.Tensor, heads: list[int], *, query: int | None = None, key: int | None = None
+) -> int:
+    """How many lines the head view draws for a focused token: weights (H, Nq, Nk) >= LINE_MIN."""
+    chosen = weights[heads]  # (h, Nq, Nk)
+    chosen = chosen[:, query, :] if query is not None else chosen[:, :, key]
+    return int((chosen >= LINE_MIN).sum())
+
+
+def test_the_walkthrough_shows_every_step_in_order(visit: Callable[[str], Visit], tmp_path: Path) -> None:
+    seen = visit("lecture")
+    page = seen.page
+    report = lecture()
+    steps = page.locator("[data-testid=step]")
+    assert steps.evaluate_all("items => items.map(item => item.dataset.name)") == [
+        s.name for s in report.steps
+    ]
+    weights = page.locator("[data-testid=step][data-name=weights]")
+    assert weights.locator("[data-testid=matrix]").count() == 2  # one per head, side by side
+    assert weights.locator("figcaption").all_text_contents() == ["head 06 × 6", "head 16 × 6"]
+    assert "weights = softmax(masked_scores)" in weights.locator(".formula").text_content()
+    assert weights.locator(".shape").text_content() == "shape (1, 2, 6, 6) = (B, H, Nq, Nk)"
+    first = weights.locator("[data-testid=matrix-table]").first
+    printed = first.locator("tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
+    )
+    expected = report.steps[[s.name for s in report.steps].index("weights")].matrices[0].values
+    assert printed == [
+        [str(int(v)) if v.is_integer() else f"{v:.4f}" for v in row] for row in expected.tolist()
+    ]
+    masked = page.locator("[data-testid=step][data-name=masked_scores] td", has_text="−∞")
+    assert masked.count() == 2 * 15  # the causal mask hides 15 of 36 scores in each head
+    screenshot(weights, "report-walkthrough.png", tmp_path)
+    seen.check()
+
+
+def test_the_exercise_by_hand_prints_its_fractions(visit: Callable[[str], Visit]) -> None:
+    seen = visit("by-hand")
+    report = by_hand_report()
+    last = report.steps[-1].matrices[0]  # Z by hand, in fractions
+    table = seen.page.locator("[data-testid=step]").last.locator("[data-testid=matrix-table]").first
+    printed = table.locator("tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
+    )
+    assert tuple(map(tuple, printed)) == last.cells
+    seen.check()
+
+
+def test_heatmaps_are_drawn(long_page: Visit) -> None:
+    seen = long_page
+    page = seen.page
+    canvas = page.locator("[data-testid=step][data-name=scores] [data-testid=heatmap]").first
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_selector("[data-testid=step][data-name=scores] [data-testid=heatmap][data-drawn=true]")
+    assert canvas.evaluate(CANVAS_PIXELS)["colours"] > 50  # a 512 × 512 map of scores, not one colour
+    page.locator("#model-view").scroll_into_view_if_needed()
+    page.wait_for_selector("[data-testid=model-cell][data-drawn=true]")
+    cells = page.locator("[data-testid=model-cell]")
+    assert cells.count() == 2 * 4
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=model-cell][data-drawn=true]').length === 8"
+    )
+    for k in range(8):
+        assert cells.nth(k).locator("canvas").evaluate(CANVAS_PIXELS)["colours"] > 5
+    seen.check()
+
+
+def test_choosing_a_head_changes_the_head_view(visit: Callable[[str], Visit], tmp_path: Path) -> None:
+    seen = visit("lecture")
+    page = seen.page
+    view = page.locator("[data-testid=head-view]")
+    assert view.get_attribute("data-heads") == "0,1"
+    weights = lecture().attention[0].weights[0]  # (H, Nq, Nk)
+    assert int(view.get_attribute("data-lines")) == int((weights >= LINE_MIN).sum())
+    screenshot(page.locator("#head-view"), "report-head-view-lecture.png", tmp_path, readme=False)
+    both = seen.pixels("[data-testid=head-lines]")
+
+    page.locator("[data-testid=head-button][data-head='1']").click()
+    assert view.get_attribute("data-heads") == "1"
+    assert page.locator("[data-testid=head-button][data-head='0']").get_attribute("aria-pressed") == "false"
+    assert int(view.get_attribute("data-lines")) == int((weights[1] >= LINE_MIN).sum())
+    assert seen.pixels("[data-testid=head-lines]")["hash"] != both["hash"]
+
+    page.locator("[data-testid=head-button][data-head='1']").click()  # the only head again: all of them
+    assert view.get_attribute("data-heads") == "0,1"
+    page.locator("[data-testid=head-button][data-head='0']").click(modifiers=["Shift"])  # remove head 0
+    assert view.get_attribute("data-heads") == "1"
+    page.locator("[data-testid=head-all]").click()
+    assert view.get_attribute("data-heads") == "0,1"
+    assert seen.pixels("[data-testid=head-lines]")["hash"] == both["hash"]
+    seen.check()
+
+
+def test_a_token_focuses_its_lines(visit: Callable[[str], Visit]) -> None:
+    seen = visit("lecture")
+    page = seen.page
+    view = page.locator("[data-testid=head-view]")
+    weights = lecture().attention[0].weights[0]  # (H, Nq, Nk)
+    before = seen.pixels("[data-testid=head-lines]")
+
+    page.locator("[data-testid=query-token]").nth(5).hover()  # "step", the last query
+    assert view.get_attribute("data-focus") == "query:5"
+    assert int(view.get_attribute("data-lines")) == lines_expected(weights, [0, 1], query=5)
+    assert seen.pixels("[data-testid=head-lines]")["hash"] != before["hash"]
+    shaded = page.locator("[data-testid=key-token]").evaluate_all(
+        "ks => ks.map(k => k.style.backgroundColor)"
+    )
+    assert all(shaded)  # the last query attends to every key: each shaded by its weight
+
+    page.locator("h1").hover()  # leaving the tokens lets go of a hover
+    assert view.get_attribute("data-focus") == ""
+    page.locator("[data-testid=key-token]").nth(0).click()  # a click keeps the focus
+    page.locator("h1").hover()
+    assert view.get_attribute("data-focus") == "key:0"
+    assert int(view.get_attribute("data-lines")) == lines_expected(weights, [0, 1], key=0)
+    assert page.locator("[data-testid=key-token]").nth(0).get_attribute("aria-pressed") == "true"
+    page.keyboard.press("Escape")
+    assert view.get_attribute("data-focus") == ""
+    assert seen.pixels("[data-testid=head-lines]")["hash"] == before["hash"]
+    seen.check()
+
+
+def test_a_model_view_cell_opens_its_large_view(long_page: Visit, tmp_path: Path) -> None:
+    seen = long_page
+    page = seen.page
+    page.locator("#model-view").scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=model-cell][data-drawn=true]').length === 8"
+    )
+    assert page.locator("[data-testid=model-cell]").first.get_attribute("data-downsampled") == "8"
+    assert "downsampled" in page.locator("[data-testid=model-view-note]").text_content()
+    screenshot(page.locator("#model-view"), "report-model-view-512.png", tmp_path, readme=False)
+
+    large = page.locator("[data-testid=large-view]")
+    assert not large.is_visible()
+    page.locator("[data-testid=model-cell][data-layer='1'][data-head='2']").click()
+    assert large.is_visible()
+    assert (
+        page.locator("[data-testid=large-view-title]").text_content() == "self-attention · layer 1 · head 2"
+    )
+    canvas = page.locator("[data-testid=large-view-canvas]")
+    assert canvas.evaluate(CANVAS_PIXELS)["colours"] > 50
+
+    # Hover over the cell of query 300, key 10: the tooltip names both tokens and gives the weight.
+    query, key = 300, 10
+    hover_cell(page, canvas, query, key)
+    tooltip = page.locator("[data-testid=tooltip]").text_content()
+    head, weight = tooltip.split("\nweight ")
+    assert head == f"query {query} “w{query}” → key {key} “w{key}”"
+    expected = long_report().attention[0].weights[1, 2, query, key].item()  # layer 1, head 2
+    assert float(weight) == pytest.approx(expected, abs=FIXED4_ERROR) and len(weight.split(".")[1]) == 4
+    assert page.evaluate(f"() => window.headwise.weight(0, 1, 2, {query}, {key})") == pytest.approx(
+        expected, abs=FIXED4_ERROR
+    )
+    page.locator("[data-testid=large-view-close]").click()
+    assert not large.is_visible()
+    seen.check()
+
+
+def test_the_large_view_prints_exact_weights_of_small_maps(visit: Callable[[str], Visit]) -> None:
+    seen = visit("lecture")
+    page = seen.page
+    page.locator("[data-testid=model-cell][data-layer='0'][data-head='1']").click()
+    canvas = page.locator("[data-testid=large-view-canvas]")
+    assert int(float(canvas.get_attribute("data-cell-x"))) >= 34  # wide enough to print each weight
+    hover_cell(page, canvas, 5, 0)  # query "step" attending to key "Your"
+    weight = lecture().attention[0].weights[0, 1, 5, 0].item()
+    assert (
+        page.locator("[data-testid=tooltip]").text_content()
+        == f"query 5 “step” → key 0 “Your”\nweight {weight!r}"
+    )
+    page.locator("[data-testid=large-view-close]").click()
+    seen.check()
+
+
+def hover_cell(page: sync_api.Page, canvas: sync_api.Locator, i: int, j: int) -> None:
+    """Move the mouse over cell (i, j) of a heatmap canvas, by the geometry it records."""
+    box = canvas.bounding_box()
+    left, top, cell_x, cell_y = (
+        float(canvas.get_attribute(f"data-{name}")) for name in ("left", "top", "cell-x", "cell-y")
+    )
+    page.mouse.move(box["x"] + left + (j + 0.5) * cell_x, box["y"] + top + (i + 0.5) * cell_y)
+
+
+def test_hostile_text_is_shown_never_run(visit: Callable[[str], Visit]) -> None:
+    seen = visit("hostile")
+    page = seen.page
+    report = hostile_report()
+    assert page.locator("[data-testid=title]").text_content() == report.title
+    assert page.title() == f"{report.title} · headwise"
+    assert page.locator("[data-testid=query-token]").first.text_content() == HOSTILE
+    assert page.locator("[data-testid=step] h3").text_content() == f"1.{HOSTILE}"
+    assert page.locator("[data-testid=matrix-table] td").first.text_content() == f"0.5{HOSTILE}"
+    assert page.evaluate("() => document.scripts.length") == 2  # nothing was added as markup
+    assert page.locator("main b, main script").count() == 0
+    page.locator("[data-testid=query-token]").first.hover()
+    page.locator("[data-testid=model-cell]").first.click()
+    assert (
+        page.locator("[data-testid=large-view-title]").text_content()
+        == f"{report.attention[0].title} · layer 0 · head 0"
+    )
+    page.keyboard.press("Escape")
+    seen.check()  # and no alert fired
+
+
+def test_512_tokens_are_ready_within_seconds(long_page: Visit, tmp_path: Path) -> None:
+    seen = long_page
+    print(f"512 tokens, walkthrough and 2 layers × 4 heads: ready in {seen.ready_s:.2f} s")
+    assert seen.ready_s < LONG_READY_S
+    page = seen.page
+    note = page.locator("[data-testid=head-view-note]").text_content()
+    assert "3 strongest links per head" in note
+    view = page.locator("[data-testid=head-view]")
+    page.locator("[data-testid=layer-select]").select_option("1")
+    assert view.get_attribute("data-layer") == "1"
+    page.locator("[data-testid=query-token]").nth(3).hover()
+    assert view.get_attribute("data-focus") == "query:3"
+    screenshot(page, "report-512-tokens.png", tmp_path, readme=False)
+    seen.check()
+
+
+def test_the_model_view_shows_every_layer_and_head(visit: Callable[[str], Visit], tmp_path: Path) -> None:
+    seen = visit("patterns")
+    page = seen.page
+    page.locator("#model-view").scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=model-cell][data-drawn=true]').length === 18"
+    )
+    cells = page.locator("[data-testid=model-cell]")
+    assert cells.evaluate_all("cs => cs.map(c => c.dataset.layer + '/' + c.dataset.head)") == [
+        f"{layer}/{head}" for layer in range(3) for head in range(6)
+    ]
+    fingerprints = {cells.nth(k).locator("canvas").evaluate(CANVAS_PIXELS)["hash"] for k in range(18)}
+    assert len(fingerprints) == 18  # every head drawn, and drawn differently
+    assert "downsampled" not in page.locator("[data-testid=model-view-note]").text_content()  # 20 tokens
+    screenshot(page.locator("#model-view"), "report-model-view.png", tmp_path)
+    page.locator("[data-testid=model-cell][data-layer='2'][data-head='3']").click()
+    title = "self-attention (synthetic patterns) · layer 2 · head 3"
+    assert page.locator("[data-testid=large-view-title]").text_content() == title
+    screenshot(page, "report-large-view.png", tmp_path, readme=False)
+    page.locator("[data-testid=large-view-to-head]").click()  # the same layer and head in the head view
+    view = page.locator("[data-testid=head-view]")
+    assert (view.get_attribute("data-layer"), view.get_attribute("data-heads")) == ("2", "3")
+    seen.check()
+
+
+def test_each_kind_of_attention_can_be_chosen(visit: Callable[[str], Visit]) -> None:
+    seen = visit("seq2seq")
+    page = seen.page
+    report = seq2seq_report()
+    titles = [maps.title for maps in report.attention]
+    assert page.locator("[data-testid=head-map-select] option").all_text_contents() == titles
+    view = page.locator("[data-testid=head-view]")
+    assert page.locator("[data-testid=key-token]").count() == 7  # the encoder's French tokens
+
+    page.locator("[data-testid=head-map-select]").select_option(label="cross-attention")
+    cross = report.attention[2].weights[0]  # (H, 6, 7)
+    assert page.locator("[data-testid=query-token]").all_text_contents() == list(
+        report.attention[2].query_tokens
+    )
+    assert page.locator("[data-testid=key-token]").all_text_contents() == list(CROSS_TOKENS)
+    assert int(view.get_attribute("data-lines")) == int((cross >= LINE_MIN).sum())
+
+    page.locator("[data-testid=head-map-select]").select_option(label="decoder self-attention")
+    page.locator("[data-testid=model-map-select]").select_option(label="cross-attention")
+    assert page.locator("[data-testid=model-cell]").count() == 2
+    page.locator("[data-testid=model-cell][data-head='1']").click()
+    assert (
+        page.locator("[data-testid=large-view-title]").text_content() == "cross-attention · layer 0 · head 1"
+    )
+    canvas = page.locator("[data-testid=large-view-canvas]")
+    hover_cell(page, canvas, 5, 6)  # "step" attending to "pas"
+    weight = cross[1, 5, 6].item()
+    assert (
+        page.locator("[data-testid=tooltip]").text_content()
+        == f"query 5 “step” → key 6 “pas”\nweight {weight!r}"
+    )
+    page.locator("[data-testid=large-view-to-head]").click()  # the head view follows, to the cross-attention
+    assert page.locator("[data-testid=head-map-select]").input_value() == "2"
+    assert view.get_attribute("data-heads") == "1"
+    assert int(view.get_attribute("data-lines")) == int((cross[1] >= LINE_MIN).sum())
+    seen.check()
+
+
+def test_a_report_without_steps_or_maps_says_so(visit: Callable[[str], Visit]) -> None:
+    seen = visit("empty")
+    notes = seen.page.locator("section.view .note").all_text_contents()
+    assert notes == [
+        "This report has no step-by-step walkthrough.",
+        "This report has no attention maps.",
+        "This report has no attention maps.",
+    ]
+    seen.check()
+
+
+def test_layers_and_tokens_of_a_deeper_model(visit: Callable[[str], Visit], tmp_path: Path) -> None:
+    seen = visit("patterns")
+    page = seen.page
+    view = page.locator("[data-testid=head-view]")
+    weights = as_the_page_sees(patterns_report().attention[0].weights)  # (3, 6, N, N)
+    assert page.locator("[data-testid=layer-select] option").all_text_contents() == ["0", "1", "2"]
+    first = seen.pixels("[data-testid=head-lines]")
+    page.locator("[data-testid=layer-select]").select_option("2")
+    assert view.get_attribute("data-layer") == "2"
+    assert int(view.get_attribute("data-lines")) == int((weights[2] >= LINE_MIN).sum())
+    assert seen.pixels("[data-testid=head-lines]")["hash"] != first["hash"]
+    page.locator("[data-testid=layer-select]").select_option("0")
+    page.locator("[data-testid=query-token]").nth(10).hover()  # "watched"
+    assert view.get_attribute("data-focus") == "query:10"
+    assert int(view.get_attribute("data-lines")) == lines_expected(weights[0], list(range(6)), query=10)
+    screenshot(page.locator("#head-view"), "report-head-view.png", tmp_path)
+    seen.check()
