@@ -10,7 +10,7 @@ import torch
 from oracle import assert_by_ratio, naive_attention
 
 import headwise
-from headwise.backends import BACKENDS, Request, choose
+from headwise.backends import BACKENDS, Request, auto_order, choose
 
 LENGTHS = (1, 7, 64, 97, 257)
 HEAD_DIMS = (8, 64, 80)
@@ -241,7 +241,13 @@ def test_auto_picks_sdpa_unless_it_cannot():
     assert choose("auto", request(return_weights=True, **large)).name == "dense"
     assert choose("auto", request(tracing=True, **large)).name == "reference"
     assert choose("auto", request(return_lse=True, **large)).name == "chunked"
-    assert set(BACKENDS) == {"reference", "sdpa", "chunked", "dense"}
+    assert set(BACKENDS) == {"reference", "sdpa", "chunked", "dense", "triton"}
+
+
+def test_auto_on_cuda_puts_triton_first_for_mask_predicates_only():
+    cuda = {"device": torch.device("cuda"), "num_queries": 1024, "num_keys": 1024}
+    assert auto_order(request(**cuda))[:2] == ("sdpa", "triton")
+    assert auto_order(request(mask_is_predicate=True, **cuda))[:2] == ("triton", "sdpa")
 
 
 def test_auto_follows_the_benchmark_for_small_bf16():
@@ -288,7 +294,7 @@ BAD_INPUTS = [
     (
         {"backend": "flash"},
         ValueError,
-        r"backend must be one of \['auto', 'reference', 'sdpa', 'chunked', 'dense'\], got 'flash'",
+        r"backend must be one of \['auto', 'reference', 'sdpa', 'chunked', 'dense', 'triton'\], got 'flash'",
     ),
     (
         {"backend": "sdpa", "return_weights": True},

@@ -364,7 +364,7 @@ def test_by_hand_exact_values_are_headwise_reference(by_hand_output: str) -> Non
         (["--cross", ""], "argument --cross: expected at least one word"),
         (
             ["--by-hand", "--dim", "4", "--no-causal"],
-            "--by-hand runs a fixed exercise; leave out --dim, --causal",
+            "--by-hand replaces the lectures' example; leave out --dim, --causal",
         ),
     ],
 )

@@ -54,8 +54,10 @@ def attention(
         score_mod: a `headwise.masks` score modifier (alibi(slopes) with one slope per query head,
             softcap(cap), or a chain a.then(b)) applied to the scaled scores before masking.
         backend: "auto" (the fastest backend that computes this function), "reference" (step by step,
-            float64-capable, records traces), "sdpa" (torch's scaled_dot_product_attention) or "chunked"
-            (block by block, memory linear in the sequence length, forward and backward).
+            float64-capable, records traces), "sdpa" (torch's scaled_dot_product_attention), "chunked"
+            (block by block, memory linear in the sequence length, forward and backward), "dense" (the
+            whole score matrix with torch's fused softmax) or "triton" (fused Triton kernels on CUDA;
+            headwise[gpu]).
 
     Returns:
         out (B, Hq, Nq, Dv), or a tuple (out, weights) / (out, lse) / (out, weights, lse) as asked. A query
@@ -89,6 +91,7 @@ def attention(
         num_queries=num_queries,
         num_keys=k.shape[2],
         score_mod=score_mod,
+        mask_is_predicate=isinstance(mask, Predicate),
     )
     chosen = choose(backend, request)
     if isinstance(mask, Predicate) and not chosen.takes_predicates:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import chunked, dense, reference, sdpa
+from . import chunked, dense, reference, sdpa, triton
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Request:
     num_queries: int = 0
     num_keys: int = 0
     score_mod: object = None
+    mask_is_predicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ BACKENDS: dict[str, Backend] = {
     "sdpa": Backend("sdpa", sdpa.attention, sdpa.unsupported),
     "chunked": Backend("chunked", chunked.attention, chunked.unsupported, takes_predicates=True),
     "dense": Backend("dense", dense.attention, dense.unsupported),
+    "triton": Backend("triton", triton.attention, triton.unsupported, takes_predicates=True),
 }
 
 # "auto" takes the first backend in `auto_order(request)` that can serve the request. sdpa computes the same
@@ -66,6 +68,14 @@ DENSE_BF16 = 512 * 512
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
+    if request.device.type == "cuda":
+        # Unmeasured so far (no GPU yet: benchmarks/triton_gpu.py will decide): SDPA's flash kernel first for
+        # plain calls; triton first where SDPA would read a materialised (Nq, Nk) mask, since triton
+        # evaluates predicates in the kernel and skips the blocks they rule out. Where SDPA cannot serve
+        # the call (lse, score modifiers), triton is the next in line either way.
+        if request.mask_is_predicate:
+            return ("triton", "sdpa", "chunked", "dense", "reference")
+        return ("sdpa", "triton", "chunked", "dense", "reference")
     bf16_cpu = request.device.type == "cpu" and request.dtype == torch.bfloat16
     if bf16_cpu and request.num_queries * request.num_keys <= DENSE_BF16:
         return ("dense", "sdpa", "chunked", "reference")
