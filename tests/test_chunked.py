@@ -222,3 +222,16 @@ def test_score_modifiers_are_refused_where_a_backend_cannot_apply_them():
     with headwise.trace() as t:
         headwise.attention(q, k, v, score_mod=masks.softcap(5.0))
     assert t.names()[:3] == ["scores", "scaled_scores", "modified_scores"]
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+def test_lse_gradient_of_a_row_that_sees_nothing_is_zero(backend):
+    q, k, v = random_inputs(5, 7)
+    mask = torch.zeros(5, 7, dtype=DOUBLE)  # float mask, (Nq, Nk)
+    mask[2] = float("-inf")  # query 2 sees no key
+    out, lse = headwise.attention(q, k, v, mask=mask, return_lse=True, backend=backend)
+    assert (lse[:, :, 2] == float("-inf")).all() and (out[:, :, 2] == 0).all()
+    (out.sum() + lse.masked_fill(lse == float("-inf"), 0.0).sum()).backward()
+    for tensor in (q, k, v):
+        assert torch.isfinite(tensor.grad).all()
+    assert (q.grad[:, :, 2] == 0).all()

@@ -65,7 +65,10 @@ def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return
     record("context_by_head", context)
     lse = None
     if return_lse:  # log Σ exp(masked scores), in float32 at least: what a fast path keeps instead of weights
-        lse = torch.logsumexp(
-            masked_scores.to(torch.promote_types(masked_scores.dtype, torch.float32)), dim=-1
+        precise = masked_scores.to(torch.promote_types(masked_scores.dtype, torch.float32))
+        empty = torch.isneginf(precise).all(dim=-1, keepdim=True)  # (B, Hq, Nq, 1): rows that see no key
+        # logsumexp's gradient on a row of -inf is NaN (exp(-inf - -inf)); such rows get -inf, zero gradient.
+        lse = torch.logsumexp(precise.masked_fill(empty, 0.0), dim=-1).masked_fill(
+            empty[..., 0], float("-inf")
         )
     return context, (weights if return_weights else None), lse
