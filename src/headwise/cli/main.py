@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, embed, explain
+from . import bench, embed, explain, train
 
-SUBCOMMANDS = (explain, bench, embed)
+SUBCOMMANDS = (explain, bench, embed, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,8 +33,55 @@ def minilm_report(sentence: str) -> Report:
 
 
 def checkpoint_report(folder: str | Path, text: str | None = None) -> Report:
-    """The heads of a model saved by `headwise train`, on `text` (default: the task's own example)."""
+    """The heads of a model saved by `headwise train` reading `text` (default: an example of its task):
+    an encoder-decoder's encoder self-attention, decoder self-attention and cross-attention (the decoder
+    reads its own greedy translation), or a language model's self-attention."""
     from ..checkpoint import load_checkpoint
+    from ..transformer import Transformer
 
     checkpoint = load_checkpoint(folder)
-    return checkpoint.task.attention_report(checkpoint.model, text)
+    model, vocab = checkpoint.model, checkpoint.vocab
+    text = DEFAULT_TEXT.get(checkpoint.task, "To be, or not to be") if text is None else text
+    description = (
+        f"A model trained with `headwise train --task {checkpoint.task}` ({checkpoint.step} steps), "
+        f"reading {text!r}; one token per character."
+    )
+    if isinstance(model, Transformer):
+        from ..tasks.dates import START, cross_attention, encode_sources
+
+        translation, cross = cross_attention(model, text, vocab)  # (L, H, Nt, Ns)
+        source, mask = encode_sources([text], vocab)  # (1, Ns), (1, Ns)
+        target = torch.tensor([[vocab.id(START), *vocab.encode(translation)]])  # (1, Nt)
+        with torch.no_grad():
+            out = model(source, target, source_padding_mask=mask, output_attentions=True)
+        source_tokens, target_tokens = _characters(text), ("<start>", *_characters(translation))
+        maps = (
+            HeadMaps(
+                "encoder self-attention", source_tokens, source_tokens, _stacked(out.encoder.attentions)
+            ),
+            HeadMaps(
+                "decoder self-attention", target_tokens, target_tokens, _stacked(out.decoder.attentions)
+            ),
+            HeadMaps("cross-attention", target_tokens, source_tokens, cross.to(torch.float64)),
+        )
+        description += f" It wrote {translation!r}; row t of each decoder map writes character t + 1."
+    else:
+        ids = torch.tensor([vocab.encode(text)])  # (1, N)
+        with torch.no_grad():
+            out = model(ids, output_attentions=True)
+        tokens = _characters(text)
+        maps = (HeadMaps("self-attention", tokens, tokens, _stacked(out.decoder.attentions)),)
+    return Report(f"headwise train --task {checkpoint.task}: every head", description, (), maps)
+
+
+DEFAULT_TEXT = {"dates": "Monday, November 23rd 2026", "shakespeare": "To be, or not to be"}
+
+
+def _stacked(attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """L × (1, H, Nq, Nk) -> (L, H, Nq, Nk) float64."""
+    return torch.stack([layer[0] for layer in attentions]).to(torch.float64)
+
+
+def _characters(text: str) -> tuple[str, ...]:
+    """One label per character, with space and newline made visible."""
+    return tuple({" ": "␣", "\n": "⏎"}.get(char, char) for char in text)

@@ -1,0 +1,419 @@
+"""The training loop of `headwise train`: AdamW with a linear warmup and a cosine decay, gradient clipping,
+periodic evaluation and checkpoints, a progress bar on stderr, and a loss-curve PNG.
+
+    run = new_run(task, config, options, seed)          # or load_checkpoint(out) to resume
+    result = train(run, task, out)                       # -> out/checkpoint/, out/loss.png
+
+Every step's randomness (its batch, and dropout) is a function of (seed, step), and a checkpoint holds the
+weights and the optimizer's state after a whole step, so stopping and resuming gives exactly the weights
+of an uninterrupted run (on the same device, with the same number of threads). Ctrl-C stops after the
+current step (and evaluation) and saves a checkpoint; a second Ctrl-C stops at once, without saving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import INSTALL, Checkpoint, save_checkpoint
+from .optional import require
+from .tasks.base import Task, derive_seed, to_device
+from .transformer import TransformerConfig
+
+CHECKPOINT_FOLDER = "checkpoint"
+PLOT_FILE = "loss.png"
+METRIC_LABELS = {"exact_match": "held-out exact match (%)", "bpc": "validation bits per character"}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train; from_dict rejects unknown keys.
+
+    steps: optimizer steps in all. batch_size: examples per step.
+    learning_rate: the peak learning rate, reached after warmup_steps (linear from learning_rate /
+        warmup_steps), then decayed along a cosine to final_lr_fraction · learning_rate at the last step.
+    weight_decay: AdamW's, on the matrices only (not on biases and norms). beta2: AdamW's second beta.
+    grad_clip: the largest gradient norm (larger ones are scaled down).
+    eval_every, checkpoint_every: evaluate / save every that many steps (and after the last step).
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    final_lr_fraction: float = 0.1
+    weight_decay: float = 0.01
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or self.warmup_steps < 0
+        ):
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        for name, low, high in (
+            ("learning_rate", 0.0, math.inf),
+            ("grad_clip", 0.0, math.inf),
+            ("final_lr_fraction", -1e-300, 1.0),
+            ("weight_decay", -1e-300, math.inf),
+            ("beta2", -1e-300, 1.0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
+                raise ValueError(f"{name} must be a number in ({max(low, 0)}, {high}], got {value!r}")
+        if self.beta2 >= 1:
+            raise ValueError(f"beta2 must be < 1, got {self.beta2!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TrainOptions:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; the options are {known}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """What train() did: the run (a Checkpoint, at its last step), the last evaluation, whether it was
+    interrupted, and the wall-clock seconds of this call."""
+
+    run: Checkpoint
+    metrics: dict[str, float] | None
+    interrupted: bool
+    wall_s: float
+    checkpoint: Path
+    plot: Path | None
+
+
+def learning_rate_at(step: int, options: TrainOptions) -> float:
+    """The learning rate of step `step` (0-based): linear warmup, then cosine decay to the final fraction."""
+    peak = options.learning_rate
+    if step < options.warmup_steps:
+        return peak * (step + 1) / options.warmup_steps
+    decay_steps = max(1, options.steps - options.warmup_steps - 1)
+    progress = min(1.0, (step - options.warmup_steps) / decay_steps)
+    low = peak * options.final_lr_fraction
+    return low + (peak - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "cpu", "cuda" (an error if torch has no GPU) or "auto" (cuda if there is one) -> a torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU")
+    return torch.device(device)
+
+
+def new_run(task: Task, config: TransformerConfig, options: TrainOptions, seed: int) -> Checkpoint:
+    """A fresh run at step 0: the task's model, initialised from `seed`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        model = task.build_model(config)
+    return Checkpoint(
+        task=task.name,
+        model=model,
+        vocab=task.vocab,
+        task_params=dict(task.params),
+        seed=seed,
+        options=options.to_dict(),
+    )
+
+
+def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices (≥ 2-D parameters) and none on biases and norms."""
+    parameters = list(model.parameters())  # a tied matrix once
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": options.weight_decay},
+            {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=options.learning_rate,
+        betas=(0.9, options.beta2),
+    )
+
+
+def train(
+    run: Checkpoint,
+    task: Task,
+    out: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+    stop_at: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train `run` (fresh, or loaded to resume) from run.step to its options' steps, saving checkpoints in
+    out/checkpoint and the loss curve in out/loss.png.
+
+    stop_at: stop (and save) after this step, as an interrupt would. on_step(step) is called after each
+    step. Progress goes to stderr unless `quiet`. Returns a TrainResult; the run's model is left on
+    `device`, in eval mode.
+    """
+    require("safetensors", purpose="headwise train (checkpoints)", install=INSTALL)
+    require("matplotlib", purpose="headwise train (the loss curve)", install=INSTALL)
+    if run.task != task.name:
+        raise ValueError(f"the run is for the {run.task!r} task, but the task given is {task.name!r}")
+    if run.vocab != task.vocab:
+        raise ValueError(
+            f"the run's vocabulary ({len(run.vocab)} tokens) differs from the {task.name!r} task's "
+            f"({len(task.vocab)} tokens)"
+        )
+    options = TrainOptions.from_dict(run.options)
+    _check_fits(run.model.config, task)
+    device = resolve_device(device) if isinstance(device, str) else device
+    out = Path(out)
+    model = run.model.to(device)
+    optimizer = make_optimizer(model, options)
+    run.restore_optimizer(optimizer)
+    started, elapsed_before = time.perf_counter(), run.elapsed_s
+    metrics = run.metrics[-1] if run.metrics else None
+    interrupted = False
+    saved_at = run.step
+
+    def save() -> None:
+        nonlocal saved_at
+        saved_at = run.step
+        run.elapsed_s = elapsed_before + time.perf_counter() - started
+        run.optimizer_state = optimizer.state_dict()
+        save_checkpoint(run, out / CHECKPOINT_FOLDER)
+        plot_losses(run, task, out / PLOT_FILE)
+
+    with _progress(quiet, options.steps, run.step) as progress, _Interrupts() as interrupts:
+        for step in range(run.step, options.steps):
+            loss = _train_step(model, optimizer, task, run, step, options, device)
+            run.step = step + 1
+            run.losses.append(loss)
+            if run.step % options.eval_every == 0 or run.step == options.steps:
+                metrics = _evaluate(model, task, run, options, started, elapsed_before)
+                progress.log(_describe(task, metrics))
+            if run.step % options.checkpoint_every == 0 or run.step == options.steps:
+                save()
+            progress.advance(loss, metrics, task)
+            if on_step is not None:
+                on_step(run.step)
+            if (interrupts.requested or run.step == stop_at) and run.step < options.steps:
+                if saved_at != run.step:
+                    save()
+                interrupted = True
+                break
+    run.elapsed_s = elapsed_before + time.perf_counter() - started
+    model.eval()
+    plot = out / PLOT_FILE
+    return TrainResult(
+        run,
+        metrics,
+        interrupted,
+        time.perf_counter() - started,
+        out / CHECKPOINT_FOLDER,
+        plot if plot.exists() else None,
+    )
+
+
+def _check_fits(config: TransformerConfig, task: Task) -> None:
+    block = getattr(task, "block_size", None)
+    if block is not None and config.max_positions < block:
+        raise ValueError(
+            f"the model's max_positions ({config.max_positions}) must be at least the task's block_size "
+            f"({block})"
+        )
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    task: Task,
+    run: Checkpoint,
+    step: int,
+    options: TrainOptions,
+    device: torch.device,
+) -> float:
+    """One optimizer step on the batch of `step`; returns its loss. Its randomness is seeded from
+    (seed, step) alone."""
+    learning_rate = learning_rate_at(step, options)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    torch.manual_seed(derive_seed(run.seed, "step", step))  # dropout, if the model has any
+    batch = to_device(task.batch(run.seed, step, options.batch_size), device)
+    model.train()
+    loss = task.loss(model, batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the training loss is {loss.item()} at step {step}; try a lower learning_rate (now "
+            f"{options.learning_rate})"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _evaluate(
+    model: nn.Module, task: Task, run: Checkpoint, options: TrainOptions, started: float, before: float
+) -> dict[str, float]:
+    """Evaluate on the held-out data and add an entry to run.metrics."""
+    since = run.losses[-min(len(run.losses), options.eval_every) :]
+    metrics = {
+        "step": run.step,
+        "train_loss": sum(since) / max(1, len(since)),
+        **task.evaluate(model),
+        "elapsed_s": before + time.perf_counter() - started,
+    }
+    run.metrics.append(metrics)
+    return metrics
+
+
+def _describe(task: Task, metrics: dict[str, float]) -> str:
+    value = metrics[task.metric]
+    shown = f"{100 * value:.2f}%" if task.metric == "exact_match" else f"{value:.4f}"
+    return (
+        f"step {metrics['step']}: train loss {metrics['train_loss']:.4f}, "
+        f"held-out loss {metrics['loss']:.4f}, {task.metric} {shown}"
+    )
+
+
+def plot_losses(run: Checkpoint, task: Task, path: Path) -> Path:
+    """The loss curve: training loss per step (and its running mean), held-out loss and the task's metric at
+    each evaluation; written to a temporary file, then renamed to `path`."""
+    require("matplotlib", purpose="the loss curve", install=INSTALL)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5), dpi=110)
+    try:
+        steps = range(1, len(run.losses) + 1)
+        axis.plot(steps, run.losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="training loss")
+        window = max(1, len(run.losses) // 50)
+        smooth = torch.tensor(run.losses).unfold(0, window, 1).mean(1).tolist() if run.losses else []
+        axis.plot(
+            range(window, len(run.losses) + 1), smooth, color="tab:blue", label=f"running mean ({window})"
+        )
+        evaluated = [m for m in run.metrics if m.get("loss") is not None]
+        axis.plot([m["step"] for m in evaluated], [m["loss"] for m in evaluated], "o-", color="tab:orange",
+                  label="held-out loss")  # fmt: skip
+        axis.set(xlabel="step", ylabel="cross-entropy (nats per token)", yscale="log")
+        axis.set_title(f"headwise train --task {run.task}: {run.step} steps, {run.elapsed_s:.0f} s")
+        axis.grid(alpha=0.3)
+        right = axis.twinx()
+        scale = 100 if task.metric == "exact_match" else 1
+        label = METRIC_LABELS.get(task.metric, f"held-out {task.metric}")
+        right.plot([m["step"] for m in evaluated], [scale * m[task.metric] for m in evaluated], "s--",
+                   color="tab:green", label=label)  # fmt: skip
+        right.set_ylabel(label)
+        lines = axis.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        axis.legend(lines, [line.get_label() for line in lines], loc="center right")
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=".png", dir=path.parent)
+        os.close(descriptor)
+        try:
+            figure.savefig(temporary)
+            mask = os.umask(0o022)
+            os.umask(mask)
+            os.chmod(temporary, 0o666 & ~mask)  # as an ordinary file (mkstemp's are private)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(figure)
+    return path
+
+
+class _Interrupts:
+    """While active (in the main thread), the first Ctrl-C sets `requested`; a second raises
+    KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _Progress:
+    """The progress bar (rich, on stderr), or nothing when quiet."""
+
+    def __init__(self, progress, task_id) -> None:
+        self._progress, self._task_id = progress, task_id
+
+    def advance(self, loss: float, metrics: dict[str, float] | None, task: Task) -> None:
+        if self._progress is not None:
+            shown = "" if metrics is None else f" · {_describe(task, metrics).split(', ')[-1]}"
+            self._progress.update(self._task_id, advance=1, status=f"loss {loss:.4f}{shown}")
+
+    def log(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool, total: int, done: int) -> Iterator[_Progress]:
+    if quiet:
+        yield _Progress(None, None)
+        return
+    require("rich", purpose="headwise train's progress bar", install=INSTALL)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        yield _Progress(progress, progress.add_task("training", total=total, completed=done, status=""))
