@@ -250,28 +250,22 @@ class EncoderLayer(nn.Module):
                 h, key_padding_mask=padding_mask, need_weights=need_weights, average_attn_weights=False
             ),
         )  # (B, N, D)
+        return LayerOutput(self._feed_forward(x), weights)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D) -> x after the feed-forward block and its residual (B, N, D)."""
         x, _ = self.feed_forward_block(x, lambda h: (self.feed_forward(h), None))  # (B, N, D)
-        return LayerOutput(x, weights)
+        return x
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(EncoderLayer):
     """Masked (causal) self-attention, cross-attention into the encoder's output (unless built with
     cross_attention=False, for a decoder-only model), then the feed-forward network."""
 
     def __init__(self, config: TransformerConfig, *, cross_attention: bool = True) -> None:
-        super().__init__()
-        self.self_attn = _attention(config, cross=False)
-        self.self_attn_block = _Sublayer(config)
+        super().__init__(config)
         self.cross_attn = _attention(config, cross=True) if cross_attention else None
         self.cross_attn_block = _Sublayer(config) if cross_attention else None
-        self.feed_forward = FeedForward(
-            config.d_model,
-            config.d_ff,
-            activation=config.activation,
-            dropout=config.dropout,
-            bias=config.bias,
-        )
-        self.feed_forward_block = _Sublayer(config)
 
     def forward(
         self,
@@ -316,8 +310,7 @@ class DecoderLayer(nn.Module):
                     average_attn_weights=False,
                 ),
             )  # (B, N, D)
-        x, _ = self.feed_forward_block(x, lambda h: (self.feed_forward(h), None))  # (B, N, D)
-        return LayerOutput(x, self_weights, cross_weights)
+        return LayerOutput(self._feed_forward(x), self_weights, cross_weights)
 
 
 class Encoder(nn.Module):
