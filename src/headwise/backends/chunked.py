@@ -17,18 +17,16 @@ import torch
 
 from ..masks import ALiBi, Predicate, causal, to_additive
 from ..merge import merge
+from .limits import flash_limits
 
 BLOCK = 256  # queries and keys per block
 CAUSAL = causal()
 
 
 def unsupported(request) -> str | None:
-    if request.return_weights:
-        return "return the attention weights (use headwise.attention_weights with its lse)"
-    if request.tracing:
-        return "record a trace (only the reference backend shows its steps)"
-    if request.mask_requires_grad:
-        return "differentiate with respect to a float mask"
+    limit = flash_limits(request)
+    if limit is not None:
+        return limit
     if request.score_mod is not None and not isinstance(request.score_mod, ALiBi):
         return "apply a score modifier other than alibi (its gradient is not written yet)"
     return None

@@ -54,6 +54,7 @@ from ...masks import (
     Softcap,
     combine,
 )
+from ..limits import flash_limits
 
 INSTALL = "pip install 'headwise[gpu]'"
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -65,13 +66,11 @@ def unsupported(request) -> str | None:
     (none here: every mask, head width and length runs) would be raised by `attention`."""
     if not _triton_installed():
         return f"run without Triton, which is not installed ({INSTALL})"
-    if request.return_weights:
-        return "return the attention weights (use headwise.attention_weights with its lse)"
-    if request.tracing:
-        return "record a trace (only the reference backend shows its steps)"
-    if request.mask_requires_grad:
-        return "differentiate with respect to a float mask"
-    return _modifier_limits(request.score_mod) or _device_limits(request.device, request.dtype)
+    return (
+        flash_limits(request)
+        or _modifier_limits(request.score_mod)
+        or _device_limits(request.device, request.dtype)
+    )
 
 
 def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False, score_mod=None):
