@@ -96,3 +96,12 @@ def test_cli_writes_pngs_and_checks_its_options(tmp_path, capsys):
             main(["explain", *arguments])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_user_text_is_never_read_as_math(tmp_path):
+    tokens = ("a", "$\\foo{$", "$x^2$")
+    weights = torch.full((1, 1, 3, 3), 1 / 3, dtype=torch.float64)
+    figure = _map_figure(HeadMaps("self-attention", tokens, tokens, weights), 0, 0)
+    figure.savefig(tmp_path / "math.png")  # matplotlib would fail to parse "$\foo{$" as mathtext
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == list(tokens)
+    plt.close(figure)

@@ -436,3 +436,24 @@ def test_explain_draws_the_heads_of_a_trained_checkpoint(tmp_path, capsys, name)
     page = tmp_path / "heads.html"
     assert main(["explain", "--checkpoint", str(out), text, "--html", str(page)]) == 0
     assert [m["title"] for m in read_report_data(page.read_text())["attention"]] == titles
+
+
+def test_train_refuses_bad_outs_and_settings_before_training(tmp_path, capsys):
+    settings = [f"--set={item}" for item in CLI_TINY["dates"]]
+    a_file = tmp_path / "f"
+    a_file.write_text("data")
+    assert cli("--task", "dates", "--out", str(a_file), "--steps", "2", *settings) == 1
+    assert "is a file; give a folder" in capsys.readouterr().err and a_file.read_text() == "data"
+    precious = tmp_path / "d"
+    precious.mkdir()
+    (precious / "loss.png").write_text("precious")
+    assert cli("--task", "dates", "--out", str(precious), "--steps", "2", *settings) == 1
+    assert "loss.png exists" in capsys.readouterr().err
+    assert (precious / "loss.png").read_text() == "precious"
+    assert cli("--task", "dates", "--out", str(tmp_path / "x"), "--set", "norm_first=1") == 1
+    assert "norm_first must be a bool" in capsys.readouterr().err
+    shakespeare = [f"--set={item}" for item in CLI_TINY["shakespeare"]]
+    assert (
+        cli("--task", "shakespeare", "--out", str(tmp_path / "s"), *shakespeare, "--set", "prompt=€uro") == 1
+    )
+    assert "€" in capsys.readouterr().err and not (tmp_path / "s").exists()

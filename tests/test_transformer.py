@@ -255,3 +255,10 @@ def test_bad_inputs_say_what_is_wrong():
         model.decoder(torch.zeros(1, 2, 16, dtype=F64))
     with pytest.raises(ValueError, match="vocab_size must be a positive integer, got 0"):
         LanguageModel(config(vocab_size=0))
+
+
+def test_generation_runs_without_dropout_and_restores_the_mode():
+    model = LanguageModel(config(dropout=0.5)).to(F64)  # training mode, as built
+    prompt = ids(2, 4, seed=13)
+    first = model.generate(prompt, max_new_tokens=8)
+    assert torch.equal(model.generate(prompt, max_new_tokens=8), first) and model.training

@@ -239,6 +239,7 @@ def _replace_atomically(folder: Path) -> Iterator[Path]:
             file.chmod(0o666 & ~mask)  # as an ordinary file (temporary files are private)
             _fsync(file)
         temporary.chmod(0o777 & ~mask)
+        _fsync(temporary)  # its entries too, before it is renamed into place
         if folder.exists():
             os.rename(folder, old)  # the old checkpoint stays whole until the new one is in place
             moved_aside = True

@@ -7,13 +7,26 @@ to every token before it. Without one, each step recomputes the whole sequence; 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from .cache import KVCache
 from .checks import positive_int
 from .positions import check_length
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Run the block in evaluation mode (no dropout), then put the model's mode back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def next_tokens(

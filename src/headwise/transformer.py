@@ -27,7 +27,7 @@ from torch import nn
 
 from .cache import KVCache
 from .checks import positive_int, positive_number, probability
-from .generation import generate
+from .generation import evaluating, generate
 from .modules import MultiHeadAttention
 from .positions import LearnedPositions, Rotary, SinusoidalPositions, alibi_positions, check_length
 
@@ -615,25 +615,29 @@ class Transformer(_Head):
         use_cache: bool = True,
     ) -> torch.Tensor:
         """Translate: source_ids (B, Ns) -> the new target tokens (B, n ≤ max_new_tokens), each sequence
-        padded with stop_token after it stops. temperature 0 is greedy; top_k keeps the k likeliest."""
-        memory = self.encode(source_ids, padding_mask=source_padding_mask).last_hidden_state  # (B, Ns, D)
-        start = torch.full((source_ids.shape[0], 1), start_token, dtype=torch.long, device=source_ids.device)
+        padded with stop_token after it stops. temperature 0 is greedy; top_k keeps the k likeliest. Runs in
+        evaluation mode (no dropout) and puts the model's mode back."""
+        with evaluating(self):  # no dropout while generating
+            memory = self.encode(source_ids, padding_mask=source_padding_mask).last_hidden_state  # (B, Ns, D)
+            start = torch.full(
+                (source_ids.shape[0], 1), start_token, dtype=torch.long, device=source_ids.device
+            )
 
-        def step(tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-            logits, _ = self.decode(tokens, memory, memory_padding_mask=source_padding_mask, cache=cache)
-            return logits  # (B, n, V)
+            def step(tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+                logits, _ = self.decode(tokens, memory, memory_padding_mask=source_padding_mask, cache=cache)
+                return logits  # (B, n, V)
 
-        return generate(
-            step,
-            start,
-            max_new_tokens=max_new_tokens,
-            max_positions=self.config.max_positions,
-            cache=self.decoder.new_cache() if use_cache else None,
-            stop_token=stop_token,
-            temperature=temperature,
-            top_k=top_k,
-            generator=generator,
-        )
+            return generate(
+                step,
+                start,
+                max_new_tokens=max_new_tokens,
+                max_positions=self.config.max_positions,
+                cache=self.decoder.new_cache() if use_cache else None,
+                stop_token=stop_token,
+                temperature=temperature,
+                top_k=top_k,
+                generator=generator,
+            )
 
 
 @dataclass
@@ -683,15 +687,16 @@ class LanguageModel(_Head):
         use_cache: bool = True,
     ) -> torch.Tensor:
         """prompt_ids (B, N) -> the new tokens (B, n ≤ max_new_tokens); see Transformer.generate."""
-        check_ids(prompt_ids, "prompt_ids", self.config.vocab_size)
-        return generate(
-            lambda tokens, cache: self(tokens, cache=cache).logits,
-            prompt_ids,
-            max_new_tokens=max_new_tokens,
-            max_positions=self.config.max_positions,
-            cache=self.decoder.new_cache() if use_cache else None,
-            stop_token=stop_token,
-            temperature=temperature,
-            top_k=top_k,
-            generator=generator,
-        )
+        with evaluating(self):  # no dropout while generating
+            check_ids(prompt_ids, "prompt_ids", self.config.vocab_size)
+            return generate(
+                lambda tokens, cache: self(tokens, cache=cache).logits,
+                prompt_ids,
+                max_new_tokens=max_new_tokens,
+                max_positions=self.config.max_positions,
+                cache=self.decoder.new_cache() if use_cache else None,
+                stop_token=stop_token,
+                temperature=temperature,
+                top_k=top_k,
+                generator=generator,
+            )

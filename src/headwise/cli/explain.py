@@ -214,18 +214,18 @@ def draw(args: argparse.Namespace) -> int:
     except (ImportError, OSError, ValueError) as error:
         print(f"headwise explain: {error}", file=sys.stderr)
         return 1
-    if args.html is not None:
-        from ..explain.html import write_html
+    try:
+        if args.html is not None:
+            from ..explain.html import write_html
 
-        write_html(report, args.html)
-        print(f"wrote {args.html}")
-    if args.png is not None:
-        from ..explain.png import write_pngs
+            write_html(report, args.html)
+            print(f"wrote {args.html}")
+        if args.png is not None:
+            from ..explain.png import write_pngs
 
-        try:
             files = write_pngs(report, args.png)
-        except ImportError as error:
-            print(f"headwise explain: {error}", file=sys.stderr)
-            return 1
-        print(f"wrote {len(files)} PNG files into {args.png}")
+            print(f"wrote {len(files)} PNG files into {args.png}")
+    except (ImportError, OSError) as error:
+        print(f"headwise explain: {error}", file=sys.stderr)
+        return 1
     return 0

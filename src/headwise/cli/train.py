@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `headwise train`; returns the exit code (1 for a bad checkpoint, option or missing package)."""
     try:
         return _run(args)
-    except (ImportError, ValueError, FileNotFoundError, FileExistsError, CheckpointError) as error:
+    except (ImportError, TypeError, ValueError, OSError, CheckpointError) as error:
         print(f"headwise train: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / args.task
     folder = out / CHECKPOINT_FOLDER
     resolve_device(args.device)  # fail before anything is written
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder (it is created if missing)")
     if has_checkpoint(folder):
         if not args.resume:
             raise FileExistsError(
@@ -92,7 +94,15 @@ def _run(args: argparse.Namespace) -> int:
         run_, task = _resume(args, folder)
     else:
         if args.resume:
-            raise FileNotFoundError(f"nothing to resume: {out} holds no checkpoint ({folder}/ is missing)")
+            leftovers = sorted(out.glob(f".{CHECKPOINT_FOLDER}.old-*"))
+            hint = (
+                f"; a save was interrupted: the previous checkpoint is in {leftovers[0]}" if leftovers else ""
+            )
+            raise FileNotFoundError(
+                f"nothing to resume: {out} holds no checkpoint ({folder}/ is missing){hint}"
+            )
+        if (out / PLOT_FILE).exists():
+            raise FileExistsError(f"{out / PLOT_FILE} exists: not overwriting it with a new run's loss curve")
         if folder.exists():
             raise FileExistsError(f"{folder} exists and is not a headwise checkpoint: not overwriting it")
         run_, task = _start(args)

@@ -112,7 +112,7 @@ def _heatmap(figure, axis, values: torch.Tensor, rows, columns, *, cells) -> Non
     for ticks, labels, rotation in ((axis.set_xticks, columns, 90), (axis.set_yticks, rows, 0)):
         step = max(1, -(-len(labels) // LABELS_UP_TO))
         positions = list(range(0, len(labels), step))
-        ticks(positions, [labels[i] for i in positions], rotation=rotation, fontsize=8)
+        ticks(positions, [labels[i] for i in positions], rotation=rotation, fontsize=8, parse_math=False)
     figure.colorbar(image, ax=axis, shrink=0.8)
     if cells is not None:
         middle = (finite.nan_to_num(nan=-torch.inf).max() + finite.nan_to_num(nan=torch.inf).min()).item() / 2

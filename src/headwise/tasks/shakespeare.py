@@ -118,6 +118,10 @@ class ShakespeareTask(Task):
         shortest = min(len(self.train_ids), len(self.held_out_ids))
         if not 1 <= self.block_size < shortest:
             raise ValueError(f"block_size must be in [1, {shortest}), got {self.block_size}")
+        prompt = self.params["prompt"]
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        self.vocab.encode(prompt)  # a ValueError naming any character the plays never use, before training
 
     @property
     def vocab(self) -> CharVocab:
@@ -192,7 +196,9 @@ class ShakespeareTask(Task):
         model.eval()
         device = model_device(model)
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "shakespeare/sample"))
-        ids = torch.tensor([self.vocab.encode(str(self.params["prompt"]))], device=device)  # (1, P)
+        ids = torch.tensor(
+            [self.vocab.encode(self.params["prompt"])], dtype=torch.long, device=device
+        )  # (1, P)
         wanted = ids.shape[1] + int(self.params["sample_length"])
         window = min(self.block_size, model.config.max_positions)
         while ids.shape[1] < wanted:
