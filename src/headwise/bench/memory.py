@@ -18,30 +18,20 @@ from dataclasses import asdict, dataclass
 
 from .console import Progress, progress_bar
 from .contenders import make_inputs, make_step, select
-from .grid import Config, grid
-from .measure import GB, PROBE_N, Guard, Measurement, default_memory_cap, machine, measure_call
-from .options import add_common_arguments, positive, settings_from_args
+from .grid import Config
+from .measure import GB, PROBE_N, Guard, Measurement, machine, measure_call
+from .options import GridSettings, add_common_arguments, positive, settings_from_args
 from .report import memory_markdown, plot_memory, publish
 
 WARM_N = 64  # the child's first, unmeasured call: kernels and thread pools start up here
 
 
-@dataclass(frozen=True)
-class MemorySettings:
-    sizes: tuple[int, ...]
-    masks: tuple[str, ...]
+@dataclass(frozen=True, kw_only=True)
+class MemorySettings(GridSettings):
     dtypes: tuple[str, ...] = ("fp32",)
     modes: tuple[str, ...] = ("fwd+bwd",)
-    contenders: tuple[str, ...] | None = None  # None: all of them
-    cap_gb: float = round(default_memory_cap() / GB, 1)
     timeout_s: float = 900.0  # per child process
     batch: int = 1
-    heads: int = 8
-    head_dim: int = 64
-
-    def configs(self) -> list[Config]:
-        shape = {"batch": self.batch, "heads": self.heads, "head_dim": self.head_dim}
-        return grid(self.sizes, self.dtypes, self.modes, self.masks, **shape)
 
 
 PRESETS = {

@@ -1,15 +1,36 @@
-"""Command-line options shared by the speed and memory benchmarks: a preset, and the grid options that
-override it."""
+"""What the speed and memory benchmarks share: the settings of the grid they run over, and the command-line
+options (a preset, and the grid options that override it)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .contenders import all_contenders
-from .grid import DTYPES, MASKS, MODES
+from .grid import DTYPES, MASKS, MODES, Config, grid
+from .measure import GB, default_memory_cap
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridSettings:
+    """The configurations a benchmark runs (sizes × dtypes × modes × masks at one batch, heads and head
+    width), the contenders it runs, and the memory it may use."""
+
+    sizes: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    modes: tuple[str, ...]
+    masks: tuple[str, ...]
+    contenders: tuple[str, ...] | None = None  # None: all of them
+    cap_gb: float = round(default_memory_cap() / GB, 1)
+    batch: int = 4
+    heads: int = 8
+    head_dim: int = 64
+
+    def configs(self) -> list[Config]:
+        shape = {"batch": self.batch, "heads": self.heads, "head_dim": self.head_dim}
+        return grid(self.sizes, self.dtypes, self.modes, self.masks, **shape)
 
 
 def positive(kind: type) -> Callable[[str], Any]:

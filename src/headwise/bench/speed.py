@@ -15,44 +15,30 @@ from dataclasses import asdict, dataclass, replace
 
 from .console import Progress, progress_bar
 from .contenders import HEADWISE, Contender, Inputs, make_inputs, make_step, select
-from .grid import FLOP_FORMULAS, LEVELS, MASKS, MODES, Config, flops, grid
+from .grid import FLOP_FORMULAS, LEVELS, MASKS, MODES, Config, flops
 from .measure import (
     GB,
     MB,
     PROBE_N,
     Guard,
     Measurement,
-    default_memory_cap,
     machine,
     matmul_ceiling,
     measure_call,
     time_interleaved,
 )
-from .options import add_common_arguments, positive, settings_from_args
+from .options import GridSettings, add_common_arguments, positive, settings_from_args
 from .report import plot_speed, publish, speed_markdown
 
 
-@dataclass(frozen=True)
-class SpeedSettings:
-    sizes: tuple[int, ...]
-    dtypes: tuple[str, ...]
-    modes: tuple[str, ...]
-    masks: tuple[str, ...]
+@dataclass(frozen=True, kw_only=True)
+class SpeedSettings(GridSettings):
     budget_s: float  # per configuration, once every contender has run min_reps times
     max_reps: int
     min_reps: int = 3
     warmup: int = 1
-    contenders: tuple[str, ...] | None = None  # None: all of them
-    cap_gb: float = round(default_memory_cap() / GB, 1)
     max_call_s: float = 60.0  # skip a contender whose call would take longer (predicted from a smaller N)
     ceiling_size: int = 2048
-    batch: int = 4
-    heads: int = 8
-    head_dim: int = 64
-
-    def configs(self) -> list[Config]:
-        shape = {"batch": self.batch, "heads": self.heads, "head_dim": self.head_dim}
-        return grid(self.sizes, self.dtypes, self.modes, self.masks, **shape)
 
 
 PRESETS = {
