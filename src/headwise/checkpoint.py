@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .files import fsync
 from .optional import require
 from .tasks import TASKS, task_class
 from .tasks.base import MODEL_CLASSES, CharVocab, Task
@@ -237,15 +238,15 @@ def _replace_atomically(folder: Path) -> Iterator[Path]:
         mask = _umask()
         for file in temporary.iterdir():
             file.chmod(0o666 & ~mask)  # as an ordinary file (temporary files are private)
-            _fsync(file)
+            fsync(file)
         temporary.chmod(0o777 & ~mask)
-        _fsync(temporary)  # its entries too, before it is renamed into place
+        fsync(temporary)  # its entries too, before it is renamed into place
         if folder.exists():
             os.rename(folder, old)  # the old checkpoint stays whole until the new one is in place
             moved_aside = True
         os.rename(temporary, folder)
         replaced = True
-        _fsync(folder.parent)
+        fsync(folder.parent)
     except BaseException:  # Ctrl-C included: put the old checkpoint back, remove the new one
         if moved_aside and not replaced:
             os.rename(old, folder)
@@ -259,16 +260,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries) to disk, where the system allows it."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _sha256(path: Path) -> str:

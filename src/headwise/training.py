@@ -17,7 +17,6 @@ import dataclasses
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from .checkpoint import INSTALL, Checkpoint, save_checkpoint
+from .files import replacing
 from .optional import require
 from .tasks.base import Task, derive_seed, to_device
 from .transformer import TransformerConfig
@@ -335,17 +335,8 @@ def plot_losses(run: Checkpoint, task: Task, path: Path) -> Path:
         axis.legend(lines, [line.get_label() for line in lines], loc="center right")
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=".png", dir=path.parent)
-        os.close(descriptor)
-        try:
+        with replacing(path) as temporary:
             figure.savefig(temporary)
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.chmod(temporary, 0o666 & ~mask)  # as an ordinary file (mkstemp's are private)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
     finally:
         plt.close(figure)
     return path

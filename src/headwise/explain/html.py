@@ -35,13 +35,13 @@ import json
 import os
 import re
 import sys
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..files import replacing
 from .report import LEGEND, HeadMaps, Matrix, Report, WalkStep
 
 EXACT_LIMIT = 4096  # arrays up to 64 × 64 travel exactly, as float64
@@ -243,14 +243,6 @@ def write_html(report: Report, path: str | os.PathLike[str]) -> Path:
     reader never sees half a page. Returns the path."""
     path = Path(path)
     page = render_html(report)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8", newline="\n") as file:  # "x": a new file, usual umask
-            file.write(page)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with replacing(path) as temporary, open(temporary, "x", encoding="utf-8", newline="\n") as file:
+        file.write(page)  # "x": a new file, with the usual permissions
     return path

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import positive_int
 from ..optional import require
 from ..transformer import ACTIVATIONS, Embeddings, Encoder, TransformerConfig
 
@@ -487,8 +488,7 @@ def embed(
         model, tokenizer = _default_minilm()
     if not isinstance(model, BertEncoder):
         raise TypeError(f"model must be a headwise.pretrained.BertEncoder, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = positive_int(batch_size, "batch_size")
     sentences = _sentences(sentences)
     parameter = next(model.parameters())
     was_training = model.training
