@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .checkpoint import INSTALL, Checkpoint, save_checkpoint
+from .checks import non_negative_int, positive_int
 from .files import replacing
 from .optional import require
 from .tasks.base import Task, derive_seed, to_device
@@ -62,15 +63,8 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if (
-            isinstance(self.warmup_steps, bool)
-            or not isinstance(self.warmup_steps, int)
-            or self.warmup_steps < 0
-        ):
-            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+            positive_int(getattr(self, name), name)
+        non_negative_int(self.warmup_steps, "warmup_steps")
         for name, low, high in (
             ("learning_rate", 0.0, math.inf),
             ("grad_clip", 0.0, math.inf),

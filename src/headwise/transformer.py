@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
-from .checks import positive_int, positive_number, probability
+from .checks import non_negative_int, positive_int, positive_number, probability
 from .generation import evaluating, generate
 from .modules import MultiHeadAttention
 from .positions import LearnedPositions, Rotary, SinusoidalPositions, alibi_positions, check_length
@@ -86,9 +85,7 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "num_encoder_layers", "num_decoder_layers", "type_vocab_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            non_negative_int(getattr(self, name), name)
         for name in ("d_model", "num_heads", "d_ff", "max_positions"):
             positive_int(getattr(self, name), name)
         kv_heads = (
