@@ -1,0 +1,62 @@
+"""Masks: True = may attend (boolean) or a float added to the scores (-inf = may not attend).
+
+Causal masks are aligned bottom-right: with Nq queries and Nk keys, query i may see key j when
+j <= i + (Nk - Nq), so the last query sees the last key (as in FlashAttention >= 2.1 and in KV-cache
+decoding). When Nq > Nk the first Nq - Nk queries see nothing and their output is zero.
+
+The package, in the order of the data flow:
+- tensors: tensor masks (causal_mask, combine, to_additive, check_mask);
+- predicates: masks as rules of the indices, evaluated block by block (causal, sliding_window,
+  key_lengths, documents, prefix_lm, combined with &, | and ~);
+- score_mods: changes to the scaled scores before masking (alibi, softcap, chained with .then());
+- pictures: what print() shows of a predicate or a modifier;
+- common: the index tensors and argument checks they share.
+"""
+
+from .predicates import (
+    And,
+    Causal,
+    Documents,
+    KeyLengths,
+    Not,
+    Or,
+    Predicate,
+    PrefixLM,
+    SlidingWindow,
+    causal,
+    documents,
+    key_lengths,
+    prefix_lm,
+    sliding_window,
+)
+from .score_mods import ALiBi, Chain, ScoreModifier, Softcap, alibi, alibi_slopes, softcap
+from .tensors import Mask, causal_mask, check_mask, combine, to_additive
+
+__all__ = [
+    "ALiBi",
+    "And",
+    "Causal",
+    "Chain",
+    "Documents",
+    "KeyLengths",
+    "Mask",
+    "Not",
+    "Or",
+    "Predicate",
+    "PrefixLM",
+    "ScoreModifier",
+    "SlidingWindow",
+    "Softcap",
+    "alibi",
+    "alibi_slopes",
+    "causal",
+    "causal_mask",
+    "check_mask",
+    "combine",
+    "documents",
+    "key_lengths",
+    "prefix_lm",
+    "sliding_window",
+    "softcap",
+    "to_additive",
+]

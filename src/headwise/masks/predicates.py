@@ -1,0 +1,390 @@
+"""Mask predicates: whether a query may attend to a key, from their indices, without the (Nq, Nk) matrix.
+
+A chunked backend asks for one block at a time and skips the blocks a predicate rules out: causal(),
+sliding_window(), key_lengths(), documents() and prefix_lm(), combined with &, | and ~.
+
+Index tensors broadcast against each other, as in FlexAttention's mask_mod: batch_idx (B, 1, 1, 1),
+head_idx (1, H, 1, 1), q_idx (Nq_block, 1), kv_idx (1, Nk_block); num_queries and num_keys are the full
+lengths Nq and Nk, which position-dependent rules need for the bottom-right alignment: query i stands at
+key position i + Nk - Nq.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from . import pictures
+from .common import (
+    block_indices,
+    check_block,
+    check_counts,
+    check_kind,
+    check_tensor,
+    data_rule,
+    describe,
+    first,
+    non_decreasing,
+    rule,
+)
+from .tensors import Mask
+
+
+class Predicate:
+    """A mask as a rule: True = the query may attend to the key.
+
+    Subclasses are small frozen dataclasses that define `title` and `allowed`, and may sharpen
+    `block_is_empty`, `block_is_full`, `check` and `sizes`. Combine with `&`, `|` and `~`; `print()` draws
+    the pattern.
+    """
+
+    @property
+    def title(self) -> str:
+        """The call that makes this predicate, e.g. 'sliding_window(left=2, right=0)'."""
+        raise NotImplementedError
+
+    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries: int, num_keys: int) -> torch.Tensor:
+        """The mask at broadcasting indices: batch_idx (B, 1, 1, 1), head_idx (1, H, 1, 1), q_idx
+        (Nq_block, 1), kv_idx (1, Nk_block) -> bool, broadcastable to (B, H, Nq_block, Nk_block)."""
+        raise NotImplementedError
+
+    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys) -> bool:
+        """True only when no query in [q_start, q_end) may see any key in [k_start, k_end), in any batch
+        element or head: the block can be skipped. Cheap and conservative (False is always safe); the
+        arguments are as for block() and, as this runs once per block, not checked."""
+        return False
+
+    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys) -> bool:
+        """True only when every query in the block may see every key in it: the block needs no mask."""
+        return False
+
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
+        """Raise ValueError unless the predicate's data fits attention of these sizes."""
+
+    def sizes(self) -> tuple[int | None, int | None, int | None]:
+        """(B, Nq, Nk) as fixed by the predicate's data, None where any size fits."""
+        return (None, None, None)
+
+    def block(self, q_start, q_end, k_start, k_end, num_queries, num_keys, batch=1, heads=1, device=None):
+        """The mask of queries [q_start, q_end) and keys [k_start, k_end) of attention with Nq =
+        num_queries, Nk = num_keys: bool (B|1, H|1, Nq_block|1, Nk_block|1), broadcastable to
+        (B, H, q_end - q_start, k_end - k_start), built on `device` (default CPU)."""
+        check_block(q_start, q_end, k_start, k_end, num_queries, num_keys)
+        check_counts(batch=batch, heads=heads)
+        self.check(batch, heads, num_queries, num_keys)
+        indices = block_indices(batch, heads, q_start, q_end, k_start, k_end, device)
+        allowed = self.allowed(*indices, num_queries, num_keys)  # broadcastable to (B, H, Nq_block, Nk_block)
+        return allowed[(None,) * (4 - allowed.dim())]  # 4-D
+
+    def materialize(self, batch: int, heads: int, num_queries: int, num_keys: int, device=None) -> Mask:
+        """The dense mask, bool (B|1, H|1, Nq, Nk) on `device` (default CPU): for dense backends and tests."""
+        mask = self.block(0, num_queries, 0, num_keys, num_queries, num_keys, batch, heads, device)  # 4-D
+        return mask.expand(*mask.shape[:2], num_queries, num_keys).contiguous()  # (B|1, H|1, Nq, Nk)
+
+    def picture(self, num_queries: int | None = None, num_keys: int | None = None) -> str:
+        """The pattern as text: a title line, then a row per query and a column per key, ■ = may attend,
+        · = blocked. Batch element 0 and head 0; the sizes default to the data's, else to 8."""
+        return pictures.predicate(self, num_queries, num_keys)
+
+    def __str__(self) -> str:
+        return self.picture()
+
+    def __repr__(self) -> str:
+        return self.title
+
+    def __and__(self, other: Predicate) -> Predicate:
+        return And(self, check_kind(other, Predicate, "&"))
+
+    def __or__(self, other: Predicate) -> Predicate:
+        return Or(self, check_kind(other, Predicate, "|"))
+
+    def __invert__(self) -> Predicate:
+        return Not(self)
+
+
+@rule
+class Causal(Predicate):
+    """Query i sees the keys j <= i + Nk - Nq (aligned bottom-right: the last query sees the last key)."""
+
+    @property
+    def title(self) -> str:
+        return "causal()"
+
+    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+        return kv_idx <= q_idx + (num_keys - num_queries)  # (Nq_block, Nk_block)
+
+    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        return k_start > q_end - 1 + (num_keys - num_queries)  # the block's last query sees none of its keys
+
+    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        return k_end - 1 <= q_start + (num_keys - num_queries)  # its first query sees all of its keys
+
+
+@rule
+class SlidingWindow(Predicate):
+    """Query i sees the keys j with own - left <= j <= own + right, own = i + Nk - Nq its position."""
+
+    left: int
+    right: int
+
+    @property
+    def title(self) -> str:
+        return f"sliding_window(left={self.left}, right={self.right})"
+
+    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+        own = q_idx + (num_keys - num_queries)  # (Nq_block, 1): each query's own key position
+        return (kv_idx >= own - self.left) & (kv_idx <= own + self.right)  # (Nq_block, Nk_block)
+
+    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        shift = num_keys - num_queries
+        return k_end - 1 < q_start + shift - self.left or k_start > q_end - 1 + shift + self.right
+
+    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        shift = num_keys - num_queries
+        return k_start >= q_end - 1 + shift - self.left and k_end - 1 <= q_start + shift + self.right
+
+
+@data_rule
+class KeyLengths(Predicate):
+    """Keys at positions >= lengths[b] are padding, seen by no query; lengths () or (B,), integer."""
+
+    lengths: torch.Tensor  # () or (B,)
+    shortest: int  # the smallest and largest length, so that block bounds need no tensor work
+    longest: int
+    argument: str = "lengths"  # the name the caller gave the lengths, for error messages
+
+    @property
+    def title(self) -> str:
+        return f"key_lengths({describe(self.lengths)})"
+
+    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+        lengths = self.lengths.to(kv_idx.device)  # () or (B,)
+        if lengths.dim() == 1:
+            lengths = lengths[batch_idx]  # (B, 1, 1, 1)
+        return kv_idx < lengths  # (B|1, 1, 1, Nk_block)
+
+    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        return k_start >= self.longest
+
+    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        return k_end <= self.shortest
+
+    def check(self, batch, heads, num_queries, num_keys):
+        if self.lengths.dim() == 1 and self.lengths.shape[0] != batch:
+            raise ValueError(
+                f"{self.argument} has {self.lengths.shape[0]} entries but the batch has B = {batch}; "
+                "expected one length per batch element"
+            )
+
+    def sizes(self):
+        return (self.lengths.shape[0] if self.lengths.dim() == 1 else None, None, None)
+
+
+@data_rule
+class Documents(Predicate):
+    """A query sees only the keys of its own document: query_doc_ids (B, Nq), key_doc_ids (B, Nk)."""
+
+    query_doc_ids: torch.Tensor  # (B, Nq)
+    key_doc_ids: torch.Tensor  # (B, Nk)
+    packed: bool  # both non-decreasing along the sequence: a block's end ids bound the ids inside it
+
+    @property
+    def title(self) -> str:
+        keys = "" if self.key_doc_ids is self.query_doc_ids else f", {describe(self.key_doc_ids)}"
+        return f"documents({describe(self.query_doc_ids)}{keys})"
+
+    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+        query_ids = self.query_doc_ids.to(q_idx.device)[batch_idx, q_idx]  # (B, 1, Nq_block, 1)
+        key_ids = self.key_doc_ids.to(kv_idx.device)[batch_idx, kv_idx]  # (B, 1, 1, Nk_block)
+        return query_ids == key_ids  # (B, 1, Nq_block, Nk_block)
+
+    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        ends = self._block_ends(q_start, q_end, k_start, k_end)
+        if ends is None:
+            return False
+        q_first, q_last, k_first, k_last = ends  # each (B,)
+        return bool(((q_last < k_first) | (k_last < q_first)).all())  # no overlap of the id ranges
+
+    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        ends = self._block_ends(q_start, q_end, k_start, k_end)
+        if ends is None:
+            return False
+        q_first, q_last, k_first, k_last = ends  # each (B,)
+        return bool(((q_first == q_last) & (q_last == k_first) & (k_first == k_last)).all())  # one document
+
+    def _block_ends(self, q_start, q_end, k_start, k_end) -> tuple[torch.Tensor, ...] | None:
+        """The ids of the block's first and last query and first and last key, each (B,), when the ids are
+        packed (so they bound the ids in between) and the block is not empty; else None."""
+        if not self.packed or q_start == q_end or k_start == k_end:
+            return None
+        queries, keys = self.query_doc_ids, self.key_doc_ids  # (B, Nq), (B, Nk)
+        return queries[:, q_start], queries[:, q_end - 1], keys[:, k_start], keys[:, k_end - 1]
+
+    def check(self, batch, heads, num_queries, num_keys):
+        for name, ids, axis, length in (
+            ("query_doc_ids", self.query_doc_ids, "Nq", num_queries),
+            ("key_doc_ids", self.key_doc_ids, "Nk", num_keys),
+        ):
+            if tuple(ids.shape) != (batch, length):
+                expected = f"(B, {axis}) = {(batch, length)}"
+                raise ValueError(f"{name} has shape {tuple(ids.shape)}, expected {expected}")
+
+    def sizes(self):
+        return (self.query_doc_ids.shape[0], self.query_doc_ids.shape[1], self.key_doc_ids.shape[1])
+
+
+@rule
+class Not(Predicate):
+    """Where `inner` blocks."""
+
+    inner: Predicate
+
+    @property
+    def title(self) -> str:
+        return f"~{_grouped(self.inner)}"
+
+    def allowed(self, *index):
+        return ~self.inner.allowed(*index)
+
+    def block_is_empty(self, *block):
+        return self.inner.block_is_full(*block)
+
+    def block_is_full(self, *block):
+        return self.inner.block_is_empty(*block)
+
+    def check(self, *sizes):
+        self.inner.check(*sizes)
+
+    def sizes(self):
+        return self.inner.sizes()
+
+
+@rule
+class _Pair(Predicate):
+    """Two predicates joined by an operator (And, Or)."""
+
+    first: Predicate
+    second: Predicate
+    operator = "?"
+
+    @property
+    def title(self) -> str:
+        return f"{_grouped(self.first)} {self.operator} {_grouped(self.second)}"
+
+    def check(self, *sizes):
+        self.first.check(*sizes)
+        self.second.check(*sizes)
+
+    def sizes(self):
+        pairs = zip(self.first.sizes(), self.second.sizes(), strict=True)  # (B, Nq, Nk) of each
+        return tuple(first(mine, theirs) for mine, theirs in pairs)
+
+
+class And(_Pair):
+    """Where both predicates allow."""
+
+    operator = "&"
+
+    def allowed(self, *index):
+        return self.first.allowed(*index) & self.second.allowed(*index)
+
+    def block_is_empty(self, *block):
+        return self.first.block_is_empty(*block) or self.second.block_is_empty(*block)
+
+    def block_is_full(self, *block):
+        return self.first.block_is_full(*block) and self.second.block_is_full(*block)
+
+
+class Or(_Pair):
+    """Where either predicate allows."""
+
+    operator = "|"
+
+    def allowed(self, *index):
+        return self.first.allowed(*index) | self.second.allowed(*index)
+
+    def block_is_empty(self, *block):
+        return self.first.block_is_empty(*block) and self.second.block_is_empty(*block)
+
+    def block_is_full(self, *block):
+        return self.first.block_is_full(*block) or self.second.block_is_full(*block)
+
+
+class PrefixLM(Or):
+    """causal() | the keys of the prefix: bidirectional within the prefix, causal after it."""
+
+    @property
+    def title(self) -> str:
+        return f"prefix_lm({describe(self.second.lengths)})"
+
+
+def causal() -> Causal:
+    """Query i sees the keys j <= i + Nk - Nq: aligned bottom-right, so the last query sees the last key
+    (FlashAttention >= 2.1, KV-cache decoding); with Nq > Nk the first Nq - Nk queries see nothing."""
+    return Causal()
+
+
+def sliding_window(left: int, right: int = 0) -> SlidingWindow:
+    """Query i sees the keys j with own - left <= j <= own + right, where own = i + Nk - Nq is its
+    bottom-right aligned position (FlashAttention's window_size=(left, right)).
+
+    With right=0 the window is causal: no key after the query's own position. left=right=0 is the diagonal
+    alone; a side at least as long as the sequence does not limit that side.
+    """
+    check_counts(left=left, right=right)
+    return SlidingWindow(int(left), int(right))
+
+
+def key_lengths(lengths: torch.Tensor | int) -> KeyLengths:
+    """Key padding: the keys at positions >= lengths[b] are padding that no query sees.
+
+    lengths: integer tensor (B,), or one int for every batch element; a length >= Nk means no padding.
+    """
+    return _key_lengths(lengths, "lengths")
+
+
+def documents(query_doc_ids: torch.Tensor, key_doc_ids: torch.Tensor | None = None) -> Documents:
+    """Packed sequences: a query sees only the keys of its own document.
+
+    query_doc_ids: integer (B, Nq), the document of each query; key_doc_ids: integer (B, Nk), the document
+    of each key, by default query_doc_ids (self-attention). `documents(ids) & causal()` is causal language
+    modelling over packed documents. When both are non-decreasing along the sequence (packed), the
+    block_is_empty/block_is_full bounds read the ids at the block's ends; otherwise they say False.
+    """
+    check_tensor(query_doc_ids, "query_doc_ids", "an integer tensor of shape (B, Nq)", dims=(2,))
+    key_doc_ids = query_doc_ids if key_doc_ids is None else key_doc_ids
+    check_tensor(key_doc_ids, "key_doc_ids", "an integer tensor of shape (B, Nk)", dims=(2,))
+    if key_doc_ids.shape[0] != query_doc_ids.shape[0] or key_doc_ids.device != query_doc_ids.device:
+        raise ValueError(
+            f"key_doc_ids has {key_doc_ids.shape[0]} rows on {key_doc_ids.device} but query_doc_ids has "
+            f"{query_doc_ids.shape[0]} on {query_doc_ids.device}; expected one row per batch element in "
+            "both, on one device"
+        )
+    packed = non_decreasing(query_doc_ids) and non_decreasing(key_doc_ids)
+    return Documents(query_doc_ids, key_doc_ids, packed)
+
+
+def prefix_lm(prefix_lengths: torch.Tensor | int) -> PrefixLM:
+    """Prefix language modelling: every query sees the keys before prefix_lengths[b] (bidirectional
+    within the prefix), and causal() after it (bottom-right aligned).
+
+    prefix_lengths: integer tensor (B,), or one int for every batch element.
+    """
+    return PrefixLM(Causal(), _key_lengths(prefix_lengths, "prefix_lengths"))
+
+
+def _key_lengths(lengths: object, name: str) -> KeyLengths:
+    """KeyLengths from an int or an integer tensor () or (B,) of non-negative lengths, checked as `name`."""
+    if isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
+        lengths = torch.tensor(int(lengths))  # ()
+    check_tensor(lengths, name, "an int or an integer tensor of shape (B,)", dims=(0, 1))
+    if (lengths < 0).any():
+        raise ValueError(f"{name} must be >= 0, got {lengths.tolist()}")
+    shortest, longest = (int(lengths.min()), int(lengths.max())) if lengths.numel() else (0, 0)
+    return KeyLengths(lengths, shortest, longest, name)
+
+
+def _grouped(predicate: Predicate) -> str:
+    """The predicate's title, in parentheses when it is an & or | of two others."""
+    return f"({predicate.title})" if type(predicate) in (And, Or) else predicate.title

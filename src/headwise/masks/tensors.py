@@ -1,0 +1,67 @@
+"""Tensor masks: True = may attend (boolean) or a float added to the scores (-inf = may not attend).
+
+Causal masks are aligned bottom-right: with Nq queries and Nk keys, query i may see key j when
+j <= i + (Nk - Nq), so the last query sees the last key.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Mask = torch.Tensor
+
+
+def causal_mask(num_queries: int, num_keys: int, device: torch.device | str | None = None) -> Mask:
+    """Bottom-right causal mask (Nq, Nk): True where query i may attend to key j <= i + Nk - Nq."""
+    query_pos = torch.arange(num_queries, device=device)[:, None]  # (Nq, 1)
+    key_pos = torch.arange(num_keys, device=device)[None, :]  # (1, Nk)
+    return key_pos <= query_pos + (num_keys - num_queries)  # (Nq, Nk)
+
+
+def to_additive(mask: Mask, dtype: torch.dtype) -> Mask:
+    """A float mask to add to the scores: a boolean mask becomes 0 where allowed and -inf where not."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def combine(first: Mask | None, second: Mask | None, dtype: torch.dtype) -> Mask | None:
+    """Both masks at once: AND of two boolean masks, otherwise the sum of their additive forms.
+
+    Shapes broadcast against each other; a float result has `dtype`.
+    """
+    if first is None:
+        return second if second is None or second.dtype == torch.bool else second.to(dtype)
+    if second is None:
+        return combine(second, first, dtype)
+    if first.dtype == torch.bool and second.dtype == torch.bool:
+        return first & second
+    return to_additive(first, dtype) + to_additive(second, dtype)
+
+
+def check_mask(
+    mask: object,
+    name: str,
+    target: tuple[int, ...],
+    device: torch.device,
+) -> None:
+    """Raise TypeError/ValueError unless `mask` is a bool or float tensor on `device` that broadcasts
+    to `target`."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
+    if mask.dtype != torch.bool and not mask.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} has dtype {mask.dtype}; expected torch.bool (True = may attend) "
+            "or a floating dtype (added to the scores)"
+        )
+    if mask.device != device:
+        raise ValueError(f"{name} is on {mask.device} but the queries are on {device}; move it with .to()")
+    try:
+        broadcast = torch.broadcast_shapes(mask.shape, target)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != torch.Size(target):
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)}, which does not broadcast to (B, Hq, Nq, Nk) = {target}"
+        )
+
