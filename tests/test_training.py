@@ -17,7 +17,8 @@ import sys
 import pytest
 import torch
 
-from headwise.checkpoint import (
+from headwise.cli.main import main
+from headwise.train.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
     OPTIMIZER_FILE,
@@ -25,11 +26,10 @@ from headwise.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from headwise.cli.main import main
-from headwise.tasks import TASKS, get_task
-from headwise.tasks.base import CharVocab
-from headwise.tasks.dates import FORMATS, WEEKDAYS, DatesTask, held_out_dates, human_date, is_held_out
-from headwise.training import TrainOptions, learning_rate_at, new_run, train
+from headwise.train.loop import TrainOptions, learning_rate_at, new_run, train
+from headwise.train.tasks import TASKS, get_task
+from headwise.train.tasks.base import CharVocab
+from headwise.train.tasks.dates import FORMATS, WEEKDAYS, DatesTask, held_out_dates, human_date, is_held_out
 
 pytest.importorskip("safetensors")
 pytest.importorskip("matplotlib")
@@ -229,7 +229,7 @@ def test_learning_rate_warms_up_then_decays():
 def test_unknown_task_or_parameter_is_an_error_that_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown task 'poems'; the tasks are dates, shakespeare"):
         get_task("poems")
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['size'\].*eval_examples"):
+    with pytest.raises(ValueError, match=r"unknown dates task parameter\(s\) \['size'\].*eval_examples"):
         get_task("dates", size=3)
     with pytest.raises(ValueError, match="eval_examples must be a positive int, got 'many'"):
         get_task("dates", eval_examples="many")

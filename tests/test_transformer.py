@@ -1,4 +1,4 @@
-"""headwise.transformer: the encoder-decoder held to torch.nn.Transformer with the same weights (outputs and
+"""headwise.nn.models: the encoder-decoder held to torch.nn.Transformer with the same weights (outputs and
 gradients, post-norm and pre-norm, padding), decoding with the KV cache held to the full pass for every
 kind of position, generation (greedy, temperature, top-k, stop tokens), the attentions a model returns, the
 config and the errors.
@@ -12,15 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from headwise.generation import next_tokens
-from headwise.transformer import (
-    POSITIONS,
-    EncoderDecoder,
-    LanguageModel,
-    Transformer,
-    TransformerConfig,
-    _torch_name_to_ours,
-)
+from headwise.nn.config import POSITIONS, TransformerConfig
+from headwise.nn.conversion import _torch_name_to_ours
+from headwise.nn.generation import next_tokens
+from headwise.nn.models import EncoderDecoder, LanguageModel, Transformer
 
 F64 = torch.float64
 EXACT = {"atol": 1e-12, "rtol": 0.0}
@@ -172,7 +167,7 @@ def test_next_tokens_sampling_follows_the_softmax_within_top_k():
     assert torch.equal(
         next_tokens(logits[:2], temperature=5.0, top_k=1, generator=generator), torch.tensor([0, 0])
     )
-    with pytest.raises(ValueError, match="temperature must be a number >= 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         next_tokens(logits, temperature=-1.0)
     with pytest.raises(ValueError, match="top_k must be a positive integer, got 0"):
         next_tokens(logits, temperature=1.0, top_k=0)
@@ -217,6 +212,22 @@ def test_config_round_trips_and_rejects_unknown_fields():
     assert TransformerConfig.from_dict(original.to_dict()) == original
     with pytest.raises(ValueError, match=r"unknown TransformerConfig field\(s\) \['heads'\]"):
         TransformerConfig.from_dict({**original.to_dict(), "heads": 3})
+
+
+def test_the_documented_import_paths_give_the_same_objects():
+    import headwise.positions
+    import headwise.pretrained
+    import headwise.transformer
+    from headwise.nn import config, layers, models, positions, pretrained
+
+    for documented, modules in (
+        (headwise.transformer, (config, layers, models)),
+        (headwise.positions, (positions,)),
+        (headwise.pretrained, (pretrained,)),
+    ):
+        for name in documented.__all__:
+            assert any(getattr(module, name, None) is getattr(documented, name) for module in modules), name
+    assert headwise.pretrained.__all__ == pretrained.__all__
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
+from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def positive_int(value: object, name: str) -> int:
@@ -32,3 +37,47 @@ def non_negative_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
+
+
+def non_negative_number(value: object, name: str) -> float:
+    """`value` as a finite float >= 0, or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def fraction(value: object, name: str, *, below_one: bool = False) -> float:
+    """`value` as a float in [0, 1] (in [0, 1) if below_one), or a ValueError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0 <= value <= 1
+        or (below_one and value == 1)
+    ):
+        raise ValueError(f"{name} must be a number in [0, 1{')' if below_one else ']'}, got {value!r}")
+    return float(value)
+
+
+def boolean(value: object, name: str) -> bool:
+    """`value` if it is a bool (not merely truthy), or a TypeError."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def known_keys(data: object, known: Iterable[str], what: str) -> dict:
+    """`data` if it is a dict whose keys are all in `known`; else a TypeError, or a ValueError that lists
+    the unknown keys and the known ones. `what` names one key, e.g. "TransformerConfig field"."""
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a dict of {what}s, got {type(data).__name__}")
+    known = list(known)
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; the {what}s are {known}")
+    return data
+
+
+def strict_from_dict(cls: type[T], data: object, what: str) -> T:
+    """The dataclass `cls` made from the dict `data`, whose keys must be its fields (see known_keys); the
+    fields left out take their defaults, and `cls` checks the values."""
+    return cls(**known_keys(data, (field.name for field in dataclasses.fields(cls)), what))

@@ -18,7 +18,7 @@ from .cache import KVCache, LayerCache
 from .checks import positive_int, probability
 from .functional import attention, attention_weights
 from .masks import ScoreModifier, check_mask, combine
-from .positions import Rotary
+from .nn.positions import Rotary
 from .trace import record, tracing
 
 

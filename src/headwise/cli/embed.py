@@ -7,6 +7,8 @@ import argparse
 import sys
 from functools import partial
 
+from ..nn.pretrained.tokenizer import shorten
+
 LABEL_WIDTH = 28  # a row's sentence, shortened to this many characters
 COLUMN_WIDTH = 12  # a column's sentence, shortened to this many characters
 
@@ -30,12 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=partial(run, parser))
 
 
-def shorten(text: str, width: int) -> str:
-    """`text` on one line, cut to `width` characters with an ellipsis."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Print the similarity table; 0 on success, 1 when a package is missing."""
     if len(args.sentences) < 2:
@@ -45,7 +41,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from rich.table import Table
         from rich.text import Text
 
-        from ..pretrained import embed, load_minilm
+        from ..nn.pretrained import embed, load_minilm
 
         model, tokenizer = load_minilm()
     except ImportError as error:

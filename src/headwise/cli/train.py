@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CONFIG_FILE, CheckpointError, has_checkpoint, load_checkpoint
-from ..tasks import TASKS, task_class
-from ..training import CHECKPOINT_FOLDER, PLOT_FILE, TrainOptions, new_run, resolve_device, train
-from ..transformer import TransformerConfig
+from ..nn.config import TransformerConfig
+from ..train.checkpoint import CONFIG_FILE, CheckpointError, has_checkpoint, load_checkpoint
+from ..train.loop import CHECKPOINT_FOLDER, PLOT_FILE, TrainOptions, new_run, resolve_device, train
+from ..train.tasks import TASKS, task_class
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 

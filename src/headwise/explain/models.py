@@ -12,7 +12,7 @@ from .report import HeadMaps, Report
 
 def minilm_report(sentence: str) -> Report:
     """all-MiniLM-L6-v2's 6 layers × 12 heads of self-attention over `sentence`, [CLS] and [SEP] included."""
-    from ..pretrained import load_minilm
+    from ..nn.pretrained import load_minilm
 
     model, tokenizer = load_minilm()
     tokens = tuple(tokenizer.tokens([sentence])[0])
@@ -36,8 +36,8 @@ def checkpoint_report(folder: str | Path, text: str | None = None) -> Report:
     """The heads of a model saved by `headwise train` reading `text` (default: an example of its task):
     an encoder-decoder's encoder self-attention, decoder self-attention and cross-attention (the decoder
     reads its own greedy translation), or a language model's self-attention."""
-    from ..checkpoint import load_checkpoint
-    from ..transformer import Transformer
+    from ..nn.models import Transformer
+    from ..train.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(folder)
     model, vocab = checkpoint.model, checkpoint.vocab
@@ -47,7 +47,7 @@ def checkpoint_report(folder: str | Path, text: str | None = None) -> Report:
         f"reading {text!r}; one token per character."
     )
     if isinstance(model, Transformer):
-        from ..tasks.dates import START, cross_attention, encode_sources
+        from ..train.tasks.dates import START, cross_attention, encode_sources
 
         translation, cross = cross_attention(model, text, vocab)  # (L, H, Nt, Ns)
         source, mask = encode_sources([text], vocab)  # (1, Ns), (1, Ns)

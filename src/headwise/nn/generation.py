@@ -6,15 +6,14 @@ to every token before it. Without one, each step recomputes the whole sequence; 
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from .cache import KVCache
-from .checks import positive_int
+from ..cache import KVCache
+from ..checks import non_negative_number, positive_int
 from .positions import check_length
 
 
@@ -38,8 +37,7 @@ def next_tokens(
 ) -> torch.Tensor:
     """logits (B, V) -> one token per row (B,): the likeliest if temperature is 0, else drawn from
     softmax(logits / temperature), among the top_k likeliest if top_k is given."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    non_negative_number(temperature, "temperature")  # 0 = greedy
     if top_k is not None:
         positive_int(top_k, "top_k")
     if temperature == 0:

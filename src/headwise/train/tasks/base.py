@@ -12,7 +12,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..transformer import LanguageModel, Transformer, TransformerConfig
+from ...checks import known_keys, non_negative_int
+from ...nn.config import TransformerConfig
+from ...nn.models import LanguageModel, Transformer
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"Transformer": Transformer, "LanguageModel": LanguageModel}
 
@@ -86,16 +88,12 @@ class CharVocab:
 
     @classmethod
     def from_dict(cls, data: object) -> CharVocab:
-        if not isinstance(data, dict) or set(data) != {"tokens", "num_specials"}:
-            raise ValueError(
-                f"a vocabulary is a dict with keys 'tokens' and 'num_specials', got {data!r:.200}"
-            )
-        tokens, num_specials = data["tokens"], data["num_specials"]
+        """The vocabulary of to_dict()'s dict; an unknown key, or tokens that are not a list of strings, is
+        an error."""
+        tokens = known_keys(data, ("tokens", "num_specials"), "vocabulary key").get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
             raise ValueError(f"vocabulary tokens must be a list of strings, got {tokens!r:.200}")
-        if isinstance(num_specials, bool) or not isinstance(num_specials, int):
-            raise ValueError(f"num_specials must be an integer, got {num_specials!r}")
-        return cls(tuple(tokens), num_specials)
+        return cls(tuple(tokens), non_negative_int(data.get("num_specials", 0), "num_specials"))
 
 
 class Task(ABC):
@@ -111,12 +109,7 @@ class Task(ABC):
     defaults: ClassVar[dict[str, object]]  # the parameters and their default values
 
     def __init__(self, **params: object) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown} for the {self.name!r} task; its parameters are "
-                f"{sorted(self.defaults)}"
-            )
+        known_keys(params, sorted(self.defaults), f"{self.name} task parameter")
         for key, value in params.items():
             kind = type(self.defaults[key])
             fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
@@ -136,7 +129,7 @@ class Task(ABC):
 
     @abstractmethod
     def default_options(self) -> dict[str, object]:
-        """The training options (see training.TrainOptions) of the default run."""
+        """The training options (see headwise.train.loop.TrainOptions) of the default run."""
 
     @abstractmethod
     def batch(self, seed: int, step: int, batch_size: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,6 @@
+"""Training: the loop of `headwise train`, its checkpoints, and the tasks it trains on.
+
+loop.py        TrainOptions, train(): AdamW, warmup and cosine decay, evaluation, the loss curve
+checkpoint.py  atomic, exactly resumable checkpoints (safetensors weights and optimizer state, JSON)
+tasks/         dates and shakespeare: data, vocabularies, evaluation
+"""
