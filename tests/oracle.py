@@ -13,6 +13,9 @@ computes it as the difference of two equal float sums, within an ulp or two of t
 
 from __future__ import annotations
 
+import random
+
+import pytest
 import torch
 
 # The steps a self-attention module's trace records, in order (cross-attention adds kv_inputs after inputs,
@@ -53,25 +56,93 @@ def assert_by_ratio(
     assert fast_err <= bound, f"{what}: error {fast_err:.3g} > {k} × baseline error {base_err:.3g} + floor"
 
 
-def naive_attention(q, k, v, *, mask=None, causal=False, scale=None):
+def naive_attention(q, k, v, *, mask=None, causal=False, scale=None, alibi_slopes=None, softcap=None):
     """Textbook attention with plain torch ops, written independently of headwise.
 
-    q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv); mask bool (True = may attend) or float.
-    Rows with no visible key give zeros (and zero gradients), as headwise promises.
+    q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv); mask bool (True = may attend) or float;
+    alibi_slopes (Hq,): adds -slope · |i + Nk - Nq - j|; softcap: scores -> cap · tanh(scores / cap), before
+    ALiBi and the mask. Rows with no visible key give zeros (and zero gradients), as headwise promises.
+    -> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk)).
     """
+    out, weights, _ = naive_attention_lse(
+        q, k, v, mask=mask, causal=causal, scale=scale, alibi_slopes=alibi_slopes, softcap=softcap
+    )
+    return out, weights
+
+
+def naive_attention_lse(q, k, v, *, mask=None, causal=False, scale=None, alibi_slopes=None, softcap=None):
+    """As naive_attention, and lse (B, Hq, Nq) = logsumexp of the masked scores in float32 at least."""
     group = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(group, dim=1)  # (B, Hq, Nk, Dh)
     v = v.repeat_interleave(group, dim=1)  # (B, Hq, Nk, Dv)
+    num_queries, num_keys = q.shape[2], k.shape[2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, Hq, Nq, Nk)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if alibi_slopes is not None:
+        own = torch.arange(num_queries)[:, None] + (num_keys - num_queries)  # (Nq, 1)
+        distance = (own - torch.arange(num_keys)[None, :]).abs()  # (Nq, Nk)
+        scores = scores - alibi_slopes.to(scores.dtype)[:, None, None] * distance
     if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)
     if causal:
-        num_queries, num_keys = q.shape[2], k.shape[2]
         lower = torch.ones(num_queries, num_keys, dtype=torch.bool).tril(diagonal=num_keys - num_queries)
         scores = scores.masked_fill(~lower, float("-inf"))
     empty = (scores == float("-inf")).all(dim=-1, keepdim=True)  # (B, Hq, Nq, 1)
     weights = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
-    return torch.matmul(weights, v), weights
+    precise = scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(empty, 0.0)
+    lse = torch.logsumexp(precise, dim=-1).masked_fill(empty[..., 0], float("-inf"))  # (B, Hq, Nq)
+    return torch.matmul(weights, v), weights, lse
+
+
+def covering_design(factors: dict, *, allowed, seed: int, candidates: int = 40) -> list[dict]:
+    """A seeded pairwise covering design: configurations (dicts of one level per factor) such that every
+    pair of levels of two factors that `allowed(config)` admits in some configuration appears in one.
+
+    Greedy (as AETG): each new configuration is the one, of `candidates` random admissible ones, that
+    covers the most pairs not yet covered. Deterministic for a seed.
+    """
+    rng = random.Random(seed)
+    names = list(factors)
+
+    def draw(fixed: dict) -> dict | None:
+        for _ in range(200):
+            config = {n: fixed[n] if n in fixed else rng.choice(factors[n]) for n in names}
+            if allowed(config):
+                return config
+        return None
+
+    def pairs(config: dict) -> set:
+        return {(a, config[a], b, config[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
+
+    wanted = {
+        (a, x, b, y)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        for x in factors[a]
+        for y in factors[b]
+        if draw({a: x, b: y}) is not None
+    }
+    design = []
+    while wanted:
+        a, x, b, y = min(wanted, key=repr)  # seed each round with an uncovered pair: progress every round
+        options = [c for c in (draw({a: x, b: y}) for _ in range(candidates)) if c is not None]
+        best = max(options, key=lambda c: len(pairs(c) & wanted))
+        design.append(best)
+        wanted -= pairs(best)
+    return design
+
+
+def require(backend: str, dtype: torch.dtype = torch.float64, **asks) -> None:
+    """Skip the test, with the backend's own reason, unless its capabilities serve a CPU call in `dtype`
+    that asks for `asks` (fields of headwise.backends.Request); "auto" serves everything."""
+    from headwise.backends import BACKENDS, Request
+
+    if backend == "auto":
+        return
+    reason = BACKENDS[backend].unsupported(Request(torch.device("cpu"), dtype, **asks))
+    if reason is not None:
+        pytest.skip(f"{backend} cannot {reason}")

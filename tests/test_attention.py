@@ -2,100 +2,202 @@
 
 from __future__ import annotations
 
-import itertools
+import ast
+import importlib.util
 import math
+import pathlib
+import re
+from dataclasses import replace
 
 import pytest
 import torch
-from oracle import assert_by_ratio, naive_attention
+from oracle import assert_by_ratio, covering_design, naive_attention, naive_attention_lse, require
 
 import headwise
+from headwise import masks
 from headwise.backends import BACKENDS, Request, auto_order, choose
 
-LENGTHS = (1, 7, 64, 97, 257)
-HEAD_DIMS = (8, 64, 80)
+LENGTHS = (1, 7, 97, 257, 1025)
+HEAD_DIMS = (8, 59, 64, 80)
 GROUPS = (1, 2, 4)
-MASKS = ("none", "bool_2d", "key_padding", "bool_full", "float_full", "causal", "causal_and_padding")
-DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+MASKS = (
+    "none", "bool_2d", "key_padding", "bool_full", "float_full", "causal", "causal_and_padding",
+    "window", "documents_causal",
+)  # fmt: skip
+SCORE_MODS = ("none", "alibi", "softcap")
 BATCH, KV_HEADS = 2, 2
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def affordable(config: dict) -> bool:
+    """The grid's cost bound: Nq·Nk <= 1025·257 (the golden is float64), and <= 257² in bf16/fp16, whose
+    matmuls run ~300× slower than float32 on CPUs without native bf16 (AVX2)."""
+    cells = config["nq"] * config["nk"]
+    return cells <= (257 * 257 if config["dtype"] in LOW_PRECISION else 1025 * 257)
+
+
+GRID = covering_design(
+    {
+        "dtype": DTYPES, "nq": LENGTHS, "nk": LENGTHS, "head_dim": HEAD_DIMS, "group": GROUPS,
+        "mask": MASKS, "score_mod": SCORE_MODS,
+    },
+    allowed=affordable,
+    seed=2026,
+)  # fmt: skip
+
+
+def case_id(config: dict) -> str:
+    dtype = str(config["dtype"]).removeprefix("torch.")
+    return "{}-{nq}x{nk}-d{head_dim}-g{group}-{mask}-{score_mod}".format(dtype, **config)
 
 
 def make_mask(kind: str, batch: int, heads: int, num_queries: int, num_keys: int, dtype, gen):
-    """(mask or None, causal) for a mask kind; the full kinds include one query with no visible key."""
+    """(headwise's mask, its dense form for the textbook baseline, causal) for a mask kind; the full
+    kinds include one query with no visible key."""
     if kind in ("none", "causal"):
-        return None, kind == "causal"
+        return None, None, kind == "causal"
     if kind in ("key_padding", "causal_and_padding"):
         mask = torch.ones(batch, 1, 1, num_keys, dtype=torch.bool)  # (B, 1, 1, Nk)
         mask[1, ..., num_keys - max(1, num_keys // 3) :] = False  # batch 1: its last keys are padding
-        return mask, kind == "causal_and_padding"
+        return mask, mask, kind == "causal_and_padding"
     if kind == "bool_2d":
-        return torch.rand(num_queries, num_keys, generator=gen) < 0.8, False  # (Nq, Nk)
+        mask = torch.rand(num_queries, num_keys, generator=gen) < 0.8  # (Nq, Nk)
+        return mask, mask, False
     if kind == "bool_full":
         mask = torch.rand(batch, heads, num_queries, num_keys, generator=gen) < 0.7  # (B, Hq, Nq, Nk)
         mask[0, 0, 0] = False  # a query with nothing to attend to
-        return mask, False
-    assert kind == "float_full"
-    mask = torch.randn(batch, 1, num_queries, num_keys, generator=gen).to(dtype)  # (B, 1, Nq, Nk)
-    mask = mask.masked_fill(torch.rand(mask.shape, generator=gen) < 0.2, float("-inf"))
-    mask[1, 0, -1] = float("-inf")  # a query with nothing to attend to
-    return mask, False
+        return mask, mask, False
+    if kind == "float_full":
+        mask = torch.randn(batch, 1, num_queries, num_keys, generator=gen).to(dtype)  # (B, 1, Nq, Nk)
+        mask = mask.masked_fill(torch.rand(mask.shape, generator=gen) < 0.2, float("-inf"))
+        mask[1, 0, -1] = float("-inf")  # a query with nothing to attend to
+        return mask, mask, False
+    if kind == "window":
+        predicate = masks.sliding_window(left=5, right=2)
+    else:
+        assert kind == "documents_causal"
+        ids = torch.sort(torch.randint(0, 3, (batch, num_keys), generator=gen), dim=1).values  # (B, Nk)
+        front = ids[:, :1].expand(batch, max(0, num_queries - num_keys))  # queries before the first key
+        query_ids = torch.cat([front, ids], dim=1)[:, -num_queries:]  # (B, Nq): each query's own position
+        predicate = masks.documents(query_ids, ids)
+    return predicate, predicate.materialize(batch, heads, num_queries, num_keys), kind == "documents_causal"
+
+
+def make_score_mod(kind: str, heads: int):
+    """(headwise's score modifier, the textbook baseline's keyword arguments) for a kind."""
+    if kind == "alibi":
+        slopes = masks.alibi_slopes(heads, dtype=torch.float64)  # (Hq,)
+        return masks.alibi(slopes), {"alibi_slopes": slopes}
+    if kind == "softcap":
+        return masks.softcap(5.0), {"softcap": 5.0}
+    return None, {}
 
 
 def grid():
-    """Every (Nq, Nk) pair × mask kind × dtype × backend; head widths and GQA groups cycle through."""
+    """Every registered backend × the covering design; a case a backend's capabilities exclude is
+    skipped with the backend's reason; one that excludes only the backward checks the forward."""
     cases = []
-    for i, ((nq, nk), mask, dtype) in enumerate(
-        itertools.product(itertools.product(LENGTHS, LENGTHS), MASKS, DTYPES)
-    ):
-        head_dim, group = HEAD_DIMS[i % 3], GROUPS[(i // 3) % 3]
-        for backend in ("reference", "sdpa", "chunked", "dense"):
-            cases.append(pytest.param(backend, dtype, nq, nk, head_dim, group, mask, id=f"{backend}-{i}"))
+    for name, backend in BACKENDS.items():
+        for config in GRID:
+            request = grid_request(config)
+            reason = backend.unsupported(replace(request, requires_grad=True))
+            backward = reason is None
+            if not backward:
+                reason = backend.unsupported(request)
+            marks = [] if reason is None else [pytest.mark.skip(reason=f"{name} cannot {reason}")]
+            cases.append(pytest.param(name, config, backward, marks=marks, id=f"{name}-{case_id(config)}"))
     return cases
 
 
-def run_with_grads(fn, q, k, v, d_out):
-    """fn(q, k, v) -> out; returns (out, dq, dk, dv) for the loss sum(out · d_out)."""
-    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
-    out = fn(q, k, v)
-    dq, dk, dv = torch.autograd.grad(out, (q, k, v), d_out)
-    return out.detach(), dq, dk, dv
+def grid_request(config: dict) -> Request:
+    """The request a grid case makes, as headwise.attention builds it (forward only, with lse)."""
+    mask_kind = config["mask"]
+    predicate = masks.causal() if "causal" in mask_kind or mask_kind in ("window",) else None
+    score_mod = make_score_mod(config["score_mod"], KV_HEADS * config["group"])[0]
+    tensor = {"bool_2d": "bool", "key_padding": "bool", "causal_and_padding": "bool", "bool_full": "bool"}
+    return Request(
+        torch.device("cpu"),
+        config["dtype"],
+        return_lse=False,
+        num_queries=config["nq"],
+        num_keys=config["nk"],
+        head_dim=config["head_dim"],
+        mask="float" if mask_kind == "float_full" else tensor.get(mask_kind, "none"),
+        predicate=predicate,
+        score_mod=score_mod,
+    )
 
 
-@pytest.mark.parametrize("backend,dtype,nq,nk,head_dim,group,mask_kind", grid())
-def test_matches_float64_reference(backend, dtype, nq, nk, head_dim, group, mask_kind):
+def run_with_grads(fn, q, k, v, d_out, backward=True):
+    """fn(q, k, v) -> (out, lse or None); returns (out, lse, dq, dk, dv) for the loss sum(out · d_out),
+    the gradients None without the backward."""
+    q, k, v = (t.detach().requires_grad_(backward) for t in (q, k, v))
+    out, lse = fn(q, k, v)
+    grads = torch.autograd.grad(out, (q, k, v), d_out) if backward else (None, None, None)
+    return out.detach(), (None if lse is None else lse.detach()), *grads
+
+
+@pytest.mark.parametrize("backend,config,backward", grid())
+def test_matches_float64_reference(backend, config, backward):
+    """The oracle grid: out, lse (where the backend has one) and the gradients of every registered backend
+    against the float64 reference, by the ratio rule (see oracle.py) with k = 2 for out and lse and 3 for
+    the gradients; in float64, to 1e-12 of the magnitude. The float64 reference is held to the textbook
+    attention of oracle.py instead of to itself."""
+    dtype, nq, nk, head_dim, group = (config[n] for n in ("dtype", "nq", "nk", "head_dim", "group"))
     gen = torch.Generator().manual_seed(nq * 1000 + nk * 10 + head_dim + group)
     heads = KV_HEADS * group
     q = torch.randn(BATCH, heads, nq, head_dim, generator=gen).to(dtype)  # (B, Hq, Nq, Dh)
     k = torch.randn(BATCH, KV_HEADS, nk, head_dim, generator=gen).to(dtype)  # (B, Hkv, Nk, Dh)
     v = torch.randn(BATCH, KV_HEADS, nk, head_dim, generator=gen).to(dtype)  # (B, Hkv, Nk, Dh)
     d_out = torch.randn(BATCH, heads, nq, head_dim, generator=gen).to(dtype)
-    mask, causal = make_mask(mask_kind, BATCH, heads, nq, nk, dtype, gen)
+    mask, dense, causal = make_mask(config["mask"], BATCH, heads, nq, nk, dtype, gen)
+    score_mod, textbook = make_score_mod(config["score_mod"], heads)
+    with_lse = BACKENDS[backend].capabilities.lse
 
-    golden = run_with_grads(
-        lambda q, k, v: headwise.attention(
-            q, k, v, mask=None if mask is None else (mask if mask.dtype == torch.bool else mask.double()),
-            causal=causal, backend="reference",
-        ),
-        q.double(), k.double(), v.double(), d_out.double(),
-    )  # fmt: skip
-    baseline = run_with_grads(
-        lambda q, k, v: naive_attention(q, k, v, mask=mask, causal=causal)[0], q, k, v, d_out
-    )
-    fast = run_with_grads(
-        lambda q, k, v: headwise.attention(q, k, v, mask=mask, causal=causal, backend=backend), q, k, v, d_out
-    )
-    magnitude = max(g.abs().max().item() for g in golden if g.numel())
-    if dtype == torch.float64:  # the baseline is as precise as the golden: plain tight tolerances instead
-        for f, g, b in zip(fast, golden, baseline, strict=True):
-            torch.testing.assert_close(f, g, rtol=0, atol=1e-12 * max(1.0, magnitude))
-            torch.testing.assert_close(
-                b, g, rtol=0, atol=1e-12 * max(1.0, magnitude)
-            )  # the oracle vs textbook
-        return
+    def textbook_attention(q, k, v):
+        baseline_mask = dense if dense is None or dense.dtype == torch.bool else dense.to(q.dtype)
+        out, _, lse = naive_attention_lse(q, k, v, mask=baseline_mask, causal=causal, **textbook)
+        return out, lse
+
+    def headwise_attention(name, mask):
+        def run(q, k, v):
+            out, lse = (
+                headwise.attention(
+                    q, k, v, mask=mask, causal=causal, score_mod=score_mod, return_lse=True, backend=name
+                )
+                if with_lse or name == "reference"
+                else (
+                    headwise.attention(q, k, v, mask=mask, causal=causal, score_mod=score_mod, backend=name),
+                    None,
+                )
+            )
+            return out, lse
+
+        return run
+
+    golden_mask = mask.double() if isinstance(mask, torch.Tensor) and mask.is_floating_point() else mask
+    doubles = (q.double(), k.double(), v.double(), d_out.double())
+    if backend == "reference" and dtype == torch.float64:
+        golden = run_with_grads(textbook_attention, *doubles)
+    else:
+        golden = run_with_grads(headwise_attention("reference", golden_mask), *doubles)
+    fast = run_with_grads(headwise_attention(backend, mask), q, k, v, d_out, backward)
+    baseline = run_with_grads(textbook_attention, q, k, v, d_out)
+    magnitude = max(g.abs().max().item() for g in golden[2:] + golden[:1] if g.numel())
     for what, f, g, b, ratio in zip(
-        ("out", "dq", "dk", "dv"), fast, golden, baseline, (2, 3, 3, 3), strict=True
+        ("out", "lse", "dq", "dk", "dv"), fast, golden, baseline, (2, 2, 3, 3, 3), strict=True
     ):
-        assert_by_ratio(f, g, b, ratio, what, magnitude)
+        if f is None:
+            continue
+        if what == "lse":  # rows that see no key: -inf in all three
+            seen = torch.isfinite(g)
+            assert torch.equal(torch.isfinite(f), seen), "lse: the rows that see no key differ"
+            f, g, b = f[seen], g[seen], b[seen]
+        if dtype == torch.float64:
+            torch.testing.assert_close(f, g.to(f.dtype), rtol=0, atol=1e-12 * max(1.0, magnitude))
+        else:
+            assert_by_ratio(f, g, b, ratio, what, magnitude)
 
 
 def test_reference_worked_example():
@@ -122,9 +224,10 @@ def gradcheck_inputs(nq=5, nk=6, heads=4, kv_heads=2, head_dim=3, value_dim=4):
     return [torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for s in shapes]
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("nq,nk,causal", [(5, 6, False), (5, 6, True), (6, 4, True), (1, 6, True)])
 def test_gradcheck(backend, nq, nk, causal):
+    require(backend, mask="float", predicate=masks.causal(), requires_grad=True)
     q, k, v = gradcheck_inputs(nq, nk)
     mask = torch.rand(2, 1, nq, nk, generator=torch.Generator().manual_seed(3)) < 0.8
     mask[0, 0, -1] = False  # one query with nothing to attend to: its gradient is zero, not NaN
@@ -139,9 +242,10 @@ def test_gradcheck(backend, nq, nk, causal):
     )
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense", "auto"])
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fully_masked_rows_give_zeros_and_zero_gradients(backend, dtype):
+    require(backend, dtype=dtype, mask="float", predicate=masks.causal(), requires_grad=True)
     q, k, v = (t.detach().to(dtype).requires_grad_() for t in gradcheck_inputs(nq=6, nk=4, value_dim=3))
     mask = torch.ones(2, 4, 6, 4, dtype=torch.bool)
     mask[1, 2, 3] = False  # one query of one head of one sequence sees nothing
@@ -157,7 +261,7 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(backend, dtype):
         dq, dk, dv = torch.autograd.grad(out.sum(), (q, k, v))
         assert all(torch.isfinite(t).all() for t in (out, dq, dk, dv))
         assert out[rows].abs().max() == 0 and dq[rows].abs().max() == 0
-    if backend in ("reference", "dense", "auto"):
+    if backend == "auto" or BACKENDS[backend].capabilities.weights:
         _, weights = headwise.attention(q, k, v, mask=mask, return_weights=True, backend=backend)
         assert weights[1, 2, 3].abs().max() == 0
         row_sums = weights[0].sum(-1).double()  # 4 weights, each rounded to the dtype
@@ -166,8 +270,9 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(backend, dtype):
         )
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense", "auto"])
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
 def test_empty_sequences(backend):
+    require(backend, requires_grad=True)
     q, k, v = (torch.randn(2, 4, n, 8, dtype=torch.float64, requires_grad=True) for n in (3, 0, 0))
     out = headwise.attention(q, k, v, backend=backend)
     assert torch.equal(out, torch.zeros(2, 4, 3, 8, dtype=torch.float64))
@@ -178,8 +283,9 @@ def test_empty_sequences(backend):
     assert no_queries.shape == (2, 4, 0, 8) and no_queries.numel() == 0
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_value_width_and_custom_scale(backend):
+    require(backend, predicate=masks.causal(), requires_grad=True)
     q, k, v = gradcheck_inputs(head_dim=5, value_dim=7)
     out = headwise.attention(q, k, v, scale=0.25, causal=True, backend=backend)
     expected, _ = naive_attention(q, k, v, causal=True, scale=0.25)
@@ -191,8 +297,9 @@ def eye_values(batch, kv_heads, num_keys, dtype=torch.float64):
     return torch.eye(num_keys, dtype=dtype).expand(batch, kv_heads, num_keys, num_keys)  # (B, Hkv, Nk, Nk)
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_dropout_keeps_the_right_fraction(backend):
+    require(backend, dropout_p=0.3)
     torch.manual_seed(0)
     p = 0.3
     q, k = torch.randn(4, 4, 64, 16).double(), torch.randn(4, 4, 64, 16).double()
@@ -203,8 +310,9 @@ def test_dropout_keeps_the_right_fraction(backend):
     torch.testing.assert_close(dropped[kept], weights[kept] / (1 - p))  # kept weights are scaled up
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked", "dense"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_dropout_is_unbiased_and_seeded(backend):
+    require(backend, dropout_p=0.5)
     torch.manual_seed(1)
     p, runs = 0.5, 4000
     q, k, v = torch.randn(1, 2, 8, 4).double(), torch.randn(1, 2, 8, 4).double(), eye_values(1, 2, 8)
@@ -241,13 +349,21 @@ def test_auto_picks_sdpa_unless_it_cannot():
     assert choose("auto", request(return_weights=True, **large)).name == "dense"
     assert choose("auto", request(tracing=True, **large)).name == "reference"
     assert choose("auto", request(return_lse=True, **large)).name == "chunked"
-    assert set(BACKENDS) == {"reference", "sdpa", "chunked", "dense", "triton"}
+
+
+def test_auto_ranks_only_registered_backends():
+    """The table names registered backends only; one it does not rank is reachable by name only."""
+    for device in ("cpu", "cuda"):
+        for dtype in (torch.float32, torch.bfloat16):
+            assert set(auto_order(request(device=torch.device(device), dtype=dtype))) <= set(BACKENDS)
 
 
 def test_auto_on_cuda_puts_triton_first_for_mask_predicates_only():
     cuda = {"device": torch.device("cuda"), "num_queries": 1024, "num_keys": 1024}
     assert auto_order(request(**cuda))[:2] == ("sdpa", "triton")
-    assert auto_order(request(mask_is_predicate=True, **cuda))[:2] == ("triton", "sdpa")
+    assert auto_order(request(predicate=masks.causal(), **cuda))[:2] == ("sdpa", "triton")  # is_causal
+    window = masks.sliding_window(128)
+    assert auto_order(request(predicate=window, **cuda))[:2] == ("triton", "sdpa")
 
 
 def test_auto_follows_the_benchmark_for_small_bf16():
@@ -294,7 +410,7 @@ BAD_INPUTS = [
     (
         {"backend": "flash"},
         ValueError,
-        r"backend must be one of \['auto', 'reference', 'sdpa', 'chunked', 'dense', 'triton'\], got 'flash'",
+        re.escape(f"backend must be one of {['auto', *BACKENDS]}, got 'flash'"),
     ),
     (
         {"backend": "sdpa", "return_weights": True},
@@ -326,3 +442,25 @@ def test_sdpa_shares_key_value_heads_without_copying():
     ops = {event.name for event in profile.events()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops  # torch's fused CPU kernel ran
     assert not ops & {"aten::repeat_interleave", "aten::expand", "aten::clone", "aten::copy_"}
+
+
+def test_no_fast_path_imports_the_reference():
+    """The oracle stays independent: no module of a fast backend imports the reference backend."""
+    for name in BACKENDS.keys() - {"reference"}:
+        spec = importlib.util.find_spec(f"headwise.backends.{name}")
+        files = (
+            [pathlib.Path(spec.origin)]
+            if spec.submodule_search_locations is None
+            else sorted(pathlib.Path(spec.origin).parent.rglob("*.py"))
+        )
+        for file in files:
+            for node in ast.walk(ast.parse(file.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or "", *(alias.name for alias in node.names)]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                assert not any(n == "reference" or n.endswith(".reference") for n in names), (
+                    f"{file.name} of backend {name!r} imports the reference"
+                )

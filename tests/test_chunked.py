@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracle import require
 
 import headwise
 from headwise import masks
+from headwise.backends import BACKENDS
 from headwise.backends.chunked import _Blocks, attention_with_lse
 
 DOUBLE = torch.float64
+CAUSAL = masks.causal()
 
 
 def random_inputs(nq, nk, heads=4, kv_heads=2, head_dim=6, value_dim=5, seed=0):
@@ -34,7 +37,8 @@ def test_blocks_of_any_size_give_the_reference(block, nq, nk, causal):
     q, k, v = random_inputs(nq, nk)
     mask = torch.rand(2, 1, nq, nk, generator=torch.Generator().manual_seed(1)) < 0.8
     mask[1, 0, 0] = False  # a query that sees nothing
-    out, lse = attention_with_lse(q, k, v, mask=mask, causal=causal, scale=0.4, block=block)
+    predicate = CAUSAL if causal else None
+    out, lse = attention_with_lse(q, k, v, mask=mask, predicate=predicate, scale=0.4, block=block)
     expected = headwise.attention(q, k, v, mask=mask, causal=causal, scale=0.4, backend="reference")
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
     torch.testing.assert_close(lse, reference_lse(q, k, mask, causal, 0.4), rtol=0, atol=1e-13)
@@ -58,7 +62,7 @@ def test_gradcheck_through_out_and_lse():
     float_mask[2, 3:] = float("-inf")
 
     def fn(q, k, v):
-        out, lse = attention_with_lse(q, k, v, mask=float_mask, causal=True, scale=0.7, block=3)
+        out, lse = attention_with_lse(q, k, v, mask=float_mask, predicate=CAUSAL, scale=0.7, block=3)
         return out, lse.masked_fill(lse == float("-inf"), 0.0)
 
     assert torch.autograd.gradcheck(fn, (q, k, v))
@@ -69,17 +73,17 @@ def test_dropout_backward_redraws_the_forward_masks():
 
     def fn(q, k, v):
         torch.manual_seed(4)  # the same keep-masks on every call: a deterministic function to check
-        return attention_with_lse(q, k, v, causal=True, scale=0.5, dropout_p=0.3, block=4)[0]
+        return attention_with_lse(q, k, v, predicate=CAUSAL, scale=0.5, dropout_p=0.3, block=4)[0]
 
     assert torch.autograd.gradcheck(fn, (q, k, v))
-    undropped = attention_with_lse(q, k, v, causal=True, scale=0.5, block=4)[0]
+    undropped = attention_with_lse(q, k, v, predicate=CAUSAL, scale=0.5, block=4)[0]
     assert torch.equal(fn(q, k, v), fn(q, k, v)) and not torch.allclose(fn(q, k, v), undropped)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_low_precision_accumulates_in_float32(dtype):
     q, k, v = (t.detach().to(dtype) for t in random_inputs(40, 50))
-    out, lse = attention_with_lse(q, k, v, causal=True, scale=0.4, block=8)
+    out, lse = attention_with_lse(q, k, v, predicate=CAUSAL, scale=0.4, block=8)
     assert out.dtype == dtype and lse.dtype == torch.float32
     expected = headwise.attention(q.double(), k.double(), v.double(), causal=True, scale=0.4)
     assert (out.double() - expected).abs().max() < 4 * torch.finfo(dtype).eps * expected.abs().max()
@@ -123,8 +127,9 @@ def test_chunked_refuses_what_it_cannot_do():
         headwise.attention(q, k, v, mask=mask, backend="chunked")
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked", "auto"])
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
 def test_attention_weights_from_lse_are_exact(backend):
+    require(backend, return_lse=True, requires_grad=True)
     q, k, v = random_inputs(7, 10)
     mask = torch.rand(2, 4, 7, 10, generator=torch.Generator().manual_seed(2)) < 0.7
     mask[0, 3, 6] = False  # a query that sees nothing
@@ -158,9 +163,10 @@ def predicates(nq, nk):
     ]
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("index", range(4))
 def test_mask_predicates_equal_their_dense_masks(backend, index):
+    require(backend, predicate=masks.causal(), requires_grad=True)
     q, k, v = random_inputs(13, 21)
     predicate = predicates(13, 21)[index]
     dense = predicate.materialize(2, 4, 13, 21)  # (B|1, Hq|1, Nq, Nk)
@@ -176,20 +182,21 @@ def test_mask_predicates_equal_their_dense_masks(backend, index):
 def test_chunked_skips_the_blocks_a_window_rules_out():
     q, k, v = random_inputs(64, 64)
     window = masks.sliding_window(4)
-    blocks = _Blocks(q, k, window, False, 1.0, 0.0, 8, 0)
+    blocks = _Blocks(q, k, None, window, 1.0, 0.0, 8, 0)
     visited = list(blocks.pairs())
     assert len(visited) == 8 + 7  # the diagonal blocks and the ones just below it, of 64
-    out, _ = attention_with_lse(q, k, v, mask=window, scale=1.0, block=8)
+    out, _ = attention_with_lse(q, k, v, predicate=window, scale=1.0, block=8)
     expected = headwise.attention(
         q, k, v, mask=window.materialize(1, 1, 64, 64), scale=1.0, backend="reference"
     )
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("backend", ["reference", "dense", "chunked", "auto"])
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
 def test_alibi_equals_its_bias_as_a_float_mask(backend):
     q, k, v = random_inputs(9, 14)
     alibi = masks.alibi(masks.alibi_slopes(4, dtype=DOUBLE))
+    require(backend, score_mod=alibi, requires_grad=True)
     bias = alibi.dense(torch.zeros(1, 4, 9, 14, dtype=DOUBLE))  # (1, Hq, Nq, Nk)
     out = headwise.attention(q, k, v, causal=True, score_mod=alibi, backend=backend)
     expected = headwise.attention(q, k, v, mask=bias, causal=True, backend="reference")
@@ -200,8 +207,9 @@ def test_alibi_equals_its_bias_as_a_float_mask(backend):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["reference", "dense"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_softcap_squashes_the_scaled_scores(backend):
+    require(backend, score_mod=masks.softcap(2.0), requires_grad=True)
     q, k, v = random_inputs(6, 8)
     out = headwise.attention(q * 4, k, v, scale=0.5, score_mod=masks.softcap(2.0), backend=backend)
     keys, values = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)  # (B, Hq, Nk, ·)
@@ -211,9 +219,9 @@ def test_softcap_squashes_the_scaled_scores(backend):
 
 def test_score_modifiers_are_refused_where_a_backend_cannot_apply_them():
     q, k, v = random_inputs(3, 4)
-    with pytest.raises(ValueError, match=r"backend 'sdpa' cannot modify the scores"):
+    with pytest.raises(ValueError, match=r"backend 'sdpa' cannot apply the score modifier softcap\(5\)"):
         headwise.attention(q, k, v, score_mod=masks.softcap(5.0), backend="sdpa")
-    with pytest.raises(ValueError, match="backend 'chunked' cannot apply a score modifier other than alibi"):
+    with pytest.raises(ValueError, match=r"backend 'chunked' cannot apply the score modifier softcap\(5\)"):
         headwise.attention(q, k, v, score_mod=masks.softcap(5.0), backend="chunked")
     with pytest.raises(ValueError, match="alibi has 2 slopes but the scores have H = 4 heads"):
         headwise.attention(q, k, v, score_mod=masks.alibi(torch.ones(2)))
@@ -224,8 +232,9 @@ def test_score_modifiers_are_refused_where_a_backend_cannot_apply_them():
     assert t.names()[:3] == ["scores", "scaled_scores", "modified_scores"]
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_lse_gradient_of_a_row_that_sees_nothing_is_zero(backend):
+    require(backend, return_lse=True, mask="float", requires_grad=True)
     q, k, v = random_inputs(5, 7)
     mask = torch.zeros(5, 7, dtype=DOUBLE)  # float mask, (Nq, Nk)
     mask[2] = float("-inf")  # query 2 sees no key

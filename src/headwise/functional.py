@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from .backends import Request, choose
-from .masks import Predicate, ScoreModifier, causal_mask, check_mask
+from .backends.reference import keep_nothing, log_sum_exp, masked_scores
+from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
 
 
@@ -53,11 +54,10 @@ def attention(
             of the weights exactly, and with `merge` it combines attention over separate key sets.
         score_mod: a `headwise.masks` score modifier (alibi(slopes) with one slope per query head,
             softcap(cap), or a chain a.then(b)) applied to the scaled scores before masking.
-        backend: "auto" (the fastest backend that computes this function), "reference" (step by step,
-            float64-capable, records traces), "sdpa" (torch's scaled_dot_product_attention), "chunked"
-            (block by block, memory linear in the sequence length, forward and backward), "dense" (the
-            whole score matrix with torch's fused softmax) or "triton" (fused Triton kernels on CUDA;
-            headwise[gpu]).
+        backend: "auto" (the fastest backend that computes this function) or a name in
+            `headwise.backends.BACKENDS`: "reference" (step by step, float64-capable, records traces) and
+            the fast paths that the README's table lists; a backend asked for what its capabilities
+            exclude raises a ValueError that says what.
 
     Returns:
         out (B, Hq, Nq, Dv), or a tuple (out, weights) / (out, lse) / (out, weights, lse) as asked. A query
@@ -66,14 +66,7 @@ def attention(
     _check_inputs(q, k, v)
     batch, q_heads, num_queries, _ = q.shape
     target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
-    if isinstance(mask, Predicate):
-        mask.check(batch, q_heads, num_queries, k.shape[2])
-    elif mask is not None:
-        check_mask(mask, "mask", target, q.device)
-        if mask.dtype != torch.bool:
-            mask = mask.to(q.dtype)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    mask, predicate = _check_masks(mask, causal, target, q)
     _check_score_mod(score_mod, target)
     scale = _check_scale(scale, q.shape[-1])
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
@@ -87,26 +80,36 @@ def attention(
         return_weights=bool(return_weights),
         tracing=tracing(),
         return_lse=bool(return_lse),
-        mask_requires_grad=isinstance(mask, torch.Tensor) and mask.requires_grad,
+        batch=batch,
+        q_heads=q_heads,
+        kv_heads=k.shape[1],
         num_queries=num_queries,
         num_keys=k.shape[2],
+        head_dim=q.shape[-1],
+        value_dim=v.shape[-1],
+        mask="none" if mask is None else ("bool" if mask.dtype == torch.bool else "float"),
+        mask_requires_grad=mask is not None and mask.requires_grad,
+        predicate=predicate,
         score_mod=score_mod,
-        mask_is_predicate=isinstance(mask, Predicate),
+        dropout_p=float(dropout_p),
+        requires_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
+        deterministic=torch.are_deterministic_algorithms_enabled(),
     )
     chosen = choose(backend, request)
-    if isinstance(mask, Predicate) and not chosen.takes_predicates:
-        mask = mask.materialize(*target, device=q.device)  # (B|1, Hq|1, Nq, Nk)
+    if predicate is not None and not chosen.capabilities.predicates:
+        mask = with_predicate(mask, predicate, target, q.dtype, q.device)  # (B|1, Hq|1, Nq, Nk)
+        predicate = None
     out, weights, lse = chosen.run(
         q,
         k,
         v,
         mask=mask,
-        causal=causal,
+        predicate=predicate,
         scale=scale,
         dropout_p=float(dropout_p),
-        return_weights=return_weights,
-        return_lse=return_lse,
         score_mod=score_mod,
+        return_weights=bool(return_weights),
+        return_lse=bool(return_lse),
     )
     extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
     return (out, *extras) if extras else out
@@ -145,34 +148,46 @@ def attention_weights(
         got = tuple(lse.shape) if isinstance(lse, torch.Tensor) else type(lse).__name__
         raise ValueError(f"lse must have shape (B, Hq, Nq) = {(batch, q_heads, num_queries)}, got {got}")
     target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
-    if isinstance(mask, Predicate):
-        mask.check(*target)
-        mask = mask.materialize(*target, device=q.device)  # (B|1, Hq|1, Nq, Nk)
-    elif mask is not None:
-        check_mask(mask, "mask", target, q.device)
+    mask, predicate = _check_masks(mask, causal, target, q)
+    if predicate is not None:
+        mask = with_predicate(mask, predicate, target, q.dtype, q.device)  # (B|1, Hq|1, Nq, Nk)
     _check_score_mod(score_mod, target)
     scale = _check_scale(scale, q.shape[-1])
     rows = torch.arange(num_queries, device=q.device)[slice(None) if rows is None else rows]  # (R,)
     heads = torch.arange(q_heads, device=q.device)[slice(None) if heads is None else heads]  # (H',)
     keys = k[:, heads // (q_heads // k.shape[1])]  # (B, H', Nk, Dh): each query head's key head
     queries = q[:, heads][:, :, rows]  # (B, H', R, Dh)
-    accumulate = torch.promote_types(q.dtype, torch.float32) if lse is None else lse.dtype
-    scores = (queries @ keys.transpose(-2, -1)).to(accumulate) * scale  # (B, H', R, Nk)
-    if score_mod is not None:
-        batch_idx = torch.arange(batch, device=q.device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
-        key_idx = torch.arange(k.shape[2], device=q.device)[None, :]  # (1, Nk)
-        scores = score_mod.apply(
-            scores, batch_idx, heads.view(1, -1, 1, 1), rows[:, None], key_idx, num_queries, k.shape[2]
-        )  # (B, H', R, Nk)
-    if mask is not None:
-        piece = mask.expand(target)[:, heads][:, :, rows]  # (B, H', R, Nk)
-        scores = scores.masked_fill(~piece, float("-inf")) if piece.dtype == torch.bool else scores + piece
-    if causal:
-        scores = scores.masked_fill(
-            ~causal_mask(num_queries, k.shape[2], device=q.device)[rows], float("-inf")
-        )
-    row_lse = torch.logsumexp(scores, dim=-1) if lse is None else lse[:, heads][:, :, rows]  # (B, H', R)
+    piece = None if mask is None else mask.expand(target)[:, heads][:, :, rows]  # (B, H', R, Nk)
+    scores = masked_scores(
+        queries,
+        keys,
+        scale=scale,
+        mask=piece,
+        score_mod=score_mod,
+        heads=heads,
+        rows=rows,
+        num_queries=num_queries,
+        dtype=torch.promote_types(q.dtype, torch.float32) if lse is None else lse.dtype,
+        recorder=keep_nothing,
+    )  # (B, H', R, Nk)
+    row_lse = log_sum_exp(scores) if lse is None else lse[:, heads][:, :, rows]  # (B, H', R)
     return torch.exp(scores - row_lse.masked_fill(row_lse == float("-inf"), 0.0)[..., None])
+
+
+def _check_masks(mask: object, causal: object, target: tuple[int, int, int, int], q: torch.Tensor):
+    """Check `mask` and `causal`, and normalise them once: -> (tensor mask or None, predicate or None).
+
+    A float mask is cast to q's dtype; causal=True becomes the causal() predicate, combined (&) with a
+    predicate mask. Backends that take predicates get it as is; the others get it materialised."""
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if isinstance(mask, Predicate):
+        mask.check(*target)
+    elif mask is not None:
+        check_mask(mask, "mask", target, q.device)
+        if mask.dtype != torch.bool:
+            mask = mask.to(q.dtype)
+    return split_causal(mask, causal)
 
 
 def _check_inputs(q: object, k: object, v: object) -> None:

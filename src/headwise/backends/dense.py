@@ -13,23 +13,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..masks import causal_mask, combine
+from ..masks import ALiBi, Softcap
+from .capabilities import Capabilities
+
+CAPABILITIES = Capabilities(weights=True, lse=True, score_mods=frozenset({ALiBi, Softcap}), mask_grad=True)
 
 
-def unsupported(request) -> str | None:
-    if request.tracing:
-        return "record a trace (only the reference backend shows its steps)"
-    return None
-
-
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False, score_mod=None):
+def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv)
     -> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk) or None, lse (B, Hq, Nq) or None)."""
     group = q.shape[1] // k.shape[1]
     if group > 1:
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, Hq, Nk, ·)
-    if causal:
-        mask = combine(mask, causal_mask(q.shape[2], k.shape[2], device=q.device), q.dtype)  # (.., Nq, Nk)
     scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, Hq, Nq, Nk)
     if score_mod is not None:
         scores = score_mod.dense(scores)  # (B, Hq, Nq, Nk)

@@ -28,9 +28,10 @@ from .predicates import (
     key_lengths,
     prefix_lm,
     sliding_window,
+    split_causal,
 )
 from .score_mods import ALiBi, Chain, ScoreModifier, Softcap, alibi, alibi_slopes, softcap
-from .tensors import Mask, causal_mask, check_mask, combine, to_additive
+from .tensors import Mask, causal_mask, check_mask, combine, to_additive, with_predicate
 
 __all__ = [
     "ALiBi",
@@ -58,5 +59,7 @@ __all__ = [
     "prefix_lm",
     "sliding_window",
     "softcap",
+    "split_causal",
     "to_additive",
+    "with_predicate",
 ]

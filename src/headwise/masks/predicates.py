@@ -388,3 +388,13 @@ def _key_lengths(lengths: object, name: str) -> KeyLengths:
 def _grouped(predicate: Predicate) -> str:
     """The predicate's title, in parentheses when it is an & or | of two others."""
     return f"({predicate.title})" if type(predicate) in (And, Or) else predicate.title
+
+
+def split_causal(mask, causal: bool) -> tuple[Mask | None, Predicate | None]:
+    """A mask argument (a tensor, a Predicate or None) and a causal flag, normalised as headwise.attention
+    does: -> (tensor mask or None, predicate or None), causal=True becoming causal() (& a predicate mask)."""
+    predicate = mask if isinstance(mask, Predicate) else None
+    tensor = None if predicate is not None else mask
+    if causal:
+        predicate = Causal() if predicate is None else predicate & Causal()
+    return tensor, predicate

@@ -181,4 +181,3 @@ def softcap(cap: float) -> Softcap:
     if not (math.isfinite(cap) and cap > 0):
         raise ValueError(f"cap must be a finite number > 0, got {cap!r}")
     return Softcap(float(cap))
-

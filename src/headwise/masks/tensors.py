@@ -65,3 +65,8 @@ def check_mask(
             f"{name} has shape {tuple(mask.shape)}, which does not broadcast to (B, Hq, Nq, Nk) = {target}"
         )
 
+
+def with_predicate(mask: Mask | None, predicate, target: tuple[int, int, int, int], dtype, device) -> Mask:
+    """`mask` and a masks.Predicate as one tensor mask (see `combine`), the predicate materialised for
+    attention of sizes target = (B, Hq, Nq, Nk) on `device`: bool (B|1, Hq|1, Nq, Nk), or float in `dtype`."""
+    return combine(mask, predicate.materialize(*target, device=device), dtype)

@@ -54,29 +54,25 @@ from ...masks import (
     Softcap,
     combine,
 )
-from ..limits import flash_limits
+from ..capabilities import Capabilities
 
 INSTALL = "pip install 'headwise[gpu]'"
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INTERPRETER_DTYPES = (torch.float32, torch.float16, torch.float64)
 
 
-def unsupported(request) -> str | None:
-    """What this backend cannot do for `request`, or None. Limits that depend on the tensors' values
-    (none here: every mask, head width and length runs) would be raised by `attention`."""
-    if not _triton_installed():
-        return f"run without Triton, which is not installed ({INSTALL})"
-    return (
-        flash_limits(request)
-        or _modifier_limits(request.score_mod)
-        or _device_limits(request.device, request.dtype)
-    )
+def _limits(request) -> str | None:
+    """What depends on the environment (Triton installed, its interpreter on) and on the modifier chain."""
+    return _device_limits(request.device, request.dtype) or _modifier_limits(request.score_mod)
 
 
-def attention(q, k, v, *, mask, causal, scale, dropout_p, return_weights, return_lse=False, score_mod=None):
+CAPABILITIES = Capabilities(lse=True, predicates=True, score_mods=frozenset({ALiBi, Softcap}), limits=_limits)
+
+
+def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
     out, lse = attention_with_lse(
-        q, k, v, mask=mask, causal=causal, scale=scale, dropout_p=dropout_p, score_mod=score_mod
+        q, k, v, mask=mask, predicate=predicate, scale=scale, dropout_p=dropout_p, score_mod=score_mod
     )
     return out, None, (lse if return_lse else None)
 
@@ -87,7 +83,7 @@ def attention_with_lse(
     v,
     *,
     mask=None,
-    causal=False,
+    predicate=None,
     scale=None,
     dropout_p=0.0,
     score_mod=None,
@@ -95,8 +91,9 @@ def attention_with_lse(
     tiles=None,
 ):
     """As `headwise.attention(..., backend="triton", return_lse=True)`: (out (B, Hq, Nq, Dv), lse (B, Hq,
-    Nq)), both differentiable. q, k, v as validated by `headwise.attention`; mask None, a bool/float
-    tensor broadcastable to (B, Hq, Nq, Nk) or a masks.Predicate; causal bottom-right.
+    Nq)), both differentiable. q, k, v as validated by `headwise.attention`; mask None or a bool/float
+    tensor broadcastable to (B, Hq, Nq, Nk); predicate None or a masks.Predicate (causal() for causal
+    attention, bottom-right).
 
     deterministic: the atomics-free backward (bitwise reproducible); None follows
     torch.are_deterministic_algorithms_enabled(). tiles: (BLOCK_M, BLOCK_N), one launch configuration for
@@ -112,7 +109,7 @@ def attention_with_lse(
         deterministic = torch.are_deterministic_algorithms_enabled()
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     seed = int(torch.randint(2**62, (1,)).item()) if dropout_p > 0 else 0  # from torch's RNG: reproducible
-    plan = make_plan(q, k, mask, causal, scale, float(dropout_p), seed, score_mod)
+    plan = make_plan(q, k, mask, predicate, scale, float(dropout_p), seed, score_mod)
     return TritonAttention.apply(q, k, v, plan, bool(deterministic), tiles)
 
 
@@ -140,15 +137,15 @@ class Plan:
     softcap: float | None = None
 
 
-def make_plan(q, k, mask, causal, scale, dropout_p, seed, score_mod) -> Plan:
-    """Compile the mask (predicates, tensors, causal) and score modifiers of a call into a Plan."""
+def make_plan(q, k, mask, predicate, scale, dropout_p, seed, score_mod) -> Plan:
+    """Compile the tensor mask, the predicate and the score modifiers of a call into a Plan."""
     batch, heads, num_queries = q.shape[:3]
     num_keys, device = k.shape[2], q.device
     far = num_queries + num_keys  # a window side this long does not limit that side
-    left, right, windowed = far, (0 if causal else far), causal
+    left, right, windowed = far, far, False
     lo = hi = docs = None
-    dense = mask if isinstance(mask, torch.Tensor) else None
-    for term in _conjuncts(mask) if isinstance(mask, Predicate) else ():
+    dense = mask
+    for term in _conjuncts(predicate) if predicate is not None else ():
         kind = type(term)
         if kind is Causal:
             right, windowed = min(right, 0), True
