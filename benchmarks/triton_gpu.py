@@ -167,8 +167,10 @@ def step(forward, inputs, d_out, backward):
 def triton_attention(mask=None, causal=False, deterministic=False):
     from headwise.backends.triton import attention_with_lse
 
+    tensor, predicate = masks.split_causal(mask, causal)
+
     def run(q, k, v):
-        return attention_with_lse(q, k, v, mask=mask, causal=causal, deterministic=deterministic)[0]
+        return attention_with_lse(q, k, v, mask=tensor, predicate=predicate, deterministic=deterministic)[0]
 
     return run
 
@@ -427,6 +429,8 @@ def compile_only() -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("--compile-only needs the GPU kernels: unset TRITON_INTERPRET", file=sys.stderr)
         return 1
+    import triton_compile
+
     from headwise.backends.triton import kernels, make_plan
 
     ids = torch.arange(4096).div(1000, rounding_mode="floor")[None]  # (1, N), packed
@@ -446,10 +450,10 @@ def compile_only() -> int:
                 ):
                     q = torch.empty(1, 8, 4096, head_dim, dtype=dtype)
                     k = torch.empty(1, 2, 4096, head_dim, dtype=dtype)
-                    plan = make_plan(q, k, mask, causal, 0.1, p, 1234 if p else 0, mod)
+                    plan = make_plan(q, k, *masks.split_causal(mask, causal), 0.1, p, 1234 if p else 0, mod)
                     for deterministic in (False, True):
                         try:
-                            with kernels.compile_only(arch) as records:
+                            with triton_compile.compile_only(arch) as records:
                                 out, lse = kernels.forward(q, k, k, plan)
                                 kernels.backward(q, k, k, out, lse, out, lse, plan, deterministic)
                         except Exception as error:

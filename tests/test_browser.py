@@ -42,7 +42,7 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1280, "height": 900}
 READY_TIMEOUT_MS = 20_000
 LONG_READY_S = 10.0  # generous: about 1 s on a shared 2-core machine
-LINE_MIN = 0.01  # report.js draws no line for a weight below this
+LINE_MIN = 0.01  # the head view (report-heads.js) draws no line for a weight below this
 FIXED4_ERROR = 0.5e-4 + 1e-6  # 4 decimals, read back through float32
 
 pytestmark = pytest.mark.skipif(
@@ -239,7 +239,7 @@ def screenshot(
 
 
 def as_the_page_sees(weights: torch.Tensor) -> torch.Tensor:
-    """Attention weights as report.js holds them: exact float64, or (past html.EXACT_LIMIT values) the
+    """Attention weights as the page holds them: exact float64, or (past html.EXACT_LIMIT values) the
     4-decimal ones as float32, so that comparisons with LINE_MIN come out the same."""
     encoded = html.encode_array(weights, weights=True)
     stored = html.decode_array(encoded)

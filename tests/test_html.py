@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import importlib.resources
 import os
 import re
 
@@ -109,6 +110,18 @@ def test_only_the_page_s_own_code_may_run(lecture_page: tuple[Report, str]) -> N
         digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
         assert f"{directive} 'sha256-{digest}'" in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
+def test_the_script_is_every_piece_in_order(lecture_page: tuple[Report, str]) -> None:
+    """The page's script is the pieces html.SCRIPT lists, in that order, inside one strict-mode function,
+    and SCRIPT lists every assets/*.js."""
+    _, page = lecture_page
+    script, _ = script_and_style(page)
+    assets = importlib.resources.files("headwise.explain").joinpath("assets")
+    assert sorted(html.SCRIPT) == sorted(item.name for item in assets.iterdir() if item.name.endswith(".js"))
+    assert script.startswith("(function () {\n'use strict';\n") and script.endswith("\n})();\n")
+    places = [script.index(assets.joinpath(name).read_text(encoding="utf-8")) for name in html.SCRIPT]
+    assert places == sorted(places)
 
 
 def test_user_text_cannot_leave_the_json_block() -> None:

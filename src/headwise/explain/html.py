@@ -2,7 +2,9 @@
 
     write_html(lecture_report(run_example(Example())), "report.html")
 
-The page needs no network. Its CSS and JavaScript (assets/report.css, assets/report.js) are inlined, and the
+The page needs no network. Its CSS (assets/report.css) and JavaScript are inlined: the script is the pieces
+SCRIPT lists (assets/report-*.js, one per view and those they share), joined in that order inside one
+strict-mode function, so that they share their names and leave none on window; no build step. The
 report travels as JSON in a <script type="application/json"> block in which every <, > and & is written
 \\u003c, \\u003e and \\u0026, so that no token or title can close the block; the JavaScript puts every piece
 of user text on the page with textContent, never as HTML. A Content-Security-Policy lets only the page's own
@@ -57,7 +59,16 @@ PRECISION = {  # what the page says about each encoding
     "float32": "stored as float32 (7 significant digits) to keep the file small",
 }
 DATA_ID = "report-data"
-ASSETS = ("report.css", "report.js")
+STYLE = "report.css"
+SCRIPT = (  # the pieces of the page's script, in the order it needs them: start() in the last runs the page
+    "report-common.js",  # the overview; shared settings, the DOM, numbers, colour scales and legends
+    "report-data.js",  # the embedded report read, its arrays decoded
+    "report-canvas.js",  # heatmaps, the tooltip, lazy drawing and <body data-ready>
+    "report-walkthrough.js",  # the walkthrough view
+    "report-heads.js",  # the head view
+    "report-model.js",  # the model view and its large view
+    "report-main.js",  # the page, and start()
+)
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 _DATA_BLOCK = re.compile(
     rf'<script type="application/json" id="{DATA_ID}">(?P<json>.*?)</script>', flags=re.DOTALL
@@ -207,6 +218,12 @@ def _asset(name: str) -> str:
     return text
 
 
+def _script() -> str:
+    """The page's script: SCRIPT's pieces in order, inside one strict-mode function."""
+    body = "\n".join(_asset(name) for name in SCRIPT)
+    return f"(function () {{\n'use strict';\n\n{body}}})();\n"
+
+
 def _sha256(text: str) -> str:
     """A CSP source for an inline element's exact text: 'sha256-<base64>'."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
@@ -214,7 +231,7 @@ def _sha256(text: str) -> str:
 
 def render_html(report: Report) -> str:
     """The report as one HTML page (a str) that needs no network to view."""
-    css, js = (_asset(name) for name in ASSETS)
+    css, js = _asset(STYLE), _script()
     policy = (
         f"default-src 'none'; script-src {_sha256(js)}; style-src {_sha256(css)}; "
         "base-uri 'none'; form-action 'none'"
