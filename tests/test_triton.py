@@ -191,9 +191,11 @@ def test_matches_float64_reference(index):
             return headwise.attention(
                 q, k, v, mask=mask, causal=causal, score_mod=score_mod, return_lse=True, backend="triton"
             )
+        tensor, predicate = masks.split_causal(mask, causal)
         return attention_with_lse(
-            q, k, v, mask=mask, causal=causal, score_mod=score_mod, deterministic=deterministic, tiles=tiles
-        )
+            q, k, v, mask=tensor, predicate=predicate, score_mod=score_mod, deterministic=deterministic,
+            tiles=tiles,
+        )  # fmt: skip
 
     golden = run(reference, q.double(), k.double(), v.double(), d_out, d_lse)
     baseline = run(reference, q, k, v, d_out, d_lse)
@@ -343,7 +345,9 @@ def test_gradients_match_finite_differences_in_float64():
 
     def fn(q, k, v):
         torch.manual_seed(3)  # the same dropout mask on every call: a deterministic function
-        out, lse = attention_with_lse(q, k, v, causal=True, score_mod=mod, dropout_p=0.2, deterministic=True)
+        out, lse = attention_with_lse(
+            q, k, v, predicate=masks.causal(), score_mod=mod, dropout_p=0.2, deterministic=True
+        )
         return out, lse.masked_fill(lse == INF, 0.0)
 
     gen = torch.Generator().manual_seed(1)
@@ -371,7 +375,7 @@ def test_deterministic_backward_is_bitwise_repeatable(monkeypatch):
 
     def grads(deterministic):
         return run(
-            lambda q, k, v: attention_with_lse(q, k, v, mask=mask, deterministic=deterministic),
+            lambda q, k, v: attention_with_lse(q, k, v, predicate=mask, deterministic=deterministic),
             q, k, v, d_out, d_lse,
         )  # fmt: skip
 
@@ -384,7 +388,7 @@ def test_deterministic_backward_is_bitwise_repeatable(monkeypatch):
     backward = kernels.backward
     monkeypatch.setattr(kernels, "backward", lambda *a: asked.append(a[8]) or backward(*a))
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
-    run(lambda q, k, v: attention_with_lse(q, k, v, mask=mask), q, k, v, d_out, d_lse)
+    run(lambda q, k, v: attention_with_lse(q, k, v, predicate=mask), q, k, v, d_out, d_lse)
     assert asked == [True]  # torch.use_deterministic_algorithms(True) picks the deterministic kernels
 
 
@@ -392,7 +396,7 @@ def test_plan_compiles_predicates():
     q, k = torch.randn(2, 4, 12, 8), torch.randn(2, 2, 20, 8)
     ids = torch.tensor([[0] * 7 + [1] * 9 + [2] * 4, [0] * 20])  # (B, Nk), packed
     mask = masks.documents(ids[:, 8:], ids) & masks.key_lengths(torch.tensor([18, 5])) & masks.causal()
-    plan = make_plan(q, k, mask & masks.sliding_window(4, 9), False, 1.0, 0.0, 0, None)
+    plan = make_plan(q, k, None, mask & masks.sliding_window(4, 9), 1.0, 0.0, 0, None)
     assert plan.window == (4, 0) and plan.dense is None and plan.documents is None
     lo, hi = plan.row_range  # (B, Nq): query i sees keys lo <= j < hi (before the window)
     dense = (masks.documents(ids[:, 8:], ids) & masks.key_lengths(torch.tensor([18, 5]))).materialize(
@@ -405,8 +409,9 @@ def test_plan_compiles_predicates():
     assert torch.equal(
         (queries >= col_lo[..., None]) & (queries < col_hi[..., None]), dense[:, 0].transpose(1, 2)
     )
-    assert make_plan(q, k, masks.prefix_lm(3), True, 1.0, 0.0, 0, None).dense.shape == (2, 4, 12, 20)
-    unsorted = make_plan(q, k, masks.documents(ids.flip(1)[:, 8:], ids.flip(1)), False, 1.0, 0.0, 0, None)
+    prefix = masks.prefix_lm(3) & masks.causal()
+    assert make_plan(q, k, None, prefix, 1.0, 0.0, 0, None).dense.shape == (2, 4, 12, 20)
+    unsorted = make_plan(q, k, None, masks.documents(ids.flip(1)[:, 8:], ids.flip(1)), 1.0, 0.0, 0, None)
     assert unsorted.documents is not None and unsorted.row_range is None
 
 
@@ -436,7 +441,8 @@ def test_declares_what_it_cannot_do(monkeypatch):
         headwise.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), backend="triton")
     cuda = torch.device("cuda")
     assert choose("auto", request(device=cuda, dtype=torch.float16)).name == "sdpa"
-    assert choose("auto", request(device=cuda, dtype=torch.float16, mask_is_predicate=True)).name == "triton"
+    window = masks.sliding_window(8)
+    assert choose("auto", request(device=cuda, dtype=torch.float16, predicate=window)).name == "triton"
     assert choose("auto", request(device=cuda, dtype=torch.float16, return_lse=True)).name == "triton"
     assert choose("auto", request(device=cuda, return_weights=True)).name == "dense"
     twice = masks.softcap(2).then(masks.softcap(3))
@@ -446,7 +452,7 @@ def test_declares_what_it_cannot_do(monkeypatch):
         headwise.attention(q, k, v, backend="triton")
     assert choose("auto", request()).name != "triton"
     monkeypatch.setattr(triton_backend, "_triton_installed", lambda: False)
-    assert "pip install 'headwise[gpu]'" in triton_backend.unsupported(request(device=cuda))
+    assert "pip install 'headwise[gpu]'" in triton_backend.CAPABILITIES.unsupported(request(device=cuda))
 
 
 def test_headwise_imports_without_triton():
@@ -454,7 +460,7 @@ def test_headwise_imports_without_triton():
         "import sys; sys.modules['triton'] = None\n"  # import triton now fails
         "import headwise, torch\n"
         "from headwise.backends import BACKENDS, Request\n"
-        "print(BACKENDS['triton'].unsupported(Request(torch.device('cuda'), torch.float16, False, False)))\n"
+        "print(BACKENDS['triton'].unsupported(Request(torch.device('cuda'), torch.float16)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
