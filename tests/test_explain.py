@@ -390,6 +390,7 @@ def test_without_rich_it_says_what_to_install(
     assert "pip install 'headwise[cli]'" in err
 
 
+@pytest.mark.slow
 def test_the_console_script_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "headwise.cli.main", "explain", "--tokens", "one step", "--heads", "1"],

@@ -283,6 +283,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_import_headwise_does_not_import_transformers_and_register_says_how_to_install_it():
     done = _python(
         """

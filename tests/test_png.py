@@ -70,6 +70,7 @@ def test_the_model_view_has_a_cell_per_layer_and_head():
     plt.close(figure)
 
 
+@pytest.mark.slow
 def test_write_pngs_writes_every_view(tmp_path):
     files = write_pngs(by_hand_report(), tmp_path)
     names = sorted(path.name for path in files)
@@ -82,6 +83,7 @@ def test_write_pngs_writes_every_view(tmp_path):
     assert picture.shape[0] > 200 and picture.std() > 0.05  # drawn, not blank
 
 
+@pytest.mark.slow
 def test_cli_writes_pngs_and_checks_its_options(tmp_path, capsys):
     assert main(["explain", "--png", str(tmp_path / "pictures")]) == 0
     assert "wrote 17 PNG files" in capsys.readouterr().out  # 14 steps, two heads, the model view

@@ -94,6 +94,7 @@ def saved(pristine, tmp_path):
 # --- exact resume -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dates", "shakespeare"])
 def test_resume_is_exact(tmp_path, name):
     task, straight = tiny_run(name)
@@ -343,6 +344,7 @@ def cli(*args: str) -> int:
     return main(["train", *args, "--quiet", "--device", "cpu"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dates", "shakespeare"])
 def test_cli_trains_end_to_end_and_resumes(tmp_path, capsys, name):
     out = tmp_path / "run"

@@ -52,6 +52,7 @@ from headwise.backends import triton as triton_backend  # noqa: E402
 from headwise.backends.triton import attention_with_lse, make_plan  # noqa: E402
 
 CHILD = "test_in_a_fresh_process"
+pytestmark = pytest.mark.gpu  # the GPU kernels, run here under Triton's CPU interpreter
 
 
 @pytest.fixture(autouse=True, scope="module")
