@@ -51,6 +51,7 @@ AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA
 NUMERICAL := tests/test_attention.py tests/test_chunked.py tests/test_masks.py tests/test_cache.py \
 	tests/test_modules.py tests/test_module_precision.py tests/test_compat.py
 test-avx2: $(VENV)/.dev
+	$(AVX2) $(BIN)/python -c "import torch; print('CPU capability:', torch.backends.cpu.get_cpu_capability())"
 	$(AVX2) $(BIN)/pytest -n $(JOBS) -q $(NUMERICAL)
 
 clean:
