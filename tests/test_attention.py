@@ -15,7 +15,7 @@ from oracle import assert_by_ratio, covering_design, naive_attention, naive_atte
 
 import headwise
 from headwise import masks
-from headwise.backends import BACKENDS, Request, auto_order, choose
+from headwise.backends import BACKENDS, Choice, Request, auto_order, choose, tuning
 
 LENGTHS = (1, 7, 97, 257, 1025)
 HEAD_DIMS = (8, 59, 64, 80)
@@ -345,10 +345,10 @@ def request(**overrides):
 
 def test_auto_picks_sdpa_unless_it_cannot():
     large = {"num_queries": 1024, "num_keys": 1024}
-    assert choose("auto", request(**large)).name == "sdpa"
-    assert choose("auto", request(return_weights=True, **large)).name == "dense"
-    assert choose("auto", request(tracing=True, **large)).name == "reference"
-    assert choose("auto", request(return_lse=True, **large)).name == "chunked"
+    assert choose("auto", request(**large)).backend == "sdpa"
+    assert choose("auto", request(return_weights=True, **large)).backend == "dense"
+    assert choose("auto", request(tracing=True, **large)).backend == "reference"
+    assert choose("auto", request(return_lse=True, **large)).backend == "chunked"
 
 
 def test_auto_ranks_only_registered_backends():
@@ -366,11 +366,34 @@ def test_auto_on_cuda_puts_triton_first_for_mask_predicates_only():
     assert auto_order(request(predicate=window, **cuda))[:2] == ("triton", "sdpa")
 
 
-def test_auto_follows_the_benchmark_for_small_bf16():
+@pytest.mark.parametrize("kind", ["AVX512-bf16-fp16", "AVX2"])
+def test_the_static_table_follows_the_cpu_kind(kind, monkeypatch):
+    """AVX-512 bf16 (benchmarks/results/speed-cpu-bf16.md): dense for short bf16, SDPA from 512²; AVX2
+    (speed-cpu-avx2.md): bf16 forward with SDPA in bf16, forward + backward with SDPA in float32."""
+    monkeypatch.setattr(tuning, "cpu_kind", lambda: kind)
     small = {"dtype": torch.bfloat16, "num_queries": 512, "num_keys": 512}
-    assert choose("auto", request(**small)).name == "dense"
-    assert choose("auto", request(**{**small, "num_keys": 1024})).name == "sdpa"
-    assert choose("auto", request(**{**small, "dtype": torch.float32})).name == "sdpa"
+    large = {**small, "num_keys": 1024}
+    native = kind != "AVX2"
+    assert choose("auto", request(**small)) == Choice("dense" if native else "sdpa", torch.bfloat16)
+    assert choose("auto", request(**large)) == Choice("sdpa", torch.bfloat16)
+    backward = choose("auto", request(requires_grad=True, **large))
+    assert backward == Choice("sdpa", torch.bfloat16 if native else torch.float32)
+    assert choose("auto", request(**{**small, "dtype": torch.float32})) == Choice("sdpa", torch.float32)
+    assert choose("auto", request(return_weights=True, **large)).backend == "dense"
+
+
+def test_auto_computes_bf16_in_float32_where_it_chose_so(monkeypatch):
+    """A bf16 call computed in float32 returns bf16, and is at least as accurate as bf16 throughout."""
+    monkeypatch.setattr(tuning, "cpu_kind", lambda: "AVX2")
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 33, 16, generator=gen).bfloat16().requires_grad_() for _ in range(3))
+    out = headwise.attention(q, k, v, causal=True)
+    golden = headwise.attention(q.double(), k.double(), v.double(), causal=True, backend="reference")
+    in_bf16 = headwise.attention(q, k, v, causal=True, backend="sdpa")
+    assert out.dtype == torch.bfloat16
+    assert (out.double() - golden).abs().max() <= (in_bf16.double() - golden).abs().max()
+    (grad,) = torch.autograd.grad(out.sum(), q)
+    assert grad.dtype == torch.bfloat16 and torch.isfinite(grad).all()
 
 
 def test_auto_returns_the_reference_weights():

@@ -441,17 +441,17 @@ def test_declares_what_it_cannot_do(monkeypatch):
     with pytest.raises(ValueError, match="cannot run bfloat16 under Triton's CPU interpreter"):
         headwise.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), backend="triton")
     cuda = torch.device("cuda")
-    assert choose("auto", request(device=cuda, dtype=torch.float16)).name == "sdpa"
+    assert choose("auto", request(device=cuda, dtype=torch.float16)).backend == "sdpa"
     window = masks.sliding_window(8)
-    assert choose("auto", request(device=cuda, dtype=torch.float16, predicate=window)).name == "triton"
-    assert choose("auto", request(device=cuda, dtype=torch.float16, return_lse=True)).name == "triton"
-    assert choose("auto", request(device=cuda, return_weights=True)).name == "dense"
+    assert choose("auto", request(device=cuda, dtype=torch.float16, predicate=window)).backend == "triton"
+    assert choose("auto", request(device=cuda, dtype=torch.float16, return_lse=True)).backend == "triton"
+    assert choose("auto", request(device=cuda, return_weights=True)).backend == "dense"
     twice = masks.softcap(2).then(masks.softcap(3))
-    assert choose("auto", request(device=cuda, score_mod=twice)).name == "dense"
+    assert choose("auto", request(device=cuda, score_mod=twice)).backend == "dense"
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(ValueError, match="cannot run on the CPU unless TRITON_INTERPRET=1"):
         headwise.attention(q, k, v, backend="triton")
-    assert choose("auto", request()).name != "triton"
+    assert choose("auto", request()).backend != "triton"
     monkeypatch.setattr(triton_backend, "_triton_installed", lambda: False)
     assert "pip install 'headwise[gpu]'" in triton_backend.CAPABILITIES.unsupported(request(device=cuda))
 

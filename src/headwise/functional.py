@@ -6,13 +6,14 @@ query heads share one key/value head), Dh head width of queries and keys, Dv hea
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
 
 import torch
 
-from .backends import Request, choose
+from .backends import BACKENDS, Choice, Request, choose
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
@@ -95,14 +96,8 @@ def attention(
         requires_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
         deterministic=torch.are_deterministic_algorithms_enabled(),
     )
-    chosen = choose(backend, request)
-    if predicate is not None and not chosen.capabilities.predicates:
-        mask = with_predicate(mask, predicate, target, q.dtype, q.device)  # (B|1, Hq|1, Nq, Nk)
-        predicate = None
-    out, weights, lse = chosen.run(
-        q,
-        k,
-        v,
+    call = functools.partial(
+        _run,
         mask=mask,
         predicate=predicate,
         scale=scale,
@@ -111,8 +106,39 @@ def attention(
         return_weights=bool(return_weights),
         return_lse=bool(return_lse),
     )
+    choice = choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, request.requires_grad))
+    out, weights, lse = call(choice, q, k, v)
     extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
     return (out, *extras) if extras else out
+
+
+def _run(choice: Choice, q, k, v, *, mask, predicate, **options):
+    """Run `choice` on q, k, v (validated): the predicate materialised into the mask for a backend that
+    does not take predicates; the inputs cast to the choice's compute dtype and out and weights cast back
+    (lse stays in its float32/float64). -> (out, weights or None, lse or None)."""
+    backend = BACKENDS[choice.backend]
+    dtype, compute = q.dtype, choice.compute_dtype
+    if predicate is not None and not backend.capabilities.predicates:
+        target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])  # (B, Hq, Nq, Nk)
+        mask = with_predicate(mask, predicate, target, compute, q.device)  # (B|1, Hq|1, Nq, Nk)
+        predicate = None
+    if compute != dtype:
+        q, k, v = (t.to(compute) for t in (q, k, v))  # a copy of each in the compute dtype
+        mask = mask.to(compute) if mask is not None and mask.is_floating_point() else mask
+    out, weights, lse = backend.run(q, k, v, mask=mask, predicate=predicate, **options)
+    if compute != dtype:
+        out = out.to(dtype)
+        weights = None if weights is None else weights.to(dtype)
+    return out, weights, lse
+
+
+def _measure(choice: Choice, call, q, k, v, backward: bool) -> None:
+    """One call of `choice` on random inputs shaped as q, k, v (and its backward when the call has one):
+    what the tuner times."""
+    inputs = [torch.randn_like(t).requires_grad_(backward) for t in (q, k, v)]  # (B, H, N, D) each
+    out, _, _ = call(choice, *inputs)
+    if backward:
+        out.backward(torch.ones_like(out))
 
 
 def attention_weights(

@@ -49,5 +49,6 @@ def _load(name: str) -> Backend:
 BACKENDS: dict[str, Backend] = {name: _load(name) for name in MODULES}
 
 from .dispatch import auto_order, choose  # noqa: E402  (dispatch reads BACKENDS)
+from .tuning import Choice  # noqa: E402
 
-__all__ = ["BACKENDS", "MODULES", "Backend", "Capabilities", "Request", "auto_order", "choose"]
+__all__ = ["BACKENDS", "MODULES", "Backend", "Capabilities", "Choice", "Request", "auto_order", "choose"]

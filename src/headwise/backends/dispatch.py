@@ -1,58 +1,55 @@
-"""Which backend runs a call: the one named, or the pick of "auto".
+"""Which backend runs a call, and in which dtype: the one named, or the pick of "auto" (see tuning.py for
+the static table and the measurements).
 
-"auto" takes the first backend in `auto_order(request)` that can serve the request. sdpa computes the
-same function as the reference (its fully masked rows give zeros, forward and backward) and runs torch's
-fused kernels, so it comes first, except where the benchmark says otherwise
-(benchmarks/results/speed-cpu-bf16.md: 2-core AMD EPYC, torch 2.13, B=4, H=8, Dh=64; median ms, dense vs
-SDPA):
-- bf16 on the CPU with Nq·Nk <= 512²: SDPA's CPU flash kernel runs bf16 no faster than fp32, where the
-  dense path's matmuls run at the bf16 rate: forward+backward 2.81 vs 10.7 (N=128), 37.2 vs 58.0
-  (N=512); causal 4.89 vs 12.1, 61.2 vs 87.4; forward 0.82 vs 1.54 (N=128), 19.8 vs 18.4 (N=512, a tie).
-  From N=1024 SDPA wins: forward 96.9 vs 65.8, forward+backward 240 vs 172.
-- otherwise: weights asked for go to dense (sdpa and chunked have none); lse to chunked (memory linear
-  in N); the reference is the last resort and the path of traces.
-A registered backend that this table does not rank is never picked by "auto" (only by name).
+"auto" takes, among the candidates a backend can serve, the measured choice for the request's key when
+there is one; else, where tuning on first use is on, it measures; else the first in the static table. A
+registered backend the table does not rank is a candidate only for measurement (and by name).
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
-from ..masks import Causal
-from . import BACKENDS, Backend
+from . import BACKENDS
 from .capabilities import Request
-
-DENSE_BF16 = 512 * 512
+from .tuning import TUNER, Choice, static_choices, with_compute_dtype
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
-    """The backends "auto" tries for `request`, fastest first."""
-    if request.device.type == "cuda":
-        # Unmeasured so far (no GPU yet: benchmarks/triton_gpu.py will decide): SDPA's flash kernel first for
-        # plain calls; triton first where SDPA would read a materialised (Nq, Nk) mask, since triton
-        # evaluates predicates in the kernel and skips the blocks they rule out. Where SDPA cannot serve
-        # the call (lse, score modifiers), triton is the next in line either way.
-        if request.predicate is not None and not _plain_causal(request):
-            return ("triton", "sdpa", "chunked", "dense", "reference")
-        return ("sdpa", "triton", "chunked", "dense", "reference")
-    bf16_cpu = request.device.type == "cpu" and request.dtype == torch.bfloat16
-    if bf16_cpu and request.num_queries * request.num_keys <= DENSE_BF16:
-        return ("dense", "sdpa", "chunked", "reference")
-    return ("sdpa", "chunked", "dense", "reference")
+    """The backends the static table ranks for `request`, in the input dtype, best first."""
+    return tuple(c.backend for c in static_choices(request) if c.compute_dtype == request.dtype)
 
 
-def _plain_causal(request: Request) -> bool:
-    """causal=True and no other mask: SDPA takes it as is_causal (square) or a mask it builds itself."""
-    return type(request.predicate) is Causal and request.mask == "none"
+def candidates(request: Request) -> list[Choice]:
+    """Every choice a backend can serve, the static table's order first, then the other registered
+    backends (in the input dtype and, for bf16/fp16, in float32)."""
+    ranked = static_choices(request)
+    dtypes = {c.compute_dtype for c in ranked}
+    others = [Choice(name, dtype) for dtype in sorted(dtypes, key=str) for name in BACKENDS]
+    seen, capable = set(), []
+    for choice in [*ranked, *others]:
+        if choice in seen:
+            continue
+        seen.add(choice)
+        if BACKENDS[choice.backend].unsupported(with_compute_dtype(request, choice.compute_dtype)) is None:
+            capable.append(choice)
+    return capable
 
 
-def choose(name: str, request: Request) -> Backend:
-    """The backend to run: `name` itself (or a ValueError saying why it cannot), or the pick of "auto"."""
+def choose(name: str, request: Request, measure: Callable[[Choice], None] | None = None) -> Choice:
+    """The choice to run: `name` itself in the input dtype (or a ValueError saying why it cannot), or the
+    pick of "auto". measure(choice) runs one call of the request's shape, for tuning on first use."""
     if name == "auto":
-        return next(BACKENDS[n] for n in auto_order(request) if BACKENDS[n].unsupported(request) is None)
+        capable = candidates(request)
+        measured = TUNER.lookup(request)
+        if measured in capable:
+            return measured
+        if measure is not None and len(capable) > 1 and TUNER.may_tune():
+            return TUNER.tune(request, capable, measure)["choice"]
+        return capable[0]
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {name!r}")
     reason = BACKENDS[name].unsupported(request)
     if reason is not None:
         raise ValueError(f"backend {name!r} cannot {reason}; use backend='reference' or backend='auto'")
-    return BACKENDS[name]
+    return Choice(name, request.dtype)

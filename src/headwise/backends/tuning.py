@@ -1,0 +1,282 @@
+"""How "auto" picks a backend and a compute dtype: from a measurement on this machine when there is one, else
+from a static table keyed by the kind of device.
+
+A choice is a backend and the dtype it computes in: a bf16/fp16 call may run in float32 and be cast back
+(more accurate, so the ratio rule holds) where the hardware has no fast low-precision matmul, as on CPUs
+without AVX-512 bf16 (AVX2), where torch's bf16 matmul runs ~150× slower than float32.
+
+Measurements are keyed by everything that moves the ranking (`key`): the device kind (CPU capability and
+whether oneDNN runs bf16/fp16 natively, or the GPU's name and compute capability), torch's version, the
+thread count, the dtype, power-of-two buckets of Nq, Nk and the head width, the mask kind, whether a
+backward follows and whether dropout is on. They live in memory and in a JSON file under the user's cache
+folder ($XDG_CACHE_HOME/headwise/dispatch.json, else ~/.cache/headwise/dispatch.json); a corrupt file, or
+one written by another torch or format, is ignored with a warning, never an error.
+
+Tuning a new key on first use is opt-in (HEADWISE_TUNE=1 or `enable()`): it times each capable candidate on
+random inputs of the call's shape for a fraction of a second and keeps the fastest. It never runs while
+torch.compile traces, under torch.use_deterministic_algorithms(True), or when disabled; `headwise tune`
+fills the cache ahead of time.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .capabilities import Request
+
+FORMAT = 1  # the cache file's layout; a file of another format is ignored
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+REPS = 3  # timed calls per candidate, after one warm-up call
+SLOWER = 2.0  # a candidate whose warm-up call is this many times the best median is not timed further
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A backend and the dtype it computes in (the inputs are cast to it and the outputs back)."""
+
+    backend: str
+    compute_dtype: torch.dtype
+
+    def label(self, input_dtype: torch.dtype) -> str:
+        """'sdpa', or 'sdpa@float32' when the call is computed in another dtype than its inputs'."""
+        if self.compute_dtype == input_dtype:
+            return self.backend
+        return f"{self.backend}@{str(self.compute_dtype).removeprefix('torch.')}"
+
+
+# The device kind ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def cpu_kind() -> str:
+    """'AVX2', 'AVX512' or 'AVX512-bf16' (and '-fp16'): ATen's vector capability and whether oneDNN runs
+    bf16 (fp16) matmuls natively. Read once; ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA move it."""
+    kind = torch.backends.cpu.get_cpu_capability()
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        kind += "-bf16"
+    if torch.ops.mkldnn._is_mkldnn_fp16_supported():
+        kind += "-fp16"
+    return kind
+
+
+def device_kind(device: torch.device) -> str:
+    """What the ranking depends on about the device: the CPU's kind, or the GPU's name and compute
+    capability ('cuda:NVIDIA H100 80GB HBM3:9.0')."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda:{torch.cuda.get_device_name(device)}:{major}.{minor}"
+    if device.type == "cpu":
+        return f"cpu:{cpu_kind()}"
+    return device.type
+
+
+def fast_low_precision(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether matmuls in `dtype` on `device` run at least at the float32 rate: always in float32/64 and on
+    CUDA; on the CPU only where oneDNN computes bf16/fp16 natively (AVX-512 bf16/fp16, AMX)."""
+    if dtype not in LOW_PRECISION or device.type != "cpu":
+        return True
+    return ("-bf16" if dtype == torch.bfloat16 else "-fp16") in cpu_kind()
+
+
+# The static table -------------------------------------------------------------------------------------
+
+DENSE_LOW_PRECISION = 512 * 512  # bf16 on an AVX-512-bf16 CPU: dense up to Nq·Nk = 512²
+
+
+def static_choices(request: Request) -> list[Choice]:
+    """The candidates in the order the table ranks them, without a measurement; the dispatcher takes the
+    first one the backend can serve. The rules and the measurements behind them:
+
+    - CUDA (unmeasured so far: benchmarks/triton_gpu.py will decide): SDPA's flash kernel first for plain
+      calls; triton first where SDPA would read a materialised (Nq, Nk) mask (a predicate other than plain
+      causal), since triton evaluates predicates in the kernel; triton next either way (lse, modifiers).
+    - CPU, bf16/fp16 without native low precision (AVX2; benchmarks/results/speed-cpu-avx2.md): forward
+      in the input dtype with SDPA (its flash kernel converts blocks itself; the float32 round trip costs
+      more), forward + backward in float32 (SDPA's bf16 backward is ~4× slower than its float32 one).
+    - CPU, bf16 with native low precision (AVX-512-bf16/AMX; benchmarks/results/speed-cpu-bf16.md): the
+      dense path up to Nq·Nk = 512² (its matmuls run at the bf16 rate where SDPA's kernel does not), SDPA
+      from there.
+    - otherwise: SDPA; weights asked for go to dense, lse to chunked, traces to the reference.
+    """
+    dtype, device = request.dtype, request.device
+    same = [Choice(name, dtype) for name in _names(request)]
+    if device.type == "cpu" and dtype in LOW_PRECISION:
+        upcast = [Choice(name, torch.float32) for name in _names(request)]
+        if not fast_low_precision(device, dtype):
+            return [*upcast, *same] if request.requires_grad else [*same, *upcast]
+        if request.num_queries * request.num_keys <= DENSE_LOW_PRECISION:
+            return [Choice("dense", dtype), *same, *upcast]
+        return [*same, *upcast]
+    return same
+
+
+def _names(request: Request) -> tuple[str, ...]:
+    from ..masks import Causal
+
+    if request.device.type == "cuda":
+        plain = request.predicate is None or (type(request.predicate) is Causal and request.mask == "none")
+        if not plain:
+            return ("triton", "sdpa", "chunked", "dense", "reference")
+        return ("sdpa", "triton", "chunked", "dense", "reference")
+    return ("sdpa", "chunked", "dense", "reference")
+
+
+# Measurements -----------------------------------------------------------------------------------------
+
+
+def key(request: Request) -> str:
+    """The measurement key of a request: what moves the ranking, with lengths and widths in powers of two."""
+    predicate = "none" if request.predicate is None else type(request.predicate).__name__
+    parts = (
+        device_kind(request.device),
+        f"torch {torch.__version__}",
+        f"threads {torch.get_num_threads()}",
+        str(request.dtype).removeprefix("torch."),
+        f"Nq {_bucket(request.num_queries)}",
+        f"Nk {_bucket(request.num_keys)}",
+        f"Dh {_bucket(request.head_dim)}",
+        f"G {request.q_heads // max(request.kv_heads, 1)}",
+        f"mask {request.mask}+{predicate}",
+        f"score_mod {'none' if request.score_mod is None else type(request.score_mod).__name__}",
+        "fwd+bwd" if request.requires_grad else "fwd",
+        "dropout" if request.dropout_p > 0 else "no dropout",
+        "weights" if request.return_weights else "",
+        "lse" if request.return_lse else "",
+    )
+    return " | ".join(p for p in parts if p)
+
+
+def _bucket(n: int) -> int:
+    """The power of two at or above n (0 for 0)."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
+def cache_path() -> Path:
+    """$XDG_CACHE_HOME/headwise/dispatch.json, else ~/.cache/headwise/dispatch.json."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "headwise" / "dispatch.json"
+
+
+class Tuner:
+    """The measured choices: in memory, read from and written to `cache_path()`."""
+
+    def __init__(self) -> None:
+        self.enabled: bool | None = None  # None: as HEADWISE_TUNE says
+        self._choices: dict[str, Choice] | None = None  # read on first use
+
+    def choices(self) -> dict[str, Choice]:
+        if self._choices is None:
+            self._choices = _read(cache_path())
+        return self._choices
+
+    def lookup(self, request: Request) -> Choice | None:
+        """The measured choice for `request`'s key, or None. While torch.compile traces, only what is in
+        memory already counts (reading the file would break the graph)."""
+        if self._choices is None and torch.compiler.is_compiling():
+            return None
+        return self.choices().get(key(request))
+
+    def may_tune(self) -> bool:
+        """Whether a call may measure now: opted in, not tracing for torch.compile, not deterministic."""
+        enabled = os.environ.get("HEADWISE_TUNE", "0") == "1" if self.enabled is None else self.enabled
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        return enabled and not torch.compiler.is_compiling() and not deterministic
+
+    def tune(self, request: Request, candidates: list[Choice], run: Callable[[Choice], None]) -> dict:
+        """Time `run(choice)` for each candidate, keep the fastest for `request`'s key and persist it.
+        -> {"choice": Choice, "ms": {label: median ms or None (not timed further)}, "cost_s": seconds}."""
+        start = time.perf_counter()
+        medians: dict[Choice, float | None] = {}
+        best = math.inf
+        for choice in candidates:
+            begin = time.perf_counter()
+            run(choice)  # warm-up
+            first = time.perf_counter() - begin
+            if first > SLOWER * best:
+                medians[choice] = None
+                continue
+            times = []
+            for _ in range(REPS):
+                begin = time.perf_counter()
+                run(choice)
+                times.append(time.perf_counter() - begin)
+            medians[choice] = sorted(times)[REPS // 2]
+            best = min(best, medians[choice])
+        chosen = min((c for c in medians if medians[c] is not None), key=lambda c: medians[c])
+        self.choices()[key(request)] = chosen
+        _write(cache_path(), self.choices())
+        labels = {c.label(request.dtype): (None if t is None else t * 1e3) for c, t in medians.items()}
+        return {"choice": chosen, "ms": labels, "cost_s": time.perf_counter() - start}
+
+
+def _read(path: Path) -> dict[str, Choice]:
+    """The choices in the cache file; {} (with a warning) for a file that is corrupt or stale."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        written = (data.get("format"), data.get("torch")) if isinstance(data, dict) else None
+        if written != (FORMAT, torch.__version__):
+            warnings.warn(
+                f"headwise: ignoring {path}: written by another headwise format or torch version "
+                f"(now format {FORMAT}, torch {torch.__version__}); `headwise tune` measures again",
+                stacklevel=3,
+            )
+            return {}
+        return {k: _entry(e) for k, e in data["choices"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        warnings.warn(f"headwise: ignoring the unreadable dispatch cache {path}: {error}", stacklevel=3)
+        return {}
+
+
+def _entry(entry: dict) -> Choice:
+    """A cache entry {"backend": name, "compute_dtype": "float32"} as a Choice, or a ValueError."""
+    backend, dtype = entry["backend"], getattr(torch, entry["compute_dtype"])
+    if not isinstance(backend, str) or not isinstance(dtype, torch.dtype):
+        raise ValueError(f"an entry must name a backend and a dtype, got {entry!r}")
+    return Choice(backend, dtype)
+
+
+def _write(path: Path, choices: dict[str, Choice]) -> None:
+    """Persist `choices` atomically; a cache that cannot be written only warns."""
+    from ..files import replacing
+
+    entries = {
+        k: {"backend": c.backend, "compute_dtype": str(c.compute_dtype).removeprefix("torch.")}
+        for k, c in sorted(choices.items())
+    }
+    text = json.dumps({"format": FORMAT, "torch": torch.__version__, "choices": entries}, indent=1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as temporary:
+            Path(temporary).write_text(text)
+    except OSError as error:
+        warnings.warn(f"headwise: could not write the dispatch cache {path}: {error}", stacklevel=3)
+
+
+TUNER = Tuner()
+
+
+def enable(on: bool = True) -> None:
+    """Turn tuning on first use on (or off), whatever HEADWISE_TUNE says."""
+    TUNER.enabled = bool(on)
+
+
+def forget() -> None:
+    """Drop the in-memory choices, so that the cache file is read again (tests, `headwise tune`)."""
+    TUNER._choices = None
+
+
+def with_compute_dtype(request: Request, dtype: torch.dtype) -> Request:
+    """The request as a backend computing in `dtype` sees it."""
+    return replace(request, dtype=dtype)
