@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from oracle import assert_by_ratio
 
 import headwise
+from headwise.backends import tuning
 
 EMBED, HEADS = 32, 4
 
@@ -79,3 +80,33 @@ def test_module_matches_float64_by_ratio(dtype, nq, nk, kv_heads, masks):
         ("output", "d_query", "d_in_proj"), fast, golden, baseline, (2, 3, 3), strict=True
     ):
         assert_by_ratio(f, g, b, ratio, what, magnitude)
+
+
+@pytest.mark.parametrize("kind", ["AVX2", "AVX512-bf16-fp16"])
+def test_compute_dtype_auto_computes_bf16_in_float32_where_bf16_is_slow(kind, monkeypatch):
+    """On a CPU kind without native bf16, "auto" runs the bf16 module as its float32 copy would on the
+    upcast inputs (bit for bit, then rounded to bf16); with native bf16 it computes in bf16."""
+    monkeypatch.setattr(tuning, "cpu_kind", lambda: kind)
+    torch.manual_seed(0)
+    module = headwise.MultiHeadAttention(32, 4).bfloat16()
+    x = torch.randn(2, 9, 32).bfloat16().requires_grad_()
+    out, weights = module(x, is_causal=True, need_weights=True)
+    upcast = headwise.MultiHeadAttention(32, 4, compute_dtype=None)
+    upcast.load_state_dict({name: p.float() for name, p in module.state_dict().items()})
+    expected, expected_weights = upcast(x.detach().float(), is_causal=True, need_weights=True)
+    assert out.dtype == weights.dtype == torch.bfloat16
+    if kind == "AVX2":
+        assert module.computes_in() == torch.float32
+        assert torch.equal(out, expected.bfloat16()) and torch.equal(weights, expected_weights.bfloat16())
+    else:
+        assert module.computes_in() == torch.bfloat16
+    out.sum().backward()
+    assert x.grad.dtype == module.in_proj_weight.grad.dtype == torch.bfloat16
+
+
+def test_compute_dtype_is_checked():
+    with pytest.raises(
+        TypeError, match=r'compute_dtype must be "auto", None or a floating torch.dtype, got torch.int64'
+    ):
+        headwise.MultiHeadAttention(8, 2, compute_dtype=torch.int64)
+    assert headwise.MultiHeadAttention(8, 2, compute_dtype=torch.float64).computes_in() == torch.float64

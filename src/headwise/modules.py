@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backends.tuning import fast_low_precision
 from .cache import KVCache, LayerCache
 from .checks import positive_int, probability
 from .functional import attention, attention_weights
@@ -262,6 +263,13 @@ class MultiHeadAttention(AttentionProjections):
             self-attention only; positions continue after the tokens in the KV cache.
         score_mod: a `headwise.masks` score modifier applied to every call's scores, e.g.
             `headwise.positions.alibi_positions(num_heads)` (ALiBi).
+        compute_dtype: the dtype the projections and the attention compute in. "auto" (the default):
+            float32 for bf16/fp16 weights on hardware without fast bf16/fp16 matmuls (CPUs without
+            AVX-512 bf16, where they run ~150× slower than float32), the weights' dtype elsewhere; None:
+            always the weights' dtype; or a floating dtype. Computing in float32 costs, per call, a float32
+            copy of the weights (4 bytes per parameter) and of the inputs and activations (twice their
+            bf16 size); the output and the gradients come back in the weights' dtype. A call with a KV
+            cache computes in the cache's dtype.
     """
 
     def __init__(
@@ -277,6 +285,7 @@ class MultiHeadAttention(AttentionProjections):
         dropout: float = 0.0,
         rotary: Rotary | None = None,
         score_mod: ScoreModifier | None = None,
+        compute_dtype: str | torch.dtype | None = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -302,8 +311,23 @@ class MultiHeadAttention(AttentionProjections):
             raise TypeError(
                 f"score_mod must be a headwise.masks score modifier or None, got {type(score_mod).__name__}"
             )
+        if compute_dtype != "auto" and not (
+            compute_dtype is None
+            or (isinstance(compute_dtype, torch.dtype) and compute_dtype.is_floating_point)
+        ):
+            raise TypeError(
+                f'compute_dtype must be "auto", None or a floating torch.dtype, got {compute_dtype!r}'
+            )
         self.rotary = rotary
         self.score_mod = score_mod
+        self.compute_dtype = compute_dtype
+
+    def computes_in(self) -> torch.dtype:
+        """The dtype a call computes in now (see compute_dtype)."""
+        weights = self.out_proj.weight
+        if self.compute_dtype == "auto":
+            return weights.dtype if fast_low_precision(weights.device, weights.dtype) else torch.float32
+        return weights.dtype if self.compute_dtype is None else self.compute_dtype
 
     def forward(
         self,
@@ -345,6 +369,11 @@ class MultiHeadAttention(AttentionProjections):
         Returns:
             (output (B, Nq, embed_dim), weights or None).
         """
+        compute = self.computes_in()
+        if compute != self.out_proj.weight.dtype and cache is None:
+            return self._forward_in(compute, query, key, value, key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask, is_causal=is_causal, need_weights=need_weights,
+                average_attn_weights=average_attn_weights)  # fmt: skip
         layer_cache = _layer_of(cache, cache_layer, cross_attention=key is not None)
         if self.rotary is not None and key is not None:
             raise ValueError(
@@ -393,6 +422,16 @@ class MultiHeadAttention(AttentionProjections):
             rotary=self.rotary,
             score_mod=self.score_mod,
         )
+
+    def _forward_in(self, compute: torch.dtype, *inputs: torch.Tensor | None, **options):
+        """forward() with the parameters and the inputs cast to `compute` (differentiably: gradients reach
+        the parameters in their own dtype), the output and weights cast back."""
+        dtype = self.out_proj.weight.dtype
+        casts: dict[int, torch.Tensor] = {}  # one copy per distinct input, so self-attention stays fused
+        cast = [None if t is None else casts.setdefault(id(t), t.to(compute)) for t in inputs]
+        parameters = {name: p.to(compute) for name, p in self.named_parameters()}
+        output, weights = torch.func.functional_call(self, parameters, tuple(cast), options)
+        return output.to(dtype), (None if weights is None else weights.to(dtype))
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
