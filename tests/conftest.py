@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import torch
 
@@ -9,6 +10,9 @@ def pytest_report_header(config):
 
 
 def pytest_configure(config):
+    # The tests never read or write the user's dispatch cache (headwise.backends.tuning): auto decides from
+    # the static table unless a test measures into a folder of its own.
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="headwise-tests-cache-")
     # Each pytest-xdist worker gets one thread: two workers with torch's default thread pool each would
     # oversubscribe the cores, and OpenMP's spinning threads then slow every test down many times.
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -65,6 +65,8 @@ def test_every_kernel_contender_computes_the_same_function(causal):
     assert {"hw-auto", "torch-sdpa", "torch-math", "naive"} <= {c.name for c in kernels}
     assert {c.name for c in kernels} >= BACKEND_CONTENDERS
     for contender in kernels:
+        if contender.low_precision_only:  # a float32 variant, for bf16/fp16 only: test_upcast_variants
+            continue
         forward, _ = contender.prepare(config)
         try:
             out = forward(q, k, v)
@@ -72,6 +74,20 @@ def test_every_kernel_contender_computes_the_same_function(causal):
             assert contender.name in BACKEND_CONTENDERS
             continue
         torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10, msg=contender.name)
+
+
+def test_upcast_variants_compute_in_float32_and_return_the_input_dtype():
+    config = Config("bf16", "fwd", True, 24, batch=2, heads=2, head_dim=8)
+    q, k, v = contenders.make_inputs(config, "kernel").tensors
+    expected = headwise.attention(q.float(), k.float(), v.float(), causal=True, backend="reference")
+    upcast = [c for c in contenders.all_contenders() if c.low_precision_only and c.level == "kernel"]
+    assert {c.name for c in upcast} == {f"{name}@fp32" for name in ("torch-sdpa", "naive", "hw-dense")}
+    for contender in upcast:
+        out = contender.prepare(config)[0](q, k, v)
+        assert out.dtype == torch.bfloat16, contender.name
+        torch.testing.assert_close(
+            out, expected.bfloat16(), rtol=2**-8, atol=1e-6, msg=contender.name
+        )  # 1 ulp
 
 
 def test_steps_run_and_train():
@@ -117,6 +133,7 @@ def tiny_results():
 
 def test_writers_show_every_contender_and_the_ratios(tiny_results, tmp_path):
     names = [c.name for c in contenders.all_contenders()]
+    contenders_by_name = {c.name: c for c in contenders.all_contenders()}
     markdown = report.speed_markdown(tiny_results)
     for name in names:
         assert f" {name} " in markdown
@@ -125,7 +142,10 @@ def test_writers_show_every_contender_and_the_ratios(tiny_results, tmp_path):
     row = tiny_results["results"][-1]
     assert set(row["contenders"]) == set(names)
     for name, outcome in row["contenders"].items():
-        assert outcome["status"] == "ok" or (name in BACKEND_CONTENDERS and outcome["reason"]), (
+        upcast_of_fp32 = contenders_by_name[name].low_precision_only and outcome["status"] == "n/a"
+        assert (
+            outcome["status"] == "ok" or upcast_of_fp32 or (name in BACKEND_CONTENDERS and outcome["reason"])
+        ), (
             name,
             outcome,
         )

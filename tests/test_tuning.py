@@ -124,3 +124,14 @@ def test_the_key_names_what_moves_the_ranking():
     for part in (f"torch {torch.__version__}", "cpu:", "float32", "Nq 128", "Nk 128", "Dh 16", "fwd+bwd"):
         assert part in text
     assert tuning.key(request_of(q[:, :, :65], k)) == tuning.key(request_of(q[:, :, :96], k))  # one bucket
+
+
+def test_headwise_tune_fills_the_cache_and_prints_its_choices(cache, capsys):
+    from headwise.cli.main import main
+
+    assert main(["tune", "--sizes", "16", "32", "--dtypes", "fp32", "--modes", "fwd", "--batch", "1"]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| fp32")]
+    assert len(rows) == 2 and all(" | fwd | " in row for row in rows)
+    assert len(json.loads(cache.read_text())["choices"]) == 2
+    assert f"choices written to {cache}" in printed

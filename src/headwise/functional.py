@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import torch
 
 from .backends import BACKENDS, Choice, Request, choose
+from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
+from .backends.tuning import TUNER
 from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
 
@@ -64,6 +66,40 @@ def attention(
         out (B, Hq, Nq, Dv), or a tuple (out, weights) / (out, lse) / (out, weights, lse) as asked. A query
         with nothing to attend to (every key masked) gets a row of zeros and zero gradients, never NaN.
     """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    request, call = _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod)
+    choice = choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, request.requires_grad))
+    out, weights, lse = call(choice, q, k, v)
+    extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
+    return (out, *extras) if extras else out
+
+
+def tune(q, k, v, **options) -> dict:
+    """Measure now which backend and compute dtype "auto" should take for calls like
+    `attention(q, k, v, **options)` on this machine (the inputs' requires_grad says whether a backward is
+    timed too), keep the fastest for the call's key and write it to the dispatch cache
+    (headwise.backends.tuning). -> {"choice": Choice, "ms": {candidate: median ms, or None when its first
+    call was too slow to time further}, "cost_s": seconds the measurement took}."""
+    request, call = _prepare(q, k, v, **{**_DEFAULTS, **options})
+    return TUNER.tune(
+        request, candidates(request), lambda c: _measure(c, call, q, k, v, request.requires_grad)
+    )
+
+
+_DEFAULTS = {
+    "mask": None,
+    "causal": False,
+    "scale": None,
+    "dropout_p": 0.0,
+    "return_weights": False,
+    "return_lse": False,
+    "score_mod": None,
+}
+
+
+def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod):
+    """Check a call's arguments -> (its Request, call(choice, q, k, v) -> (out, weights, lse))."""
     _check_inputs(q, k, v)
     batch, q_heads, num_queries, _ = q.shape
     target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
@@ -72,9 +108,6 @@ def attention(
     scale = _check_scale(scale, q.shape[-1])
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
-
     request = Request(
         q.device,
         q.dtype,
@@ -106,10 +139,7 @@ def attention(
         return_weights=bool(return_weights),
         return_lse=bool(return_lse),
     )
-    choice = choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, request.requires_grad))
-    out, weights, lse = call(choice, q, k, v)
-    extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
-    return (out, *extras) if extras else out
+    return request, call
 
 
 def _run(choice: Choice, q, k, v, *, mask, predicate, **options):

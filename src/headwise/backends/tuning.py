@@ -36,8 +36,9 @@ from .capabilities import Request
 
 FORMAT = 1  # the cache file's layout; a file of another format is ignored
 LOW_PRECISION = (torch.bfloat16, torch.float16)
-REPS = 3  # timed calls per candidate, after one warm-up call
-SLOWER = 2.0  # a candidate whose warm-up call is this many times the best median is not timed further
+REPS = 2  # timed calls per candidate, after one warm-up call; the faster counts
+SLOWER = 2.0  # a candidate whose warm-up call is this many times the best time is not timed further
+BUDGET_S = 1.0  # once a key's measurement has taken this long, the candidates left are not timed
 
 
 @dataclass(frozen=True)
@@ -193,12 +194,16 @@ class Tuner:
         return enabled and not torch.compiler.is_compiling() and not deterministic
 
     def tune(self, request: Request, candidates: list[Choice], run: Callable[[Choice], None]) -> dict:
-        """Time `run(choice)` for each candidate, keep the fastest for `request`'s key and persist it.
-        -> {"choice": Choice, "ms": {label: median ms or None (not timed further)}, "cost_s": seconds}."""
+        """Time `run(choice)` for each candidate, in order, keep the fastest for `request`'s key and persist
+        it. The first two candidates are always timed; the others while the measurement is under BUDGET_S.
+        -> {"choice": Choice, "ms": {label: best ms, or None (not timed)}, "cost_s": seconds}."""
         start = time.perf_counter()
         medians: dict[Choice, float | None] = {}
         best = math.inf
-        for choice in candidates:
+        for index, choice in enumerate(candidates):
+            if index >= 2 and time.perf_counter() - start > BUDGET_S:
+                medians[choice] = None
+                continue
             begin = time.perf_counter()
             run(choice)  # warm-up
             first = time.perf_counter() - begin
@@ -210,7 +215,7 @@ class Tuner:
                 begin = time.perf_counter()
                 run(choice)
                 times.append(time.perf_counter() - begin)
-            medians[choice] = sorted(times)[REPS // 2]
+            medians[choice] = min(times)
             best = min(best, medians[choice])
         chosen = min((c for c in medians if medians[c] is not None), key=lambda c: medians[c])
         self.choices()[key(request)] = chosen

@@ -15,7 +15,7 @@ A contender's `prepare(config)` builds what it needs outside the timed region (a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ from .grid import Config
 Forward = Callable[..., torch.Tensor]
 Prepared = tuple[Forward, Sequence[torch.Tensor]]
 
+# The peers whose float32 variants run in bf16/fp16 configurations (auto may compute in float32 itself).
+UPCAST = ("torch-sdpa", "naive", "hw-dense", "torch-MHA-nw")
+
 # The headwise contender of each level; the ratios compare it with every other contender of its level.
 HEADWISE = {"kernel": "hw-auto", "module": "hw-MHA"}
 
@@ -40,6 +43,25 @@ class Contender:
     level: str  # "kernel" (inputs q, k, v) or "module" (input x)
     description: str
     prepare: Callable[[Config], Prepared]
+    low_precision_only: bool = False  # an upcast variant: runs only in bf16/fp16 configurations
+
+
+def upcast(contender: Contender) -> Contender:
+    """`contender` computed in float32 on bf16/fp16 inputs: its inputs (and, for a module, its weights)
+    cast to float32, its output cast back, as a user would do by hand where bf16 is slow."""
+
+    def prepare(config: Config) -> Prepared:
+        forward, parameters = contender.prepare(replace(config, dtype="fp32"))
+        parameters = tuple(parameters)
+        dtype = config.torch_dtype
+
+        def cast_forward(*inputs: torch.Tensor) -> torch.Tensor:
+            return forward(*(t.float() for t in inputs)).to(dtype)
+
+        return cast_forward, parameters
+
+    description = f"{contender.description}, computed in float32 and cast back"
+    return Contender(f"{contender.name}@fp32", contender.level, description, prepare, True)
 
 
 def naive_attention(
@@ -125,8 +147,9 @@ def _torch_module(need_weights: bool) -> Callable[[Config], Prepared]:
 
 
 def all_contenders() -> list[Contender]:
-    """Every contender, headwise's first; the backends are read from headwise.backends.BACKENDS now."""
-    return [
+    """Every contender, headwise's first; the backends are read from headwise.backends.BACKENDS now; then
+    the float32 variants of the peers a user would upcast by hand."""
+    contenders = [
         _headwise_backend("auto"),
         *(_headwise_backend(name) for name in backends.BACKENDS),
         Contender(
@@ -144,6 +167,8 @@ def all_contenders() -> list[Contender]:
             "torch-MHA-nw", "module", "nn.MultiheadAttention, need_weights=False", _torch_module(False)
         ),
     ]
+    by_name = {c.name: c for c in contenders}
+    return [*contenders, *(upcast(by_name[name]) for name in UPCAST)]
 
 
 def select(names: Sequence[str] | None) -> list[Contender]:

@@ -139,7 +139,7 @@ def speed_markdown(results: dict) -> str:
         (Config(**row["config"]).label(), name, outcome)
         for row in results["results"]
         for name, outcome in row["contenders"].items()
-        if outcome["status"] != "ok"
+        if outcome["status"] not in ("ok", "n/a")
     ]
     if missing:
         parts.append("Not run:\n" + "\n".join(_not_run(missing)))

@@ -13,6 +13,8 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
+import torch
+
 from .console import Progress, progress_bar
 from .contenders import HEADWISE, Contender, Inputs, make_inputs, make_step, select
 from .grid import FLOP_FORMULAS, LEVELS, MASKS, MODES, Config, flops
@@ -120,7 +122,11 @@ def run_config(config: Config, contenders: list[Contender], settings: SpeedSetti
     levels = {c.name: c.level for c in contenders}
     inputs = {level: make_inputs(config, level) for level in LEVELS if level in levels.values()}
     steps, outcomes = {}, {}
+    low_precision = config.torch_dtype in (torch.bfloat16, torch.float16)
     for contender in contenders:
+        if contender.low_precision_only and not low_precision:
+            outcomes[contender.name] = {"status": "n/a"}  # a float32 variant of a float32 configuration
+            continue
         step, outcome = _admit(contender, config, inputs[contender.level], guard, settings.warmup)
         outcomes[contender.name] = outcome
         if step is not None:

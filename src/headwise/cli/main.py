@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, embed, explain, train
+from . import bench, embed, explain, train, tune
 
-SUBCOMMANDS = (explain, bench, embed, train)
+SUBCOMMANDS = (explain, bench, tune, embed, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
