@@ -203,14 +203,19 @@ def attention_weights(
     ):
         got = tuple(lse.shape) if isinstance(lse, torch.Tensor) else type(lse).__name__
         raise ValueError(f"lse must have shape (B, Hq, Nq) = {(batch, q_heads, num_queries)}, got {got}")
+    if lse is not None and (lse.dtype not in (torch.float32, torch.float64) or lse.device != q.device):
+        raise TypeError(
+            f"lse has dtype {lse.dtype} on {lse.device}; expected float32 or float64 on {q.device}, as "
+            "attention(..., return_lse=True) returns it"
+        )
     target = (batch, q_heads, num_queries, k.shape[2])  # (B, Hq, Nq, Nk)
     mask, predicate = _check_masks(mask, causal, target, q)
     if predicate is not None:
         mask = with_predicate(mask, predicate, target, q.dtype, q.device)  # (B|1, Hq|1, Nq, Nk)
     _check_score_mod(score_mod, target)
     scale = _check_scale(scale, q.shape[-1])
-    rows = torch.arange(num_queries, device=q.device)[slice(None) if rows is None else rows]  # (R,)
-    heads = torch.arange(q_heads, device=q.device)[slice(None) if heads is None else heads]  # (H',)
+    rows = _selection(rows, "rows", num_queries, "Nq", q.device)  # (R,)
+    heads = _selection(heads, "heads", q_heads, "Hq", q.device)  # (H',)
     keys = k[:, heads // (q_heads // k.shape[1])]  # (B, H', Nk, Dh): each query head's key head
     queries = q[:, heads][:, :, rows]  # (B, H', R, Dh)
     piece = None if mask is None else mask.expand(target)[:, heads][:, :, rows]  # (B, H', R, Nk)
@@ -230,6 +235,31 @@ def attention_weights(
     return torch.exp(scores - row_lse.masked_fill(row_lse == float("-inf"), 0.0)[..., None])
 
 
+def _selection(chosen: object, name: str, size: int, axis: str, device) -> torch.Tensor:
+    """The indices (n,) that `chosen` (None for all, a slice, a sequence of ints or an integer tensor)
+    selects of range(size), or a TypeError / IndexError naming the argument."""
+    every = torch.arange(size, device=device)  # (size,)
+    if chosen is None or isinstance(chosen, slice):
+        return every[slice(None) if chosen is None else chosen]
+    if isinstance(chosen, torch.Tensor):
+        picked = chosen
+    elif isinstance(chosen, Sequence) and all(
+        isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in chosen
+    ):
+        picked = torch.tensor(list(chosen), dtype=torch.int64)
+    else:
+        picked = None
+    if picked is None or picked.dim() != 1 or picked.dtype.is_floating_point or picked.dtype == torch.bool:
+        raise TypeError(f"{name} must be None, a slice, or a sequence or 1-D tensor of ints, got {chosen!r}")
+    if picked.numel() and not (-size <= int(picked.min()) and int(picked.max()) < size):
+        raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {picked.tolist()}")
+    return every[picked.to(device)]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_masks(mask: object, causal: object, target: tuple[int, int, int, int], q: torch.Tensor):
     """Check `mask` and `causal`, and normalise them once: -> (tensor mask or None, predicate or None).
 
@@ -243,6 +273,7 @@ def _check_masks(mask: object, causal: object, target: tuple[int, int, int, int]
         check_mask(mask, "mask", target, q.device)
         if mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
+        mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, Hq|1, Nq|1, Nk|1)
     return split_causal(mask, causal)
 
 
@@ -271,9 +302,10 @@ def _check_inputs(q: object, k: object, v: object) -> None:
         raise ValueError(f"k and v must have the same length Nk, got {k.shape[2]} and {v.shape[2]}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must have the same head width Dh, got {q.shape[-1]} and {k.shape[-1]}")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
+    if k.shape[1] == 0 or q.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
         raise ValueError(
-            f"the query heads Hq = {q.shape[1]} must be a multiple of the key/value heads Hkv = {k.shape[1]}"
+            f"the query heads Hq = {q.shape[1]} must be a positive multiple of the key/value heads "
+            f"Hkv = {k.shape[1]}"
         )
 
 

@@ -22,6 +22,10 @@ def merge(
     lse is the log-sum-exp of the scaled, masked scores over the key set; -inf where a query sees no key.
     out takes out_a's dtype; the weights are computed in lse's dtype (float32 or float64).
     """
+    for name, t in (("out_a", out_a), ("lse_a", lse_a), ("out_b", out_b), ("lse_b", lse_b)):
+        if not isinstance(t, torch.Tensor) or not t.dtype.is_floating_point:
+            got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {got}")
     if out_a.shape != out_b.shape or lse_a.shape != lse_b.shape or out_a.shape[:-1] != lse_a.shape:
         raise ValueError(
             "merge needs out_a and out_b of one shape (..., Nq, Dv) and lse_a and lse_b of shape (..., Nq), "

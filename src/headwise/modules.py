@@ -65,6 +65,10 @@ class AttentionProjections(nn.Module):
         self.vdim = positive_int(self.embed_dim if vdim is None else vdim, "vdim")
         self.dropout = probability(dropout, "dropout")
 
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(
+                f"dtype must be a floating torch.dtype (float32, bfloat16, ...) or None, got {dtype!r}"
+            )
         factory = {"device": device, "dtype": dtype}
         q_width = self.num_heads * self.head_dim  # Hq·Dh
         kv_width = self.num_kv_heads * self.head_dim  # Hkv·Dh

@@ -102,6 +102,13 @@ class Capabilities:
         return None if self.limits is None else self.limits(request)
 
 
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a backend computes the scores q·kᵀ in: float32 for float16 inputs, whose range (65504)
+    the product of moderate queries and keys exceeds (q = k = 40 everywhere at Dh = 64: 102400, inf
+    before any scaling), the input dtype otherwise (bfloat16 has float32's range)."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def _applies(score_mod: ScoreModifier, kinds: frozenset[type]) -> bool:
     """Whether every modifier in `score_mod` (a chain, or one) is of a kind in `kinds`."""
     if type(score_mod) is Chain:

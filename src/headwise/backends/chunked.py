@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..masks import ALiBi, Predicate, to_additive
-from .capabilities import Capabilities
+from .capabilities import Capabilities, score_dtype
 
 BLOCK = 256  # queries and keys per block
 CAPABILITIES = Capabilities(lse=True, predicates=True, score_mods=frozenset({ALiBi}))
@@ -57,6 +57,7 @@ class _Blocks:
         self.scale = scale
         self.dropout_p, self.block, self.seed = dropout_p, block, seed
         self.acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+        self.score_dtype = score_dtype(q.dtype)
 
     def pairs(self):
         """(q_start, q_end, k_start, k_end) for every block pair the predicate does not rule out."""
@@ -145,9 +146,9 @@ def _forward(q, k, v, blocks: _Blocks):
             if current is not None:
                 _store(out, row_max, row_sum, running, blocks, *current)
             current = (q_start, q_end)
-            q_rows = blocks.query_rows(q, q_start, q_end)  # (B, Hkv, G·Qb, Dh)
+            q_rows = blocks.query_rows(q, q_start, q_end).to(blocks.score_dtype)  # (B, Hkv, G·Qb, Dh)
             running = None
-        raw = q_rows @ k[:, :, k_start:k_end].transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
+        raw = q_rows @ k[:, :, k_start:k_end].to(blocks.score_dtype).transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
         scores = blocks.scores(raw, q_start, q_end, k_start, k_end)  # (B, Hkv, G·Qb, Kb)
         new_max = scores.amax(dim=-1) if running is None else torch.maximum(running[1], scores.amax(dim=-1))
         weights = scores.sub_(_finite(new_max)[..., None]).exp_()  # (B, Hkv, G·Qb, Kb), in [0, 1]
@@ -198,12 +199,16 @@ def _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, blocks: _Blocks):
         q_rows = blocks.query_rows(q, q_start, q_end)  # (B, Hkv, G·Qb, Dh)
         d_out_rows = blocks.query_rows(d_out, q_start, q_end).to(q.dtype)  # (B, Hkv, G·Qb, Dv)
         k_block, v_block = k[:, :, k_start:k_end], v[:, :, k_start:k_end]  # (B, Hkv, Kb, Dh|Dv)
-        raw = q_rows @ k_block.transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
+        raw = q_rows.to(blocks.score_dtype) @ k_block.to(blocks.score_dtype).transpose(
+            -2, -1
+        )  # (B, Hkv, G·Qb, Kb)
         scores = blocks.scores(raw, q_start, q_end, k_start, k_end)  # (B, Hkv, G·Qb, Kb)
         per_row = [blocks.query_rows(t[..., None], q_start, q_end) for t in (shift, inverse_sum, row_term)]
         row_shift, row_inverse, row = per_row  # each (B, Hkv, G·Qb, 1)
         weights = scores.sub_(row_shift).exp_().mul_(row_inverse)  # (B, Hkv, G·Qb, Kb): the forward's
-        d_weights = (d_out_rows @ v_block.transpose(-2, -1)).to(acc)  # (B, Hkv, G·Qb, Kb)
+        # In the accumulation dtype: rounded to bf16, d_weights would no longer cancel against D (float32)
+        # where the softmax saturates, and d_scores would be pure rounding noise there.
+        d_weights = d_out_rows.to(acc) @ v_block.to(acc).transpose(-2, -1)  # (B, Hkv, G·Qb, Kb)
         applied = weights
         if blocks.dropout_p > 0:
             keep = blocks.keep(raw.shape, q_start, k_start, raw.device)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import ALiBi, Softcap
-from .capabilities import Capabilities
+from .capabilities import Capabilities, score_dtype
 
 CAPABILITIES = Capabilities(weights=True, lse=True, score_mods=frozenset({ALiBi, Softcap}), mask_grad=True)
 
@@ -25,7 +25,8 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
     group = q.shape[1] // k.shape[1]
     if group > 1:
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, Hq, Nk, ·)
-    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, Hq, Nq, Nk)
+    precise = score_dtype(q.dtype)
+    scores = torch.matmul(q.to(precise), k.to(precise).transpose(-2, -1)).mul_(scale)  # (B, Hq, Nq, Nk)
     if score_mod is not None:
         scores = score_mod.dense(scores)  # (B, Hq, Nq, Nk)
     empty = None
@@ -44,7 +45,7 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
         if return_lse
         else None
     )
-    weights = torch.softmax(scores, dim=-1)  # (B, Hq, Nq, Nk)
+    weights = torch.softmax(scores, dim=-1).to(q.dtype)  # (B, Hq, Nq, Nk)
     if empty is not None:
         weights = weights.masked_fill(empty, 0.0)  # ... and then its weights are zeroed
         if lse is not None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..masks import ALiBi, Softcap
 from ..trace import record
-from .capabilities import Capabilities
+from .capabilities import Capabilities, score_dtype
 
 CAPABILITIES = Capabilities(
     weights=True, lse=True, trace=True, score_mods=frozenset({ALiBi, Softcap}), mask_grad=True
@@ -28,12 +28,12 @@ def masked_scores(
     queries (B, H', R, Dh): the query rows `rows` (R,) of the query heads `heads` (H',); keys
     (B, H', Nk, Dh): each of those heads' keys; mask None, bool (True = may attend) or float, broadcastable
     to (B, H', R, Nk); num_queries: Nq of the whole call (score modifiers align bottom-right with it);
-    dtype: the dtype to compute the scores in after the matmul (default the inputs').
+    dtype: the dtype to compute the scores in (default the inputs').
     -> masked scores (B, H', R, Nk), -inf where a query may not attend. Each step goes to `recorder`.
     """
-    scores = queries @ keys.transpose(-2, -1)  # (B, H', R, Nk)
     if dtype is not None:
-        scores = scores.to(dtype)
+        queries, keys = queries.to(dtype), keys.to(dtype)
+    scores = queries @ keys.transpose(-2, -1)  # (B, H', R, Nk)
     recorder("scores", scores)
     scaled_scores = scores * scale  # (B, H', R, Nk)
     recorder("scaled_scores", scaled_scores)
@@ -87,10 +87,18 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
     heads = torch.arange(q.shape[1], device=q.device)  # (Hq,)
     rows = torch.arange(q.shape[2], device=q.device)  # (Nq,)
     masked = masked_scores(
-        q, keys, scale=scale, mask=mask, score_mod=score_mod, heads=heads, rows=rows, num_queries=q.shape[2]
-    )  # (B, Hq, Nq, Nk)
+        q,
+        keys,
+        scale=scale,
+        mask=mask,
+        score_mod=score_mod,
+        heads=heads,
+        rows=rows,
+        num_queries=q.shape[2],
+        dtype=score_dtype(q.dtype),
+    )  # (B, Hq, Nq, Nk): float32 for float16 inputs, whose range the scores may exceed
 
-    weights = softmax_over_keys(masked)  # (B, Hq, Nq, Nk)
+    weights = softmax_over_keys(masked).to(q.dtype)  # (B, Hq, Nq, Nk)
     record("weights", weights)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)  # kept weights scaled by 1 / (1 - p)

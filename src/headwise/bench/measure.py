@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..backends.tuning import cpu_kind
 from .grid import DTYPES, Config
 
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")  # set: an emulated kind
 PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
 PROBE_N = 512  # where a contender's memory is measured first when a larger N might not fit
@@ -175,6 +177,8 @@ def machine() -> dict:
         "device": "cpu",
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kind": cpu_kind(),  # with whether oneDNN runs bf16/fp16 natively
+        "isa_caps": {name: os.environ[name] for name in ISA_CAPS if name in os.environ},
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "memory_gb": round(2 * default_memory_cap() / GB, 1),

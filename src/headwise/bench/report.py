@@ -54,8 +54,10 @@ def _bullets(items: dict[str, str]) -> str:
 
 def _machine_line(machine: dict) -> str:
     m = machine
+    caps = m.get("isa_caps") or {}
+    emulated = f", run as {', '.join(f'{k}={v}' for k, v in caps.items())}" if caps else ""
     return (
-        f"{m['date']} · {m['cpu']} ({m['cpu_capability']}), {m['cores']} cores, "
+        f"{m['date']} · {m['cpu']} ({m.get('cpu_kind', m['cpu_capability'])}{emulated}), {m['cores']} cores, "
         f"{m['threads']} torch threads, {m['memory_gb']} GB, load average {m['load_average']} at the start "
         f"· torch {m['torch']} · headwise {m['headwise']}"
     )
