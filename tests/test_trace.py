@@ -104,3 +104,17 @@ def test_recorded_tensors_are_detached_copies():
 def test_every_step_has_a_formula_and_a_sentence():
     for name, (formula, sentence) in STEP_TEXT.items():
         assert formula and sentence.endswith("."), name
+
+
+def test_compiled_modules_have_no_graph_break_and_record_nothing():
+    """The trace's ContextVar is read only in eager code: torch.compile sees one graph (issue 13's first
+    finding: 4 graph breaks per attention call, and fullgraph=True failed)."""
+    module = headwise.MultiHeadAttention(16, 4)
+    x = torch.randn(2, 9, 16)
+    explained = torch._dynamo.explain(lambda x: module(x, is_causal=True)[0])(x)
+    assert explained.graph_break_count == 0
+    compiled = torch.compile(lambda x: module(x, is_causal=True)[0], fullgraph=True, backend="eager")
+    with headwise.trace() as t:
+        out = compiled(x)
+    torch.testing.assert_close(out, module(x, is_causal=True)[0])
+    assert len(t.steps) == 0

@@ -152,12 +152,15 @@ def trace() -> Iterator[Trace]:
 
 
 def tracing() -> bool:
-    """True inside a `trace()` block."""
-    return _active.get() is not None
+    """True inside a `trace()` block, outside code that torch.compile traces (a compiled graph records
+    nothing: run the model eagerly to trace it; Dynamo cannot read a ContextVar without a graph break)."""
+    return not torch.compiler.is_compiling() and _active.get() is not None
 
 
 def record(name: str, tensor: torch.Tensor) -> None:
     """Keep a copy of `tensor` as step `name` if a trace is active; otherwise do nothing."""
+    if torch.compiler.is_compiling():
+        return
     recorder = _active.get()
     if recorder is None:
         return

@@ -20,7 +20,6 @@ fills the cache ahead of time.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -58,16 +57,22 @@ class Choice:
 # The device kind ---------------------------------------------------------------------------------------
 
 
-@functools.cache
-def cpu_kind() -> str:
-    """'AVX2', 'AVX512' or 'AVX512-bf16' (and '-fp16'): ATen's vector capability and whether oneDNN runs
-    bf16 (fp16) matmuls natively. Read once; ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA move it."""
+def _read_cpu_kind() -> str:
     kind = torch.backends.cpu.get_cpu_capability()
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         kind += "-bf16"
     if torch.ops.mkldnn._is_mkldnn_fp16_supported():
         kind += "-fp16"
     return kind
+
+
+_CPU_KIND = _read_cpu_kind()  # read at import, so that torch.compile sees a constant
+
+
+def cpu_kind() -> str:
+    """'AVX2', 'AVX512' or 'AVX512-bf16' (and '-fp16'): ATen's vector capability and whether oneDNN runs
+    bf16 (fp16) matmuls natively. ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA, read at start-up, move it."""
+    return _CPU_KIND
 
 
 def device_kind(device: torch.device) -> str:
@@ -181,9 +186,9 @@ class Tuner:
         return self._choices
 
     def lookup(self, request: Request) -> Choice | None:
-        """The measured choice for `request`'s key, or None. While torch.compile traces, only what is in
-        memory already counts (reading the file would break the graph)."""
-        if self._choices is None and torch.compiler.is_compiling():
+        """The measured choice for `request`'s key, or None. While torch.compile traces, None: the static
+        table decides there (the key reads the thread count and the file, which would break the graph)."""
+        if torch.compiler.is_compiling():
             return None
         return self.choices().get(key(request))
 
