@@ -413,7 +413,11 @@ BAD_INPUTS = [
     ({"v": V[:, :1]}, ValueError, "same number of heads Hkv, got 2 and 1"),
     ({"v": V[:, :, :5]}, ValueError, "same length Nk, got 6 and 5"),
     ({"k": K[..., :4]}, ValueError, "same head width Dh, got 8 and 4"),
-    ({"q": torch.randn(2, 3, 5, 8)}, ValueError, "Hq = 3 must be a positive multiple of the key/value heads Hkv = 2"),
+    (
+        {"q": torch.randn(2, 3, 5, 8)},
+        ValueError,
+        "Hq = 3 must be a positive multiple of the key/value heads Hkv = 2",
+    ),
     (
         {"mask": torch.ones(5, 7, dtype=torch.bool)},
         ValueError,
