@@ -186,3 +186,29 @@ def test_memory_child_measures_a_positive_peak():
     outcome = memory.measure_in_child("naive", config, timeout_s=120)
     assert outcome["status"] == "ok", outcome
     assert outcome["peak_bytes"] > 8 * 512 * 512 * 4  # more than one copy of the scores (H, N, N)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cap-gb", "inf"], "argument --cap-gb: expected a positive float, got 'inf'"),
+        (["--cap-gb", "nan"], "argument --cap-gb: expected a positive float, got 'nan'"),
+        (
+            ["--sizes", "300000", "--cap-gb", "1"],
+            "the inputs alone of fp32 fwd N=300000 (B=4, H=8, Dh=64) take 6.9 GB, over the memory cap of "
+            "1 GB",
+        ),
+        (["--sizes", "64", "--batch", "100000000", "--cap-gb", "8"], "over the memory cap of 8 GB"),
+    ],
+)
+def test_bench_refuses_a_cap_it_cannot_keep_before_running(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *args])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and "Traceback" not in err
+    with pytest.raises(ValueError, match=r"the memory cap \(--cap-gb\) must be a finite number > 0, got inf"):
+        speed.SpeedSettings(**{**TINY.__dict__, "cap_gb": float("inf")})
+    with pytest.raises(SystemExit) as exit_info:  # benchmarks/memory.py
+        memory.main(["--sizes", "300000", "--cap-gb", "1"])
+    assert exit_info.value.code == 2 and "over the memory cap of 1 GB" in capsys.readouterr().err

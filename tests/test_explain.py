@@ -403,3 +403,73 @@ def test_the_console_script_runs() -> None:
     assert result.returncode == 0, result.stderr
     assert [name for name, _, _ in sections(result.stdout)] == SELF_ATTENTION_STEPS
     assert result.stdout.rstrip().endswith("✓ all 7 checks passed")
+
+
+# Outputs, odd arguments and what reaches the terminal (issue 12).
+
+
+def explain_fails(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run `headwise explain ARGS`, which must exit with code 2 and a one-line error; returns that line."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["explain", *args])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+def test_html_is_written_through_a_symbolic_link(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "target.html"
+    target.write_text("stale")
+    (tmp_path / "link.html").symlink_to("target.html")
+    assert main(["explain", "--html", str(tmp_path / "link.html")]) == 0
+    assert (tmp_path / "link.html").is_symlink() and target.read_text().startswith("<!DOCTYPE html>")
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'link.html'}\n"
+
+
+def test_outputs_that_are_not_files_or_folders_are_refused(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    (tmp_path / "folder").mkdir()
+    line = explain_fails(capsys, "--html", str(tmp_path / "folder"))
+    assert line.endswith(
+        f"argument --html: {tmp_path / 'folder'} is a directory: give the name of a file to write"
+    )
+    os.mkfifo(tmp_path / "fifo")
+    assert "argument --html: " in explain_fails(capsys, "--html", str(tmp_path / "fifo"))
+    assert (tmp_path / "fifo").is_fifo()
+    missing = explain_fails(capsys, "--html", str(tmp_path / "nowhere" / "page.html"))
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in missing
+    (tmp_path / "file").write_text("data")
+    line = explain_fails(capsys, "--png", str(tmp_path / "file"))
+    assert line.endswith(
+        f"argument --png: {tmp_path / 'file'} is a file, not a folder (it is created if missing)"
+    )
+    assert "Errno" not in line and (tmp_path / "file").read_text() == "data"
+    assert explain_fails(capsys, "--html", "").endswith(
+        "argument --html: expected a path, got an empty string"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "file", "folder"]  # and no hidden temporary file
+
+
+@pytest.mark.parametrize("option", ["--html", "--png", "--tokens", "--cross", "--checkpoint"])
+def test_undecodable_arguments_are_one_line_errors(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argument = b"caf\xe9.html".decode("utf-8", "surrogateescape")  # as Python hands over a Latin-1 argument
+    line = explain_fails(capsys, option, argument)
+    assert line.endswith(f"argument {option}: expected UTF-8 text, got the bytes b'caf\\xe9.html'")
+
+
+def test_the_tokens_are_capped(capsys: pytest.CaptureFixture[str]) -> None:
+    line = explain_fails(capsys, "--html", "page.html", "--tokens", " ".join(["word"] * 10_000))
+    assert "argument --tokens: expected at most 512 words" in line and "got 10000" in line
+    assert "at most 512" in explain_fails(capsys, "--cross", " ".join(["word"] * 513))
+
+
+def test_control_characters_in_tokens_are_shown_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = explain(capsys, "--tokens", "\x1b]0;PWNED\x07 \x1b[2J \u202eevil", "--heads", "1")
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b]0;PWNED\\x07 \\x1b[2J \\u202eevil" in out  # the tokens line
+    assert re.search(r"^\\x1b\[2J ", out, re.MULTILINE)  # a row label

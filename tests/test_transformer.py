@@ -237,6 +237,7 @@ def test_the_documented_import_paths_give_the_same_objects():
         ({"num_kv_heads": 3}, ValueError, r"a multiple of num_kv_heads \(3\)"),
         ({"dropout": 1.0}, ValueError, "dropout must be a probability in"),
         ({"activation": "tanh"}, ValueError, "activation must be one of"),
+        ({"activation": ["relu"]}, ValueError, r"activation must be one of .*, got \['relu'\]"),
         ({"positions": "relative"}, ValueError, "positions must be one of"),
         ({"d_model": 12, "num_heads": 4, "positions": "rotary"}, ValueError, "rotary positions need an even"),
         ({"layer_norm_eps": 0.0}, ValueError, "layer_norm_eps must be a finite number > 0"),
@@ -273,3 +274,33 @@ def test_generation_runs_without_dropout_and_restores_the_mode():
     prompt = ids(2, 4, seed=13)
     first = model.generate(prompt, max_new_tokens=8)
     assert torch.equal(model.generate(prompt, max_new_tokens=8), first) and model.training
+
+
+def test_generation_refuses_an_empty_prompt_and_a_nan_temperature_before_running_the_model():
+    model = _model("lm", "rotary")
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    with pytest.raises(ValueError, match=r"the prompt must be token ids \(B, N\) with at least one token"):
+        model.generate(ids(2, 0), max_new_tokens=3)
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0, got nan"):
+        model.generate(ids(2, 3), max_new_tokens=3, temperature=float("nan"))
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"bias": False, "final_norm": False, "positions": "learned", "tie_embeddings": False},
+        {"num_kv_heads": 1, "positions": "rotary", "type_vocab_size": 2, "embedding_norm": True},
+        {"positions": "alibi", "num_encoder_layers": 0, "num_decoder_layers": 3},
+    ],
+)
+@pytest.mark.parametrize("cls", [Transformer, LanguageModel])
+def test_parameter_count_is_the_models_own(cls, changes):
+    model_config = config(**changes)
+    model = cls(model_config)
+    assert model_config.parameter_count(encoder=cls is Transformer) == sum(
+        p.numel() for p in model.parameters()
+    )
+    assert model_config.buffer_count() == sum(b.numel() for b in model.buffers())

@@ -1,10 +1,14 @@
-"""Argument checks shared by the modules: each raises an error that names the argument and what it got."""
+"""Argument checks shared by the modules: each raises an error that names the argument and what it got.
+Also: whether this machine can hold an allocation (fits_in_memory), and user text made safe to print in a
+terminal (printable)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import numbers
+import os
+import unicodedata
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -29,6 +33,13 @@ def positive_number(value: object, name: str) -> float:
     """`value` as a finite float > 0, or a ValueError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def finite_number(value: object, name: str) -> float:
+    """`value` as a finite float (any sign), or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r:.100}")
     return float(value)
 
 
@@ -81,3 +92,47 @@ def strict_from_dict(cls: type[T], data: object, what: str) -> T:
     """The dataclass `cls` made from the dict `data`, whose keys must be its fields (see known_keys); the
     fields left out take their defaults, and `cls` checks the values."""
     return cls(**known_keys(data, (field.name for field in dataclasses.fields(cls)), what))
+
+
+KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "a bool"}
+
+
+def of_type(value: T, kind: type | tuple[type, ...], name: str) -> T:
+    """`value` if it is an instance of `kind` (a bool is not an int here), or a TypeError."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        wanted = " or ".join(KIND_NAMES.get(k, k.__name__) for k in kinds)
+        raise TypeError(f"{name} must be {wanted}, got {value!r:.100}")
+    return value
+
+
+def physical_memory() -> int:
+    """This machine's memory (RAM), in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fits_in_memory(needed: int, what: str) -> None:
+    """A ValueError that gives both numbers if `needed` bytes (for `what`) exceed this machine's memory:
+    asked for before allocating, so that an absurd size is refused at once instead of after minutes of
+    swapping, or a crash."""
+    available = physical_memory()
+    if needed > available:
+        raise ValueError(
+            f"{what} needs about {needed / 2**30:,.1f} GiB, but this machine has "
+            f"{available / 2**30:,.1f} GiB of memory"
+        )
+
+
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on instead of showing written as an escape (\\x1b,
+    \\n, \\u202e): control characters (C0, DEL, C1), bidirectional controls, and lone surrogates (the
+    undecodable bytes of a command-line argument, \\udcff)."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in ("Cc", "Cs") or char in BIDI_CONTROLS
+        else char
+        for char in text
+    )

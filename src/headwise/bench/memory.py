@@ -125,12 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.child:
         spec = json.loads(args.child)
         print(json.dumps(measure(spec["contender"], Config(**spec["config"]))))
         return 0
-    settings = settings_from_args(args, PRESETS)
+    try:
+        settings = settings_from_args(args, PRESETS)
+    except ValueError as error:  # inputs over the memory cap
+        parser.error(str(error))
     with progress_bar() as progress:
         results = run_memory(settings, progress)
     publish(results, memory_markdown, plot_memory, args.out)

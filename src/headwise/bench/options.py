@@ -4,6 +4,7 @@ options (a preset, and the grid options that override it)."""
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -28,20 +29,41 @@ class GridSettings:
     heads: int = 8
     head_dim: int = 64
 
+    def __post_init__(self) -> None:
+        """Refuse a memory cap that is not a finite number > 0, and a grid whose inputs alone (made before
+        anything is measured or predicted) would exceed it."""
+        if not 0 < self.cap_gb < math.inf:
+            raise ValueError(f"the memory cap (--cap-gb) must be a finite number > 0, got {self.cap_gb!r}")
+        largest = max(self.configs(), key=input_bytes, default=None)
+        if largest is not None and input_bytes(largest) > self.cap_gb * GB:
+            raise ValueError(
+                f"the inputs alone of {largest.label()} (B={largest.batch}, H={largest.heads}, "
+                f"Dh={largest.head_dim}) take {input_bytes(largest) / GB:.1f} GB, over the memory cap of "
+                f"{self.cap_gb:g} GB (--cap-gb): choose smaller --sizes, --batch or --heads, or a larger cap"
+            )
+
     def configs(self) -> list[Config]:
         shape = {"batch": self.batch, "heads": self.heads, "head_dim": self.head_dim}
         return grid(self.sizes, self.dtypes, self.modes, self.masks, **shape)
 
 
+def input_bytes(config: Config) -> int:
+    """The memory of the largest inputs a benchmark makes for `config` before it measures anything: a
+    kernel's q, k and v (B, H, N, Dh) and, for forward+backward, the output's gradient (a module's input
+    x (B, N, H·Dh) is one of them)."""
+    c = config
+    return (3 + c.backward) * c.batch * c.heads * c.n * c.head_dim * c.torch_dtype.itemsize
+
+
 def positive(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a positive int or float."""
+    """An argparse type: a positive int or a finite positive float."""
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             value = 0
-        if not value > 0:
+        if not 0 < value < math.inf:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
         return value
 

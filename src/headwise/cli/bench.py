@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from ..bench import speed
+from ..bench.options import settings_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,4 +21,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "speed-ups. The progress bar goes to stderr, the table to stdout.",
     )
     speed.add_arguments(parser, preset="quick")
-    parser.set_defaults(run=speed.run_from_args)
+    parser.set_defaults(run=partial(run, parser))
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the benchmark, after refusing a grid that does not fit the memory cap (exit code 2)."""
+    try:
+        settings_from_args(args, speed.PRESETS)
+    except ValueError as error:
+        parser.error(str(error))
+    return speed.run_from_args(args)

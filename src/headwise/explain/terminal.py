@@ -3,6 +3,7 @@ the checks a learner should see, as it goes. Needs rich (pip install 'headwise[c
 
 Values are drawn as matrices of the last two axes, one per head for per-head steps (batch of one), with
 the tokens on the rows and the keys or the features on the columns; columns that would not fit are elided.
+User text (the tokens) is printed with its control characters escaped (\x1b), never acted on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..checks import printable
 from ..trace import Step
 from .checks import Check, checks_after
 from .example import LECTURE_DIM, LECTURE_TOKENS, Example, Run
@@ -84,7 +86,8 @@ def show_step(console: Console, index: int, step: Step, example: Example) -> Non
     console.print(Text(step.formula, style="bold cyan"))
     console.print(Text(step.sentence, style="italic"))
     rows, columns = (
-        axis_labels(axis, size, example) for axis, size in zip(axes[-2:], step.shape[-2:], strict=True)
+        [printable(label) for label in axis_labels(axis, size, example)]
+        for axis, size in zip(axes[-2:], step.shape[-2:], strict=True)
     )
     matrices = step.tensor.flatten(0, -3)  # (H, R, C) per head, or (1, R, C): the batch holds one sequence
     for head, matrix in enumerate(matrices):
@@ -104,7 +107,7 @@ def show_check(console: Console, check: Check) -> None:
     line.add_column(width=1)
     line.add_column()
     mark, style = ("✓", "green") if check.passed else ("✗", "bold red")
-    line.add_row(Text(mark, style=style), Text(check.text))
+    line.add_row(Text(mark, style=style), Text(printable(check.text)))
     console.print(line)
 
 
@@ -125,11 +128,11 @@ def introduce(example: Example, console: Console) -> None:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
-    facts.add_row("tokens", f"Nq = {len(example.tokens)}: {' '.join(example.tokens)}")
+    facts.add_row("tokens", f"Nq = {len(example.tokens)}: {printable(' '.join(example.tokens))}")
     if example.kv_tokens is None:
         facts.add_row("keys, values", "from the same tokens: self-attention")
     else:
-        kv_tokens = " ".join(example.kv_tokens)
+        kv_tokens = printable(" ".join(example.kv_tokens))
         facts.add_row("keys, values", f"Nk = {len(example.kv_tokens)}: {kv_tokens} (cross-attention)")
     facts.add_row("embedding", embedding_source(example))
     facts.add_row(

@@ -27,7 +27,7 @@ POSITIONS = ("sinusoidal", "learned", "rotary", "alibi", "none")
 
 def check_activation(name: str) -> str:
     """`name` if it is one of ACTIVATIONS, or a ValueError that lists them."""
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return name
 
@@ -112,6 +112,35 @@ class TransformerConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    def parameter_count(self, *, encoder: bool) -> int:
+        """The numbers in the weights of a model with this config, a tied output head counted once, without
+        building it: a Transformer (encoder=True: embeddings, an encoder, a decoder with cross-attention,
+        the head) or a LanguageModel (encoder=False: embeddings, a decoder without cross-attention, the
+        head). The tests hold it to the models' own count."""
+        d, bias = self.d_model, int(self.bias)
+        kv_width = (self.num_kv_heads or self.num_heads) * self.head_dim  # Hkv·Dh
+        attention = (d + 2 * kv_width) * (d + bias) + d * (d + bias)  # q, k, v and output projections
+        feed_forward = 2 * d * self.d_ff + bias * (self.d_ff + d)
+        norm = d * (1 + bias)
+        encoder_layer = attention + feed_forward + 2 * norm
+        decoder_layer = encoder_layer + (attention + norm if encoder else 0)
+        final_norm = norm if self.final_norm else 0
+        stacks = self.num_decoder_layers * decoder_layer + final_norm
+        if encoder:
+            stacks += self.num_encoder_layers * encoder_layer + final_norm
+        embeddings = (
+            (self.vocab_size + self.type_vocab_size) * d
+            + (self.max_positions * d if self.positions == "learned" else 0)
+            + (norm if self.embedding_norm else 0)
+        )
+        head = 0 if self.tie_embeddings else self.vocab_size * d
+        return embeddings + stacks + head
+
+    def buffer_count(self) -> int:
+        """The numbers in the tables a model with this config computes once and keeps (not weights): the
+        sinusoidal positions, (max_positions, D)."""
+        return self.max_positions * self.d_model if self.positions == "sinusoidal" else 0
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -69,6 +69,12 @@ def generate(
     A row that produced stop_token is padded with it until every row has stopped.
     """
     positive_int(max_new_tokens, "max_new_tokens")
+    non_negative_number(temperature, "temperature")  # before the first step, not after it
+    if prompt.dim() != 2 or prompt.shape[1] == 0:
+        raise ValueError(
+            f"the prompt must be token ids (B, N) with at least one token (N >= 1), got shape "
+            f"{tuple(prompt.shape)}"
+        )
     check_length(prompt.shape[1] + max_new_tokens - 1, max_positions)  # the last token is never fed back
     tokens, new = prompt, prompt  # (B, N), the tokens the next step feeds
     stopped = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)  # (B,)

@@ -7,13 +7,14 @@ periodic evaluation and checkpoints, a progress bar on stderr, and a loss-curve 
 Every step's randomness (its batch, and dropout) is a function of (seed, step), and a checkpoint holds the
 weights and the optimizer's state after a whole step, so stopping and resuming gives exactly the weights
 of an uninterrupted run (on the same device, with the same number of threads). Ctrl-C stops after the
-current step (and evaluation) and saves a checkpoint; a second Ctrl-C stops at once, without saving.
+current step (and evaluation) and saves a checkpoint; a second Ctrl-C stops at once, without saving. A
+step whose loss, gradients or updated weights are NaN or infinite stops training with a FloatingPointError
+that names it, before anything is saved.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import signal
@@ -22,69 +23,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import nn
 
-from ..checks import (
-    fraction,
-    non_negative_int,
-    non_negative_number,
-    positive_int,
-    positive_number,
-    strict_from_dict,
-)
-from ..files import replacing
+from ..checks import fits_in_memory
+from ..files import file_target, replacing
 from ..nn.config import TransformerConfig
 from ..optional import require
-from .checkpoint import INSTALL, Checkpoint, save_checkpoint
-from .tasks.base import Task, derive_seed, to_device
+from .checkpoint import CHECKPOINT_FOLDER, INSTALL, Checkpoint, check_checkpoint_target, save_checkpoint
+from .options import TrainOptions
+from .tasks.base import Task, check_seed, derive_seed, to_device
 
-CHECKPOINT_FOLDER = "checkpoint"
 PLOT_FILE = "loss.png"
 METRIC_LABELS = {"exact_match": "held-out exact match (%)", "bpc": "validation bits per character"}
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How to train; from_dict rejects unknown keys.
-
-    steps: optimizer steps in all. batch_size: examples per step.
-    learning_rate: the peak learning rate, reached after warmup_steps (linear from learning_rate /
-        warmup_steps), then decayed along a cosine to final_lr_fraction · learning_rate at the last step.
-    weight_decay: AdamW's, on the matrices only (not on biases and norms). beta2: AdamW's second beta.
-    grad_clip: the largest gradient norm (larger ones are scaled down).
-    eval_every, checkpoint_every: evaluate / save every that many steps (and after the last step).
-    """
-
-    steps: int = 1000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    final_lr_fraction: float = 0.1
-    weight_decay: float = 0.01
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_every: int = 250
-    checkpoint_every: int = 500
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
-            positive_int(getattr(self, name), name)
-        non_negative_int(self.warmup_steps, "warmup_steps")
-        positive_number(self.learning_rate, "learning_rate")
-        positive_number(self.grad_clip, "grad_clip")
-        fraction(self.final_lr_fraction, "final_lr_fraction")
-        non_negative_number(self.weight_decay, "weight_decay")
-        fraction(self.beta2, "beta2", below_one=True)
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> TrainOptions:
-        """The options with these fields; an unknown key is an error that lists the known ones."""
-        return strict_from_dict(cls, data, "training option")
 
 
 @dataclass
@@ -124,9 +77,8 @@ def resolve_device(device: str) -> torch.device:
 
 def new_run(task: Task, config: TransformerConfig, options: TrainOptions, seed: int) -> Checkpoint:
     """A fresh run at step 0: the task's model, initialised from `seed`."""
-    seed = non_negative_int(seed, "seed")
-    if seed >= 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    seed = check_seed(seed)
+    check_batch_fits(config, options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         model = task.build_model(config)
@@ -181,8 +133,17 @@ def train(
         )
     options = TrainOptions.from_dict(run.options)
     _check_fits(run.model.config, task)
+    check_batch_fits(run.model.config, options)
+    if run.step and run.optimizer_state is None:
+        raise ValueError(
+            f"the run is at step {run.step} but has no optimizer state (loaded with with_optimizer=False?): "
+            "resuming with a fresh AdamW would not continue it"
+        )
     device = resolve_device(device) if isinstance(device, str) else device
     out = Path(out)
+    check_checkpoint_target(out / CHECKPOINT_FOLDER)  # before training, not at the first save
+    if out.is_dir():
+        file_target(out / PLOT_FILE)
     model = run.model.to(device)
     optimizer = make_optimizer(model, options)
     run.restore_optimizer(optimizer)
@@ -230,6 +191,18 @@ def train(
     )
 
 
+def check_batch_fits(config: TransformerConfig, options: TrainOptions) -> None:
+    """A ValueError with both sizes if this machine could not hold a training batch: the embeddings and
+    every layer keep at least their output (B, N, D) for the backward pass (N up to max_positions), so
+    that an absurd batch_size is refused before the batch is made."""
+    layers = config.num_encoder_layers + config.num_decoder_layers
+    fits_in_memory(
+        4 * options.batch_size * config.max_positions * config.d_model * (layers + 1),
+        f"a training batch of {options.batch_size:,} sequences of up to {config.max_positions:,} tokens (the "
+        "float32 outputs of the embeddings and of every layer, kept for the backward pass)",
+    )
+
+
 def _check_fits(config: TransformerConfig, task: Task) -> None:
     block = getattr(task, "block_size", None)
     if block is not None and config.max_positions < block:
@@ -248,8 +221,9 @@ def _train_step(
     options: TrainOptions,
     device: torch.device,
 ) -> float:
-    """One optimizer step on the batch of `step`; returns its loss. Its randomness is seeded from
-    (seed, step) alone."""
+    """One optimizer step on the batch of `step` (0-based); returns its loss. Its randomness is seeded from
+    (seed, step) alone. A FloatingPointError stops training at the step whose loss, gradients or updated
+    weights are NaN or infinite, before anything non-finite can be saved."""
     learning_rate = learning_rate_at(step, options)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
@@ -258,15 +232,25 @@ def _train_step(
     model.train()
     loss = task.loss(model, batch)
     if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"the training loss is {loss.item()} at step {step}; try a lower learning_rate (now "
-            f"{options.learning_rate})"
-        )
+        _diverged(f"the training loss is {loss.item()}", step, options)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+    norm = nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+    if not torch.isfinite(norm):
+        _diverged(f"the gradients' norm is {norm.item()}", step, options)
     optimizer.step()
+    if not bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all()):
+        bad = [name for name, p in model.named_parameters() if not bool(p.isfinite().all())]
+        shown = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+        _diverged(f"the update made weights NaN or infinite ({shown})", step, options)
     return loss.item()
+
+
+def _diverged(what: str, step: int, options: TrainOptions) -> NoReturn:
+    raise FloatingPointError(
+        f"training diverged at step {step + 1}: {what}; nothing of this step was saved (the last checkpoint "
+        f"is intact); try a lower learning_rate (now {options.learning_rate:g})"
+    )
 
 
 def _evaluate(

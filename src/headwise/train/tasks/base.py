@@ -12,11 +12,35 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ...checks import known_keys, non_negative_int
+from ...checks import fits_in_memory, known_keys, non_negative_int, non_negative_number
 from ...nn.config import TransformerConfig
 from ...nn.models import LanguageModel, Transformer
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"Transformer": Transformer, "LanguageModel": LanguageModel}
+TRAINING_COPIES = 4  # of each weight while training: the weight, its gradient and AdamW's two moments
+
+
+def build_model(model_class: str, config: TransformerConfig) -> nn.Module:
+    """A freshly initialised `model_class` (a key of MODEL_CLASSES) with `config`, after checking that this
+    machine can train it: TRAINING_COPIES float32 copies of its weights, and its position table, must fit
+    in its memory (activations come on top). Else a ValueError gives both sizes, before any allocation."""
+    parameters = config.parameter_count(encoder=model_class == "Transformer")
+    fits_in_memory(
+        4 * (TRAINING_COPIES * parameters + config.buffer_count()),
+        f"training a {model_class} of {parameters:,} parameters (float32 weights, gradients and AdamW's two "
+        "moments)",
+    )
+    return MODEL_CLASSES[model_class](config)
+
+
+MAX_SEED = 2**63 - 1  # derive_seed's results, and what torch.manual_seed takes as an int64
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """`seed` as an int in [0, MAX_SEED], or a ValueError."""
+    if non_negative_int(seed, name) > MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return int(seed)
 
 
 def derive_seed(*parts: object) -> int:
@@ -109,14 +133,22 @@ class Task(ABC):
     defaults: ClassVar[dict[str, object]]  # the parameters and their default values
 
     def __init__(self, **params: object) -> None:
-        known_keys(params, sorted(self.defaults), f"{self.name} task parameter")
+        self.params = self.check_params(params)
+
+    @classmethod
+    def check_params(cls, params: object) -> dict[str, object]:
+        """The task's parameters: its defaults with `params` in their place, after checking that each key is
+        known and each value of its default's kind (an int >= 1, a finite float >= 0, a bool, a string)."""
+        known_keys(params, sorted(cls.defaults), f"{cls.name} task parameter")
         for key, value in params.items():
-            kind = type(self.defaults[key])
+            kind = type(cls.defaults[key])
             fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
             if isinstance(value, bool) != (kind is bool) or not fits or (kind is int and value < 1):
                 wanted = "a positive int" if kind is int else f"a {kind.__name__}"
-                raise ValueError(f"the {self.name!r} task's parameter {key} must be {wanted}, got {value!r}")
-        self.params = {**self.defaults, **params}
+                raise ValueError(f"the {cls.name!r} task's parameter {key} must be {wanted}, got {value!r}")
+            if kind is float:
+                non_negative_number(value, f"the {cls.name!r} task's parameter {key}")
+        return {**cls.defaults, **params}
 
     @property
     @abstractmethod
@@ -154,7 +186,7 @@ class Task(ABC):
                 f"config.vocab_size must be the {self.name!r} task's vocabulary size {len(self.vocab)}, "
                 f"got {config.vocab_size}"
             )
-        return MODEL_CLASSES[self.model_class](config)
+        return build_model(self.model_class, config)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
