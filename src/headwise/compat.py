@@ -200,4 +200,4 @@ def _check_exact_mask(mask: object, name: str, shapes: list[tuple[int, ...]], de
     if tuple(mask.shape) not in shapes:
         expected = " or ".join(str(shape) for shape in shapes)
         raise ValueError(f"{name} must have shape {expected}, got {tuple(mask.shape)}")
-    check_mask(mask, name, tuple(mask.shape), device)  # the dtype and the device
+    check_mask(mask, name, tuple(mask.shape), device, true_means="may not attend, torch's polarity")

@@ -44,14 +44,15 @@ def check_mask(
     name: str,
     target: tuple[int, ...],
     device: torch.device,
+    true_means: str = "may attend",
 ) -> None:
     """Raise TypeError/ValueError unless `mask` is a bool or float tensor on `device` that broadcasts
-    to `target`."""
+    to `target`; `true_means` is what True means in the caller's polarity, for the message."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
     if mask.dtype != torch.bool and not mask.dtype.is_floating_point:
         raise TypeError(
-            f"{name} has dtype {mask.dtype}; expected torch.bool (True = may attend) "
+            f"{name} has dtype {mask.dtype}; expected torch.bool (True = {true_means}) "
             "or a floating dtype (added to the scores)"
         )
     if mask.device != device:
