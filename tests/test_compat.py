@@ -525,7 +525,7 @@ def test_unbatched_masks_have_torchs_unbatched_shapes() -> None:
 
 
 def test_an_integer_key_padding_mask_is_refused_in_torchs_polarity():
-    module = headwise.compat.MultiheadAttention(8, 2, batch_first=True)
+    module = compat.MultiheadAttention(8, 2, batch_first=True)
     x = torch.randn(2, 3, 8)
     with pytest.raises(TypeError, match=r"expected torch\.bool \(True = may not attend, torch's polarity\)"):
         module(x, x, x, key_padding_mask=torch.zeros(2, 3, dtype=torch.int64))
