@@ -369,7 +369,7 @@ def test_auto_on_cuda_puts_triton_first_for_mask_predicates_only():
 @pytest.mark.parametrize("kind", ["AVX512-bf16-fp16", "AVX2"])
 def test_the_static_table_follows_the_cpu_kind(kind, monkeypatch):
     """AVX-512 bf16 (benchmarks/results/speed-cpu-bf16.md): dense for short bf16, SDPA from 512²; AVX2
-    (speed-cpu-avx2.md): bf16 forward with SDPA in bf16, forward + backward with SDPA in float32."""
+    (speed-cpu-avx2.md): bf16 forward with SDPA in bf16, forward + backward in float32 (dense up to 512²)."""
     monkeypatch.setattr(tuning, "cpu_kind", lambda: kind)
     small = {"dtype": torch.bfloat16, "num_queries": 512, "num_keys": 512}
     large = {**small, "num_keys": 1024}
@@ -378,6 +378,8 @@ def test_the_static_table_follows_the_cpu_kind(kind, monkeypatch):
     assert choose("auto", request(**large)) == Choice("sdpa", torch.bfloat16)
     backward = choose("auto", request(requires_grad=True, **large))
     assert backward == Choice("sdpa", torch.bfloat16 if native else torch.float32)
+    short = choose("auto", request(requires_grad=True, **small))
+    assert short == Choice("dense", torch.bfloat16 if native else torch.float32)
     assert choose("auto", request(**{**small, "dtype": torch.float32})) == Choice("sdpa", torch.float32)
     assert choose("auto", request(return_weights=True, **large)).backend == "dense"
 

@@ -106,9 +106,11 @@ def static_choices(request: Request) -> list[Choice]:
     - CUDA (unmeasured so far: benchmarks/triton_gpu.py will decide): SDPA's flash kernel first for plain
       calls; triton first where SDPA would read a materialised (Nq, Nk) mask (a predicate other than plain
       causal), since triton evaluates predicates in the kernel; triton next either way (lse, modifiers).
-    - CPU, bf16/fp16 without native low precision (AVX2; benchmarks/results/speed-cpu-avx2.md): forward
-      in the input dtype with SDPA (its flash kernel converts blocks itself; the float32 round trip costs
-      more), forward + backward in float32 (SDPA's bf16 backward is ~4× slower than its float32 one).
+    - CPU, bf16/fp16 without native low precision (AVX2; benchmarks/results/speed-cpu-avx2.md, B=4, H=8,
+      Dh=64): forward in the input dtype with SDPA (its flash kernel converts blocks itself: 8.3 ms vs 40 ms
+      for SDPA on float32 copies at N=128; a tie at N=1024); forward + backward in float32, where SDPA's bf16
+      backward is 13× slower (N=1024: 5283 ms vs 371 ms), with the dense path up to Nq·Nk = 512² (N=128:
+      9.3 ms vs SDPA's 10.3) and SDPA beyond.
     - CPU, bf16 with native low precision (AVX-512-bf16/AMX; benchmarks/results/speed-cpu-bf16.md): the
       dense path up to Nq·Nk = 512² (its matmuls run at the bf16 rate where SDPA's kernel does not), SDPA
       from there.
@@ -119,7 +121,11 @@ def static_choices(request: Request) -> list[Choice]:
     if device.type == "cpu" and dtype in LOW_PRECISION:
         upcast = [Choice(name, torch.float32) for name in _names(request)]
         if not fast_low_precision(device, dtype):
-            return [*upcast, *same] if request.requires_grad else [*same, *upcast]
+            if not request.requires_grad:
+                return [*same, *upcast]
+            if request.num_queries * request.num_keys <= DENSE_LOW_PRECISION:
+                return [Choice("dense", torch.float32), *upcast, *same]
+            return [*upcast, *same]
         if request.num_queries * request.num_keys <= DENSE_LOW_PRECISION:
             return [Choice("dense", dtype), *same, *upcast]
         return [*same, *upcast]
