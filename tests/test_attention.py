@@ -366,15 +366,17 @@ def test_auto_on_cuda_puts_triton_first_for_mask_predicates_only():
     assert auto_order(request(predicate=window, **cuda))[:2] == ("triton", "sdpa")
 
 
-@pytest.mark.parametrize("kind", ["AVX512-bf16-fp16", "AVX2"])
+@pytest.mark.parametrize("kind", ["AVX512-bf16-fp16", "AVX512-bf16-fp16-amx", "AVX2"])
 def test_the_static_table_follows_the_cpu_kind(kind, monkeypatch):
-    """AVX-512 bf16 (benchmarks/results/speed-cpu-bf16.md): dense for short bf16, SDPA from 512²; AVX2
-    (speed-cpu-avx2.md): bf16 forward with SDPA in bf16, forward + backward in float32 (dense up to 512²)."""
+    """AVX-512 bf16 (benchmarks/results/speed-cpu-bf16.md): dense for short bf16, SDPA from 512²; with AMX
+    (speed-cpu-avx512.md) SDPA for the short forward; AVX2 (speed-cpu-avx2.md): bf16 forward with SDPA in
+    bf16, forward + backward in float32 (dense up to 512²)."""
     monkeypatch.setattr(tuning, "cpu_kind", lambda: kind)
     small = {"dtype": torch.bfloat16, "num_queries": 512, "num_keys": 512}
     large = {**small, "num_keys": 1024}
     native = kind != "AVX2"
-    assert choose("auto", request(**small)) == Choice("dense" if native else "sdpa", torch.bfloat16)
+    short_forward = "dense" if native and "amx" not in kind else "sdpa"
+    assert choose("auto", request(**small)) == Choice(short_forward, torch.bfloat16)
     assert choose("auto", request(**large)) == Choice("sdpa", torch.bfloat16)
     backward = choose("auto", request(requires_grad=True, **large))
     assert backward == Choice("sdpa", torch.bfloat16 if native else torch.float32)

@@ -31,22 +31,27 @@ def candidates(request: Request) -> list[Choice]:
         if choice in seen:
             continue
         seen.add(choice)
-        if BACKENDS[choice.backend].unsupported(with_compute_dtype(request, choice.compute_dtype)) is None:
+        if _serves(choice, request):
             capable.append(choice)
     return capable
+
+
+def _serves(choice: Choice, request: Request) -> bool:
+    return BACKENDS[choice.backend].unsupported(with_compute_dtype(request, choice.compute_dtype)) is None
 
 
 def choose(name: str, request: Request, measure: Callable[[Choice], None] | None = None) -> Choice:
     """The choice to run: `name` itself in the input dtype (or a ValueError saying why it cannot), or the
     pick of "auto". measure(choice) runs one call of the request's shape, for tuning on first use."""
     if name == "auto":
-        capable = candidates(request)
         measured = TUNER.lookup(request)
-        if measured in capable:
+        if measured is not None and measured.backend in BACKENDS and _serves(measured, request):
             return measured
-        if measure is not None and len(capable) > 1 and TUNER.may_tune():
-            return TUNER.tune(request, capable, measure)["choice"]
-        return capable[0]
+        if measure is not None and TUNER.may_tune():
+            capable = candidates(request)
+            if len(capable) > 1:
+                return TUNER.tune(request, capable, measure)["choice"]
+        return next(c for c in static_choices(request) if _serves(c, request))
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {name!r}")
     reason = BACKENDS[name].unsupported(request)

@@ -63,15 +63,27 @@ def _read_cpu_kind() -> str:
         kind += "-bf16"
     if torch.ops.mkldnn._is_mkldnn_fp16_supported():
         kind += "-fp16"
+    if "bf16" in kind and _cpu_flag("amx_bf16"):
+        kind += "-amx"
     return kind
+
+
+def _cpu_flag(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists `flag` (False where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("flags") and flag in line.split() for line in cpuinfo)
+    except OSError:
+        return False
 
 
 _CPU_KIND = _read_cpu_kind()  # read at import, so that torch.compile sees a constant
 
 
 def cpu_kind() -> str:
-    """'AVX2', 'AVX512' or 'AVX512-bf16' (and '-fp16'): ATen's vector capability and whether oneDNN runs
-    bf16 (fp16) matmuls natively. ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA, read at start-up, move it."""
+    """'AVX2', 'AVX512' or 'AVX512-bf16' (then '-fp16', '-amx'): ATen's vector capability, whether oneDNN
+    runs bf16 (fp16) matmuls natively, and whether the CPU has AMX tiles for bf16. ATEN_CPU_CAPABILITY
+    and ONEDNN_MAX_CPU_ISA, read at start-up, move it."""
     return _CPU_KIND
 
 
@@ -79,6 +91,8 @@ def device_kind(device: torch.device) -> str:
     """What the ranking depends on about the device: the CPU's kind, or the GPU's name and compute
     capability ('cuda:NVIDIA H100 80GB HBM3:9.0')."""
     if device.type == "cuda":
+        if not torch.cuda.is_available():  # a request made without a GPU (tests of the CUDA table)
+            return "cuda"
         major, minor = torch.cuda.get_device_capability(device)
         return f"cuda:{torch.cuda.get_device_name(device)}:{major}.{minor}"
     if device.type == "cpu":
@@ -111,9 +125,11 @@ def static_choices(request: Request) -> list[Choice]:
       for SDPA on float32 copies at N=128; a tie at N=1024); forward + backward in float32, where SDPA's bf16
       backward is 13× slower (N=1024: 5283 ms vs 371 ms), with the dense path up to Nq·Nk = 512² (N=128:
       9.3 ms vs SDPA's 10.3) and SDPA beyond.
-    - CPU, bf16 with native low precision (AVX-512-bf16/AMX; benchmarks/results/speed-cpu-bf16.md): the
-      dense path up to Nq·Nk = 512² (its matmuls run at the bf16 rate where SDPA's kernel does not), SDPA
-      from there.
+    - CPU, bf16 with native low precision (AVX-512-bf16; benchmarks/results/speed-cpu-bf16.md, an AMD EPYC):
+      the dense path up to Nq·Nk = 512² (its matmuls run at the bf16 rate where SDPA's kernel does not),
+      SDPA from there. With AMX (speed-cpu-avx512.md, a Sapphire Rapids Xeon), SDPA's bf16 forward is the
+      faster one (N=128: 1.1 vs 2.1 ms; N=512: 16.5 vs 31.6), so there dense serves the short
+      forward + backward only (N=512: 91.7 vs SDPA's 148 ms).
     - otherwise: SDPA; weights asked for go to dense, lse to chunked, traces to the reference.
     """
     dtype, device = request.dtype, request.device
@@ -126,7 +142,8 @@ def static_choices(request: Request) -> list[Choice]:
             if request.num_queries * request.num_keys <= DENSE_LOW_PRECISION:
                 return [Choice("dense", torch.float32), *upcast, *same]
             return [*upcast, *same]
-        if request.num_queries * request.num_keys <= DENSE_LOW_PRECISION:
+        short = request.num_queries * request.num_keys <= DENSE_LOW_PRECISION
+        if short and (request.requires_grad or "-amx" not in cpu_kind()):
             return [Choice("dense", dtype), *same, *upcast]
         return [*same, *upcast]
     return same
