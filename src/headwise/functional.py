@@ -7,6 +7,7 @@ query heads share one key/value head), Dh head width of queries and keys, Dv hea
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -87,14 +88,11 @@ def tune(q, k, v, **options) -> dict:
     )
 
 
+# attention()'s options and their defaults, for tune(): derived, so that the two never drift apart.
 _DEFAULTS = {
-    "mask": None,
-    "causal": False,
-    "scale": None,
-    "dropout_p": 0.0,
-    "return_weights": False,
-    "return_lse": False,
-    "score_mod": None,
+    name: parameter.default
+    for name, parameter in inspect.signature(attention).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "backend"
 }
 
 

@@ -9,10 +9,11 @@ registered backend the table does not rank is a candidate only for measurement (
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from . import BACKENDS
 from .capabilities import Request
-from .tuning import TUNER, Choice, static_choices, with_compute_dtype
+from .tuning import TUNER, Choice, static_choices
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
@@ -37,7 +38,8 @@ def candidates(request: Request) -> list[Choice]:
 
 
 def _serves(choice: Choice, request: Request) -> bool:
-    return BACKENDS[choice.backend].unsupported(with_compute_dtype(request, choice.compute_dtype)) is None
+    """Whether the choice's backend can serve `request` computed in the choice's dtype."""
+    return BACKENDS[choice.backend].unsupported(replace(request, dtype=choice.compute_dtype)) is None
 
 
 def choose(name: str, request: Request, measure: Callable[[Choice], None] | None = None) -> Choice:

@@ -26,11 +26,12 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..masks import Causal
 from .capabilities import Request
 
 FORMAT = 1  # the cache file's layout; a file of another format is ignored
@@ -150,8 +151,6 @@ def static_choices(request: Request) -> list[Choice]:
 
 
 def _names(request: Request) -> tuple[str, ...]:
-    from ..masks import Causal
-
     if request.device.type == "cuda":
         plain = request.predicate is None or (type(request.predicate) is Causal and request.mask == "none")
         if not plain:
@@ -226,29 +225,29 @@ class Tuner:
         it. The first two candidates are always timed; the others while the measurement is under BUDGET_S.
         -> {"choice": Choice, "ms": {label: best ms, or None (not timed)}, "cost_s": seconds}."""
         start = time.perf_counter()
-        medians: dict[Choice, float | None] = {}
+        best_times: dict[Choice, float | None] = {}
         best = math.inf
         for index, choice in enumerate(candidates):
             if index >= 2 and time.perf_counter() - start > BUDGET_S:
-                medians[choice] = None
+                best_times[choice] = None
                 continue
             begin = time.perf_counter()
             run(choice)  # warm-up
             first = time.perf_counter() - begin
             if first > SLOWER * best:
-                medians[choice] = None
+                best_times[choice] = None
                 continue
             times = []
             for _ in range(REPS):
                 begin = time.perf_counter()
                 run(choice)
                 times.append(time.perf_counter() - begin)
-            medians[choice] = min(times)
-            best = min(best, medians[choice])
-        chosen = min((c for c in medians if medians[c] is not None), key=lambda c: medians[c])
+            best_times[choice] = min(times)
+            best = min(best, best_times[choice])
+        chosen = min((c for c in best_times if best_times[c] is not None), key=lambda c: best_times[c])
         self.choices()[key(request)] = chosen
         _write(cache_path(), self.choices())
-        labels = {c.label(request.dtype): (None if t is None else t * 1e3) for c, t in medians.items()}
+        labels = {c.label(request.dtype): (None if t is None else t * 1e3) for c, t in best_times.items()}
         return {"choice": chosen, "ms": labels, "cost_s": time.perf_counter() - start}
 
 
@@ -308,8 +307,3 @@ def enable(on: bool = True) -> None:
 def forget() -> None:
     """Drop the in-memory choices, so that the cache file is read again (tests, `headwise tune`)."""
     TUNER._choices = None
-
-
-def with_compute_dtype(request: Request, dtype: torch.dtype) -> Request:
-    """The request as a backend computing in `dtype` sees it."""
-    return replace(request, dtype=dtype)
