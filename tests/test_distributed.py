@@ -25,6 +25,8 @@ from headwise.distributed import LAYOUTS, context_parallel_attention, shard, uns
 from headwise.distributed.layout import Placed, chunk_starts
 from headwise.distributed.ring import _Plan
 
+pytestmark = pytest.mark.slow  # process groups of 2 and 4: ~20 s
+
 BATCH, Q_HEADS, KV_HEADS, HEAD_DIM, VALUE_DIM = 2, 4, 2, 16, 8  # GQA: G = 2; Dv != Dh
 PER_RANK = 16  # N/P: N = 32 on 2 ranks, 64 on 4
 TIMEOUT_S = 120  # for a whole run of the processes, and for one collective in it

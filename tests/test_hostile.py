@@ -129,6 +129,7 @@ def build(call):
     return q, k, v, mask, causal, modifier.get(score_mod), backend
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_calls())
 def test_fuzz_valid_calls_agree_with_the_float64_oracle(call):
