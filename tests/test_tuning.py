@@ -112,10 +112,17 @@ def test_never_tunes_under_deterministic_algorithms_or_when_disabled(cache, monk
 
 
 def test_never_tunes_while_torch_compile_traces(cache):
+    """A call that torch.compile traces through (here: one returning lse) never measures; a call that
+    becomes headwise's custom op measures when the op runs, as an eager call does (headwise.ops)."""
     tuning.enable()
-    compiled = torch.compile(lambda q, k, v: headwise.attention(q, k, v), backend="eager")
-    compiled(*small_call())
+    traced_through = torch.compile(
+        lambda q, k, v: headwise.attention(q, k, v, return_lse=True), backend="eager"
+    )
+    traced_through(*small_call())
     assert not cache.exists()
+    opaque = torch.compile(lambda q, k, v: headwise.attention(q, k, v), backend="eager", fullgraph=True)
+    opaque(*small_call())
+    assert cache.exists()
 
 
 def test_the_key_names_what_moves_the_ranking():

@@ -6,6 +6,8 @@ query heads share one key/value head), Dh head width of queries and keys, Dv hea
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import inspect
 import math
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from . import ops
 from .backends import BACKENDS, Choice, Request, choose
 from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
@@ -70,6 +73,9 @@ def attention(
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     request, call = _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod)
+    if ops.covers(request):  # torch.compile is tracing: one opaque op (headwise.ops)
+        options = {name: call.keywords[name] for name in ("mask", "predicate", "scale", "dropout_p")}
+        return ops.attention(q, k, v, **options, backend=backend, training=request.requires_grad)
     choice = choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, request.requires_grad))
     out, weights, lse = call(choice, q, k, v)
     extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
@@ -94,6 +100,14 @@ _DEFAULTS = {
     for name, parameter in inspect.signature(attention).parameters.items()
     if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "backend"
 }
+
+
+def resolve(q, k, v, mask, causal, scale, dropout_p, backend, training):
+    """For headwise.ops: the choice for a call that returns only out, differentiated when `training`
+    (the same choice in the op's forward and its backward) -> (choice, call(choice, q, k, v))."""
+    request, call = _prepare(q, k, v, mask, causal, scale, dropout_p, False, False, None)
+    request = dataclasses.replace(request, requires_grad=training)
+    return choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, training)), call
 
 
 def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod):
@@ -163,10 +177,11 @@ def _run(choice: Choice, q, k, v, *, mask, predicate, **options):
 def _measure(choice: Choice, call, q, k, v, backward: bool) -> None:
     """One call of `choice` on random inputs shaped as q, k, v (and its backward when the call has one):
     what the tuner times."""
-    inputs = [torch.randn_like(t).requires_grad_(backward) for t in (q, k, v)]  # (B, H, N, D) each
-    out, _, _ = call(choice, *inputs)
-    if backward:
-        out.backward(torch.ones_like(out))
+    with torch.enable_grad() if backward else contextlib.nullcontext():
+        inputs = [torch.randn_like(t).requires_grad_(backward) for t in (q, k, v)]  # (B, H, N, D) each
+        out, _, _ = call(choice, *inputs)
+        if backward:
+            out.backward(torch.ones_like(out))
 
 
 def attention_weights(

@@ -151,6 +151,17 @@ def trace() -> Iterator[Trace]:
         _active.reset(token)
 
 
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Record nothing inside, even within a `trace()` block: headwise's custom op runs this way, so that
+    a compiled graph records nothing whether its op runs while a trace is active or not."""
+    token = _active.set(None)
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
 def tracing() -> bool:
     """True inside a `trace()` block, outside code that torch.compile traces (a compiled graph records
     nothing: run the model eagerly to trace it; Dynamo cannot read a ContextVar without a graph break)."""

@@ -228,7 +228,10 @@ def check_ids(ids: object, name: str, vocab_size: int, *, shape: tuple[int, ...]
         )
     if ids.dim() != 2 or (shape is not None and tuple(ids.shape) != shape):
         raise ValueError(f"{name} must have shape {shape or '(B, N)'}, got {tuple(ids.shape)}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
+    if torch.compiler.is_compiling():  # a data-dependent branch would break the graph: checked when it runs
+        in_range = ((ids >= 0) & (ids < vocab_size)).all()
+        torch._assert_async(in_range, f"{name} must lie in [0, {vocab_size})")
+    elif ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
         raise ValueError(
             f"{name} must lie in [0, {vocab_size}), got values from {ids.min().item()} to {ids.max().item()}"
         )

@@ -1,0 +1,143 @@
+"""headwise's attention as one torch custom op, `torch.ops.headwise.attention`: what torch.compile traces.
+
+torch.compile traces `headwise.attention` into a graph. Calls of the common kind (no returned weights or
+lse, no score modifier, no mask that needs a gradient) become this one opaque, differentiable op, so the
+graph holds no backend internals (no per-block loops, no Triton launch, no dispatch): the backend is
+chosen when the op runs, by the same rule as an eager call (the measured choice when there is one, else
+the static table). TorchScript can call the op too.
+
+    headwise::attention(q, k, v, mask, causal, scale, dropout_p, backend, training) -> (out, seed)
+    headwise::attention_backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, seed)
+        -> (dq, dk, dv)
+
+q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv), mask None or a tensor mask as for
+`headwise.attention` (a predicate other than causal() is materialised into it before the op), out
+(B, Hq, Nq, Dv). `training` says whether the call will be differentiated, so that the forward and the
+backward pick the same backend; `seed` (a 0-D int64 tensor on the CPU) is the seed the dropout drew its
+masks from, so that the backward redraws the same ones. The backward recomputes the forward of the same
+backend and differentiates it (one more forward per backward than an eager call: the price of keeping
+every backend's own autograd behind one op).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from . import functional
+from .masks import Causal, with_predicate
+from .trace import untraced
+
+
+def covers(request) -> bool:
+    """Whether an `attention` call becomes the custom op: while torch.compile traces, for calls that
+    return only `out`, with no score modifier and no mask gradient."""
+    return (
+        torch.compiler.is_compiling()
+        and not request.return_weights
+        and not request.return_lse
+        and request.score_mod is None
+        and not request.mask_requires_grad
+    )
+
+
+def attention(q, k, v, *, mask, predicate, scale, dropout_p, backend, training) -> Tensor:
+    """The custom op's call for a checked `headwise.attention` call: causal() passed as a flag, any other
+    predicate materialised into the tensor mask. -> out (B, Hq, Nq, Dv)."""
+    causal = isinstance(predicate, Causal)
+    if predicate is not None and not causal:
+        target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])  # (B, Hq, Nq, Nk)
+        mask = with_predicate(mask, predicate, target, q.dtype, q.device)  # (B|1, Hq|1, Nq, Nk)
+    out, _ = attention_op(q, k, v, mask, causal, scale, dropout_p, backend, training)
+    return out
+
+
+@torch.library.custom_op("headwise::attention", mutates_args=())
+def attention_op(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    causal: bool,
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+) -> tuple[Tensor, Tensor]:
+    """-> (out (B, Hq, Nq, Dv), seed ()): the chosen backend's forward, its dropout drawn from `seed`."""
+    seed = torch.randint(2**62, ()) if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
+    with _autograd_available(), untraced(), _seeded(seed, dropout_p, q.device), torch.no_grad():
+        choice, call = functional.resolve(q, k, v, mask, causal, scale, dropout_p, backend, training)
+        out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
+    return out.contiguous(), seed  # the layout the fake promises
+
+
+@attention_op.register_fake
+def _(q, k, v, mask, causal, scale, dropout_p, backend, training):
+    out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
+    return out, torch.empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("headwise::attention_backward", mutates_args=())
+def attention_backward_op(
+    d_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    causal: bool,
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+    seed: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (dq, dk, dv), shaped as q, k, v: the same backend's forward recomputed (the same dropout masks)
+    and differentiated."""
+    with _autograd_available(), untraced(), _seeded(seed, dropout_p, q.device), torch.enable_grad():
+        inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+        choice, call = functional.resolve(*inputs, mask, causal, scale, dropout_p, backend, training)
+        out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
+        grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
+    return tuple(g.contiguous() for g in grads)  # the layout the fake promises
+
+
+@attention_backward_op.register_fake
+def _(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, seed):
+    return tuple(t.new_empty(t.shape) for t in (q, k, v))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, mask, causal, scale, dropout_p, backend, training = inputs
+    ctx.save_for_backward(q, k, v, mask, output[1])
+    ctx.options = (causal, scale, dropout_p, backend, training)
+
+
+def _backward(ctx, d_out, _d_seed):
+    q, k, v, mask, seed = ctx.saved_tensors
+    dq, dk, dv = attention_backward_op(d_out, q, k, v, mask, *ctx.options, seed)
+    return dq, dk, dv, None, None, None, None, None, None
+
+
+attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@contextlib.contextmanager
+def _seeded(seed: Tensor, dropout_p: float, device: torch.device):
+    """torch's generators seeded with `seed` inside, restored after; nothing when there is no dropout."""
+    if dropout_p == 0.0:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def _autograd_available():
+    """A custom op's implementation runs below autograd (its dispatch keys excluded): the backends'
+    own autograd (and the tuner's timed backward) need it back inside."""
+    excluded = torch._C._dispatch_tls_local_exclude_set()
+    autograd = torch._C.DispatchKeySet(torch._C.DispatchKey.AutogradFunctionality)
+    return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), excluded - autograd)
