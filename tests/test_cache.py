@@ -246,3 +246,23 @@ def test_bad_appends():
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         KVCache(**kwargs)
+
+
+@torch.no_grad()
+def test_a_cached_nan_follows_the_non_finite_rule():
+    """The cache checks each append (so that attention need not read every cached token again): a NaN
+    token makes `finite` False until reset, and a later step that sees it is NaN, as without a cache."""
+    (layer,) = decoder()
+    x = randn(B, 6, D)
+    x[0, 2, 0] = float("nan")  # batch element 0, token 2
+    cache = KVCache()
+    layer(x[:, :2], is_causal=True, cache=cache)
+    assert cache.layer(0).finite
+    layer(x[:, 2:5], is_causal=True, cache=cache)
+    assert not cache.layer(0).finite
+    step, _ = layer(x[:, 5:], is_causal=True, cache=cache)  # (B, 1, D): sees token 2
+    full, _ = layer(x, is_causal=True)  # (B, 6, D)
+    assert torch.isnan(step[0]).all() and torch.isnan(full[0, 2:]).all()
+    torch.testing.assert_close(step[1], full[1, 5:], **EXACT)
+    cache.reset()
+    assert cache.layer(0).finite

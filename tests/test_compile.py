@@ -141,7 +141,7 @@ def test_the_backward_op_is_the_gradient():
     out = headwise.attention(q, k, v, causal=True, backend="reference")
     expected = torch.autograd.grad(out, (q, k, v), d_out)
     got = attention_backward_op(
-        d_out, q, k, v, None, True, 0.5, 0.0, "dense", True, torch.zeros((), dtype=torch.int64)
+        d_out, q, k, v, None, True, 0.5, 0.0, "dense", True, False, torch.zeros((), dtype=torch.int64)
     )
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-12)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle import assert_by_ratio, naive_attention
+from oracle import assert_by_ratio, naive_attention, require
 
 import headwise
 from headwise import masks
@@ -58,6 +58,61 @@ def test_masks_of_fewer_dimensions_broadcast_on_every_backend(backend, mask):
     x = torch.randn(2, 9, 16)
     out, _ = module(x, attn_mask=torch.zeros(9))
     torch.testing.assert_close(out, module(x)[0])
+
+
+NONFINITE_MASKS = {
+    "none": {},
+    "causal": {"causal": True},
+    "padding": {"mask": torch.tensor([True, True, True, False, False])[None, None, None, :]},  # (1, 1, 1, Nk)
+    "float padding": {"mask": torch.tensor([0.0, 0.0, 0.0, -math.inf, -math.inf])},  # (Nk,)
+    "window": {"mask": masks.sliding_window(1)},
+}
+
+
+@pytest.mark.parametrize("masking", NONFINITE_MASKS)
+@pytest.mark.parametrize("backend", capable(torch.float32, requires_grad=True))
+def test_one_rule_for_non_finite_inputs_on_every_backend(backend, masking):
+    """Issue 12, item 7. NaN and ±inf planted in q, k and v: a row of out is NaN exactly when its query is
+    non-finite or it attends (with nonzero weight) to a key whose k or v is; every other row equals the
+    float64 oracle on the finite entries (a masked-out key contributes nothing); every gradient is finite
+    and equals the oracle's, a NaN row passing none back."""
+    options = NONFINITE_MASKS[masking]
+    require(
+        backend,
+        torch.float32,
+        requires_grad=True,
+        **({"predicate": options["mask"]} if masking == "window" else {}),
+    )
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, 5, 4, generator=gen) for _ in range(3))  # (B, H, N, D)
+    q[0, 1, 0, 2] = math.inf
+    k[0, 0, 4, 1] = math.nan  # a padded key in "padding": must never count
+    k[1, 1, 2, 0] = -math.inf
+    v[0, 1, 3, 3] = math.nan  # padded in "padding"
+    v[0, 0, 1, 0] = math.inf  # head (1, 0) stays clean
+    bad_query = ~torch.isfinite(q).all(-1)  # (B, H, Nq)
+    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, Nk)
+    finite = [torch.where(torch.isfinite(t), t, 0.0).double().requires_grad_() for t in (q, k, v)]
+    oracle_options = (
+        {"mask": options["mask"].materialize(2, 2, 5, 5, device="cpu")} if masking == "window" else options
+    )
+    expected, weights = naive_attention(*finite, **oracle_options)  # the oracle on the finite entries
+    sees_bad = bad_query | ((weights > 0) & bad_key[:, :, None, :]).any(-1)  # (B, H, Nq)
+    assert sees_bad.any() and not sees_bad.all()
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = headwise.attention(*inputs, backend=backend, **options)
+    assert torch.equal(torch.isnan(out).any(-1), sees_bad) and torch.isnan(out[sees_bad]).all()
+    torch.testing.assert_close(out[~sees_bad].double(), expected[~sees_bad], rtol=1e-5, atol=1e-5)
+    upstream = torch.randn(out.shape, generator=gen)
+    grads = torch.autograd.grad(out, inputs, upstream)
+    expected_grads = torch.autograd.grad(
+        expected, finite, upstream.double().masked_fill(sees_bad[..., None], 0)
+    )
+    for name, got, want, t in zip("qkv", grads, expected_grads, (q, k, v), strict=True):
+        assert torch.isfinite(got).all(), f"d{name} is not finite"
+        torch.testing.assert_close(
+            got.double(), want * torch.isfinite(t), rtol=1e-5, atol=1e-5, msg=f"d{name}"
+        )
 
 
 def test_the_weights_api_refuses_what_it_cannot_read():

@@ -20,7 +20,7 @@ import numbers
 
 import torch
 
-from .checks import positive_int
+from .checks import all_finite, positive_int
 
 
 class LayerCache:
@@ -34,6 +34,7 @@ class LayerCache:
     def reset(self) -> None:
         """Forget every token and free the buffers; the next append may have any shape, dtype or device."""
         self.length = 0  # tokens cached: N
+        self.finite = True  # whether every cached key and value is known to be finite
         self._keys: torch.Tensor | None = None  # (B, Hkv, capacity, Dh)
         self._values: torch.Tensor | None = None  # (B, Hkv, capacity, Dv)
 
@@ -76,6 +77,9 @@ class LayerCache:
         self._keys[:, :, self.length : end] = k
         self._values[:, :, self.length : end] = v
         self.length = end
+        # Checked on the new tokens only, so that attention need not read the whole cache again for it
+        # (under torch.compile, where the check would break the graph: unknown, and attention checks).
+        self.finite = self.finite and not torch.compiler.is_compiling() and all_finite(k, v)
         return self.keys, self.values  # (B, Hkv, N, Dh), (B, Hkv, N, Dv)
 
     def _reallocate(self, k: torch.Tensor, v: torch.Tensor, capacity: int) -> None:

@@ -106,6 +106,15 @@ def of_type(value: T, kind: type | tuple[type, ...], name: str) -> T:
     return value
 
 
+def all_finite(*tensors) -> bool:
+    """Whether every entry of every tensor is finite: one sum each (NaN and ±inf survive a sum; a sum that
+    overflows says False for finite entries, which callers treat as "check more carefully")."""
+    import torch
+
+    sums = torch.stack([t.sum(dtype=torch.promote_types(t.dtype, torch.float32)) for t in tensors])
+    return bool(torch.isfinite(sums).all())
+
+
 def physical_memory() -> int:
     """This machine's memory (RAM), in bytes."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -21,6 +21,7 @@ from .backends import BACKENDS, Choice, Request, choose
 from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
+from .checks import all_finite
 from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
 
@@ -38,6 +39,7 @@ def attention(
     return_lse: bool = False,
     score_mod: ScoreModifier | None = None,
     backend: str = "auto",
+    kv_finite: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Scaled dot-product attention: softmax(q · kᵀ · scale + mask) · v, per head.
 
@@ -65,6 +67,12 @@ def attention(
             `headwise.backends.BACKENDS`: "reference" (step by step, float64-capable, records traces) and
             the fast paths that the README's table lists; a backend asked for what its capabilities
             exclude raises a ValueError that says what.
+        kv_finite: the caller knows that k and v hold no NaN or inf (headwise's KV cache knows it of its
+            entries): their check is skipped, which matters when one query reads a long cache.
+
+    Non-finite inputs follow one rule on every backend: a masked-out key never contributes, to values or
+    gradients, and a query's row of out (weights, lse) is NaN exactly when the query itself holds a NaN
+    or inf or it attends, with nonzero weight, to a key whose k or v does; gradients stay finite.
 
     Returns:
         out (B, Hq, Nq, Dv), or a tuple (out, weights) / (out, lse) / (out, weights, lse) as asked. A query
@@ -72,9 +80,13 @@ def attention(
     """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
-    request, call = _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod)
+    request, call = _prepare(
+        q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite
+    )
     if ops.covers(request):  # torch.compile is tracing: one opaque op (headwise.ops)
-        options = {name: call.keywords[name] for name in ("mask", "predicate", "scale", "dropout_p")}
+        options = {
+            name: call.keywords[name] for name in ("mask", "predicate", "scale", "dropout_p", "kv_finite")
+        }
         return ops.attention(q, k, v, **options, backend=backend, training=request.requires_grad)
     choice = choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, request.requires_grad))
     out, weights, lse = call(choice, q, k, v)
@@ -102,15 +114,15 @@ _DEFAULTS = {
 }
 
 
-def resolve(q, k, v, mask, causal, scale, dropout_p, backend, training):
+def resolve(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite):
     """For headwise.ops: the choice for a call that returns only out, differentiated when `training`
     (the same choice in the op's forward and its backward) -> (choice, call(choice, q, k, v))."""
-    request, call = _prepare(q, k, v, mask, causal, scale, dropout_p, False, False, None)
+    request, call = _prepare(q, k, v, mask, causal, scale, dropout_p, False, False, None, kv_finite)
     request = dataclasses.replace(request, requires_grad=training)
     return choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, training)), call
 
 
-def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod):
+def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite):
     """Check a call's arguments -> (its Request, call(choice, q, k, v) -> (out, weights, lse))."""
     _check_inputs(q, k, v)
     batch, q_heads, num_queries, _ = q.shape
@@ -120,6 +132,8 @@ def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse
     scale = _check_scale(scale, q.shape[-1])
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
+    if not isinstance(kv_finite, bool):
+        raise TypeError(f"kv_finite must be a bool, got {type(kv_finite).__name__}")
     request = Request(
         q.device,
         q.dtype,
@@ -150,14 +164,41 @@ def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse
         score_mod=score_mod,
         return_weights=bool(return_weights),
         return_lse=bool(return_lse),
+        kv_finite=kv_finite,
     )
     return request, call
 
 
-def _run(choice: Choice, q, k, v, *, mask, predicate, **options):
-    """Run `choice` on q, k, v (validated): the predicate materialised into the mask for a backend that
-    does not take predicates; the inputs cast to the choice's compute dtype and out and weights cast back
-    (lse stays in its float32/float64). -> (out, weights or None, lse or None)."""
+def _run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
+    """Run `choice` on q, k, v (validated), holding every backend to one rule for non-finite inputs (NaN
+    or ±inf anywhere in q, k or v): a masked-out key never contributes, to values or gradients, and a
+    query's row of out, weights and lse is NaN exactly when the query itself is non-finite or it attends
+    with nonzero weight to a key whose k or v is. Gradients stay finite (a NaN row passes none back).
+    The check is one sum per input, q alone when the caller knows k and v are finite (a device sync on
+    CUDA); finite inputs run as they are. Inside
+    `headwise.trace()` the steps are recorded as the textbook computes them, NaN spreading as it does.
+    -> (out, weights or None, lse or None)."""
+    if tracing():
+        return _run_finite(choice, q, k, v, **options)
+    if all_finite(*((q,) if kv_finite else (q, k, v))):
+        return _run_finite(choice, q, k, v, **options)
+    finite_q, finite_k, finite_v = (torch.isfinite(t) for t in (q, k, v))  # bool, shaped as q, k, v
+    bad_query = ~finite_q.all(-1)  # (B, Hq, Nq)
+    bad_key = ~(finite_k.all(-1) & finite_v.all(-1))  # (B, Hkv, Nk)
+    q, k, v = (torch.where(f, t, 0.0) for f, t in ((finite_q, q), (finite_k, k), (finite_v, v)))
+    marked = torch.cat([v, bad_key[..., None].to(v.dtype)], dim=-1)  # (B, Hkv, Nk, Dv + 1): a flag column
+    out, weights, lse = _run_finite(choice, q, k, marked, **options)  # out (B, Hq, Nq, Dv + 1)
+    sees_bad = bad_query | (out[..., -1] > 0)  # (B, Hq, Nq): Σ_j weight_ij · bad_j > 0
+    out = out[..., :-1].masked_fill(sees_bad[..., None], float("nan"))  # (B, Hq, Nq, Dv)
+    weights = None if weights is None else weights.masked_fill(sees_bad[..., None], float("nan"))
+    lse = None if lse is None else lse.masked_fill(sees_bad, float("nan"))
+    return out, weights, lse
+
+
+def _run_finite(choice: Choice, q, k, v, *, mask, predicate, **options):
+    """Run `choice` on q, k, v (validated, finite): the predicate materialised into the mask for a backend
+    that does not take predicates; the inputs cast to the choice's compute dtype and out and weights cast
+    back (lse stays in its float32/float64). -> (out, weights or None, lse or None)."""
     backend = BACKENDS[choice.backend]
     dtype, compute = q.dtype, choice.compute_dtype
     if predicate is not None and not backend.capabilities.predicates:

@@ -195,6 +195,7 @@ class AttentionProjections(nn.Module):
         record("values_by_head", v)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, Nk, Dh): the tokens cached before, then the new ones
+        kv_finite = cache is not None and cache.finite  # attention need not check the cached tokens
         dropout_p = self.dropout if self.training else 0.0
         # Weights asked for without dropout (which they must show) or a trace (which records them anyway)
         # come from a second, head-by-head pass, so the output keeps the fast path and no (B, Hq, Nq, Nk)
@@ -209,6 +210,7 @@ class AttentionProjections(nn.Module):
             dropout_p=dropout_p,
             return_weights=need_weights and not weights_apart,
             score_mod=score_mod,
+            kv_finite=kv_finite,
         )
         context_by_head, weights = (
             (result, None) if not need_weights or weights_apart else result

@@ -6,9 +6,10 @@ graph holds no backend internals (no per-block loops, no Triton launch, no dispa
 chosen when the op runs, by the same rule as an eager call (the measured choice when there is one, else
 the static table). TorchScript can call the op too.
 
-    headwise::attention(q, k, v, mask, causal, scale, dropout_p, backend, training) -> (out, seed)
-    headwise::attention_backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, seed)
-        -> (dq, dk, dv)
+    headwise::attention(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite=False)
+        -> (out, seed)
+    headwise::attention_backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training,
+        kv_finite, seed) -> (dq, dk, dv)
 
 q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv), mask None or a tensor mask as for
 `headwise.attention` (a predicate other than causal() is materialised into it before the op), out
@@ -43,14 +44,14 @@ def covers(request) -> bool:
     )
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, backend, training) -> Tensor:
+def attention(q, k, v, *, mask, predicate, scale, dropout_p, kv_finite, backend, training) -> Tensor:
     """The custom op's call for a checked `headwise.attention` call: causal() passed as a flag, any other
     predicate materialised into the tensor mask. -> out (B, Hq, Nq, Dv)."""
     causal = isinstance(predicate, Causal)
     if predicate is not None and not causal:
         target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])  # (B, Hq, Nq, Nk)
         mask = with_predicate(mask, predicate, target, q.dtype, q.device)  # (B|1, Hq|1, Nq, Nk)
-    out, _ = attention_op(q, k, v, mask, causal, scale, dropout_p, backend, training)
+    out, _ = attention_op(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite)
     return out
 
 
@@ -65,17 +66,20 @@ def attention_op(
     dropout_p: float,
     backend: str,
     training: bool,
+    kv_finite: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """-> (out (B, Hq, Nq, Dv), seed ()): the chosen backend's forward, its dropout drawn from `seed`."""
     seed = torch.randint(2**62, ()) if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
     with _autograd_available(), untraced(), _seeded(seed, dropout_p, q.device), torch.no_grad():
-        choice, call = functional.resolve(q, k, v, mask, causal, scale, dropout_p, backend, training)
+        choice, call = functional.resolve(
+            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
+        )
         out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
     return out.contiguous(), seed  # the layout the fake promises
 
 
 @attention_op.register_fake
-def _(q, k, v, mask, causal, scale, dropout_p, backend, training):
+def _(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite=False):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
     return out, torch.empty((), dtype=torch.int64)
 
@@ -92,33 +96,36 @@ def attention_backward_op(
     dropout_p: float,
     backend: str,
     training: bool,
+    kv_finite: bool,
     seed: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (dq, dk, dv), shaped as q, k, v: the same backend's forward recomputed (the same dropout masks)
     and differentiated."""
     with _autograd_available(), untraced(), _seeded(seed, dropout_p, q.device), torch.enable_grad():
         inputs = [t.detach().requires_grad_() for t in (q, k, v)]
-        choice, call = functional.resolve(*inputs, mask, causal, scale, dropout_p, backend, training)
+        choice, call = functional.resolve(
+            *inputs, mask, causal, scale, dropout_p, backend, training, kv_finite
+        )
         out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
         grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
     return tuple(g.contiguous() for g in grads)  # the layout the fake promises
 
 
 @attention_backward_op.register_fake
-def _(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, seed):
+def _(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, seed):
     return tuple(t.new_empty(t.shape) for t in (q, k, v))
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, mask, causal, scale, dropout_p, backend, training = inputs
+    q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite = inputs
     ctx.save_for_backward(q, k, v, mask, output[1])
-    ctx.options = (causal, scale, dropout_p, backend, training)
+    ctx.options = (causal, scale, dropout_p, backend, training, kv_finite)
 
 
 def _backward(ctx, d_out, _d_seed):
     q, k, v, mask, seed = ctx.saved_tensors
     dq, dk, dv = attention_backward_op(d_out, q, k, v, mask, *ctx.options, seed)
-    return dq, dk, dv, None, None, None, None, None, None
+    return dq, dk, dv, None, None, None, None, None, None, None
 
 
 attention_op.register_autograd(_backward, setup_context=_setup_context)
