@@ -167,3 +167,19 @@ def test_language_model_training_step_compiles_fullgraph():
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=0, atol=1e-12)
     for c, e in zip(compiled_grads, eager_grads, strict=True):
         torch.testing.assert_close(c, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("average", [True, False])
+def test_weights_asked_for_compile_without_graph_breaks(average):
+    """need_weights=True (torch's default in its own module) reads the weights head by head: the head
+    indices are checked in Python, not with .item() on a tensor (9 graph breaks before)."""
+    module = headwise.MultiHeadAttention(16, 4).double()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+
+    def call(x):
+        return module(x, need_weights=True, average_attn_weights=average)
+
+    assert torch._dynamo.explain(call)(x).graph_break_count == 0
+    (out, weights), (eager_out, eager_weights) = torch.compile(call, fullgraph=True)(x), call(x)
+    torch.testing.assert_close(out, eager_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(weights, eager_weights, rtol=0, atol=1e-12)

@@ -291,23 +291,25 @@ def attention_weights(
 
 def _selection(chosen: object, name: str, size: int, axis: str, device) -> torch.Tensor:
     """The indices (n,) that `chosen` (None for all, a slice, a sequence of ints or an integer tensor)
-    selects of range(size), or a TypeError / IndexError naming the argument."""
+    selects of range(size), or a TypeError / IndexError naming the argument. A sequence is checked in
+    Python, a tensor by its values (while torch.compile traces: when the graph runs, not to break it)."""
     every = torch.arange(size, device=device)  # (size,)
     if chosen is None or isinstance(chosen, slice):
         return every[slice(None) if chosen is None else chosen]
-    if isinstance(chosen, torch.Tensor):
-        picked = chosen
-    elif isinstance(chosen, Sequence) and all(
-        isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in chosen
-    ):
-        picked = torch.tensor(list(chosen), dtype=torch.int64)
-    else:
-        picked = None
-    if picked is None or picked.dim() != 1 or picked.dtype.is_floating_point or picked.dtype == torch.bool:
+    integers = isinstance(chosen, Sequence) and all(_is_int(i) for i in chosen)
+    tensor = isinstance(chosen, torch.Tensor) and chosen.dim() == 1
+    if not (integers or (tensor and not chosen.dtype.is_floating_point and chosen.dtype != torch.bool)):
         raise TypeError(f"{name} must be None, a slice, or a sequence or 1-D tensor of ints, got {chosen!r}")
-    if picked.numel() and not (-size <= int(picked.min()) and int(picked.max()) < size):
-        raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {picked.tolist()}")
-    return every[picked.to(device)]
+    if integers:
+        if not all(-size <= i < size for i in chosen):
+            raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {list(chosen)}")
+        return every[torch.tensor(list(chosen), dtype=torch.int64, device=device)]
+    in_range = ((chosen >= -size) & (chosen < size)).all()
+    if torch.compiler.is_compiling():
+        torch._assert_async(in_range, f"{name} must index range({size}) ({axis} = {size})")
+    elif not bool(in_range):
+        raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {chosen.tolist()}")
+    return every[chosen.to(device)]
 
 
 def _is_int(value: object) -> bool:
