@@ -304,3 +304,24 @@ def test_parameter_count_is_the_models_own(cls, changes):
         p.numel() for p in model.parameters()
     )
     assert model_config.buffer_count() == sum(b.numel() for b in model.buffers())
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda m, s, t, bad: m(s, t, source_padding_mask=bad), "source_padding_mask"),
+        (lambda m, s, t, bad: m(s, t, target_padding_mask=bad), "target_padding_mask"),
+        (lambda m, s, t, bad: m.encode(s, padding_mask=bad), "padding_mask"),
+        (
+            lambda m, s, t, bad: m.generate(s, start_token=1, max_new_tokens=2, source_padding_mask=bad),
+            "source",
+        ),
+    ],
+)
+def test_a_wrong_padding_mask_is_named_as_the_caller_passed_it(call, name):
+    """Issue 12: a wrong source_padding_mask was reported as the attention's key_padding_mask."""
+    model = Transformer(config(vocab_size=20))
+    source, target = ids(2, 7), ids(2, 5, seed=1)
+    for bad, error in ((torch.ones(2, 3, dtype=torch.bool), ValueError), (torch.ones(2, 7), TypeError)):
+        with pytest.raises(error, match=f"^{name}"):
+            call(model, source, target, bad)

@@ -18,7 +18,7 @@ from .backends.tuning import fast_low_precision
 from .cache import KVCache, LayerCache
 from .checks import positive_int, probability
 from .functional import attention, attention_weights
-from .masks import ScoreModifier, check_mask, combine
+from .masks import ScoreModifier, check_mask, check_padding_mask, combine
 from .nn.positions import Rotary
 from .trace import record, tracing
 
@@ -403,17 +403,7 @@ class MultiHeadAttention(AttentionProjections):
             check_mask(attn_mask, "attn_mask", target, query.device)
         padding = None
         if key_padding_mask is not None:
-            if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-                raise TypeError(
-                    "key_padding_mask must be a bool tensor (True = real token), "
-                    f"got {getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}"
-                )
-            if tuple(key_padding_mask.shape) != (batch, num_keys):
-                raise ValueError(
-                    f"key_padding_mask must have shape (B, Nk) = {(batch, num_keys)}, "
-                    f"got {tuple(key_padding_mask.shape)}"
-                )
-            check_mask(key_padding_mask, "key_padding_mask", (batch, num_keys), query.device)
+            check_padding_mask(key_padding_mask, "key_padding_mask", (batch, num_keys), query.device, "(B, Nk)")
             padding = key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
         queries, keys, values = self._project(query, key, value)
         return self._attend(

@@ -5,7 +5,7 @@ j <= i + (Nk - Nq), so the last query sees the last key (as in FlashAttention >=
 decoding). When Nq > Nk the first Nq - Nk queries see nothing and their output is zero.
 
 The package, in the order of the data flow:
-- tensors: tensor masks (causal_mask, combine, to_additive, check_mask);
+- tensors: tensor masks (causal_mask, combine, to_additive, check_mask, check_padding_mask);
 - predicates: masks as rules of the indices, evaluated block by block (causal, sliding_window,
   key_lengths, documents, prefix_lm, combined with &, | and ~);
 - score_mods: changes to the scaled scores before masking (alibi, softcap, chained with .then());
@@ -31,7 +31,7 @@ from .predicates import (
     split_causal,
 )
 from .score_mods import ALiBi, Chain, ScoreModifier, Softcap, alibi, alibi_slopes, softcap
-from .tensors import Mask, causal_mask, check_mask, combine, to_additive, with_predicate
+from .tensors import Mask, causal_mask, check_mask, check_padding_mask, combine, to_additive, with_predicate
 
 __all__ = [
     "ALiBi",
@@ -53,6 +53,7 @@ __all__ = [
     "causal",
     "causal_mask",
     "check_mask",
+    "check_padding_mask",
     "combine",
     "documents",
     "key_lengths",

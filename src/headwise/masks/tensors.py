@@ -67,6 +67,19 @@ def check_mask(
         )
 
 
+def check_padding_mask(
+    mask: object, name: str, shape: tuple[int, int], device: torch.device, layout: str = "(B, N)"
+) -> None:
+    """Raise TypeError/ValueError unless `mask` is a bool tensor `layout` = `shape` on `device`, True = a
+    real token (the caller's argument name in every message)."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = getattr(mask, "dtype", type(mask).__name__)
+        raise TypeError(f"{name} must be a bool tensor (True = real token), got {got}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {layout} = {tuple(shape)}, got {tuple(mask.shape)}")
+    check_mask(mask, name, shape, device)
+
+
 def with_predicate(mask: Mask | None, predicate, target: tuple[int, int, int, int], dtype, device) -> Mask:
     """`mask` and a masks.Predicate as one tensor mask (see `combine`), the predicate materialised for
     attention of sizes target = (B, Hq, Nq, Nk) on `device`: bool (B|1, Hq|1, Nq, Nk), or float in `dtype`."""

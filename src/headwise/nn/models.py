@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..cache import KVCache
+from ..masks import check_padding_mask
 from .config import TransformerConfig
 from .conversion import config_from_torch, state_dict_from_torch
 from .generation import evaluating, generate
@@ -41,6 +42,13 @@ class StackOutput:
     cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
+def _check_padding(mask: object, name: str, tokens: torch.Tensor) -> None:
+    """Check a padding mask against the tokens (B, N) or embeddings (B, N, D) it covers, by its caller's
+    name (a wrong source_padding_mask is not reported as the attention's key_padding_mask)."""
+    if mask is not None:
+        check_padding_mask(mask, name, tuple(tokens.shape[:2]), tokens.device)
+
+
 class Encoder(nn.Module):
     """A stack of EncoderLayers and, with config.final_norm, a LayerNorm: (B, N, D) -> (B, N, D)."""
 
@@ -53,6 +61,7 @@ class Encoder(nn.Module):
         self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None, need_weights: bool = False
     ) -> StackOutput:
         """x (B, N, D), padding_mask (B, N) bool, True = a real token -> StackOutput."""
+        _check_padding(padding_mask, "padding_mask", x)
         outputs = []
         for layer in self.layers:
             outputs.append(
@@ -87,6 +96,8 @@ class Decoder(nn.Module):
         """x (B, N, D), memory (B, Ns, D) or None -> StackOutput; a cache has one layer per DecoderLayer."""
         if cache is not None and cache.num_layers != len(self.layers):
             raise ValueError(f"cache has {cache.num_layers} layers but the decoder has {len(self.layers)}")
+        if memory is not None:
+            _check_padding(memory_padding_mask, "memory_padding_mask", memory)
         outputs = []
         for index, layer in enumerate(self.layers):
             outputs.append(
@@ -139,6 +150,8 @@ class EncoderDecoder(nn.Module):
         """source (B, Ns, D), target (B, Nt, D), padding masks (B, Ns) / (B, Nt) bool with True = a real
         token (torch.nn.Transformer's are the opposite: pass ~its_mask) -> (B, Nt, D). The target
         attends causally to itself."""
+        _check_padding(source_padding_mask, "source_padding_mask", source)
+        _check_padding(target_padding_mask, "target_padding_mask", target)
         memory = self.encoder(source, padding_mask=source_padding_mask).last_hidden_state  # (B, Ns, D)
         return self.decoder(
             target, memory, padding_mask=target_padding_mask, memory_padding_mask=source_padding_mask
@@ -194,6 +207,7 @@ class Transformer(_Head):
         need_weights: bool = False,
     ) -> StackOutput:
         """source_ids (B, Ns), padding_mask (B, Ns) with True = a real token -> the encoder's StackOutput."""
+        _check_padding(padding_mask, "padding_mask", source_ids)
         return self.encoder(self.embeddings(source_ids), padding_mask=padding_mask, need_weights=need_weights)
 
     def decode(
@@ -230,6 +244,8 @@ class Transformer(_Head):
     ) -> Seq2SeqOutput:
         """source_ids (B, Ns), target_ids (B, Nt) (teacher forcing: the target shifted right, after a start
         token) -> Seq2SeqOutput with logits (B, Nt, V)."""
+        _check_padding(source_padding_mask, "source_padding_mask", source_ids)
+        _check_padding(target_padding_mask, "target_padding_mask", target_ids)
         encoded = self.encode(source_ids, padding_mask=source_padding_mask, need_weights=output_attentions)
         logits, decoded = self.decode(
             target_ids,
@@ -257,6 +273,7 @@ class Transformer(_Head):
         """Translate: source_ids (B, Ns) -> the new target tokens (B, n ≤ max_new_tokens), each sequence
         padded with stop_token after it stops. temperature 0 is greedy; top_k keeps the k likeliest. Runs in
         evaluation mode (no dropout) and puts the model's mode back."""
+        _check_padding(source_padding_mask, "source_padding_mask", source_ids)
         with evaluating(self):  # no dropout while generating
             memory = self.encode(source_ids, padding_mask=source_padding_mask).last_hidden_state  # (B, Ns, D)
             start = torch.full(
