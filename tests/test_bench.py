@@ -4,6 +4,7 @@ guard, the writers on a tiny run, `headwise bench`, and the memory child. Nothin
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -212,3 +213,17 @@ def test_bench_refuses_a_cap_it_cannot_keep_before_running(capsys, args, message
     with pytest.raises(SystemExit) as exit_info:  # benchmarks/memory.py
         memory.main(["--sizes", "300000", "--cap-gb", "1"])
     assert exit_info.value.code == 2 and "over the memory cap of 1 GB" in capsys.readouterr().err
+
+
+def test_outputs_write_through_links_and_refuse_fifos(tiny_results, tmp_path):
+    """Issue 12: the benchmark's files go through headwise.files.replacing, as every other writer: a link
+    stays a link (its target is written), and a FIFO is refused at once instead of blocking."""
+    markdown = report.speed_markdown(tiny_results)
+    target = tmp_path / "kept.json"
+    (tmp_path / "tiny.json").symlink_to(target)
+    report.write_outputs(tiny_results, markdown, tmp_path / "tiny", report.plot_speed)
+    assert (tmp_path / "tiny.json").is_symlink() and json.loads(target.read_text())["machine"]
+    os.mkfifo(tmp_path / "fifo.md")
+    with pytest.raises(OSError, match=r"fifo\.md is a FIFO"):
+        report.write_outputs(tiny_results, markdown, tmp_path / "fifo", report.plot_speed)
+    assert not (tmp_path / "fifo.json").exists()  # nothing written when one of the three cannot be

@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from ..files import file_target, replacing
 from .contenders import HEADWISE
 from .grid import LEVELS, Config
 from .measure import GB, MB
@@ -240,7 +241,8 @@ def _plot(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     figure.suptitle(textwrap.fill(_machine_line(results["machine"]), 100), fontsize=8)
-    figure.savefig(path, dpi=120)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=120)
 
 
 def plot_speed(results: dict, path: Path) -> None:
@@ -292,8 +294,11 @@ def write_outputs(
     json_path, markdown_path, png_path = (
         prefix.parent / f"{prefix.name}.{ext}" for ext in ("json", "md", "png")
     )
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    markdown_path.write_text(markdown)
+    for path in (json_path, markdown_path, png_path):
+        file_target(path)  # refuse a directory, device or FIFO among them before writing any
+    for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (markdown_path, markdown)):
+        with replacing(path) as temporary:
+            temporary.write_text(text)
     written = [json_path, markdown_path]
     try:
         plot(results, png_path)

@@ -69,7 +69,8 @@ class Tokenizer:
                 raise ValueError(
                     f"sentence {index} ({shorten(sentence)!r}) has {len(encoding.ids)} tokens but the model "
                     f"reads at most {self.max_length} (its positions, [CLS] and [SEP] included): shorten it "
-                    f"or pass truncation=True to keep its first {self.max_length} tokens"
+                    f"or keep its first {self.max_length} tokens (truncation=True here, --truncate in "
+                    "`headwise embed`)"
                 )
         return encodings
 
