@@ -9,7 +9,7 @@ from oracle import assert_by_ratio
 
 import headwise
 from headwise.nn.config import TransformerConfig
-from headwise.nn.models import LanguageModel
+from headwise.nn.models import LanguageModel, Transformer
 from headwise.ops import attention_backward_op, attention_op
 
 OP = torch.ops.headwise.attention.default
@@ -147,26 +147,38 @@ def test_the_backward_op_is_the_gradient():
         torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
 
 
-def test_language_model_training_step_compiles_fullgraph():
-    """A LanguageModel's forward and backward: no graph break, equal to eager (float64, dropout off)."""
+def _lm_loss(model, ids):
+    logits = model(ids).logits  # (B, N, V)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+
+
+def _seq2seq_loss(model, ids):
+    logits = model(ids, ids[:, :-1]).logits  # (B, N - 1, V): the source is the target, teacher-forced
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+
+
+@pytest.mark.parametrize(
+    ("model_class", "loss_of"), [(LanguageModel, _lm_loss), (Transformer, _seq2seq_loss)]
+)
+def test_models_train_under_fullgraph_compile_with_dynamic_shapes(model_class, loss_of):
+    """A LanguageModel's and an encoder-decoder Transformer's forward and backward: no graph break, one
+    graph for two sequence lengths (dynamic=True), equal to eager (float64, dropout off)."""
     torch.manual_seed(2)
     config = TransformerConfig(vocab_size=50, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64, dropout=0.0)
-    model = LanguageModel(config).double()
-    ids = torch.randint(50, (2, 12))
-
-    def loss_of(model, ids):
-        logits = model(ids).logits  # (B, N, V)
-        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
-
-    assert torch._dynamo.explain(loss_of)(model, ids).graph_break_count == 0
-    compiled = torch.compile(loss_of, fullgraph=True)
-    eager_loss = loss_of(model, ids)
-    eager_grads = torch.autograd.grad(eager_loss, list(model.parameters()))
-    compiled_loss = compiled(model, ids)
-    compiled_grads = torch.autograd.grad(compiled_loss, list(model.parameters()))
-    torch.testing.assert_close(compiled_loss, eager_loss, rtol=0, atol=1e-12)
-    for c, e in zip(compiled_grads, eager_grads, strict=True):
-        torch.testing.assert_close(c, e, rtol=1e-10, atol=1e-12)
+    model = model_class(config).double()
+    assert torch._dynamo.explain(loss_of)(model, torch.randint(50, (2, 12))).graph_break_count == 0
+    capture = Capture()
+    compiled = torch.compile(loss_of, fullgraph=True, dynamic=True, backend=capture)
+    for length in (12, 17):
+        ids = torch.randint(50, (2, length))
+        eager_loss = loss_of(model, ids)
+        eager_grads = torch.autograd.grad(eager_loss, list(model.parameters()))
+        compiled_loss = compiled(model, ids)
+        compiled_grads = torch.autograd.grad(compiled_loss, list(model.parameters()))
+        torch.testing.assert_close(compiled_loss, eager_loss, rtol=0, atol=1e-12)
+        for c, e in zip(compiled_grads, eager_grads, strict=True):
+            torch.testing.assert_close(c, e, rtol=1e-10, atol=1e-12)
+    assert len(capture.graphs) == 1
 
 
 @pytest.mark.parametrize("average", [True, False])

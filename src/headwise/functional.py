@@ -176,9 +176,10 @@ def _run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
     with nonzero weight to a key whose k or v is. Gradients stay finite (a NaN row passes none back).
     The check is one sum per input, q alone when the caller knows k and v are finite (a device sync on
     CUDA); finite inputs run as they are. Inside
-    `headwise.trace()` the steps are recorded as the textbook computes them, NaN spreading as it does.
+    `headwise.trace()` the steps are recorded as the textbook computes them, NaN spreading as it does, and
+    so are the calls torch.compile traces through (those returning weights or lse: see headwise.ops).
     -> (out, weights or None, lse or None)."""
-    if tracing():
+    if tracing() or torch.compiler.is_compiling():  # compiled code traced through: no data-dependent branch
         return _run_finite(choice, q, k, v, **options)
     if all_finite(*((q,) if kv_finite else (q, k, v))):
         return _run_finite(choice, q, k, v, **options)
