@@ -21,7 +21,9 @@ from headwise import compat
 
 F64 = torch.float64
 EXACT = {"atol": 1e-10, "rtol": 0.0}
-pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask and attn_mask")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Support for mismatched key_padding_mask and attn_mask", "ignore:`torch.jit.script` is deprecated"
+)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -193,6 +195,16 @@ def test_matches_torch_on_generated_configurations(case: Case) -> None:
     assert_same_results(run(ours, case.inputs, **case.call), run(theirs, case.inputs, **case.call))
 
 
+@settings(max_examples=25, deadline=None)  # scripting takes about half a second per example
+@given(case=cases())
+def test_scripted_matches_torch_on_generated_configurations(case: Case) -> None:
+    """torch.jit.script(compat.MultiheadAttention) runs TorchScript's path of forward (no Python checks;
+    the custom op, or the reference's steps for the weights): it matches torch as the eager path does."""
+    theirs, ours = make_pair(case.seed, **case.options)
+    scripted = torch.jit.script(ours)
+    assert_same_results(run(scripted, case.inputs, **case.call), run(theirs, case.inputs, **case.call))
+
+
 # ------------------------------------------------------------------------------------ interface and state
 
 
@@ -205,6 +217,26 @@ def test_signature_and_defaults_equal_torchs(method: str) -> None:
     ours = signature_of(getattr(compat.MultiheadAttention, method))
     theirs = signature_of(getattr(nn.MultiheadAttention, method))
     assert ours == theirs
+
+
+@pytest.mark.parametrize("options", [{}, {"kdim": 3, "vdim": 5, "add_bias_kv": True, "bias": False}], ids=str)
+def test_every_attribute_and_method_of_torchs_exists_with_its_signature(options: dict) -> None:
+    """Everything dir() lists on torch's module is on compat's: methods with the same parameters (names,
+    kinds, defaults), other attributes of the same type (out_proj a NonDynamicallyQuantizableLinear too)."""
+    theirs = nn.MultiheadAttention(8, 2, **options)
+    ours = compat.MultiheadAttention(8, 2, **options)
+    assert set(dir(theirs)) - set(dir(ours)) == set()
+    for name in dir(theirs):
+        theirs_attribute, ours_attribute = getattr(theirs, name), getattr(ours, name)
+        if not callable(theirs_attribute):
+            assert type(ours_attribute) is type(theirs_attribute), name
+            continue
+        try:
+            expected = signature_of(theirs_attribute)
+        except ValueError:  # a builtin without a signature (object.__dir__, ...), the same on both
+            assert type(ours_attribute) is type(theirs_attribute), name
+            continue
+        assert signature_of(ours_attribute) == expected, name
 
 
 def test_defaults_behave_like_torchs() -> None:
@@ -281,6 +313,23 @@ def test_same_seed_gives_torchs_initial_weights() -> None:
         ours = compat.MultiheadAttention(8, 2, **options, dtype=F64).state_dict()
         for name, tensor in theirs.items():
             torch.testing.assert_close(ours[name], tensor, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"kdim": 3, "vdim": 5}, {"add_bias_kv": True, "bias": False}], ids=str
+)
+def test_reset_parameters_draws_torchs_initial_weights_again(options: dict) -> None:
+    """_reset_parameters (which torch's subclasses and users call to re-initialise) draws what torch's draws
+    after the same seed, from random weights; out_proj's weight keeps its value in both."""
+    theirs, ours = make_pair(embed_dim=8, num_heads=2, **options)
+    before = {name: tensor.clone() for name, tensor in ours.state_dict().items()}
+    for module in (theirs, ours):
+        torch.manual_seed(11)
+        module._reset_parameters()
+    for name, tensor in theirs.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], tensor, atol=0, rtol=0)
+        changed = not torch.equal(before[name], tensor)
+        assert changed == (name != "out_proj.weight"), name
 
 
 def swap_attention(model: nn.Module) -> nn.Module:
@@ -452,7 +501,13 @@ def bad_forward_calls():
         ("key width", (q, v, v), {}, ValueError, r"key must have shape \(S, B, 4\).*got \(2, 2, 5\)"),
         ("value width", (q, k, k), {}, ValueError, r"value must have shape \(S, B, 5\).*got \(2, 2, 4\)"),
         ("batch", (q[:, :1], k, v), {}, ValueError, r"batch size B, got 1, 2, 2"),
-        ("lengths", (q, k, v[:1]), {}, ValueError, r"key and value must have the same length.* got 2 and 1"),
+        (
+            "lengths",
+            (q, k, v[:1]),
+            {},
+            ValueError,
+            r"key and value must have the same length S.* got shapes \(2, 2, 4\) and \(1, 2, 5\)",
+        ),
         ("dtype", (q.float(), k, v), {}, TypeError, r"query has dtype torch\.float32.*float64"),
         (
             "padding broadcast only",
@@ -511,6 +566,52 @@ def test_forward_rejects_bad_input(inputs, kwargs, error, message) -> None:
     module = compat.MultiheadAttention(6, 2, kdim=4, vdim=5, dtype=F64)
     with pytest.raises(error, match=message):
         module(*inputs, **kwargs)
+
+
+def error_class(call) -> type[BaseException]:
+    """The class of the exception that call() raises (failing the test if it raises none)."""
+    try:
+        call()
+    except Exception as error:  # any class: the test compares it with torch's
+        return type(error)
+    pytest.fail("no exception was raised")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "kwargs"), [c[1:3] for c in BAD_FORWARD_CALLS], ids=[c[0] for c in BAD_FORWARD_CALLS]
+)
+def test_forward_errors_are_instances_of_the_class_torch_raises(inputs, kwargs) -> None:
+    """Code written against torch that catches torch's exception (AssertionError, RuntimeError,
+    AttributeError) for a bad input catches compat's for the same input."""
+    theirs = nn.MultiheadAttention(6, 2, kdim=4, vdim=5, dtype=F64)
+    ours = compat.MultiheadAttention(6, 2, kdim=4, vdim=5, dtype=F64)
+    with pytest.raises(error_class(lambda: theirs(*inputs, **kwargs))):
+        ours(*inputs, **kwargs)
+
+
+UNBATCHED = randn(3, 6)  # (L, E)
+BAD_MASKS = {
+    "unbatched padding (1, S)": {"key_padding_mask": torch.zeros(1, 3, dtype=torch.bool)},
+    "unbatched 2-D mask sizes": {"attn_mask": torch.zeros(3, 1, dtype=torch.bool)},
+    "unbatched 3-D mask sizes": {"attn_mask": torch.zeros(1, 3, 3, dtype=torch.bool)},
+    "uint8 mask": {"attn_mask": torch.zeros(3, 3, dtype=torch.uint8)},
+    "uint8 padding": {"key_padding_mask": torch.zeros(3, dtype=torch.uint8)},
+}
+
+
+@pytest.mark.parametrize("kwargs", BAD_MASKS.values(), ids=BAD_MASKS)
+def test_unbatched_and_uint8_mask_errors_are_instances_of_the_class_torch_raises(kwargs: dict) -> None:
+    theirs = nn.MultiheadAttention(6, 2, dtype=F64)
+    ours = compat.MultiheadAttention(6, 2, dtype=F64)
+    expected = error_class(lambda: theirs(UNBATCHED, UNBATCHED, UNBATCHED, **kwargs))
+    with pytest.raises(expected) as raised:
+        ours(UNBATCHED, UNBATCHED, UNBATCHED, **kwargs)
+    assert isinstance(raised.value, ValueError | TypeError)  # headwise's classes too, with its message
+
+
+def test_constructor_error_is_an_instance_of_the_class_torch_raises() -> None:
+    with pytest.raises(error_class(lambda: nn.MultiheadAttention(10, 4)), match=r"embed_dim \(10\)"):
+        compat.MultiheadAttention(10, 4)
 
 
 def test_unbatched_masks_have_torchs_unbatched_shapes() -> None:

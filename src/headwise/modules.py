@@ -1,7 +1,7 @@
 """MultiHeadAttention with weight splits: one projection per role, unrolled into heads.
 
     x (B, N, D) -> queries, keys, values (B, N, H·Dh) -> by head (B, H, N, Dh) -> attention per head
-      -> context (B, N, H·Dh) -> output projection (B, N, D)
+      -> context (B, N, H·Dh) -> output projection (B, N, out_dim), out_dim = D unless chosen
 
 For self-attention a single fused projection W_in = [W_q; W_k; W_v] makes queries, keys and values at
 once. The parameters carry torch.nn.MultiheadAttention's names (in_proj_weight, in_proj_bias,
@@ -30,6 +30,9 @@ class AttentionProjections(nn.Module):
     output projection, and runs: project -> split heads -> attention -> merge heads -> project out.
     """
 
+    # The output projection's class (compat.MultiheadAttention's is torch's, which quantize_dynamic skips).
+    out_proj_class: type[nn.Linear] = nn.Linear
+
     def __init__(
         self,
         embed_dim: int,
@@ -43,6 +46,8 @@ class AttentionProjections(nn.Module):
         dropout: float,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
+        out_dim: int | None = None,
+        qkv_bias: bool | None = None,
     ) -> None:
         super().__init__()
         self.embed_dim = positive_int(embed_dim, "embed_dim")
@@ -63,6 +68,9 @@ class AttentionProjections(nn.Module):
         )
         self.kdim = positive_int(self.embed_dim if kdim is None else kdim, "kdim")
         self.vdim = positive_int(self.embed_dim if vdim is None else vdim, "vdim")
+        self.out_dim = positive_int(self.embed_dim if out_dim is None else out_dim, "out_dim")
+        if qkv_bias is not None and not isinstance(qkv_bias, bool):
+            raise TypeError(f"qkv_bias must be a bool or None (for bias), got {type(qkv_bias).__name__}")
         self.dropout = probability(dropout, "dropout")
 
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
@@ -84,11 +92,11 @@ class AttentionProjections(nn.Module):
             self.k_proj_weight = nn.Parameter(torch.empty(kv_width, self.kdim, **factory))
             self.v_proj_weight = nn.Parameter(torch.empty(kv_width, self.vdim, **factory))
             self.register_parameter("in_proj_weight", None)
-        if bias:
+        if bias if qkv_bias is None else qkv_bias:
             self.in_proj_bias = nn.Parameter(torch.empty(sum(self._split), **factory))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = nn.Linear(q_width, self.embed_dim, bias=bias, **factory)
+        self.out_proj = self.out_proj_class(q_width, self.out_dim, bias=bias, **factory)  # Hq·Dh -> out_dim
         self._reset_projections()
 
     def _reset_projections(self) -> None:
@@ -98,6 +106,7 @@ class AttentionProjections(nn.Module):
                 nn.init.xavier_uniform_(weight)
         if self.in_proj_bias is not None:
             nn.init.zeros_(self.in_proj_bias)
+        if self.out_proj.bias is not None:
             nn.init.zeros_(self.out_proj.bias)
 
     def projections(self) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
@@ -177,7 +186,7 @@ class AttentionProjections(nn.Module):
         score_mod: ScoreModifier | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """queries (B, Nq, Hq·Dh), keys and values (B, Nk, Hkv·Dh), mask broadcastable to
-        (B, Hq, Nq, Nk) -> output (B, Nq, D) and weights (B, Nq, Nk) averaged over heads,
+        (B, Hq, Nq, Nk) -> output (B, Nq, out_dim) and weights (B, Nq, Nk) averaged over heads,
         (B, Hq, Nq, Nk) per head, or None.
 
         With a cache, keys and values are the new tokens' (B, Nq, Hkv·Dh): they are appended to it and the
@@ -219,7 +228,7 @@ class AttentionProjections(nn.Module):
             weights = _weights(q, k, mask, causal, score_mod, average_attn_weights)
         context = context_by_head.transpose(1, 2).flatten(2)  # (B, Nq, Hq·Dh): heads side by side
         record("context", context)
-        output = self.out_proj(context)  # (B, Nq, D)
+        output = self.out_proj(context)  # (B, Nq, out_dim)
         record("output", output)
         if weights is not None and average_attn_weights and not weights_apart:
             weights = weights.mean(dim=1)  # (B, Nq, Nk)
@@ -258,12 +267,18 @@ class MultiHeadAttention(AttentionProjections):
     """Multi-head attention, batch-first, with grouped-query heads.
 
     Args:
-        embed_dim: model width D of the queries and of the output.
+        embed_dim: model width D of the queries (the book's d_in), and of the output unless out_dim is given.
         num_heads: query heads Hq.
         num_kv_heads: key/value heads Hkv (default Hq); Hq must be a multiple of it.
-        head_dim: width Dh of each head (default embed_dim // num_heads).
+        head_dim: width Dh of each head (default embed_dim // num_heads); the projections are
+            D -> Hq·Dh (the book's d_out) for the queries, D -> Hkv·Dh for the keys and values.
         kdim, vdim: widths of the key and value inputs for cross-attention (default embed_dim).
-        bias: add biases to the input and output projections.
+        out_dim: width of the output, out_proj being Hq·Dh -> out_dim (default embed_dim). Raschka's
+            chapter 3 `MultiHeadAttention(d_in, d_out, ..., num_heads)` is
+            `MultiHeadAttention(d_in, num_heads, head_dim=d_out // num_heads, out_dim=d_out)`.
+        bias: add biases to the output projection, and to the input projections unless qkv_bias says.
+        qkv_bias: add biases to the query, key and value projections (default: bias); the book's
+            `qkv_bias=False` keeps the output projection's bias.
         dropout: dropout probability on the attention weights, in training mode.
         rotary: a `headwise.positions.Rotary` that rotates queries and keys by their positions (RoPE),
             self-attention only; positions continue after the tokens in the KV cache.
@@ -287,7 +302,9 @@ class MultiHeadAttention(AttentionProjections):
         head_dim: int | None = None,
         kdim: int | None = None,
         vdim: int | None = None,
+        out_dim: int | None = None,
         bias: bool = True,
+        qkv_bias: bool | None = None,
         dropout: float = 0.0,
         rotary: Rotary | None = None,
         score_mod: ScoreModifier | None = None,
@@ -306,6 +323,8 @@ class MultiHeadAttention(AttentionProjections):
             dropout=dropout,
             device=device,
             dtype=dtype,
+            out_dim=out_dim,
+            qkv_bias=qkv_bias,
         )
         if rotary is not None and not isinstance(rotary, Rotary):
             raise TypeError(
@@ -373,7 +392,7 @@ class MultiHeadAttention(AttentionProjections):
             cache_layer: this module's layer in `cache`, 0 <= cache_layer < cache.num_layers.
 
         Returns:
-            (output (B, Nq, embed_dim), weights or None).
+            (output (B, Nq, out_dim), weights or None).
         """
         compute = self.computes_in()
         if compute != self.out_proj.weight.dtype and cache is None:
@@ -403,7 +422,9 @@ class MultiHeadAttention(AttentionProjections):
             check_mask(attn_mask, "attn_mask", target, query.device)
         padding = None
         if key_padding_mask is not None:
-            check_padding_mask(key_padding_mask, "key_padding_mask", (batch, num_keys), query.device, "(B, Nk)")
+            check_padding_mask(
+                key_padding_mask, "key_padding_mask", (batch, num_keys), query.device, "(B, Nk)"
+            )
             padding = key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
         queries, keys, values = self._project(query, key, value)
         return self._attend(
@@ -457,11 +478,19 @@ class MultiHeadAttention(AttentionProjections):
 
     def to_torch(self) -> nn.MultiheadAttention:
         """A torch.nn.MultiheadAttention (batch_first=True) with these weights."""
-        if self.num_kv_heads != self.num_heads or self.num_heads * self.head_dim != self.embed_dim:
+        output_bias_only = self.in_proj_bias is None and self.out_proj.bias is not None
+        if (
+            self.num_kv_heads != self.num_heads
+            or self.num_heads * self.head_dim != self.embed_dim
+            or self.out_dim != self.embed_dim
+            or output_bias_only
+        ):
             raise ValueError(
-                "torch.nn.MultiheadAttention has neither grouped-query heads nor a free head_dim: this "
-                f"module has num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
-                f"head_dim={self.head_dim}, embed_dim={self.embed_dim}"
+                "torch.nn.MultiheadAttention has no grouped-query heads, no free head_dim or out_dim and no "
+                "output bias without input biases: this module has "
+                f"num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
+                f"embed_dim={self.embed_dim}, out_dim={self.out_dim}, "
+                f"qkv_bias={self.in_proj_bias is not None}, bias={self.out_proj.bias is not None}"
             )
         weight = self.out_proj.weight
         converted = nn.MultiheadAttention(
