@@ -3,7 +3,9 @@ in-process through the CLI and read back from what it prints."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from oracle import SELF_ATTENTION_STEPS
 import headwise
 from headwise.cli.main import main
 from headwise.explain import by_hand, example, terminal
+from headwise.explain.html import read_report_data
 from headwise.trace import STEP_TEXT
 
 RASCHKA = [  # Build a Large Language Model from Scratch, chapter 3
@@ -29,7 +32,26 @@ RASCHKA = [  # Build a Large Language Model from Scratch, chapter 3
 ]
 TOKENS = ["Your", "journey", "starts", "with", "one", "step"]
 TWELVE = "the quick brown fox jumps over the lazy dog and runs away"
+# The walkthrough: the traced steps with the module's weights, and the queries unrolled before the transpose.
+WALKTHROUGH_STEPS = [
+    "inputs",
+    "W_q",
+    "W_k",
+    "W_v",
+    *SELF_ATTENTION_STEPS[1:4],  # queries, keys, values
+    "unrolled",
+    *SELF_ATTENTION_STEPS[4:-1],  # by head, scores, ..., context
+    "W_o",
+    "output",
+]
+WEIGHT_STEPS = {"W_q": 0, "W_k": 1, "W_v": 2, "W_o": 3}  # in [*module.projections(), out_proj]
 HEADER = re.compile(r"^(\d+)\. (\w+)  \(([\d, ]+)\) = ")
+
+
+@pytest.fixture(autouse=True)
+def eighty_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walkthrough is as wide as the terminal: the tests read an 80-column one."""
+    monkeypatch.setenv("COLUMNS", "80")
 
 
 def explain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -45,6 +67,7 @@ def run_once(*args: str) -> str:
     buffer = StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "stdout", buffer)
+        patch.setenv("COLUMNS", "80")
         assert main(["explain", *args]) == 0
     return buffer.getvalue()
 
@@ -85,7 +108,7 @@ def tables(lines: list[str]) -> list[tuple[list[str], list[list[str]]]]:
             rows = []
             for row in lines[i + 1 :]:
                 cells = row.split()
-                if len(cells) != len(header) + 1 or cells[0] in ("✓", "✗", "…", "head"):
+                if len(cells) != len(header) + 1 or cells[0] in ("✓", "✗", "…", "head", "batch"):
                     break
                 rows.append(cells)
             found.append((header, rows))
@@ -127,16 +150,56 @@ def test_default_walkthrough_fits_80_columns_and_passes_every_check(default_outp
 
 def test_every_step_is_printed_in_order_with_its_shape_and_formula(default_output: str) -> None:
     printed = sections(default_output)
-    assert [name for name, _, _ in printed] == SELF_ATTENTION_STEPS
+    assert [name for name, _, _ in printed] == WALKTHROUGH_STEPS
     shapes = dict((name, shape) for name, shape, _ in printed)
     assert shapes["inputs"] == (1, 6, 3)
+    assert shapes["W_q"] == (3, 4)  # W_qᵀ: (D, H·Dh)
     assert shapes["queries"] == (1, 6, 4)  # two heads of width 2: 3 is not divisible by 2
+    assert shapes["unrolled"] == (1, 6, 2, 2)  # (B, N, H, Dh), before the transpose
     assert shapes["scores"] == (1, 2, 6, 6)
+    assert shapes["W_o"] == (4, 3)
     assert shapes["output"] == (1, 6, 3)
     for name, _, lines in printed:
-        formula, sentence = STEP_TEXT[name]
-        assert lines[0] == formula
-        assert " ".join(sentence.split()) in " ".join(" ".join(lines).split())  # wrapped at spaces
+        assert lines[1].startswith("book: "), name  # the lectures' code under ours
+        if name in STEP_TEXT:
+            formula, sentence = STEP_TEXT[name]
+            assert lines[0] == formula
+            assert " ".join(sentence.split()) in " ".join(" ".join(lines).split())  # wrapped at spaces
+
+
+def test_the_walkthrough_follows_the_lectures_steps_in_order(default_output: str) -> None:
+    """LECTURES.md, lecture 1, steps 1 to 9: the step that shows each, and what it must say there."""
+    lecture = [
+        ("1. inputs (b, num_tokens, d_in)", "inputs", "book: x # (b, num_tokens, d_in)"),
+        ("2. d_out and the heads", "W_q", "(3, 4) = (D, H·Dh)"),
+        ("3. W_query", "W_q", "nn.Linear(d_in, d_out"),
+        ("3. W_key", "W_k", "nn.Linear(d_in, d_out"),
+        ("3. W_value", "W_v", "nn.Linear(d_in, d_out"),
+        ("4. queries", "queries", "(b, num_tokens, d_out)"),
+        ("4. keys", "keys", "keys = self.W_key(x)"),
+        ("4. values", "values", "values = self.W_value(x)"),
+        ("5. unroll", "unrolled", "(1, 6, 2, 2) = (B, Nq, H, Dh)"),
+        ("6. transpose", "queries_by_head", "(1, 2, 6, 2) = (B, H, Nq, Dh)"),
+        ("7. attention scores", "scores", "attn_scores = queries @ keys.transpose(2, 3)"),
+        ("8. scale by √head_dim", "scaled_scores", "1/√Dh = 1/√2 = 0.7071"),
+        ("8. causal mask", "masked_scores", "-torch.inf"),
+        ("8. softmax", "weights", "attn_weights = torch.softmax("),
+        ("8. dropout", "weights", "Dropout, the lectures' next step, acts in training only"),
+        ("9. context vectors", "context_by_head", "context_vec = (attn_weights @ values)"),
+        ("9. combine heads", "context", "view(b, num_tokens, self.d_out)"),
+        ("9. output projection", "W_o", "self.out_proj = nn.Linear(d_out, d_out)"),
+        ("9. output projection", "output", "context_vec = self.out_proj(context_vec)"),
+    ]
+    names = [name for name, _, _ in sections(default_output)]
+    places = [names.index(name) for _, name, _ in lecture]
+    assert places == sorted(places)  # in the lectures' order
+    for what, name, said in lecture:
+        header = next(
+            line for line in default_output.splitlines() if line.startswith(f"{names.index(name) + 1}. ")
+        )
+        text = " ".join(" ".join([header, *section(default_output, name)]).split())
+        assert said in text, what
+    assert "Columns hH:i: feature i of head H" in default_output
 
 
 def test_printed_numbers_are_those_of_an_independent_run(default_output: str) -> None:
@@ -146,12 +209,20 @@ def test_printed_numbers_are_those_of_an_independent_run(default_output: str) ->
     with torch.no_grad(), headwise.trace() as expected:
         module(x, is_causal=True)
 
+    projections = [*module.projections(), (module.out_proj.weight, module.out_proj.bias)]
     for name, _, lines in sections(default_output):
-        tensor = expected[name].tensor.flatten(0, -3)  # (H, N, ·) or (1, N, ·)
         printed = tables(lines)
-        assert len(printed) == len(tensor), name
-        for (_, rows), matrix in zip(printed, tensor, strict=True):
-            assert [row[0] for row in rows] == TOKENS
+        if name.startswith("W_"):  # Wᵀ (in, out), then the bias as one row
+            weight, bias = projections[WEIGHT_STEPS[name]]
+            rows = ["h0:0", "h0:1", "h1:0", "h1:1"] if name == "W_o" else ["0", "1", "2"]  # H·Dh or D
+            matrices, labels = [weight.detach().T, bias.detach()[None]], [rows, [f"b_{name[-1]}"]]
+        else:
+            source = expected["queries" if name == "unrolled" else name].tensor
+            matrices = list(source.flatten(0, -3))  # (H, N, ·) or (1, N, ·)
+            labels = [TOKENS] * len(matrices)
+        assert len(printed) == len(matrices), name
+        for (_, rows), matrix, label in zip(printed, matrices, labels, strict=True):
+            assert [row[0] for row in rows] == label
             for row, true in zip(rows, matrix, strict=True):
                 assert_printed(row[1:], true)
 
@@ -188,7 +259,7 @@ def test_cross_attention_takes_keys_and_values_from_a_second_sequence(
     assert code == 0
     assert_fits(out)
     printed = sections(out)
-    assert [name for name, _, _ in printed] == ["inputs", "kv_inputs", *SELF_ATTENTION_STEPS[1:]]
+    assert [name for name, _, _ in printed] == ["inputs", "kv_inputs", *WALKTHROUGH_STEPS[1:]]
     shapes = dict((name, shape) for name, shape, _ in printed)
     assert shapes["kv_inputs"] == (1, 7, 3)
     assert shapes["weights"] == (1, 2, 6, 7)  # 6 queries, 7 keys: not square
@@ -219,7 +290,16 @@ def test_twelve_tokens_fit_by_eliding_columns(capsys: pytest.CaptureFixture[str]
     assert "…" in header and header[-1] == "away"
     assert [row[0] for row in rows] == TWELVE.split()
     assert "columns hidden to fit 80 columns" in "\n".join(section(out, "weights"))
-    assert out.rstrip().endswith("✓ all 7 checks passed")
+    assert out.rstrip().endswith("✓ all 8 checks passed")  # the 7, and the repeated word's
+
+
+def test_a_wider_terminal_shows_every_column(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "150")
+    code, out = explain(capsys, "--tokens", TWELVE, "--heads", "3", "--dim", "6", "--seed", "7")
+    assert code == 0
+    (header, _), _, _ = tables(section(out, "weights"))
+    assert header == TWELVE.split() and "columns hidden" not in out
+    assert 80 < max(map(len, out.splitlines())) <= 150
 
 
 def test_heads_and_head_dim_set_the_shapes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -249,6 +329,7 @@ def test_a_repeated_word_gets_the_same_embedding(capsys: pytest.CaptureFixture[s
     (_, rows), *_ = tables(section(out, "inputs"))
     assert rows[0][1:] == rows[6][1:]  # "the" twice
     assert rows[0][1:] != rows[1][1:]
+    assert "✓ 'the' repeated: one embedding, so identical queries, keys, values wherever it" in out
 
 
 # The pencil-and-paper exercise.
@@ -284,11 +365,12 @@ def panel(out: str, title: str) -> list[list[str]]:
 def test_by_hand_fits_and_marks_the_approximations(by_hand_output: str) -> None:
     assert_fits(by_hand_output)
     headers = [line for line in by_hand_output.splitlines() if re.match(r"^\d\. ", line)]
-    assert len(headers) == 8
+    assert len(headers) == 9
+    assert headers[2].startswith("3. prepare: copy Q, write K transposed")  # the lecture's step 2
     approximate = [header.split(" ─")[0] for header in headers if "≈" in header]
     assert approximate == [
-        "4. ≈ scale: floor(x/2) for x/√3  (approximation)",
-        "5. ≈ softmax, e^x: 3^x for e^x  (approximation)",
+        "5. ≈ scale: floor(x/2) for x/√3  (approximation)",
+        "6. ≈ softmax, e^x: 3^x for e^x  (approximation)",
     ]
     assert by_hand_output.rstrip().endswith("✓ all 4 checks passed")
 
@@ -308,6 +390,7 @@ def test_by_hand_numbers_are_the_pencil_and_paper_ones(by_hand_output: str) -> N
 
     assert printed("Q") == queries
     assert printed("V") == values
+    assert printed("Kᵀ") == transpose(keys) and printed("Q (copied)") == queries
     assert printed("Kᵀ·Q") == scores
     assert printed("by hand: floor(x/2)") == halves
     assert printed("by hand: 3^x") == powers
@@ -348,6 +431,72 @@ def test_by_hand_exact_values_are_headwise_reference(by_hand_output: str) -> Non
                 assert math.isclose(float(cell), number, abs_tol=5.1e-4), (title, cell, number)
     assert "✓ each column of A by hand sums to 1, exactly (as fractions)" in by_hand_output
     assert "✓ Kᵀ·Q by hand equals headwise's scores" in by_hand_output
+
+
+TEACHER = {  # a teacher's own exercise: 3 tokens of 4 features through one 4-2 head
+    "X": [[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]],
+    "W_Q": [[1, 0, 1, 0], [0, 1, 0, 1]],
+    "W_K": [[1, 1, 0, 0], [0, 0, 1, 1]],
+    "W_V": [[1, 0, 0, 1], [0, 2, 1, 0]],
+}
+
+
+def test_a_teachers_own_exercise_is_worked_like_the_lectures(tmp_path, capsys) -> None:
+    exercise = tmp_path / "exercise.json"
+    exercise.write_text(json.dumps(TEACHER), encoding="utf-8")
+    code, out = explain(capsys, "--by-hand", "--input", str(exercise))
+    assert code == 0 and out.rstrip().endswith("✓ all 4 checks passed")
+    assert_fits(out)
+    assert "3 tokens x1..x3 of 4 features through one 4-2 head" in out
+    x, w_q, w_k, w_v = (TEACHER[name] for name in ("X", "W_Q", "W_K", "W_V"))
+    queries, keys, values = matmul(w_q, x), matmul(w_k, x), matmul(w_v, x)
+    scores = matmul(transpose(keys), queries)  # (3, 3): column j = query j
+
+    def printed(title: str) -> list[list[int]]:
+        return [[int(cell) for cell in row[1:]] for row in panel(out, title)]
+
+    assert printed("Q") == queries and printed("V") == values and printed("Kᵀ·Q") == scores
+    assert printed("by hand: floor(x/2)") == [[s // 2 for s in row] for row in scores]
+    q, k, v = (torch.tensor(m, dtype=torch.float64).T[None, None] for m in (queries, keys, values))
+    _, weights = headwise.attention(q, k, v, backend="reference", return_weights=True)  # scale 1/√2
+    for row, true in zip(panel(out, "exact: A"), weights[0, 0].T, strict=True):
+        assert [float(cell) for cell in row[1:]] == pytest.approx(true.tolist(), abs=5.1e-4)
+    assert "two such 4-2 heads side by side make 4-4 multi-head" in " ".join(out.split())
+    page = tmp_path / "exercise.html"
+    assert main(["explain", "--by-hand", "--input", str(exercise), "--html", str(page)]) == 0
+    data = read_report_data(page.read_text(encoding="utf-8"))
+    assert data["steps"][0]["name"] == "inputs: X (4×3) and the weights W_Q, W_K, W_V (2×4)"
+    assert [maps["query_tokens"] for maps in data["attention"]] == [["x1", "x2", "x3"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "is not JSON"),
+        (
+            json.dumps({**TEACHER, "W_O": [[1]]}),
+            "must be a JSON object with the keys ['X', 'W_Q', 'W_K', 'W_V']",
+        ),
+        (json.dumps({**TEACHER, "X": [[1, 0], [1]]}), "X must be a list of equally long, non-empty lists"),
+        (
+            json.dumps({**TEACHER, "W_Q": [[1, 0, 1.5, 0], [0, 1, 0, 1]]}),
+            "W_Q must hold integers from -9 to 9",
+        ),
+        (json.dumps({**TEACHER, "W_K": [[1, 1, 0], [0, 0, 1]]}), "W_K must be d_k × d = d_k × 4 (X's d)"),
+        (json.dumps({**TEACHER, "W_K": [[-1, 0, 0, 0], [0, 0, 0, 0]]}), "the scores Kᵀ·Q must be >= 0"),
+    ],
+)
+def test_an_exercise_file_it_cannot_use_is_an_argument_error(tmp_path, capsys, content, message) -> None:
+    exercise = tmp_path / "exercise.json"
+    exercise.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--by-hand", "--input", str(exercise)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --input: " in err and message in err, err
+    with pytest.raises(SystemExit):
+        main(["explain", "--input", str(exercise)])
+    assert "is an exercise for --by-hand; add --by-hand" in capsys.readouterr().err
 
 
 # The command line.
@@ -401,7 +550,7 @@ def test_the_console_script_runs() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert [name for name, _, _ in sections(result.stdout)] == SELF_ATTENTION_STEPS
+    assert [name for name, _, _ in sections(result.stdout)] == WALKTHROUGH_STEPS
     assert result.stdout.rstrip().endswith("✓ all 7 checks passed")
 
 
@@ -473,3 +622,32 @@ def test_control_characters_in_tokens_are_shown_escaped(capsys: pytest.CaptureFi
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "\\x1b]0;PWNED\\x07 \\x1b[2J \\u202eevil" in out  # the tokens line
     assert re.search(r"^\\x1b\[2J ", out, re.MULTILINE)  # a row label
+
+
+def test_an_ascii_terminal_gets_the_symbols_spelt_out() -> None:
+    """PYTHONIOENCODING=ascii: no UnicodeEncodeError; ·, ᵀ, √, ✓ and the rules in ASCII, other characters
+    escaped, control characters escaped as everywhere."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "headwise.cli.main",
+            "explain",
+            "--tokens",
+            "café \x1b[2J one",
+            "--heads",
+            "1",
+        ],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "ascii", "COLUMNS": "80"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode("ascii", "backslashreplace")
+    out = result.stdout.decode("ascii")  # nothing but ASCII
+    assert "B batch * N tokens (Nq queries, Nk keys) * D width" in out
+    assert "W_q^T  (queries = x * W_q^T + b_q)" in out
+    assert "1/sqrt Dh = 1/sqrt 3 = 0.5774" in out
+    assert out.rstrip().endswith("+ all 7 checks passed")
+    assert "Nq = 3: caf\\xe9 \\x1b[2J one" in out and "\x1b" not in out
+    assert not [line for line in out.splitlines() if len(line) > 80]

@@ -158,6 +158,13 @@ def test_the_lecture_s_numbers_are_embedded_exactly(lecture_page: tuple[Report, 
     assert [step["name"] for step in data["steps"]] == [step.name for step in report.steps]
     for step, embedded in zip(report.steps, data["steps"], strict=True):
         assert embedded["shape"] == list(step.shape) and embedded["axes"] == list(step.axes)
+        assert embedded["lecture"] == step.lecture != ""  # the book's code for every step
+    steps = {step["name"]: step for step in data["steps"]}
+    assert steps["weights"]["lecture"].startswith("attn_weights = torch.softmax(")
+    assert [m["caption"] for m in steps["W_q"]["matrices"]] == ["W_qᵀ", "b_q"]  # the weights, as steps
+    checks = [(check["passed"], check["text"]) for step in data["steps"] for check in step["checks"]]
+    assert len(checks) == 7 and all(passed for passed, _ in checks)  # the terminal's 7 checks
+    assert steps["weights"]["checks"][0]["text"].startswith("each row of weights sums to 1")
     for matrix, embedded in all_matrices(report, data):
         assert embedded["values"]["encoding"] == "float64"
         assert torch.equal(html.decode_array(embedded["values"]), matrix.values)  # -inf included

@@ -6,6 +6,10 @@ Shape legend: L layers, H heads, Nq / Nk query and key tokens.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -74,7 +78,7 @@ def test_the_model_view_has_a_cell_per_layer_and_head():
 def test_write_pngs_writes_every_view(tmp_path):
     files = write_pngs(by_hand_report(), tmp_path)
     names = sorted(path.name for path in files)
-    assert len(names) == 8 + 2 * 2  # 8 steps; two maps (by hand, exact) × (one head + the model view)
+    assert len(names) == 9 + 2 * 2  # 9 steps; two maps (by hand, exact) × (one head + the model view)
     assert (
         "weights-a-by-hand-layer0-head0.png" in names
         and "step-01-inputs-x-6-4-and-the-weights-w-q-w-k-w-v-3-6.png" in names
@@ -86,7 +90,7 @@ def test_write_pngs_writes_every_view(tmp_path):
 @pytest.mark.slow
 def test_cli_writes_pngs_and_checks_its_options(tmp_path, capsys):
     assert main(["explain", "--png", str(tmp_path / "pictures")]) == 0
-    assert "wrote 17 PNG files" in capsys.readouterr().out  # 14 steps, two heads, the model view
+    assert "wrote 22 PNG files" in capsys.readouterr().out  # 19 steps, two heads, the model view
     for arguments, message in [
         (["--model", "minilm", "--png", "x"], "--model needs TEXT"),
         (["--model", "minilm", "a cat"], "add --html FILE or --png DIR"),
@@ -107,3 +111,53 @@ def test_user_text_is_never_read_as_math(tmp_path):
     figure.savefig(tmp_path / "math.png")  # matplotlib would fail to parse "$\foo{$" as mathtext
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == list(tokens)
     plt.close(figure)
+
+
+def test_a_fifo_or_a_folder_where_a_picture_goes_is_refused(tmp_path, lecture):
+    """A FIFO in the --png folder would block a writer that opens it (until someone reads it): the files
+    are written beside their place and renamed, and what is not a regular file is refused, as --html does."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    os.mkfifo(folder / "step-01-inputs.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "headwise.cli.main", "explain", "--png", str(folder)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,  # a writer blocked on the FIFO fails here
+        check=False,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"headwise explain: {folder / 'step-01-inputs.png'} is a FIFO (named pipe): headwise writes regular "
+        "files only\n"
+    )
+    os.remove(folder / "step-01-inputs.png")
+    (folder / "step-01-inputs.png").mkdir()
+    with pytest.raises(
+        IsADirectoryError, match=r"step-01-inputs\.png is a directory: give the name of a file"
+    ):
+        write_pngs(lecture, folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["step-01-inputs.png"]  # nothing left behind
+
+
+def test_pictures_use_the_page_s_colours_and_one_scale_per_step(lecture):
+    """Blue (white to blue, or blue-white-red around 0) as on the page; the heads of a step (and the hand-made
+    and exact panels) on one scale; -inf grey, never the white of a tiny weight; "1 layer", not "1 layers"."""
+    step = next(s for s in lecture.steps if s.name == "masked_scores")  # signed scores and -inf
+    figure = _step_figure(step)
+    images = [axis.images[0] for axis in figure.axes if axis.images and axis.get_title().startswith("head")]
+    assert len(images) == 2 and images[0].norm.vmin == images[1].norm.vmin == -images[0].norm.vmax
+    assert images[0].cmap.name.startswith("RdBu_r")
+    assert images[0].cmap(float("nan")) == pytest.approx((200 / 255, 200 / 255, 200 / 255, 1.0))
+    highest = max(m.values[m.values.isfinite()].abs().max().item() for m in step.matrices)
+    assert images[0].norm.vmax == highest  # the larger head's reach, for both
+    plt.close(figure)
+    weights = _step_figure(next(s for s in lecture.steps if s.name == "weights"))
+    image = next(axis.images[0] for axis in weights.axes if axis.images)
+    assert image.cmap.name.startswith("Blues") and image.norm.vmin == 0
+    assert image.cmap(image.norm(1e-9)) != image.cmap(float("nan"))  # a tiny weight is not drawn as masked
+    plt.close(weights)
+    model = _model_view_figure(lecture.attention[0])
+    assert model.get_suptitle() == "self-attention: 1 layer × 2 heads"
+    plt.close(model)

@@ -7,6 +7,7 @@ scores); causal attention is aligned bottom-right; a query with nothing to atten
 from . import compat
 from .cache import KVCache
 from .functional import attention, attention_weights
+from .inspection import show
 from .merge import merge
 from .modules import MultiHeadAttention
 from .trace import Step, Trace, trace
@@ -20,6 +21,7 @@ __all__ = [
     "attention_weights",
     "compat",
     "merge",
+    "show",
     "trace",
 ]
 __version__ = "0.1.0"

@@ -20,7 +20,9 @@ from ..explain.example import (
     run_example,
 )
 from ..files import file_target, kind_of
+from ..inspection.folder import MINILM
 from .arguments import integer_in, path, text
+from .heads import model_argument
 
 NEEDS_RICH = "headwise explain draws its tables with rich, which is missing: pip install 'headwise[cli]'"
 MAX_WIDTH = 512  # D and Dh: wider, a walkthrough shows little but elided columns
@@ -106,15 +108,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sources = parser.add_argument_group("other sources (instead of the lectures' example)")
     source = sources.add_mutually_exclusive_group()
     source.add_argument(
+        "--book",
+        action="store_true",
+        help="Raschka's chapter 3, sections 3.3 to 3.6: every value the book prints, computed by headwise "
+        "with the book's seeds, shapes and order of initialisation (with --html, as a page)",
+    )
+    source.add_argument(
         "--by-hand",
         action="store_true",
         help="the pencil-and-paper exercise: 4 tokens, 6 features, one head of width 3, small integers",
     )
     source.add_argument(
         "--model",
-        choices=["minilm"],
-        help="the heads of a pretrained model reading TEXT: minilm (all-MiniLM-L6-v2, 6 layers × 12 heads); "
-        "needs --html or --png",
+        type=model_argument,
+        metavar="minilm|DIR",
+        help="the heads of a pretrained model reading TEXT: minilm (all-MiniLM-L6-v2, 6 layers × 12 heads) "
+        "or a Hugging Face model folder (config.json, safetensors, tokenizer files: an encoder, a decoder "
+        "or an encoder-decoder); needs --html or --png",
     )
     source.add_argument(
         "--checkpoint",
@@ -124,6 +134,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "an example of its task); needs --html or --png",
     )
     sources.add_argument("text", nargs="?", type=text, help="the text --model or --checkpoint reads")
+    sources.add_argument(
+        "--input",
+        type=path,
+        metavar="FILE",
+        help='with --by-hand: your own exercise, a JSON object {"X": d × n (a token per column), "W_Q", '
+        '"W_K", "W_V": d_k × d} of small integers whose scores Kᵀ·Q are >= 0',
+    )
     outputs = parser.add_argument_group("pictures (instead of the terminal)")
     outputs.add_argument(
         "--html",
@@ -164,7 +181,9 @@ def run(
         if getattr(args, action.dest) != action.default
     ]
     other_source = (
-        "--by-hand"
+        "--book"
+        if args.book
+        else "--by-hand"
         if args.by_hand
         else "--model"
         if args.model
@@ -174,6 +193,8 @@ def run(
     )
     if other_source and given:
         parser.error(f"{other_source} replaces the lectures' example; leave out {', '.join(given)}")
+    if args.input is not None and not args.by_hand:
+        parser.error(f"--input ({args.input!r}) is an exercise for --by-hand; add --by-hand")
     if args.text is not None and not (args.model or args.checkpoint):
         parser.error(f"TEXT ({args.text!r}) is read by --model or --checkpoint only")
     if args.model and not args.text:
@@ -185,14 +206,30 @@ def run(
     if importlib.util.find_spec("rich") is None:
         print(NEEDS_RICH, file=sys.stderr)
         return 1
+    exercise = read_input(parser, args.input) if args.by_hand else None
     if pictures:
-        return draw(args)
+        return draw(args, exercise)
     from ..explain import by_hand, terminal  # rich is there, so the renderers can load
 
     console = terminal.make_console()
+    if args.book:
+        return 0 if terminal.book_walkthrough(console) else 1
     if args.by_hand:
-        return 0 if by_hand.explain_by_hand(console) else 1
+        return 0 if by_hand.explain_by_hand(console, exercise) else 1
     return 0 if terminal.walkthrough(run_example(example_from(args)), console) else 1
+
+
+def read_input(parser: argparse.ArgumentParser, file: str | None):
+    """The exercise --input names (a by_hand.Exercise), the lectures' without it; an unreadable or unusable
+    file is an argument error, before anything is computed. Needs rich (by_hand draws with it)."""
+    from ..explain.by_hand import LECTURE, read_exercise
+
+    if file is None:
+        return LECTURE
+    try:
+        return read_exercise(file)
+    except (OSError, ValueError) as error:
+        parser.error(f"argument --input: {printable(str(error))}")
 
 
 def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -214,19 +251,27 @@ def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             )
 
 
-def draw(args: argparse.Namespace) -> int:
+def draw(args: argparse.Namespace, exercise) -> int:
     """Write the report of the chosen source as HTML and/or PNG; print where."""
     from ..explain.report import lecture_report
 
     try:
-        if args.by_hand:
+        if args.book:
+            from ..explain.book import book_report
+
+            report = book_report()
+        elif args.by_hand:
             from ..explain.by_hand import by_hand_report
 
-            report = by_hand_report()
-        elif args.model:
+            report = by_hand_report(exercise)
+        elif args.model == MINILM:
             from ..explain.models import minilm_report
 
             report = minilm_report(args.text)
+        elif args.model:
+            from ..explain.models import folder_report
+
+            report = folder_report(args.model, args.text)
         elif args.checkpoint:
             from ..explain.models import checkpoint_report
 

@@ -13,9 +13,9 @@ from typing import NoReturn
 
 from .. import __version__
 from ..checks import printable
-from . import bench, embed, explain, train, tune
+from . import bench, embed, explain, heads, train, tune
 
-SUBCOMMANDS = (explain, bench, tune, embed, train)
+SUBCOMMANDS = (explain, bench, tune, embed, train, heads)
 
 
 class Parser(argparse.ArgumentParser):

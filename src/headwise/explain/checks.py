@@ -42,6 +42,28 @@ def projection(run: Run, role: str) -> Check:
     return matches(run.trace[role].tensor, expected, claim)
 
 
+def repeated_words_match(run: Run) -> Check | None:
+    """A word that occurs twice gets one embedding, so (without positions) the same query, key and value
+    in every place: attention alone cannot tell its copies apart. None when no word repeats."""
+    tokens = run.example.tokens
+    repeated = [word for word in dict.fromkeys(tokens) if tokens.count(word) > 1]
+    if not repeated:
+        return None
+    roles = ROLES if run.example.kv_tokens is None else ROLES[:1]  # cross-attention: keys from other tokens
+    same = True
+    for word in repeated:
+        places = [i for i, token in enumerate(tokens) if token == word]
+        for role in roles:
+            rows = run.trace[role].tensor[0, places]  # (copies, H·Dh)
+            same &= bool((rows == rows[0]).all())
+    names = ", ".join(repr(word) for word in repeated)
+    return Check(
+        same,
+        f"{names} repeated: one embedding, so identical {', '.join(roles)} wherever it occurs; without "
+        "positions (added to the embeddings in a first layer) attention cannot tell the copies apart",
+    )
+
+
 def rows_sum_to_one(run: Run) -> Check:
     """Each query's weights form a probability distribution; a query that sees no key gets zeros."""
     weights = run.trace["weights"].tensor  # (B, H, Nq, Nk)
@@ -86,8 +108,10 @@ def output_projection(run: Run) -> Check:
     return matches(run.trace["output"].tensor, expected, claim)
 
 
-CHECKS: dict[str, tuple[Callable[[Run], Check], ...]] = {
-    **{role: (partial(projection, role=role),) for role in ROLES},
+CHECKS: dict[str, tuple[Callable[[Run], Check | None], ...]] = {
+    "queries": (partial(projection, role="queries"),),
+    "keys": (partial(projection, role="keys"),),
+    "values": (partial(projection, role="values"), repeated_words_match),  # all three made by now
     "weights": (rows_sum_to_one, masked_weights_are_zero),
     "context": (context_is_heads_side_by_side,),
     "output": (output_projection,),
@@ -96,4 +120,4 @@ CHECKS: dict[str, tuple[Callable[[Run], Check], ...]] = {
 
 def checks_after(step_name: str, run: Run) -> list[Check]:
     """The checks that the step named `step_name` makes possible, in order (none for most steps)."""
-    return [check(run) for check in CHECKS.get(step_name, ())]
+    return [check for make in CHECKS.get(step_name, ()) if (check := make(run)) is not None]

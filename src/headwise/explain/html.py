@@ -164,9 +164,11 @@ def _step_data(step: WalkStep) -> dict[str, Any]:
         "name": step.name,
         "formula": step.formula,
         "sentence": step.sentence,
+        "lecture": step.lecture,
         "shape": list(step.shape),
         "axes": list(step.axes),
         "matrices": [_matrix_data(matrix) for matrix in step.matrices],
+        "checks": [{"passed": check.passed, "text": check.text} for check in step.checks],
     }
 
 

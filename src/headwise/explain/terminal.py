@@ -1,14 +1,22 @@
-"""Show a traced run in an 80-column terminal: every step with its shape, formula, sentence and values, and
-the checks a learner should see, as it goes. Needs rich (pip install 'headwise[cli]').
+"""Show a traced run in the terminal: every step with its shape, formula, sentence and values, and the
+checks a learner should see, as it goes. Needs rich (pip install 'headwise[cli]').
 
 Values are drawn as matrices of the last two axes, one per head for per-head steps (batch of one), with
-the tokens on the rows and the keys or the features on the columns; columns that would not fit are elided.
-User text (the tokens) is printed with its control characters escaped (\x1b), never acted on.
+the tokens on the rows and the keys or the features on the columns; columns that would not fit the
+terminal's width (shutil.get_terminal_size: $COLUMNS, the terminal, or 80 when the output is not one) are
+elided. User text (the tokens) is printed with its control characters escaped (\x1b), never acted on.
+An output that cannot encode the walkthrough's symbols (PYTHONIOENCODING=ascii, a C locale) gets them
+spelt in ASCII (· as *, ᵀ as ^T, √ as sqrt, ✓ as +; rich draws the tables in ASCII) and every other
+character it lacks as an escape (\xe9).
 """
 
 from __future__ import annotations
 
+import io
+import shutil
+import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 import torch
 from rich import box
@@ -18,19 +26,77 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checks import printable
-from ..trace import Step
-from .checks import Check, checks_after
+from .book import BOOK, SECTIONS, Printout, chapter
+from .checks import Check
 from .example import LECTURE_DIM, LECTURE_TOKENS, Example, Run
-from .report import AXES, LEGEND, axis_labels
+from .report import HEAD_COLUMNS, LEGEND, WalkStep, lecture_steps
 
-WIDTH = 80
+WIDTH = 80  # when the output is not a terminal and $COLUMNS is not set
+MIN_WIDTH = 40  # narrower terminals get 40 columns anyway (and wrap them)
 LABEL_WIDTH = 10  # row labels (tokens) longer than this are cut with …
 COLUMN_GAP = 3  # each column's padding and separator in a SIMPLE_HEAD table without edges
+SYMBOLS = "·ᵀ√─✓✗…×≈"  # what the walkthrough prints beyond ASCII
+ASCII = str.maketrans(
+    {"·": "*", "ᵀ": "^T", "√": "sqrt ", "─": "-", "✓": "+", "✗": "x", "…": "...", "×": "x", "≈": "~"}
+)
 
 
-def make_console() -> Console:
-    """An 80-column console that prints tokens as typed (no markup) and numbers plainly (no highlighting)."""
-    return Console(width=WIDTH, markup=False, highlight=False, emoji=False)
+class AsciiFallback(io.TextIOBase):
+    """A text stream onto `stream` for an encoding that lacks SYMBOLS: those spelt in ASCII, every other
+    character the encoding lacks written as a backslash escape, instead of a UnicodeEncodeError."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    @property
+    def encoding(self) -> str:  # rich reads it: a non-UTF encoding makes it draw ASCII boxes and rules
+        return self._stream.encoding
+
+    def write(self, text: str) -> int:
+        spelt = text.translate(ASCII).encode(self.encoding, "backslashreplace").decode(self.encoding)
+        self._stream.write(spelt)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
+def encodes(encoding: str | None, text: str) -> bool:
+    """Whether `encoding` (None: UTF-8) can write `text`."""
+    try:
+        text.encode(encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def shown(label: str, console: Console) -> str:
+    """A label as `console` prints it: control characters escaped, and what its encoding lacks too (so that
+    the table measures the label as printed)."""
+    text = printable(label)
+    if encodes(console.encoding, text):
+        return text
+    return text.translate(ASCII).encode(console.encoding, "backslashreplace").decode(console.encoding)
+
+
+def plain(console: Console, text: str, style: str = "") -> Text:
+    """`text` as a rich Text for `console`, in a style, without markup: shown(), so that rich lays out
+    what is printed."""
+    return Text(shown(text, console), style=style)
+
+
+def make_console(stream: TextIO | None = None) -> Console:
+    """A console on `stream` (default sys.stdout) as wide as the terminal (at least MIN_WIDTH), that prints
+    tokens as typed (no markup) and numbers plainly (no highlighting), in ASCII where it must."""
+    stream = sys.stdout if stream is None else stream
+    if not encodes(getattr(stream, "encoding", None), SYMBOLS):
+        stream = AsciiFallback(stream)
+    width = max(MIN_WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+    return Console(file=stream, width=width, markup=False, highlight=False, emoji=False)
 
 
 def number(value: float, decimals: int = 4) -> str:
@@ -77,28 +143,30 @@ def matrix_table(
     return table, hidden
 
 
-def show_step(console: Console, index: int, step: Step, example: Example) -> None:
-    """Header (number, name, shape), formula, sentence, then the values: one matrix, or one per head."""
-    axes = AXES[step.name]
+def show_step(console: Console, index: int, step: WalkStep) -> None:
+    """Header (number, name, shape), formula, the lectures' code, sentence, then the values: one matrix, or
+    one per head (or per part: a weight matrix and its bias)."""
     console.print()
     shape = ", ".join(map(str, step.shape))
-    console.rule(Text(f"{index}. {step.name}  ({shape}) = ({', '.join(axes)})", style="bold"), align="left")
-    console.print(Text(step.formula, style="bold cyan"))
-    console.print(Text(step.sentence, style="italic"))
-    rows, columns = (
-        [printable(label) for label in axis_labels(axis, size, example)]
-        for axis, size in zip(axes[-2:], step.shape[-2:], strict=True)
+    console.rule(
+        plain(console, f"{index}. {step.name}  ({shape}) = ({', '.join(step.axes)})", "bold"), align="left"
     )
-    matrices = step.tensor.flatten(0, -3)  # (H, R, C) per head, or (1, R, C): the batch holds one sequence
-    for head, matrix in enumerate(matrices):
-        if "H" in axes:
-            console.print(Text(f"head {head}", style="bold"))
-        table, hidden = matrix_table(numbers(matrix), rows, columns)  # hidden: the same for every head
+    console.print(plain(console, step.formula, "bold cyan"))
+    if step.lecture:
+        console.print(plain(console, f"book: {step.lecture}", "dim"))
+    console.print(plain(console, step.sentence, "italic"))
+    hidden = 0
+    for matrix in step.matrices:
+        if matrix.caption:
+            console.print(plain(console, matrix.caption, "bold"))
+        rows, columns = (
+            [shown(label, console) for label in labels] for labels in (matrix.rows, matrix.columns)
+        )
+        table, hidden = matrix_table(numbers(matrix.values), rows, columns, console.width)  # same for each
         console.print(table)
     if hidden:
-        console.print(
-            Text(f"… {hidden} of {len(columns)} columns hidden to fit {WIDTH} columns", style="dim")
-        )
+        elided = f"{hidden} of {len(step.matrices[-1].columns)} columns"
+        console.print(plain(console, f"… {elided} hidden to fit {console.width} columns", "dim"))
 
 
 def show_check(console: Console, check: Check) -> None:
@@ -107,7 +175,7 @@ def show_check(console: Console, check: Check) -> None:
     line.add_column(width=1)
     line.add_column()
     mark, style = ("✓", "green") if check.passed else ("✗", "bold red")
-    line.add_row(Text(mark, style=style), Text(printable(check.text)))
+    line.add_row(plain(console, mark, style), plain(console, check.text))
     console.print(line)
 
 
@@ -115,24 +183,24 @@ def summarize(checks: Sequence[Check], console: Console) -> None:
     """One closing line: all checks passed, or how many failed."""
     failed = sum(not check.passed for check in checks)
     if failed:
-        console.print(Text(f"✗ {failed} of {len(checks)} checks failed", style="bold red"))
+        console.print(plain(console, f"✗ {failed} of {len(checks)} checks failed", "bold red"))
     else:
-        console.print(Text(f"✓ all {len(checks)} checks passed", style="bold green"))
+        console.print(plain(console, f"✓ all {len(checks)} checks passed", "bold green"))
 
 
 def introduce(example: Example, console: Console) -> None:
     """What runs: the tokens, where keys and values come from, the embedding, the module, the mask."""
-    console.print(Text("headwise explain: multi-head attention, step by step", style="bold"))
+    console.print(plain(console, "headwise explain: multi-head attention, step by step", "bold"))
     if example.tokens == LECTURE_TOKENS:
         console.print('Example from Raschka, "Build a Large Language Model from Scratch", chapter 3.')
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
-    facts.add_row("tokens", f"Nq = {len(example.tokens)}: {printable(' '.join(example.tokens))}")
+    facts.add_row("tokens", f"Nq = {len(example.tokens)}: {shown(' '.join(example.tokens), console)}")
     if example.kv_tokens is None:
         facts.add_row("keys, values", "from the same tokens: self-attention")
     else:
-        kv_tokens = printable(" ".join(example.kv_tokens))
+        kv_tokens = shown(" ".join(example.kv_tokens), console)
         facts.add_row("keys, values", f"Nk = {len(example.kv_tokens)}: {kv_tokens} (cross-attention)")
     facts.add_row("embedding", embedding_source(example))
     facts.add_row(
@@ -141,9 +209,10 @@ def introduce(example: Example, console: Console) -> None:
     facts.add_row("weights", f"drawn after torch.manual_seed({example.seed})")
     facts.add_row("mask", mask_description(example))
     console.print(facts)
-    console.print(Text(LEGEND, style="dim"))
+    console.print(plain(console, LEGEND, "dim"))
+    console.print(plain(console, HEAD_COLUMNS, "dim"))
     console.print(
-        Text("Numbers are rounded to 4 decimals; a plain integer such as 0 or 1 is exact.", style="dim")
+        plain(console, "Numbers are rounded to 4 decimals; a plain integer such as 0 or 1 is exact.", "dim")
     )
 
 
@@ -166,14 +235,64 @@ def mask_description(example: Example) -> str:
     return "causal, aligned bottom-right: the last query sees the last key"
 
 
+def show_printout(console: Console, printout: Printout) -> list[Check]:
+    """The book's name for a value with its shape and axes, the book's code, a sentence, the value (one
+    matrix per batch element or head) and the checks it makes; returns the checks."""
+    shape = f"({', '.join(map(str, printout.value.shape))})"
+    axes = f" = ({', '.join(printout.axes)})" if printout.axes else ""
+    console.print()
+    console.print(plain(console, f"{printout.name}  {shape}{axes}", "bold"))
+    console.print(plain(console, printout.code, "bold cyan"))
+    console.print(plain(console, printout.sentence, "italic"))
+    for matrix in printout.matrices():
+        if matrix.caption:
+            console.print(plain(console, matrix.caption, "bold"))
+        table, _ = matrix_table(numbers(matrix.values), matrix.rows, matrix.columns, console.width)
+        console.print(table)
+    for check in printout.checks:
+        show_check(console, check)
+    return list(printout.checks)
+
+
+def book_walkthrough(console: Console) -> bool:
+    """Print every value of the book's sections 3.3 to 3.6, section by section, with the checks; True when
+    every check passed."""
+    console.print(plain(console, f"headwise explain --book: {BOOK}, sections 3.3 to 3.6", "bold"))
+    console.print(
+        "Every value the chapter prints, in its order and under its names, computed by headwise in float64 "
+        "with the book's seeds (torch.manual_seed(123), 789 for SelfAttention_v2), shapes (d_in = 3, "
+        "d_out = 2) and order of initialisation. The book's classes end where headwise's context step does; "
+        "its weight-split MultiHeadAttention is headwise.MultiHeadAttention(3, 2, head_dim=1, out_dim=2, "
+        "qkv_bias=False)."
+    )
+    console.print(
+        plain(
+            console,
+            "Numbers are rounded to 4 decimals, as the book prints them; a plain integer is exact.",
+            style="dim",
+        )
+    )
+    printouts, _ = chapter()
+    checks: list[Check] = []
+    section = None
+    for printout in printouts:
+        if printout.section != section:
+            section = printout.section
+            console.print()
+            console.rule(plain(console, f"{section} {SECTIONS[section]}", "bold"), align="left")
+        checks += show_printout(console, printout)
+    summarize(checks, console)
+    return all(check.passed for check in checks)
+
+
 def walkthrough(run: Run, console: Console) -> bool:
     """Print the whole run, step after step, with the checks; True when every check passed."""
     introduce(run.example, console)
     checks: list[Check] = []
-    for index, step in enumerate(run.trace, start=1):
-        show_step(console, index, step, run.example)
-        for check in checks_after(step.name, run):
+    for index, step in enumerate(lecture_steps(run), start=1):
+        show_step(console, index, step)
+        for check in step.checks:
             show_check(console, check)
-            checks.append(check)
+        checks += step.checks
     summarize(checks, console)
     return all(check.passed for check in checks)

@@ -211,9 +211,10 @@ function drawHeadView(report) {
   context.clearRect(0, 0, LINES_PX, rowsHigh);
   context.lineWidth = 2;
   // The band of the canvas the scrolled box shows (the canvas starts below the headings' row), with a
-  // margin; the box's height is unknown until it is on the page, so guess the window's then.
+  // margin; the box's height is unknown until it is on the page, so guess the window's then, and the
+  // whole canvas where the window has no height yet either (a notebook frame not laid out).
   const scroller = nodes.scroll;
-  const seen = scroller.clientHeight || window.innerHeight;
+  const seen = scroller.clientHeight || window.innerHeight || rowsHigh;
   const bandTop = scroller.scrollTop - ROW_PX - 60;
   const bandBottom = scroller.scrollTop + seen + 60;
   context.save();

@@ -5,7 +5,7 @@
 const THUMB_MAX = 64; // model-view thumbnails of longer maps are downsampled to at most 64 × 64
 const THUMB_PX = 76; // a thumbnail's size on screen
 
-const modelView = { map: 0, grid: null, cells: [], dialog: null };
+const modelView = { map: 0, grid: null, cells: [], dialog: null, absolute: false };
 
 function buildModelView(report) {
   const section = viewSection('model-view', 'Model view');
@@ -16,11 +16,18 @@ function buildModelView(report) {
   const select = mapSelector(report, 'model-map-select', 'model-view-map');
   modelView.note = el('p', { className: 'note', testid: 'model-view-note' });
   modelView.grid = el('div', { className: 'model-grid', testid: 'model-grid' });
+  // One absolute scale (0 to 1) for every map, or each map to its own largest weight (the default, which
+  // shows the pattern of a flat map too, but makes a uniform untrained map look as strong as a peaked one).
+  const absolute = el('input', { type: 'checkbox', id: 'model-view-absolute', testid: 'model-view-absolute' });
+  const controls = [el('label', {}, [absolute, ' one scale for every map: 0 to 1'])];
   if (report.maps.length > 1) {
-    const label = el('label', { for: 'model-view-map', text: 'Attention ' });
-    section.append(el('div', { className: 'controls' }, [label, select]));
+    controls.unshift(el('label', { for: 'model-view-map', text: 'Attention ' }), select);
   }
-  section.append(modelView.note, modelView.grid);
+  section.append(el('div', { className: 'controls' }, controls), modelView.note, modelView.grid);
+  absolute.addEventListener('change', () => {
+    modelView.absolute = absolute.checked;
+    renderModelGrid(report);
+  });
   select.addEventListener('change', () => {
     modelView.map = Number(select.value);
     renderModelGrid(report);
@@ -59,9 +66,12 @@ function renderModelGrid(report) {
     }
   }
   const longest = Math.max(map.nq, map.nk);
-  modelView.note.textContent = `${map.layers} layers × ${map.heads} heads of ${map.title}, ` +
-    `${map.nq} query × ${map.nk} key tokens; each map coloured from 0 (white) to its own largest ` +
-    'weight (dark). ' +
+  const scale = modelView.absolute
+    ? 'every map coloured on one scale, from 0 (white) to 1 (dark). '
+    : 'each map coloured from 0 (white) to its own largest weight (dark), so that a uniform map looks as ' +
+      'dark as a peaked one: tick "one scale" to compare them. ';
+  modelView.note.textContent = `${plural(map.layers, 'layer')} × ${plural(map.heads, 'head')} of ` +
+    `${map.title}, ${map.nq} query × ${map.nk} key tokens; ${scale}` +
     (longest > THUMB_MAX
       ? `Thumbnails of maps over ${THUMB_MAX} tokens are downsampled (each pixel the mean of a ` +
         `${Math.ceil(longest / THUMB_MAX)} × ${Math.ceil(longest / THUMB_MAX)} block) and drawn as they ` +
@@ -70,12 +80,17 @@ function renderModelGrid(report) {
     'Click a map to open it large, with its tokens and every weight.';
 }
 
+/** "1 layer", "6 layers". */
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 function drawThumbnail(map, layer, head, canvas, cell) {
   const small = downsample(map.values, mapOffset(map, layer, head), map.nq, map.nk, THUMB_MAX);
   let high = 0;
   for (let i = 0; i < small.rows * small.cols; i++) high = Math.max(high, small.values[small.offset + i]);
   const size = THUMB_PX / Math.max(small.rows, small.cols);
-  paintHeatmap(canvas, small, { scale: makeScale(0, high || 1), cell: size });
+  paintHeatmap(canvas, small, { scale: makeScale(0, modelView.absolute ? 1 : high || 1), cell: size });
   cell.dataset.drawn = 'true';
   if (small.factor > 1) cell.dataset.downsampled = String(small.factor);
 }

