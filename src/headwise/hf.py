@@ -14,7 +14,8 @@ register() adds two functions to transformers' global registries under one name:
   mask is the whole truth, and `is_causal` only matters when a layer gets none (full attention, or a model
   that builds no mask).
 
-transformers is imported only inside register() and headwise_mask(): `import headwise` never imports it.
+transformers is imported only inside register(), headwise_mask() and the check for wanted weights:
+`import headwise` never imports it.
 """
 
 from __future__ import annotations
@@ -97,11 +98,12 @@ def headwise_attention(
         dropout: probability of dropping an attention weight, applied only while `module.training`.
         kwargs: is_causal (used only when attention_mask is None; defaults to module.is_causal, else True, as
             transformers' sdpa does), softcap (tanh capping of the scaled scores), position_bias (added to the
-            scores), output_attentions (return the weights). Others (sliding_window, position_ids, ...) are
-            already in the mask and ignored; attention sinks (s_aux) and paged caches are refused.
+            scores), output_attentions (return the weights; `_weights_wanted` says when models that do not
+            pass it want them). Others (sliding_window, position_ids, ...) are already in the mask and
+            ignored; attention sinks (s_aux) and paged caches are refused.
 
     Returns:
-        (attn_output (B, Nq, Hq, Dv) contiguous, weights (B, Hq, Nq, Nk) after dropout if output_attentions,
+        (attn_output (B, Nq, Hq, Dv) contiguous, weights (B, Hq, Nq, Nk) after dropout if they are wanted,
         else None). A query that may see no key (e.g. a left-padding position) gets zeros, where eager's
         finite mask gives a uniform average; real tokens never read those rows.
     """
@@ -135,7 +137,7 @@ def headwise_attention(
     causal = attention_mask is None and bool(is_causal)
     mask = combine(attention_mask, kwargs.get("position_bias"), query.dtype)  # (B|1, H|1, Nq, Nk) or None
     cap = kwargs.get("softcap")
-    want_weights = bool(kwargs.get("output_attentions", False))
+    want_weights = _weights_wanted(module, kwargs)
 
     result = attention(
         query,
@@ -150,3 +152,26 @@ def headwise_attention(
     )  # out (B, Hq, Nq, Dv), and weights (B, Hq, Nq, Nk) if asked
     out, weights = result if want_weights else (result, None)
     return out.transpose(1, 2).contiguous(), weights  # (B, Nq, Hq, Dv): transformers merges the heads next
+
+
+def _weights_wanted(module: torch.nn.Module, kwargs: dict[str, Any]) -> bool:
+    """Whether the caller will use the attention weights: transformers' output_attentions, however it arrives.
+
+    Most models pass output_attentions down to the attention function; GPT-2 (the only one in transformers
+    5.23) pops it at the model, and only transformers' output recorder knows: `@capture_outputs` sets a
+    collector with an "attentions" (or "cross_attentions", ...) list for the forward, and a forward hook on
+    each attention layer appends the layer's second output to it. So the weights are wanted when the flag is
+    passed, or when the layer has forward hooks (the recorder installs them on first use and leaves them) and
+    the active collector gathers attentions. Checking the hooks first keeps the collector, a ContextVar that
+    torch.compile cannot read without a graph break, out of the calls of layers that nothing records.
+    """
+    if kwargs.get("output_attentions"):
+        return True
+    if not module._forward_hooks:
+        return False
+    try:
+        from transformers.utils.output_capturing import _active_collector
+    except ImportError:  # a transformers without the output recorder: the flag is the only signal
+        return False
+    collected = _active_collector.get()  # {"attentions": [...], "hidden_states": [...], ...} or None
+    return collected is not None and any(key.endswith("attentions") for key in collected)
