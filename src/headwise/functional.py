@@ -382,6 +382,6 @@ def _check_scale(scale: object, head_dim: int) -> float:
         return 1.0 / math.sqrt(head_dim) if head_dim > 0 else 1.0
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a number or None (for 1/sqrt(Dh)), got {type(scale).__name__}")
-    if not math.isfinite(scale):
+    if not torch.compiler.is_compiling() and not math.isfinite(scale):  # compiled: a float may be symbolic
         raise ValueError(f"scale must be finite, got {scale!r}")
     return float(scale)
