@@ -24,6 +24,7 @@ from headwise.explain.html import decode_array, read_report_data  # noqa: E402
 from headwise.inspection import load_model, read  # noqa: E402
 
 SENTENCE = "the animal didn't cross the street because it was too tired ."
+TARGET = "the cat sat on the mat ."  # an encoder-decoder's decoder reading a text of its own
 WORDS = sorted(set(SENTENCE.replace("'", " ' ").split()) | {"cat", "sat", "on", "mat", ","})
 WIDTH, LAYERS, HEADS = 16, 2, 2
 
@@ -139,9 +140,10 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def reference_weights(
-    name: str, folder: Path
+    name: str, folder: Path, target: str = SENTENCE
 ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], torch.Tensor]]:
-    """The folder's weights from its own transformers class (not AutoModel, not headwise), eager attention:
+    """The folder's weights from its own transformers class (not AutoModel, not headwise), eager attention,
+    reading SENTENCE (an encoder-decoder's decoder teacher-forced on `target`):
     {kind: (query tokens, key tokens, weights (L, H, Nq, Nk) float64)}."""
     model = TINY[name][0].from_pretrained(folder, attn_implementation="eager").eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
@@ -156,7 +158,8 @@ def reference_weights(
             out = model(input_ids=ids, output_attentions=True)
             return {"self-attention": (tokens, tokens, stacked(out.attentions))}
         start = torch.tensor([[model.config.decoder_start_token_id]])
-        decoder_ids = torch.cat([start, ids[:, :-1]], dim=1)  # (1, N): teacher-forced on the same text
+        labels = tokenizer(target, return_tensors="pt")["input_ids"]  # (1, Nt)
+        decoder_ids = torch.cat([start, labels[:, :-1]], dim=1)  # (1, Nt): teacher-forced on the target
         out = model(input_ids=ids, decoder_input_ids=decoder_ids, output_attentions=True)
     decoder_tokens = tuple(tokenizer.convert_ids_to_tokens(decoder_ids[0]))
     return {
@@ -171,8 +174,11 @@ def test_explain_draws_every_kind_of_attention_of_a_model_folder(
     name: str, folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     page = tmp_path / f"{name}.html"
+    capsys.readouterr()  # what saving the folders printed
     assert main(["explain", "--model", str(folders[name]), SENTENCE, "--html", str(page)]) == 0
-    assert f"wrote {page}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"wrote {page}" in printed.out
+    assert printed.err == ""  # no "Loading weights" progress bar from transformers
     data = read_report_data(page.read_text(encoding="utf-8"))
     expected = reference_weights(name, folders[name])
     assert [maps["title"] for maps in data["attention"]] == list(expected)
@@ -194,6 +200,30 @@ def test_decoder_self_attention_is_causal_and_the_encoder_is_not(name: str, fold
     if name in ENCODER_DECODERS:
         assert (maps["encoder self-attention"].weights[..., future] > 0).all()
         assert (maps["cross-attention"].weights > 0).all()  # every decoder token sees every encoder token
+
+
+@pytest.mark.parametrize("name", sorted(ENCODER_DECODERS))
+def test_an_encoder_decoder_reads_a_target_of_its_own(name: str, folders: dict[str, Path]) -> None:
+    """read(..., target=TARGET): the decoder's tokens are its start token and TARGET's tokens but the last,
+    and every kind's weights are those of the model run with those decoder inputs."""
+    model, tokenizer = load_model(folders[name])
+    maps = read(model, tokenizer, SENTENCE, target=TARGET)
+    expected = reference_weights(name, folders[name], target=TARGET)
+    assert [kind.title for kind in maps] == list(expected)
+    for kind in maps:
+        query_tokens, key_tokens, weights = expected[kind.title]
+        assert (kind.query_tokens, kind.key_tokens) == (query_tokens, key_tokens)
+        assert torch.equal(kind.weights, weights)
+    decoder_tokens = maps[1].query_tokens
+    assert decoder_tokens[1:] == tuple(TARGET.split())  # the start token, then the target but its </s>
+    assert decoder_tokens != read(model, tokenizer, SENTENCE)[1].query_tokens  # not the source text
+
+
+def test_a_target_is_refused_for_a_model_with_one_sequence(folders: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="GPT2Model is not an encoder-decoder"):
+        read(*load_model(folders["gpt2"]), SENTENCE, target=TARGET)
+    with pytest.raises(ValueError, match="target must be a non-empty string"):
+        read(*load_model(folders["t5"]), SENTENCE, target=" ")
 
 
 def test_bert_weights_are_softmax_of_its_own_queries_and_keys(folders: dict[str, Path]) -> None:

@@ -120,12 +120,43 @@ def test_heads_command_on_a_folder_and_bad_tokens(tmp_path: Path, capsys: pytest
     from test_any_model import SENTENCE, save_tiny
 
     folder = save_tiny("t5", tmp_path)
+    capsys.readouterr()  # what saving the folder printed
     assert main(["heads", "--model", str(folder), SENTENCE, "--top", "1"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err == ""  # no "Loading weights" progress bar from transformers
+    from transformers.utils import logging
+
+    assert logging.is_progress_bar_enabled()  # turned back on after the load
     assert "encoder self-attention (1 text)" in out and "decoder self-attention (1 text)" in out
     assert "cross-attention" not in out
     assert main(["heads", "--model", str(folder), SENTENCE, "--link", "zebra", "it"]) == 1
     assert "query must be one of the tokens" in capsys.readouterr().err
+
+
+def test_heads_command_gives_the_decoder_its_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--target: the decoder's table is that of the decoder reading the target (compared with analyse() of
+    read(..., target=...)); one target per text; a decoder-only model refuses it."""
+    pytest.importorskip("transformers")
+    from test_any_model import SENTENCE, TARGET, save_tiny
+
+    from headwise.inspection import load_model, read
+
+    folder = save_tiny("bart", tmp_path)
+    capsys.readouterr()  # what saving the folder printed
+    assert main(["heads", "--model", str(folder), SENTENCE, "--target", TARGET, "--top", "3"]) == 0
+    printed = capsys.readouterr().out.split("\n\n")
+    _, decoder, _ = read(*load_model(folder), SENTENCE, target=TARGET)
+    assert printed[1] == analyse(decoder).top(3).text()
+    assert printed[1] != analyse(read(*load_model(folder), SENTENCE)[1]).top(3).text()
+    with pytest.raises(SystemExit):
+        main(["heads", "--model", str(folder), SENTENCE, "the cat", "--target", TARGET])
+    assert "--target takes one TARGET per TEXT: got 1 for 2 texts" in capsys.readouterr().err
+    gpt2 = save_tiny("gpt2", tmp_path)
+    capsys.readouterr()
+    assert main(["heads", "--model", str(gpt2), SENTENCE, "--target", TARGET]) == 1
+    assert "GPT2Model is not an encoder-decoder" in capsys.readouterr().err
 
 
 # Two tokens, two layers, one head, both layers alike: token 0 attends to itself, token 1 half to each.
@@ -146,3 +177,30 @@ def test_flow_by_hand() -> None:
     expected = torch.tensor([[1.0, 0.0], [0.4, 0.6]], dtype=torch.float64)
     assert torch.allclose(flow(TWO_LAYERS), expected, rtol=0, atol=1e-15)
     assert not torch.allclose(rollout(TWO_LAYERS), expected)  # flow is not rollout
+
+
+def test_flow_is_the_max_flow_of_every_pair() -> None:
+    """Abnar & Zuidema's definition, solved independently by networkx: for each output token i and input
+    token j, the maximum flow from (layer L, i) to (layer 0, j) through capacities A_l (rollout's
+    residual_attention), rows then normalised; random weights, 3 layers of 2 heads over 5 tokens."""
+    networkx = pytest.importorskip("networkx")
+    from headwise.inspection.rollout import residual_attention
+
+    torch.manual_seed(0)
+    maps = HeadMaps("self-attention", TOKENS[:5], TOKENS[:5], torch.randn(3, 2, 5, 5).softmax(-1).double())
+    layers = residual_attention(maps)  # (L, N, N)
+    depth, n = layers.shape[:2]
+    graph = networkx.DiGraph()
+    for level in range(1, depth + 1):
+        for query in range(n):
+            for key in range(n):
+                graph.add_edge(
+                    (level, query), (level - 1, key), capacity=float(layers[level - 1, query, key])
+                )
+    expected = torch.tensor(
+        [[networkx.maximum_flow_value(graph, (depth, i), (0, j)) for j in range(n)] for i in range(n)],
+        dtype=torch.float64,
+    )  # (N, N)
+    expected /= expected.sum(dim=-1, keepdim=True)
+    assert torch.allclose(flow(maps), expected, rtol=0, atol=1e-14)
+    assert not torch.allclose(rollout(maps), expected, rtol=0, atol=1e-3)  # flow is not rollout here either

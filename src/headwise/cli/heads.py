@@ -1,10 +1,12 @@
 """`headwise heads "text" ...`: what each head of a model does, as a ranked table (headwise.inspection's
-analysis), and with --link QUERY KEY the heads that link one token of the first text to another."""
+analysis), and with --link QUERY KEY the heads that link one token of the first text to another. With
+--target, an encoder-decoder's decoder reads a target text of its own for each text (else the text itself)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 from ..checks import printable
@@ -40,6 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="minilm (all-MiniLM-L6-v2 on headwise's encoder, the default) or a Hugging Face model folder",
     )
     parser.add_argument(
+        "--target",
+        nargs="+",
+        type=text,
+        metavar="TARGET",
+        help="an encoder-decoder's decoder reads TARGET, teacher-forced (a translation or summary of the "
+        "TEXT), one per TEXT in order; without it the decoder reads the TEXT itself",
+    )
+    parser.add_argument(
         "--top",
         type=integer_in(1),
         default=DEFAULT_TOP,
@@ -53,16 +63,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also rank the heads by the weight from token QUERY to token KEY in the first text, "
         "e.g. --link it animal",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=partial(run, parser))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Print the tables; 0 on success, 1 when a package, the model or a token is missing."""
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Print the tables; 0 on success, 1 when a package, the model or a token is missing (or a target
+    given to a model that is not an encoder-decoder)."""
     from ..inspection import analyse, heads_linking, load_model, read
 
+    targets = args.target or [None] * len(args.texts)
+    if len(targets) != len(args.texts):
+        parser.error(f"--target takes one TARGET per TEXT: got {len(targets)} for {len(args.texts)} texts")
     try:
         model, tokenizer = load_model(args.model)
-        texts = [read(model, tokenizer, sentence) for sentence in args.texts]  # per text, per kind
+        texts = [  # per text, per kind
+            read(model, tokenizer, sentence, target=target)
+            for sentence, target in zip(args.texts, targets, strict=True)
+        ]
         for kind, maps in enumerate(texts[0]):
             if maps.query_tokens != maps.key_tokens:
                 continue  # cross-attention: no previous or next token to speak of

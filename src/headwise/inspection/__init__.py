@@ -7,13 +7,14 @@ show       headwise.show: the head view and model view inline in Jupyter, or sav
            side_by_side: one head reading two texts
 analysis   per-head statistics over texts, heads named by what they do (analyse, heads_linking)
 rollout    attention rollout and attention flow through the layers (rollout, flow)
-neurons    the neuron view: one head's query for one token against every key, element by element
+neurons    each layer's queries and keys (queries_and_keys); the neuron view: one head's query for one
+           token against every key, element by element
 """
 
 from .analysis import HeadStats, HeadTable, PairWeight, analyse, heads_linking
 from .folder import MINILM, load_model, model_source
 from .maps import head_maps
-from .neurons import neuron_view
+from .neurons import QueriesAndKeys, neuron_view, queries_and_keys
 from .reading import read
 from .rollout import flow, rollout
 from .show import Shown, SideBySide, show, side_by_side
@@ -23,6 +24,7 @@ __all__ = [
     "HeadStats",
     "HeadTable",
     "PairWeight",
+    "QueriesAndKeys",
     "Shown",
     "SideBySide",
     "analyse",
@@ -32,6 +34,7 @@ __all__ = [
     "load_model",
     "model_source",
     "neuron_view",
+    "queries_and_keys",
     "read",
     "rollout",
     "show",

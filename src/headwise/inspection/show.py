@@ -4,18 +4,27 @@
     show(out.decoder_attentions, target_tokens, cross_attentions=out.cross_attentions,
          source_tokens=source_tokens, encoder_attentions=out.encoder_attentions)   an encoder-decoder's three
     show(model, text="...", tokenizer=tokenizer)  a model reading a text (show("minilm", text=...), a folder)
+    show(folder, text="...", target="...")       an encoder-decoder's decoder reading its own target text
     side_by_side(maps_1, maps_2, layer=3, head=1)  one head reading two texts, frames side by side
 
 The result displays itself in Jupyter (`_repr_html_`): the report's page (explain/html.py) inside an iframe's
 srcdoc, sandboxed to scripts only, with the page's own Content-Security-Policy (its script and style by hash,
 no request of any kind), so it needs no network and nothing from the notebook. `.save(path)` writes the same
 page as a file.
+
+SideBySide's `.save` writes one file too: a page of frames whose srcdoc are the reports' pages. A srcdoc
+frame takes on the policy of the page around it as well as its own (both hold), so the outer page carries
+exactly the framed pages' policy (one policy: the same script and style, by hash) and nothing else: the
+frames lose nothing, and the outer page, with no script or style of its own (its frames are sized by
+attributes, not CSS), may run nothing but a copy of the report's script. The frames stay sandboxed to
+scripts: an opaque origin each, unable to reach the outer page or each other.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +34,14 @@ import torch
 from ..checks import non_negative_int, positive_int
 from ..explain.html import render_html, write_html
 from ..explain.report import HeadMaps, Report
+from ..files import replacing
 from .folder import load_model
 from .maps import Attentions, head_maps
 from .reading import read
 
 FRAME_HEIGHT = 900  # px: the page scrolls inside the frame
+# The policy of a page render_html wrote, as its meta element carries it.
+POLICY = re.compile(r'<meta http-equiv="Content-Security-Policy" content="(?P<policy>[^"]*)">')
 
 
 @dataclass(frozen=True)
@@ -44,13 +56,16 @@ class Shown:
         return render_html(self.report)
 
     def _repr_html_(self) -> str:
+        return self.frame(f'style="width: 100%; height: {self.height}px; border: 1px solid #ddd;"')
+
+    def frame(self, size: str) -> str:
         """An iframe whose srcdoc is the whole page, escaped as an attribute; sandbox="allow-scripts" (an
         opaque origin: the page cannot reach the notebook, its cookies or its storage); loading="lazy", so
-        that the page's script runs once the frame is laid out (the head view sizes its drawing from it)."""
+        that the page's script runs once the frame is laid out (the head view sizes its drawing from it);
+        `size`: the attributes that size it."""
         return (
             f'<iframe srcdoc="{html.escape(self.page(), quote=True)}" sandbox="allow-scripts" loading="lazy" '
-            f'title="{html.escape(self.report.title, quote=True)}" '
-            f'style="width: 100%; height: {self.height}px; border: 1px solid #ddd;"></iframe>'
+            f'title="{html.escape(self.report.title, quote=True)}" {size}></iframe>'
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -60,8 +75,8 @@ class Shown:
 
 @dataclass(frozen=True)
 class SideBySide:
-    """Reports shown next to each other in one notebook output, each in its own frame (save them one by
-    one: `side.shown[0].save(path)`)."""
+    """Reports shown next to each other, each in its own frame: in one notebook output, or saved as one
+    page (`save`)."""
 
     shown: tuple[Shown, ...]
 
@@ -70,6 +85,34 @@ class SideBySide:
             f'<div style="flex: 1; min-width: 0;">{one._repr_html_()}</div>' for one in self.shown
         )
         return f'<div style="display: flex; gap: 8px;">{frames}</div>'
+
+    def page(self) -> str:
+        """One HTML page of the frames side by side, under the framed pages' own Content-Security-Policy
+        (see the module's note): what `save` writes."""
+        (policy,) = {POLICY.search(one.page()).group("policy") for one in self.shown}  # one policy for all
+        width = 99 // len(self.shown)  # percent, the frames inline on one line
+        frames = "\n".join(one.frame(f'width="{width}%" height="{one.height}"') for one in self.shown)
+        title = " | ".join(one.report.title for one in self.shown)
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
+<meta name="generator" content="headwise">
+<title>{html.escape(title)} · headwise</title>
+</head>
+<body>
+{frames}
+</body>
+</html>
+"""
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the page to `path` (atomically: a temporary file beside it, then a rename); returns it."""
+        page = self.page()
+        with replacing(path) as temporary, open(temporary, "x", encoding="utf-8", newline="\n") as file:
+            file.write(page)
+        return Path(path)
 
 
 def side_by_side(*maps: HeadMaps, layer: int, head: int, height: int = FRAME_HEIGHT) -> SideBySide:
@@ -99,6 +142,7 @@ def show(
     tokens: Sequence[str] | None = None,
     *,
     text: str | None = None,
+    target: str | None = None,
     tokenizer: object | None = None,
     cross_attentions: Attentions | None = None,
     source_tokens: Sequence[str] | None = None,
@@ -112,7 +156,8 @@ def show(
     Args:
         source: the attention weights, L × (B, H, Nq, Nk) per layer as `output_attentions=True` returns them
             (or one (L, H, Nq, Nk) tensor), with `tokens` (Nq of them); or a model (torch.nn.Module, with its
-            `tokenizer`), "minilm" or a Hugging Face model folder, reading `text`.
+            `tokenizer`), "minilm" or a Hugging Face model folder, reading `text`; `target`: the text an
+            encoder-decoder's decoder reads, teacher-forced (default: `text`).
         cross_attentions: an encoder-decoder's L × (B, H, Nt, Ns), `tokens` the decoder's (Nt) and
             `source_tokens` the encoder's (Ns); encoder_attentions: its L × (B, H, Ns, Ns).
         batch_index: which batch row to show. title: the page's title. height: the frame's, in px.
@@ -129,14 +174,14 @@ def show(
             raise ValueError(
                 f"a model needs its tokenizer: show(model, text=..., tokenizer=...), got {source}"
             )
-        maps = read(model, tokenizer, text)
+        maps = read(model, tokenizer, text, target=target)
         name = type(model).__name__ if isinstance(source, torch.nn.Module) else str(source)
-        description = f"{name} reading {text!r}."
+        description = f"{name} reading {text!r}" + ("." if target is None else f", its decoder {target!r}.")
     else:
-        if tokens is None or text is not None:
+        if tokens is None or text is not None or target is not None:
             raise ValueError(
                 "attention weights come with their tokens: show(attentions, tokens), got "
-                f"tokens={tokens!r:.60}, text={text!r:.60}"
+                f"tokens={tokens!r:.60}, text={text!r:.60}, target={target!r:.60}"
             )
         maps = _maps(tokens, source, cross_attentions, source_tokens, encoder_attentions, batch_index)
         description = (
