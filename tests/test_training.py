@@ -369,6 +369,22 @@ def test_cli_trains_end_to_end_and_resumes(tmp_path, capsys, name):
     assert load_checkpoint(out).step == 5
 
 
+def test_cli_says_what_its_printed_training_loss_averages(tmp_path, capsys):
+    """Each evaluation line names its training loss as the mean of the steps since the last evaluation,
+    and the number is that mean of the checkpoint's losses."""
+    out = tmp_path / "run"
+    settings = [f"--set={item}" for item in CLI_TINY["dates"]]
+    arguments = ["train", "--task", "dates", "--steps", "5", "--eval-every", "2", "--out", str(out)]
+    assert main([*arguments, "--device", "cpu", *settings]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    losses = load_checkpoint(out).losses
+    expected = [(2, losses[0:2]), (4, losses[2:4]), (5, losses[3:5])]  # the last: the last eval_every steps
+    assert len(lines) == len(expected), lines
+    for line, (step, window) in zip(lines, expected, strict=True):
+        mean = f"{sum(window) / len(window):.4f}"
+        assert line.startswith(f"step {step}: train loss {mean} (mean of the last 2 steps), held-out loss ")
+
+
 def test_cli_refuses_to_overwrite_a_checkpoint_without_resume(tmp_path, capsys):
     out = tmp_path / "run"
     settings = [f"--set={item}" for item in CLI_TINY["dates"]]
@@ -858,3 +874,12 @@ def test_the_checkpoint_and_the_loss_curve_are_written_through_symbolic_links(pr
     ):
         train(run, run.make_task(), run_folder, quiet=True)
     assert run.step == 5
+
+
+def test_python_dash_m_headwise_is_the_console_script():
+    """`python -m headwise` (what `torchrun -m headwise train` runs) is the `headwise` command."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "headwise", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip().startswith("headwise ")

@@ -1,19 +1,29 @@
 """`headwise train`: train a small model on a task that needs no download (dates -> ISO 8601 with an
 encoder-decoder; a character-level language model on Shakespeare), with a progress bar, periodic
-evaluation, checkpoints that resume exactly after Ctrl-C, and a loss-curve PNG."""
+evaluation, checkpoints that resume exactly after Ctrl-C, and a loss-curve PNG.
+
+On several processes: `headwise train --nproc P ...` starts P processes of this machine in a process
+group (gloo on CPUs), or torchrun starts them (`torchrun --nproc-per-node P --no-python headwise train
+...`); each trains on its share of every batch (headwise.train.loop). Only rank 0 prints.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from ..checks import printable
+from ..distributed.data_parallel import Ranks, backend_for, start_local_ranks
 from ..files import folder_leftovers, kind_of
 from ..nn.config import TransformerConfig
 from ..train.checkpoint import (
@@ -22,7 +32,7 @@ from ..train.checkpoint import (
     load_checkpoint,
     recover_checkpoint,
 )
-from ..train.loop import PLOT_FILE, new_run, resolve_device, train
+from ..train.loop import PLOT_FILE, SLOW_IMPORTS, new_run, resolve_device, train
 from ..train.options import TrainOptions
 from ..train.tasks import TASKS, task_class
 from ..train.tasks.base import MAX_SEED
@@ -31,8 +41,8 @@ from .arguments import integer_in, path, text
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Declare `headwise train` and its options."""
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Declare `headwise train` and its options; -> its parser."""
     parser = subparsers.add_parser(
         "train",
         help="train a small transformer on a built-in task (dates, shakespeare)",
@@ -69,6 +79,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or evaluation lines on stderr")
     parser.add_argument(
+        "--nproc",
+        type=integer_in(1),
+        default=1,
+        help="processes to train on, on this machine (default: 1): each trains on batch_size / NPROC "
+        "examples of every batch, with DistributedDataParallel (gloo on CPUs, NCCL on GPUs, one GPU each); "
+        "under torchrun, give its --nproc-per-node instead",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -78,13 +96,74 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "parameter (eval_examples=500) of a new run; VALUE is read as JSON, else as a string",
     )
     parser.set_defaults(run=partial(run, parser))
+    return parser
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run `headwise train`; returns the exit code (2 for a bad option, through parser.error; 1 for a bad
-    checkpoint, a missing package or a run that diverged; 130 when interrupted)."""
+    checkpoint, a missing package or a run that diverged; 130 when interrupted). With --nproc P > 1, in P
+    new processes; under torchrun (WORLD_SIZE set), as one of its ranks."""
+    launched = "WORLD_SIZE" in os.environ
+    if args.nproc > 1:
+        if launched:
+            parser.error(
+                f"argument --nproc: torchrun started this process (WORLD_SIZE={os.environ['WORLD_SIZE']}); "
+                "give torchrun's --nproc-per-node instead of --nproc"
+            )
+        return _guarded(partial(_start_ranks, args))
+    if not launched:
+        return _guarded(partial(_run, parser, args))
+    return _guarded(partial(_as_launched_rank, parser, args))
+
+
+def _start_ranks(args: argparse.Namespace) -> int:
+    """--nproc: _local_rank in args.nproc new processes; -> rank 0's exit code (else another's)."""
+    device = resolve_device(args.device)  # fail before any process starts
+    fields = {key: value for key, value in vars(args).items() if key != "run"}  # picklable
+    codes = start_local_ranks(_local_rank, (fields,), args.nproc, device, preload=SLOW_IMPORTS)
+    return codes[0] or max(codes)
+
+
+def _local_rank(rank: int, fields: dict) -> int:
+    """One of the processes of --nproc, in its process group: -> its exit code."""
+    from .main import Parser  # main imports this module
+
+    parser = add_parser(Parser(prog="headwise").add_subparsers())
     try:
-        return _run(parser, args)
+        return _as_rank(parser, argparse.Namespace(**fields))
+    except SystemExit as exit:  # parser.error: returned, so that rank 0 can print before the others end
+        return exit.code if isinstance(exit.code, int) else 1
+
+
+def _as_launched_rank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """One of torchrun's ranks: in the process group that its environment describes."""
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend_for(device))  # env://: MASTER_ADDR, RANK, WORLD_SIZE from torchrun
+    try:
+        return _as_rank(parser, args)
+    finally:
+        dist.destroy_process_group()
+
+
+def _as_rank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """_run on one rank of a process group, its errors printed as one line; every rank but 0 prints
+    nothing (the ranks agree) -> the exit code."""
+    if Ranks.of().is_zero:
+        return _guarded(partial(_run, parser, args))
+    with (
+        open(os.devnull, "w") as nowhere,
+        contextlib.redirect_stdout(nowhere),
+        contextlib.redirect_stderr(nowhere),
+    ):
+        return _guarded(partial(_run, parser, args))
+
+
+def _guarded(body: Callable[[], int]) -> int:
+    """body(), its errors printed as one line: -> the exit code."""
+    try:
+        return body()
     except (ImportError, TypeError, ValueError, OSError, FloatingPointError) as error:
         print(f"headwise train: error: {printable(str(error))}", file=sys.stderr)
         return 1
@@ -99,11 +178,13 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else Path("runs") / args.task
     folder = out / CHECKPOINT_FOLDER
-    resolve_device(args.device)  # fail before anything is written
+    device = _device(args.device)  # fail before anything is written
+    ranks = Ranks.of()
     kind = kind_of(out)
     if kind not in ("missing", "a directory"):
         raise FileExistsError(f"--out {out} is {kind or 'a file'}; give a folder (it is created if missing)")
-    recovered = recover_checkpoint(folder)  # a save killed between its renames: put its checkpoint in place
+    # a save killed between its renames: put its checkpoint in place (rank 0; then every rank reads it)
+    recovered = ranks.from_rank_zero(lambda: recover_checkpoint(folder))
     if recovered is not None:
         print(
             f"headwise train: finished a save that was interrupted: {printable(str(recovered))} is now "
@@ -133,16 +214,19 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as error:  # a --set value, or a model too large for this machine
             parser.error(f"argument --set: {error}")
     options = TrainOptions.from_dict(run_.options)
+    where = f"{device}" if ranks.world == 1 else f"{ranks.world} processes on {device}"
     if not args.quiet:
         model = run_.model
         size = sum(p.numel() for p in model.parameters())
+        shares = f" ({options.batch_size // ranks.world} per process)" if ranks.world > 1 else ""
         print(
             f"{task.name}: {type(model).__name__} with {size:,} parameters; steps {run_.step} -> "
-            f"{options.steps} of {options.batch_size} examples on {resolve_device(args.device)} "
-            f"({torch.get_num_threads()} threads); checkpoints in {printable(str(folder))}",
+            f"{options.steps} of {options.batch_size} examples{shares} on {where} "
+            f"({torch.get_num_threads()} threads{' each' if ranks.world > 1 else ''}); checkpoints in "
+            f"{printable(str(folder))}",
             file=sys.stderr,
         )
-    result = train(run_, task, out, device=args.device, quiet=args.quiet)
+    result = train(run_, task, out, device=device, quiet=args.quiet)
     if result.interrupted:
         print(
             f"interrupted after step {run_.step} of {options.steps}; the checkpoint is saved in "
@@ -157,10 +241,18 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     print(task.report(run_.model, result.metrics, seed=run_.seed))
     print(
         f"{run_.step} steps in {run_.elapsed_s:.1f} s of training ({result.wall_s:.1f} s in this run) on "
-        f"{resolve_device(args.device)}; files: {printable(str(folder))}/ and "
+        f"{where}; files: {printable(str(folder))}/ and "
         f"{printable(str(out / PLOT_FILE))}"
     )
     return 0
+
+
+def _device(device: str) -> torch.device:
+    """The device to train on: resolve_device's; on a rank of a process group on GPUs, its current GPU."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and Ranks.of().world > 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return resolved
 
 
 def _start(args: argparse.Namespace):

@@ -13,8 +13,9 @@ with the rank that owns the block. Autograd never runs through the communication
 Through the merge, a block's share of a query's output is exp(lse_b - lse): a relative error of about
 |lse| ulps (lse's rounding), where the single-process chunked backend carries the exact running maximum.
 
-Memory per rank is O(N/P): the rank's own q, k, v and out, the blocks in flight (two key/value blocks,
-and in the backward three dk/dv accumulators), and the chunked kernel's O(N/P · block) pieces.
+Memory per rank is O(N/P): the rank's own q, k, v and out, the blocks in flight (the key/value block
+held and the one arriving; in the backward, the dk/dv accumulator arriving, the one sent being released
+before each block's compute), and the chunked kernel's O(N/P · block) pieces.
 """
 
 from __future__ import annotations
@@ -175,24 +176,45 @@ class _Plan:
         size = min(BLOCK, self.chunk)
         return attention_with_lse(q, k, v, mask=mask, predicate=predicate, scale=self.scale, block=size)
 
-    def pass_on(self, tensors: tuple[torch.Tensor, ...], tag: int):
-        """Send `tensors` to the next rank and receive the previous rank's in the background: -> a function
-        that waits for both and returns the received tensors (same shapes). In a ring of one, the tensors."""
+    def pass_on(self, tensors: tuple[torch.Tensor, ...], tag: int) -> _Transfer:
+        """Send `tensors` to the next rank and receive the previous rank's (same shapes) in the
+        background. In a ring of one, the tensors themselves are "received"."""
         if self.world == 1:
-            return lambda: tensors
+            return _Transfer([], [], tensors)
         world = dist.group.WORLD if self.group is None else self.group
         after, before = (dist.get_global_rank(world, (self.rank + step) % self.world) for step in (1, -1))
         received = tuple(torch.empty_like(t) for t in tensors)
         operations = [dist.P2POp(dist.isend, t, after, self.group, tag) for t in tensors]
         operations += [dist.P2POp(dist.irecv, t, before, self.group, tag) for t in received]
         requests = dist.batch_isend_irecv(operations)
+        if len(requests) != len(operations):  # one request for the batch (NCCL): nothing to wait apart
+            return _Transfer([], requests, received)
+        return _Transfer(requests[: len(tensors)], requests[len(tensors) :], received)
 
-        def wait():
-            for request in requests:
-                request.wait()
-            return received
 
-        return wait
+class _Transfer:
+    """Tensors on their way round the ring: this rank's to the next rank, the previous rank's into new
+    buffers. Its requests hold the tensors sent until they are waited for."""
+
+    def __init__(self, sends: list, receives: list, received: tuple[torch.Tensor, ...]) -> None:
+        self._sends, self._receives, self._received = sends, receives, received
+
+    def release_sent(self) -> None:
+        """Wait for the sends alone, so that the tensors sent can be freed before the receives are done
+        (the receiving rank posted its receive with its own send, at the same point of the ring). Where
+        the backend gives a batch one request (NCCL, where a wait orders streams), nothing is released
+        before received()."""
+        for request in self._sends:
+            request.wait()
+        self._sends = []
+
+    def received(self) -> tuple[torch.Tensor, ...]:
+        """Wait for everything; -> the received tensors."""
+        self.release_sent()
+        for request in self._receives:
+            request.wait()
+        self._receives = []
+        return self._received
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -211,7 +233,7 @@ class _RingAttention(torch.autograd.Function):
             if visible:
                 out, lse = _merged(out, lse, plan.attend(q, block, predicate), acc)
             if arriving is not None:
-                block = arriving()
+                block = arriving.received()
         if out is None:  # no query of this rank sees any key
             out = q.new_zeros(*q.shape[:3], v.shape[-1], dtype=acc)  # (B, Hq, N/P, Dv)
             lse = q.new_full(q.shape[:3], float("-inf"), dtype=acc)  # (B, Hq, N/P)
@@ -230,23 +252,27 @@ class _RingAttention(torch.autograd.Function):
         safe_lse = lse.masked_fill(lse == float("-inf"), 0.0)  # (B, Hq, N/P)
         d_q = torch.zeros(q.shape, dtype=acc, device=q.device)  # (B, Hq, N/P, Dh)
         block = (k, v) if key_mask is None else (k, v, key_mask)
-        returning = None  # the previous rank's accumulators for the block that arrives next
+        returning = None  # the accumulators passed on last step, and the previous rank's arriving
         for step, source in enumerate(plan.sources()):
             arriving = plan.pass_on(block, KV_TAG) if step < plan.world - 1 else None
+            if returning is not None:  # the accumulators passed on leave before the compute's pieces come
+                returning.release_sent()
             visible, predicate = plan.rule(source)
             # this rank's (d_k, d_v) of the block (B, Hkv, N/P, Dh|Dv) in acc, its d_q added to d_q
             mine = (
                 _block_grads(q, block, predicate, plan, d_out, row_term, safe_lse, d_q) if visible else None
             )
             if returning is not None:  # add the accumulators of the ranks that held this block before
-                theirs = returning()
+                theirs = returning.received()
                 mine = theirs if mine is None else tuple(t.add_(m) for t, m in zip(theirs, mine, strict=True))
+                del theirs
             elif mine is None:
                 mine = tuple(torch.zeros(t.shape, dtype=acc, device=t.device) for t in (k, v))
             returning = plan.pass_on(mine, GRAD_TAG)
+            del mine  # held by the transfer alone, until its send is done
             if arriving is not None:
-                block = arriving()
-        d_k, d_v = returning()  # back home: every rank's share of this rank's own block
+                block = arriving.received()
+        d_k, d_v = returning.received()  # back home: every rank's share of this rank's own block
         return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype), None, None
 
 

@@ -236,7 +236,11 @@ def load_checkpoint(
         model = build_model(document["model_class"], config)
     except ValueError as error:  # too large for this machine
         raise CheckpointError(f"{folder / CONFIG_FILE}: config: {error}") from None
-    _load_weights(model, _read_tensors(safetensors_torch, folder / MODEL_FILE), folder / MODEL_FILE)
+    weights = _read_tensors(safetensors_torch, folder / MODEL_FILE)
+    floating = {tensor.dtype for tensor in weights.values() if tensor.is_floating_point()}
+    if len(floating) == 1:  # a run trained in float64 (say) resumes in float64
+        model = model.to(floating.pop())
+    _load_weights(model, weights, folder / MODEL_FILE)
     optimizer_state = None
     if with_optimizer:
         tensors = _read_tensors(safetensors_torch, folder / OPTIMIZER_FILE)

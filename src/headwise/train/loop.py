@@ -10,6 +10,14 @@ of an uninterrupted run (on the same device, with the same number of threads). C
 current step (and evaluation) and saves a checkpoint; a second Ctrl-C stops at once, without saving. A
 step whose loss, gradients or updated weights are NaN or infinite stops training with a FloatingPointError
 that names it, before anything is saved.
+
+In a torch.distributed process group (torchrun, or `headwise train --nproc P`), each of the P ranks trains
+on its share of every global batch with DistributedDataParallel (headwise.distributed.data_parallel):
+without dropout, the steps of one process with the same global batch, up to rounding. Rank 0 alone
+evaluates, saves and shows progress; the ranks agree on every step's loss and on stopping, and an error
+on rank 0 is raised on every rank. A checkpoint does not depend on P, so a run resumes on any P. With
+dropout, rank r draws its masks from (seed, step, r): a run resumes exactly on the same P, and on another
+P continues with other masks.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import torch
 from torch import nn
 
 from ..checks import fits_in_memory
+from ..distributed.data_parallel import Ranks
 from ..files import file_target, replacing
 from ..nn.config import TransformerConfig
 from ..optional import require
@@ -37,6 +46,9 @@ from .options import TrainOptions
 from .tasks.base import Task, check_seed, derive_seed, to_device
 
 PLOT_FILE = "loss.png"
+# What train() imports at its first use, slowly: a fork server that starts ranks imports them for all
+# (AdamW's constructor imports torch._dynamo; the loss curve, matplotlib).
+SLOW_IMPORTS = ("torch._dynamo", "matplotlib.pyplot")
 METRIC_LABELS = {"exact_match": "held-out exact match (%)", "bpc": "validation bits per character"}
 
 
@@ -121,6 +133,10 @@ def train(
     stop_at: stop (and save) after this step, as an interrupt would. on_step(step) is called after each
     step. Progress goes to stderr unless `quiet`. Returns a TrainResult; the run's model is left on
     `device`, in eval mode.
+
+    When torch.distributed is initialised, every rank of the default process group calls train() with
+    the same run, and the options' batch_size is the global batch (a multiple of P); see the module's
+    docstring. The result is the same on every rank.
     """
     require("safetensors", purpose="headwise train (checkpoints)", install=INSTALL)
     require("matplotlib", purpose="headwise train (the loss curve)", install=INSTALL)
@@ -132,6 +148,8 @@ def train(
             f"({len(task.vocab)} tokens)"
         )
     options = TrainOptions.from_dict(run.options)
+    ranks = Ranks.of()
+    ranks.check_batch(options.batch_size)
     _check_fits(run.model.config, task)
     check_batch_fits(run.model.config, options)
     if run.step and run.optimizer_state is None:
@@ -147,6 +165,7 @@ def train(
     model = run.model.to(device)
     optimizer = make_optimizer(model, options)
     run.restore_optimizer(optimizer)
+    trained = ranks.wrap(model, device)  # the model, or DistributedDataParallel around it
     started, elapsed_before = time.perf_counter(), run.elapsed_s
     metrics = run.metrics[-1] if run.metrics else None
     interrupted = False
@@ -157,23 +176,31 @@ def train(
         saved_at = run.step
         run.elapsed_s = elapsed_before + time.perf_counter() - started
         run.optimizer_state = optimizer.state_dict()
-        save_checkpoint(run, out / CHECKPOINT_FOLDER)
-        plot_losses(run, task, out / PLOT_FILE)
 
-    with _progress(quiet, options.steps, run.step) as progress, _Interrupts() as interrupts:
+        def write() -> None:
+            save_checkpoint(run, out / CHECKPOINT_FOLDER)
+            plot_losses(run, task, out / PLOT_FILE)
+
+        ranks.from_rank_zero(write)
+
+    silent = quiet or not ranks.is_zero
+    with _progress(silent, options.steps, run.step) as progress, _Interrupts() as interrupts:
         for step in range(run.step, options.steps):
-            loss = _train_step(model, optimizer, task, run, step, options, device)
+            loss = _train_step(model, trained, optimizer, task, run, step, options, device, ranks)
             run.step = step + 1
             run.losses.append(loss)
             if run.step % options.eval_every == 0 or run.step == options.steps:
-                metrics = _evaluate(model, task, run, options, started, elapsed_before)
-                progress.log(_describe(task, metrics))
+                metrics = ranks.from_rank_zero(
+                    lambda: _evaluate(model, task, run, options, started, elapsed_before)
+                )
+                run.metrics.append(metrics)
+                progress.log(_describe(task, metrics, options))
             if run.step % options.checkpoint_every == 0 or run.step == options.steps:
                 save()
             progress.advance(loss, metrics, task)
             if on_step is not None:
                 on_step(run.step)
-            if (interrupts.requested or run.step == stop_at) and run.step < options.steps:
+            if (ranks.any(interrupts.requested) or run.step == stop_at) and run.step < options.steps:
                 if saved_at != run.step:
                     save()
                 interrupted = True
@@ -214,27 +241,33 @@ def _check_fits(config: TransformerConfig, task: Task) -> None:
 
 def _train_step(
     model: nn.Module,
+    trained: nn.Module,
     optimizer: torch.optim.Optimizer,
     task: Task,
     run: Checkpoint,
     step: int,
     options: TrainOptions,
     device: torch.device,
+    ranks: Ranks,
 ) -> float:
-    """One optimizer step on the batch of `step` (0-based); returns its loss. Its randomness is seeded from
-    (seed, step) alone. A FloatingPointError stops training at the step whose loss, gradients or updated
-    weights are NaN or infinite, before anything non-finite can be saved."""
+    """One optimizer step on the batch of `step` (0-based), this rank's share of it; returns the whole
+    batch's loss. Its randomness is seeded from (seed, step) alone (and the rank, on P > 1). A
+    FloatingPointError stops training at the step whose loss, gradients or updated weights are NaN or
+    infinite, before anything non-finite can be saved (on every rank alike). `trained` is the model, or
+    DistributedDataParallel around it."""
     learning_rate = learning_rate_at(step, options)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
-    torch.manual_seed(derive_seed(run.seed, "step", step))  # dropout, if the model has any
-    batch = to_device(task.batch(run.seed, step, options.batch_size), device)
-    model.train()
-    loss = task.loss(model, batch)
-    if not torch.isfinite(loss):
-        _diverged(f"the training loss is {loss.item()}", step, options)
+    dropout = ("rank", ranks.rank) if ranks.world > 1 else ()
+    torch.manual_seed(derive_seed(run.seed, "step", step, *dropout))  # dropout, if the model has any
+    batch = to_device(ranks.share(task.batch(run.seed, step, options.batch_size)), device)  # B/P rows
+    trained.train()
+    loss = task.loss(trained, batch)
+    batch_loss = ranks.mean(loss)
+    if not math.isfinite(batch_loss):
+        _diverged(f"the training loss is {batch_loss}", step, options)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # with DistributedDataParallel, the gradients averaged over the ranks
     norm = nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
     if not torch.isfinite(norm):
         _diverged(f"the gradients' norm is {norm.item()}", step, options)
@@ -243,7 +276,7 @@ def _train_step(
         bad = [name for name, p in model.named_parameters() if not bool(p.isfinite().all())]
         shown = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
         _diverged(f"the update made weights NaN or infinite ({shown})", step, options)
-    return loss.item()
+    return batch_loss
 
 
 def _diverged(what: str, step: int, options: TrainOptions) -> NoReturn:
@@ -256,7 +289,7 @@ def _diverged(what: str, step: int, options: TrainOptions) -> NoReturn:
 def _evaluate(
     model: nn.Module, task: Task, run: Checkpoint, options: TrainOptions, started: float, before: float
 ) -> dict[str, float]:
-    """Evaluate on the held-out data and add an entry to run.metrics."""
+    """The metrics of an evaluation on the held-out data (run.metrics' next entry)."""
     since = run.losses[-min(len(run.losses), options.eval_every) :]
     metrics = {
         "step": run.step,
@@ -264,17 +297,23 @@ def _evaluate(
         **task.evaluate(model),
         "elapsed_s": before + time.perf_counter() - started,
     }
-    run.metrics.append(metrics)
     return metrics
 
 
-def _describe(task: Task, metrics: dict[str, float]) -> str:
+def _describe(task: Task, metrics: dict[str, float], options: TrainOptions) -> str:
+    """One evaluation as a line: the training loss (the mean over the steps since the last evaluation, as
+    _evaluate takes it), the held-out loss and the task's metric."""
+    steps = min(metrics["step"], options.eval_every)
+    return (
+        f"step {metrics['step']}: train loss {metrics['train_loss']:.4f} (mean of the last {steps} "
+        f"steps), held-out loss {metrics['loss']:.4f}, {_metric(task, metrics)}"
+    )
+
+
+def _metric(task: Task, metrics: dict[str, float]) -> str:
     value = metrics[task.metric]
     shown = f"{100 * value:.2f}%" if task.metric == "exact_match" else f"{value:.4f}"
-    return (
-        f"step {metrics['step']}: train loss {metrics['train_loss']:.4f}, "
-        f"held-out loss {metrics['loss']:.4f}, {task.metric} {shown}"
-    )
+    return f"{task.metric} {shown}"
 
 
 def plot_losses(run: Checkpoint, task: Task, path: Path) -> Path:
@@ -349,8 +388,8 @@ class _Progress:
 
     def advance(self, loss: float, metrics: dict[str, float] | None, task: Task) -> None:
         if self._progress is not None:
-            shown = "" if metrics is None else f" · {_describe(task, metrics).split(', ')[-1]}"
-            self._progress.update(self._task_id, advance=1, status=f"loss {loss:.4f}{shown}")
+            shown = "" if metrics is None else f" · {_metric(task, metrics)}"
+            self._progress.update(self._task_id, advance=1, status=f"this step's loss {loss:.4f}{shown}")
 
     def log(self, text: str) -> None:
         if self._progress is not None:
