@@ -533,14 +533,20 @@ def test_each_kind_of_attention_can_be_chosen(visit: Callable[[str], Visit]) -> 
     seen.check()
 
 
-def test_a_report_without_steps_or_maps_says_so(visit: Callable[[str], Visit]) -> None:
+def test_no_section_stands_empty(visit: Callable[[str], Visit]) -> None:
+    """A model's report (maps, no steps, as --model minilm's) has no "Step by step" section or link; one
+    with nothing at all says so once."""
+    seen = visit("patterns")
+    page = seen.page
+    assert page.locator("section.view > h2").all_text_contents() == ["Head view", "Model view"]
+    assert page.locator("nav.sections a").all_text_contents() == ["Head view", "Model view"]
+    assert page.locator("#walkthrough").count() == 0
+    seen.check()
     seen = visit("empty")
-    notes = seen.page.locator("section.view .note").all_text_contents()
-    assert notes == [
-        "This report has no step-by-step walkthrough.",
-        "This report has no attention maps.",
-        "This report has no attention maps.",
-    ]
+    assert seen.page.locator("section.view").count() == 0
+    assert seen.page.locator("[data-testid=nothing]").text_content() == (
+        "This report has no steps and no maps."
+    )
     seen.check()
 
 

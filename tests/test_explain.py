@@ -18,7 +18,7 @@ from oracle import SELF_ATTENTION_STEPS
 
 import headwise
 from headwise.cli.main import main
-from headwise.explain import by_hand, example, terminal
+from headwise.explain import by_hand, example, models, terminal
 from headwise.explain.html import read_report_data
 from headwise.trace import STEP_TEXT
 
@@ -441,6 +441,14 @@ TEACHER = {  # a teacher's own exercise: 3 tokens of 4 features through one 4-2 
 }
 
 
+SECOND = {  # a second 4-2 head for TEACHER's tokens
+    "W_Q2": [[0, 1, 0, 1], [1, 0, 0, 0]],
+    "W_K2": [[0, 0, 1, 1], [1, 1, 0, 0]],
+    "W_V2": [[1, 1, 0, 0], [0, 0, 1, 1]],
+}
+RULES = {"divide_by": 1, "power_base": 2, "decimals": 2}
+
+
 def test_a_teachers_own_exercise_is_worked_like_the_lectures(tmp_path, capsys) -> None:
     exercise = tmp_path / "exercise.json"
     exercise.write_text(json.dumps(TEACHER), encoding="utf-8")
@@ -467,6 +475,9 @@ def test_a_teachers_own_exercise_is_worked_like_the_lectures(tmp_path, capsys) -
     data = read_report_data(page.read_text(encoding="utf-8"))
     assert data["steps"][0]["name"] == "inputs: X (4×3) and the weights W_Q, W_K, W_V (2×4)"
     assert [maps["query_tokens"] for maps in data["attention"]] == [["x1", "x2", "x3"]] * 2
+    checks = [check for step in data["steps"] for check in step["checks"]]  # the terminal's, on the page
+    assert len(checks) == 4 and all(check["passed"] for check in checks)
+    assert checks[0]["text"] == "Kᵀ·Q by hand equals headwise's scores (q·kᵀ, transposed), exactly"
 
 
 @pytest.mark.parametrize(
@@ -475,15 +486,26 @@ def test_a_teachers_own_exercise_is_worked_like_the_lectures(tmp_path, capsys) -
         ("{", "is not JSON"),
         (
             json.dumps({**TEACHER, "W_O": [[1]]}),
-            "must be a JSON object with the keys ['X', 'W_Q', 'W_K', 'W_V']",
+            "must give the matrices ['X', 'W_Q', 'W_K', 'W_V'], optionally a second head",
         ),
+        (json.dumps({**TEACHER, "W_Q2": TEACHER["W_Q"]}), "['W_Q2', 'W_K2', 'W_V2'] (all three)"),
+        (
+            json.dumps({**TEACHER, **SECOND, "W_K2": [[-1, 0, 0, 0], [0, 0, 0, 0]]}),
+            "the scores Kᵀ·Q of W_Q2, W_K2 must be >= 0",
+        ),
+        (json.dumps({**TEACHER, "rules": {"round": 2}}), "rules must be an object with some of the keys"),
+        (json.dumps({**TEACHER, "rules": {"power_base": 1}}), "rules: power_base must be an integer from 2"),
+        (json.dumps({**TEACHER, "rules": {"decimals": "2"}}), "rules: decimals must be an integer from 1"),
         (json.dumps({**TEACHER, "X": [[1, 0], [1]]}), "X must be a list of equally long, non-empty lists"),
         (
             json.dumps({**TEACHER, "W_Q": [[1, 0, 1.5, 0], [0, 1, 0, 1]]}),
             "W_Q must hold integers from -9 to 9",
         ),
         (json.dumps({**TEACHER, "W_K": [[1, 1, 0], [0, 0, 1]]}), "W_K must be d_k × d = d_k × 4 (X's d)"),
-        (json.dumps({**TEACHER, "W_K": [[-1, 0, 0, 0], [0, 0, 0, 0]]}), "the scores Kᵀ·Q must be >= 0"),
+        (
+            json.dumps({**TEACHER, "W_K": [[-1, 0, 0, 0], [0, 0, 0, 0]]}),
+            "the scores Kᵀ·Q of W_Q, W_K must be >= 0",
+        ),
     ],
 )
 def test_an_exercise_file_it_cannot_use_is_an_argument_error(tmp_path, capsys, content, message) -> None:
@@ -497,6 +519,218 @@ def test_an_exercise_file_it_cannot_use_is_an_argument_error(tmp_path, capsys, c
     with pytest.raises(SystemExit):
         main(["explain", "--input", str(exercise)])
     assert "is an exercise for --by-hand; add --by-hand" in capsys.readouterr().err
+
+
+def as_csv(exercise: dict) -> str:
+    """An exercise in the CSV layout: per matrix a line with its name, then its rows; the rules as
+    name,value lines; with a comment and blank lines, as a teacher might write it."""
+    lines = ["# a teacher's exercise"]
+    for name, value in exercise.items():
+        rows = value.items() if name == "rules" else value
+        lines += ["", name, *(",".join(map(str, row)) for row in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def rounded(value: Fraction, decimals: int = 2) -> Fraction:
+    """Half away from zero, as with pencil and paper."""
+    scaled = abs(value) * 10**decimals
+    whole = math.floor(scaled) + (scaled - math.floor(scaled) >= Fraction(1, 2))
+    return Fraction(whole if value >= 0 else -whole, 10**decimals)
+
+
+def test_a_csv_exercise_with_two_heads_and_rules(tmp_path, capsys) -> None:
+    """Two heads worked one after the other and stacked (the lecture's "two 6-3 heads make 6-6"), with the
+    teacher's rules: floor(x/1), 2^x, A and Z rounded to 2 decimals (Z from the rounded A)."""
+    exercise = {**TEACHER, **SECOND, "rules": RULES}
+    csv_file = tmp_path / "exercise.csv"
+    csv_file.write_text(as_csv(exercise), encoding="utf-8")
+    code, out = explain(capsys, "--by-hand", "--input", str(csv_file))
+    assert code == 0 and out.rstrip().endswith("✓ all 9 checks passed")
+    assert_fits(out)
+    assert "3 tokens x1..x3 of 4 features through two 4-2 heads side by side" in out
+    headers = [line.split(" ─")[0] for line in out.splitlines() if re.match(r"^\d+\. ", line)]
+    assert len(headers) == 19  # inputs, 8 steps of head 1, head 2's weights and its 8 steps, the stack
+    assert headers[9] == "10. head 2: its weights W_Q2, W_K2, W_V2 (2×4)"
+    assert headers[13] == "14. ≈ head 2: scale: floor(x/1) for x/√2  (approximation)"
+    assert headers[18] == "19. heads side by side: Z = [Z1; Z2] (4×3)"
+    x = TEACHER["X"]
+    stacked_by_hand, stacked_exact = [], []
+    for head, (w_q, w_k, w_v) in enumerate(
+        [(TEACHER["W_Q"], TEACHER["W_K"], TEACHER["W_V"]), tuple(SECOND.values())], start=1
+    ):
+        queries, keys, values = matmul(w_q, x), matmul(w_k, x), matmul(w_v, x)
+        scores = matmul(transpose(keys), queries)  # (3, 3): column j = query j
+        powers = [[2**s for s in row] for row in scores]  # floor(x/1) = x
+        sums = [sum(column) for column in transpose(powers)]
+        weights = [[rounded(Fraction(p, s)) for p, s in zip(row, sums, strict=True)] for row in powers]
+        context = [
+            [rounded(sum(v * a for v, a in zip(row, col, strict=True))) for col in transpose(weights)]
+            for row in values
+        ]
+        assert [[int(c) for c in row[1:]] for row in panel(out, f"by hand: 2^x (head {head})")] == powers
+        assert [[Fraction(c) for c in row[1:]] for row in panel(out, f"by hand: A{head}")] == weights
+        assert [row[1:] for row in panel(out, f"by hand: Z{head}")] == [
+            [f"{float(z):.2f}" for z in row] for row in context
+        ]
+        stacked_by_hand += context
+        q, k, v = (torch.tensor(m, dtype=torch.float64).T[None, None] for m in (queries, keys, values))
+        stacked_exact += headwise.attention(q, k, v, backend="reference")[0, 0].T.tolist()  # (2, 3)
+    assert "✓ each column of A2 by hand sums to 1 within its rounding (at most 0.015 off)" in out
+    assert [[Fraction(c) for c in row[1:]] for row in panel(out, "by hand: Z")] == stacked_by_hand
+    assert [row[0] for row in panel(out, "by hand: Z")] == ["h1:1", "h1:2", "h2:1", "h2:2"]
+    for row, true in zip(panel(out, "exact: Z"), stacked_exact, strict=True):
+        assert [float(cell) for cell in row[1:]] == pytest.approx(true, abs=5.1e-4)
+    json_file = tmp_path / "exercise.json"
+    json_file.write_text(json.dumps(exercise), encoding="utf-8")
+    assert explain(capsys, "--by-hand", "--input", str(json_file)) == (0, out)  # the same exercise
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("1,0\nX\n1\n", "exercise.csv, line 1: expected a block's name (X, W_Q, W_K, W_V, rules)"),
+        ("X\n1,0\nX\n1,0\n", "exercise.csv, line 3: a second block named 'X'"),
+        (
+            as_csv(TEACHER).replace("0,1,1", "0,one,1", 1),
+            "X must hold integers from -9 to 9 (pencil and paper), got 'one'",
+        ),
+        (as_csv(TEACHER).replace("1,0,1\n", "1,0\n", 1), "X must be a list of equally long, non-empty lists"),
+        (
+            as_csv({**TEACHER, "rules": {"decimals": 2}}).replace("decimals,2", "decimals,2,3"),
+            "each line of the rules block must be name,value",
+        ),
+        (
+            as_csv({**TEACHER, "rules": {"decimals": 2}}).replace("decimals,2", "decimals,two"),
+            "rules: decimals must be an integer from 1 to 4, got 'two'",
+        ),
+        (as_csv({"X": TEACHER["X"]}), "must give the matrices ['X', 'W_Q', 'W_K', 'W_V']"),
+    ],
+)
+def test_a_csv_exercise_it_cannot_use_is_an_argument_error(tmp_path, capsys, content, message) -> None:
+    exercise = tmp_path / "exercise.csv"
+    exercise.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--by-hand", "--input", str(exercise)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --input: " in err and message in err, err
+    assert "Traceback" not in err
+
+
+def test_an_exercise_file_is_json_or_csv(tmp_path, capsys) -> None:
+    exercise = tmp_path / "exercise.txt"
+    exercise.write_text(json.dumps(TEACHER), encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--by-hand", "--input", str(exercise)])
+    assert exit_info.value.code == 2
+    assert "exercise.txt must be a .json or a .csv file, got .txt" in capsys.readouterr().err
+
+
+# A pretrained model's heads in the terminal.
+
+SENTENCE = "The cat sat on the mat."
+MINILM_TOKENS = ("[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]")
+
+
+@pytest.fixture(scope="module")
+def minilm_weights() -> torch.Tensor:
+    """all-MiniLM-L6-v2's weights reading SENTENCE: (6, 12, 9, 9)."""
+    (maps,) = models.minilm_report(SENTENCE).attention
+    assert maps.query_tokens == MINILM_TOKENS
+    return maps.weights
+
+
+def summary_rows(out: str) -> list[list[str]]:
+    """The rows under the summary's `layer head 1st 2nd 3rd` header: [layer, head, key, weight, ...]."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == ["layer", "head", "1st", "2nd", "3rd"])
+    return [line.split() for line in lines[start + 2 :] if line.strip()]
+
+
+@pytest.mark.parametrize(("token", "query"), [("cat", 2), (None, 1), ("-1", 8), ("MAT", 6)])
+def test_a_models_summary_lists_each_heads_strongest_keys(capsys, minilm_weights, token, query) -> None:
+    code, out = explain(capsys, "--model", "minilm", SENTENCE, *(() if token is None else ("--token", token)))
+    assert code == 0
+    assert_fits(out)
+    assert f"self-attention: query {query} {MINILM_TOKENS[query]} " in out  # the default skips [CLS]
+    rows = summary_rows(out)
+    assert [(int(row[0]), int(row[1])) for row in rows] == [(L, h) for L in range(6) for h in range(12)]
+    for row in rows:
+        weights = minilm_weights[int(row[0]), int(row[1]), query].tolist()  # (Nk,) this head's row
+        ranked = sorted(range(len(weights)), key=lambda key: -weights[key])
+        printed_keys, printed_weights = row[2::2], [float(w) for w in row[3::2]]
+        assert printed_weights == [round(weights[key], 2) for key in ranked[:3]], row
+        assert printed_weights == sorted(printed_weights, reverse=True)
+        for key, weight in zip(printed_keys, printed_weights, strict=True):  # ties may come in any order
+            assert any(MINILM_TOKENS[k] == key and round(weights[k], 2) == weight for k in ranked[:4]), row
+
+
+def test_a_model_folders_summary_covers_every_kind_of_attention(tmp_path, capsys) -> None:
+    """An encoder-decoder's three kinds of attention, each for its own query "animal", against the weights
+    of the model's own transformers class."""
+    pytest.importorskip("transformers")
+    from test_any_model import SENTENCE as TEXT
+    from test_any_model import reference_weights, save_tiny
+
+    folder = save_tiny("bart", tmp_path)
+    capsys.readouterr()  # what saving the folder printed
+    code, out = explain(capsys, "--model", str(folder), TEXT, "--token", "animal")
+    assert code == 0
+    kinds = reference_weights("bart", folder)
+    headers = [line.split(" ─")[0] for line in out.splitlines() if ": query " in line]
+    assert [header.split(": query ")[0] for header in headers] == list(kinds)
+    blocks = out.split("\nlayer ")[1:]  # one table per kind of attention
+    for (query_tokens, key_tokens, weights), header, block in zip(
+        kinds.values(), headers, blocks, strict=True
+    ):
+        query = query_tokens.index(next(t for t in query_tokens if "animal" in t.lower()))
+        assert header.endswith(f"query {query} {query_tokens[query]}")
+        layers, heads = weights.shape[:2]
+        rows = [line.split() for line in block.splitlines()[2:] if line.strip()][: layers * heads]
+        assert [(int(row[0]), int(row[1])) for row in rows] == [
+            (L, h) for L in range(layers) for h in range(heads)
+        ]
+        for row in rows:
+            strongest = weights[int(row[0]), int(row[1]), query].tolist()  # (Nk,)
+            assert [float(w) for w in row[3::2]] == [round(w, 2) for w in sorted(strongest, reverse=True)[:3]]
+            for key, weight in zip(row[2::2], row[3::2], strict=True):  # ties may come in any order
+                assert any(
+                    t == key and f"{w:.2f}" == weight for t, w in zip(key_tokens, strongest, strict=True)
+                )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "minilm", SENTENCE, "--token", "dog"], "argument --token: 'dog' is none of the tokens"),
+        (
+            ["--model", "minilm", SENTENCE, "--token", "9"],
+            "argument --token: 9 is not a position: expected 0 to 8",
+        ),
+        (
+            ["--by-hand", "--token", "1"],
+            "--token ('1') chooses a query token of --model or --checkpoint only",
+        ),
+        (["--model", "minilm", SENTENCE, "--token", "1", "--html", "x.html"], "leave out --html and --png"),
+    ],
+)
+def test_a_token_it_cannot_find_is_an_argument_error(capsys, args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", *args])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert message in err and "Traceback" not in err, err
+    assert out == ""
+
+
+def test_the_query_is_a_position_or_a_word() -> None:
+    tokens = ("<s>", "un", "##believ", "##able", "un", "</s>")
+    assert models.query_position(tokens) == 1  # the first token that is not a special one
+    assert models.query_position(("[CLS]", "[SEP]")) == 0  # only special tokens: the first
+    assert models.query_position(tokens, "believ") == 2  # WordPiece's ## need not be typed
+    assert models.query_position(tokens, "UN") == 1  # the first occurrence, any case
+    assert models.query_position(tokens, "-2") == 4
+    assert models.query_position(tokens, "</s>") == 5
 
 
 # The command line.

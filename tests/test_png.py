@@ -93,7 +93,7 @@ def test_cli_writes_pngs_and_checks_its_options(tmp_path, capsys):
     assert "wrote 22 PNG files" in capsys.readouterr().out  # 19 steps, two heads, the model view
     for arguments, message in [
         (["--model", "minilm", "--png", "x"], "--model needs TEXT"),
-        (["--model", "minilm", "a cat"], "add --html FILE or --png DIR"),
+        (["--model", "minilm", "a cat", "--token", "cat", "--png", "y"], "leave out --html and --png"),
         (["--by-hand", "--heads", "3"], "--by-hand replaces the lectures' example; leave out --heads"),
         (["a cat"], "TEXT ('a cat') is read by --model or --checkpoint only"),
         (["--by-hand", "--model", "minilm", "x", "--png", "y"], "not allowed with argument"),

@@ -88,6 +88,14 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` (UTF-8, "\\n" line ends) to `path` through `replacing`: a reader never sees half a file
+    and a failure leaves the old one. Returns `path` as a Path."""
+    with replacing(path) as temporary, open(temporary, "x", encoding="utf-8", newline="\n") as file:
+        file.write(text)  # "x": a new file, with the usual permissions
+    return Path(path)
+
+
 def folder_target(folder: str | os.PathLike[str]) -> Path:
     """The folder that writing `folder` replaces: `folder`, or the one a symbolic link there points to."""
     if os.fspath(folder) == "":

@@ -1,5 +1,7 @@
-"""`headwise explain`: the terminal walkthrough of the lectures' example, or, with --by-hand, the
-pencil-and-paper exercise next to headwise's exact numbers."""
+"""`headwise explain`: the terminal walkthrough of the lectures' example; with --book, Raschka's chapter 3;
+with --by-hand, the pencil-and-paper exercise next to headwise's exact numbers (--worksheet: a printable
+worksheet of it); with --model or --checkpoint, each head's strongest keys for one token. --html and
+--png draw any of them instead."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import argparse
 import importlib.util
 import sys
 from functools import partial
+from typing import TYPE_CHECKING
 
 from ..checks import printable
 from ..explain.example import (
@@ -23,6 +26,9 @@ from ..files import file_target, kind_of
 from ..inspection.folder import MINILM
 from .arguments import integer_in, path, text
 from .heads import model_argument
+
+if TYPE_CHECKING:
+    from ..explain.report import Report
 
 NEEDS_RICH = "headwise explain draws its tables with rich, which is missing: pip install 'headwise[cli]'"
 MAX_WIDTH = 512  # D and Dh: wider, a walkthrough shows little but elided columns
@@ -124,30 +130,48 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="minilm|DIR",
         help="the heads of a pretrained model reading TEXT: minilm (all-MiniLM-L6-v2, 6 layers × 12 heads) "
         "or a Hugging Face model folder (config.json, safetensors, tokenizer files: an encoder, a decoder "
-        "or an encoder-decoder); needs --html or --png",
+        "or an encoder-decoder); prints each head's strongest keys for one token (--token), or draws "
+        "every head with --html or --png",
     )
     source.add_argument(
         "--checkpoint",
         type=path,
         metavar="DIR",
         help="the heads of a model trained with `headwise train` (its --out folder), reading TEXT (default: "
-        "an example of its task); needs --html or --png",
+        "an example of its task); printed or drawn as with --model",
     )
     sources.add_argument("text", nargs="?", type=text, help="the text --model or --checkpoint reads")
+    sources.add_argument(
+        "--token",
+        type=text,
+        metavar="WORD|INDEX",
+        help="with --model or --checkpoint in the terminal: the query token whose strongest keys are "
+        "listed, a word of TEXT or a position from 0 (default: the first token that is not a special one "
+        "such as [CLS])",
+    )
     sources.add_argument(
         "--input",
         type=path,
         metavar="FILE",
-        help='with --by-hand: your own exercise, a JSON object {"X": d × n (a token per column), "W_Q", '
-        '"W_K", "W_V": d_k × d} of small integers whose scores Kᵀ·Q are >= 0',
+        help='with --by-hand: your own exercise, a .json object {"X": d × n (a token per column), "W_Q", '
+        '"W_K", "W_V": d_k × d} of small integers whose scores Kᵀ·Q are >= 0, optionally a second head '
+        '"W_Q2", "W_K2", "W_V2" and "rules" {"divide_by", "power_base", "decimals"}; or a .csv file of the '
+        "same blocks, each a line with its name, then its rows",
     )
-    outputs = parser.add_argument_group("pictures (instead of the terminal)")
+    outputs = parser.add_argument_group("pages and pictures (instead of the terminal)")
     outputs.add_argument(
         "--html",
         type=path,
         metavar="FILE",
         help="write one self-contained HTML page: the walkthrough, a head view and a model view (through a "
         "symbolic link, to the file it points to)",
+    )
+    outputs.add_argument(
+        "--worksheet",
+        type=path,
+        metavar="FILE",
+        help="with --by-hand: write a printable HTML worksheet of the exercise, blanks to fill and the "
+        "answers on pages of their own",
     )
     outputs.add_argument(
         "--png",
@@ -195,23 +219,45 @@ def run(
         parser.error(f"{other_source} replaces the lectures' example; leave out {', '.join(given)}")
     if args.input is not None and not args.by_hand:
         parser.error(f"--input ({args.input!r}) is an exercise for --by-hand; add --by-hand")
+    if args.worksheet is not None and not args.by_hand:
+        parser.error(
+            f"--worksheet ({args.worksheet!r}) is a worksheet of --by-hand's exercise; add --by-hand"
+        )
     if args.text is not None and not (args.model or args.checkpoint):
         parser.error(f"TEXT ({args.text!r}) is read by --model or --checkpoint only")
     if args.model and not args.text:
         parser.error("--model needs TEXT, the sentence the model reads, e.g. --model minilm 'The cat sat.'")
     pictures = args.html is not None or args.png is not None
-    if (args.model or args.checkpoint) and not pictures:
-        parser.error(f"{other_source} draws its layers × heads as pictures: add --html FILE or --png DIR")
+    if args.token is not None and not (args.model or args.checkpoint):
+        parser.error(f"--token ({args.token!r}) chooses a query token of --model or --checkpoint only")
+    if args.token is not None and pictures:
+        parser.error(
+            f"--token ({args.token!r}) chooses the query of the terminal summary; the pictures show every "
+            "token: leave out --html and --png, or --token"
+        )
     check_outputs(parser, args)
     if importlib.util.find_spec("rich") is None:
         print(NEEDS_RICH, file=sys.stderr)
         return 1
     exercise = read_input(parser, args.input) if args.by_hand else None
+    if args.worksheet is not None:
+        from ..explain.worksheet import write_worksheet
+
+        try:
+            write_worksheet(exercise, args.worksheet)
+        except OSError as error:
+            print(f"headwise explain: {printable(str(error))}", file=sys.stderr)
+            return 1
+        print(f"wrote {printable(args.worksheet)}")
+        if not pictures:
+            return 0
     if pictures:
         return draw(args, exercise)
     from ..explain import by_hand, terminal  # rich is there, so the renderers can load
 
     console = terminal.make_console()
+    if args.model or args.checkpoint:
+        return summarize_model(parser, args, console)
     if args.book:
         return 0 if terminal.book_walkthrough(console) else 1
     if args.by_hand:
@@ -233,13 +279,14 @@ def read_input(parser: argparse.ArgumentParser, file: str | None):
 
 
 def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse, before anything is computed, an --html that is not a file to write (a directory, a device, a
-    FIFO, a missing folder) and a --png that is not a folder."""
-    if args.html is not None:
-        try:
-            file_target(args.html)
-        except OSError as error:
-            parser.error(f"argument --html: {error}")
+    """Refuse, before anything is computed, an --html or --worksheet that is not a file to write (a
+    directory, a device, a FIFO, a missing folder) and a --png that is not a folder."""
+    for option, file in (("--html", args.html), ("--worksheet", args.worksheet)):
+        if file is not None:
+            try:
+                file_target(file)
+            except OSError as error:
+                parser.error(f"argument {option}: {error}")
     if args.png is not None:
         try:
             kind = kind_of(args.png)
@@ -251,8 +298,24 @@ def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             )
 
 
-def draw(args: argparse.Namespace, exercise) -> int:
-    """Write the report of the chosen source as HTML and/or PNG; print where."""
+def summarize_model(parser: argparse.ArgumentParser, args: argparse.Namespace, console) -> int:
+    """Print each head's strongest keys for the --token query of the --model or --checkpoint report; a
+    --token that names no token is an argument error."""
+    from ..explain.terminal import model_summary
+
+    report = make_report(args, None)
+    if report is None:
+        return 1
+    try:
+        model_summary(console, report, args.token)
+    except ValueError as error:
+        parser.error(f"argument --token: {printable(str(error))}")
+    return 0
+
+
+def make_report(args: argparse.Namespace, exercise) -> Report | None:
+    """The report of the chosen source; None, with a one-line message, when it cannot be made (a missing
+    package, an unreadable folder, ...)."""
     from ..explain.report import lecture_report
 
     try:
@@ -280,6 +343,14 @@ def draw(args: argparse.Namespace, exercise) -> int:
             report = lecture_report(run_example(example_from(args)))
     except (ImportError, OSError, ValueError) as error:
         print(f"headwise explain: {printable(str(error))}", file=sys.stderr)
+        return None
+    return report
+
+
+def draw(args: argparse.Namespace, exercise) -> int:
+    """Write the report of the chosen source as HTML and/or PNG; print where."""
+    report = make_report(args, exercise)
+    if report is None:
         return 1
     try:
         if args.html is not None:

@@ -147,7 +147,7 @@ def headwise_module(
     (H·Dh -> d_out), otherwise an output projection that the book's classes do not have (read the context
     step, before it)."""
     module = MultiHeadAttention(
-        D_IN,
+        w_query.shape[1],  # d_in
         num_heads,
         head_dim=w_query.shape[0] // num_heads,
         out_dim=None if out_proj is None else out_proj.out_features,

@@ -8,17 +8,46 @@ Two steps are approximations that keep the numbers small enough for pencil and p
 floor(x/2) and e^x becomes 3^x. The exact numbers come from headwise.attention(backend="reference") in
 float64 and are printed beside the hand-made ones.
 
-A teacher's own exercise (`headwise explain --by-hand --input FILE`) is a JSON object of small integer
-matrices: {"X": d × n (one token per column), "W_Q": d_k × d, "W_K": d_k × d, "W_V": d_k × d}.
+A teacher's own exercise (`headwise explain --by-hand --input FILE`) is a JSON or a CSV file of small
+integer matrices: X, d × n (one token per column), and W_Q, W_K, W_V, d_k × d; optionally a second head
+W_Q2, W_K2, W_V2 (all three, the same shape), worked after the first and then stacked with it, and the
+rules learners follow (Rules: the divisor that stands for √d_k, the base that stands for e, and whether A
+and Z are written as fractions or rounded to some decimals). As JSON, one object:
+
+    {"X": [[1, 0, 1], ...], "W_Q": [[...], ...], "W_K": ..., "W_V": ...,
+     "rules": {"divide_by": 2, "power_base": 3, "decimals": 2}}
+
+As CSV, one block per matrix, one after the other: a line with its name alone, then its rows, one per
+line; a `rules` block holds one `name,value` line per rule; blank lines and lines starting with # are
+skipped:
+
+    X
+    1,0,1
+    0,1,1
+    ...
+    W_Q
+    1,0,1,0
+    ...
+    rules
+    divide_by,2
+    decimals,2
+
+Entries are integers from -MAX_ENTRY to MAX_ENTRY, at most
+MAX_TOKENS tokens and MAX_FEATURES features, and every score Kᵀ·Q must be >= 0, so that the powers stay
+integers by hand.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import torch
 from rich.console import Console, Group
@@ -27,6 +56,7 @@ from rich.text import Text
 
 from ..functional import attention
 from ..trace import trace
+from .book import headwise_module
 from .checks import Check, matches
 from .report import HeadMaps, Matrix, Report, WalkStep
 from .terminal import matrix_table, numbers, plain, show_check, summarize
@@ -47,8 +77,12 @@ W_VALUE = torch.tensor([[0, 0, 1, 0, 0, -1], [1, 2, 0, 0, 0, 0], [-1, 0, 0, 0, 1
 EXACT_DECIMALS = 3  # enough to compare with the hand-made numbers, narrow enough to print side by side
 PANEL_GAP = 3
 
-MATRICES = ("X", "W_Q", "W_K", "W_V")  # an exercise file's keys
+MATRICES = ("X", "W_Q", "W_K", "W_V")  # what an exercise file must give
+SECOND_HEAD = ("W_Q2", "W_K2", "W_V2")  # what it may give for a second head (all three)
+RULES = "rules"
 MAX_TOKENS, MAX_FEATURES, MAX_ENTRY = 8, 12, 9  # pencil and paper: small matrices of small integers
+RULE_RANGES = {"divide_by": (1, 9), "power_base": (2, 9), "decimals": (1, 4)}  # each rule's integers
+INTEGER = re.compile(r"[+-]?\d+")
 
 
 def labels(prefix: str, count: int) -> list[str]:
@@ -57,13 +91,45 @@ def labels(prefix: str, count: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Exercise:
-    """The matrices a learner works with: X (d, n), one token per column, and W_Q, W_K, W_V (d_k, d)."""
+class Rules:
+    """What learners do by hand: x/√d_k ≈ floor(x / divide_by), e^x ≈ power_base^x, and A and Z as exact
+    fractions (decimals None) or each number rounded, half away from zero, to `decimals` places (then Z
+    is V times the rounded A)."""
 
-    features: torch.Tensor
+    divide_by: int = 2
+    power_base: int = 3
+    decimals: int | None = None
+
+    def scale(self) -> str:
+        """'floor(x/2)'."""
+        return f"floor(x/{self.divide_by})"
+
+    def power(self) -> str:
+        """'3^x'."""
+        return f"{self.power_base}^x"
+
+    def writing(self) -> str:
+        """How A and Z are written: 'as exact fractions' or 'rounded to 2 decimals'."""
+        return "as exact fractions" if self.decimals is None else f"rounded to {self.decimals} decimals"
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """One head's weights W_Q, W_K, W_V, each (d_k, d)."""
+
     w_query: torch.Tensor
     w_key: torch.Tensor
     w_value: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """The matrices a learner works with: X (d, n), one token per column, one or two heads of weights
+    W_Q, W_K, W_V (d_k, d), and the rules of the pencil work."""
+
+    features: torch.Tensor
+    heads: tuple[HeadWeights, ...]
+    rules: Rules = field(default_factory=Rules)
 
     @property
     def tokens(self) -> int:
@@ -75,7 +141,7 @@ class Exercise:
 
     @property
     def head_width(self) -> int:
-        return self.w_query.shape[0]  # d_k
+        return self.heads[0].w_query.shape[0]  # d_k
 
     @property
     def head(self) -> str:
@@ -105,39 +171,110 @@ class Names:
     dims: list[str]
 
 
-LECTURE = Exercise(FEATURES, W_QUERY, W_KEY, W_VALUE)
+LECTURE = Exercise(FEATURES, (HeadWeights(W_QUERY, W_KEY, W_VALUE),))
 
 
 def read_exercise(path: str | os.PathLike[str]) -> Exercise:
-    """A teacher's exercise from a JSON file (see the module's docstring); an OSError if it cannot be read,
-    a ValueError naming the matrix and what it got when it is not one the exercise can use."""
-    with open(path, encoding="utf-8") as file:
+    """A teacher's exercise from a .json or a .csv file (see the module's docstring); an OSError if it
+    cannot be read, a ValueError naming the matrix or rule and what it got when the exercise cannot use it."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise ValueError(f"{os.fspath(path)} must be a .json or a .csv file, got {suffix or 'no suffix'}")
+    with open(path, encoding="utf-8", newline="") as file:
+        if suffix == ".csv":
+            return exercise_from(csv_blocks(file, os.fspath(path)), os.fspath(path))
         try:
             data = json.load(file)
         except json.JSONDecodeError as error:
             raise ValueError(f"{os.fspath(path)} is not JSON: {error}") from None
-    if not isinstance(data, dict) or set(data) != set(MATRICES):
+    return exercise_from(data, os.fspath(path))
+
+
+def csv_blocks(lines: Iterable[str], source: str) -> dict[str, object]:
+    """A CSV exercise's blocks as the JSON form has them: {matrix: rows of integers, "rules": {rule:
+    value}}. A block starts at a line holding only its name; cells are stripped, empty trailing cells
+    (a spreadsheet's padding) dropped."""
+    blocks: dict[str, list[list[str]]] = {}
+    name = None
+    for number, row in enumerate(csv.reader(lines), start=1):
+        cells = [cell.strip() for cell in row]
+        while cells and not cells[-1]:
+            cells.pop()
+        if not cells or cells[0].startswith("#"):
+            continue
+        if len(cells) == 1 and not INTEGER.fullmatch(cells[0]):
+            name = cells[0]
+            if name in blocks:
+                raise ValueError(f"{source}, line {number}: a second block named {name!r}")
+            blocks[name] = []
+        elif name is None:
+            raise ValueError(
+                f"{source}, line {number}: expected a block's name (X, W_Q, W_K, W_V, rules) before its "
+                f"rows, got {','.join(cells)!r:.60}"
+            )
+        else:
+            blocks[name].append(cells)
+    data: dict[str, object] = {}
+    for name, rows in blocks.items():
+        if name == RULES:
+            if any(len(row) != 2 for row in rows):
+                raise ValueError(f"{source}: each line of the rules block must be name,value")
+            data[name] = {row[0]: int(row[1]) if INTEGER.fullmatch(row[1]) else row[1] for row in rows}
+        else:
+            data[name] = [[int(cell) if INTEGER.fullmatch(cell) else cell for cell in row] for row in rows]
+    return data
+
+
+def exercise_from(data: object, source: str) -> Exercise:
+    """The exercise that `data` (a JSON object, or csv_blocks' dict) describes, or a ValueError naming
+    `source` and what it got."""
+    keys = set(data) if isinstance(data, dict) else set()
+    second = keys & set(SECOND_HEAD)
+    if not set(MATRICES) <= keys <= {*MATRICES, *SECOND_HEAD, RULES} or second not in (
+        set(),
+        set(SECOND_HEAD),
+    ):
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{os.fspath(path)} must be a JSON object with the keys {list(MATRICES)}, got {got}")
-    x, w_q, w_k, w_v = (integer_matrix(data[name], name) for name in MATRICES)
+        raise ValueError(
+            f"{source} must give the matrices {list(MATRICES)}, optionally a second head "
+            f"{list(SECOND_HEAD)} (all three) and {RULES!r}; got {got}"
+        )
+    x = integer_matrix(data["X"], "X")
     if not 1 <= x.shape[1] <= MAX_TOKENS or not 1 <= x.shape[0] <= MAX_FEATURES:
         raise ValueError(
             f"X must be d × n with 1 <= n <= {MAX_TOKENS} tokens and 1 <= d <= {MAX_FEATURES} features "
             f"(pencil and paper), got {x.shape[0]} × {x.shape[1]}"
         )
-    for name, w in zip(MATRICES[1:], (w_q, w_k, w_v), strict=True):
-        if tuple(w.shape) != (w_q.shape[0], x.shape[0]) or w.shape[0] > MAX_FEATURES:
+    names = [MATRICES[1:], *([SECOND_HEAD] if second else [])]
+    heads = tuple(HeadWeights(*(integer_matrix(data[name], name) for name in head)) for head in names)
+    d_k = heads[0].w_query.shape[0]
+    for head, head_names in zip(heads, names, strict=True):
+        for name, w in zip(head_names, (head.w_query, head.w_key, head.w_value), strict=True):
+            if tuple(w.shape) != (d_k, x.shape[0]) or d_k > MAX_FEATURES:
+                raise ValueError(
+                    f"{name} must be d_k × d = d_k × {x.shape[0]} (X's d), the same d_k <= {MAX_FEATURES} "
+                    f"for every W, got {w.shape[0]} × {w.shape[1]}"
+                )
+        lowest = ((head.w_key @ x).T @ (head.w_query @ x)).min().item()  # the smallest score of Kᵀ·Q (n, n)
+        if lowest < 0:
             raise ValueError(
-                f"{name} must be d_k × d = d_k × {x.shape[0]} (X's d), the same d_k <= {MAX_FEATURES} for "
-                f"W_Q, W_K and W_V, got {w.shape[0]} × {w.shape[1]}"
+                f"the scores Kᵀ·Q of {head_names[0]}, {head_names[1]} must be >= 0 so that the powers stay "
+                f"integers by hand; these matrices give a score of {lowest}"
             )
-    lowest = ((w_k @ x).T @ (w_q @ x)).min().item()  # the smallest score of Kᵀ·Q (n, n)
-    if lowest < 0:
-        raise ValueError(
-            "the scores Kᵀ·Q must be >= 0 so that 3^floor(x/2) stays an integer by hand; these matrices give "
-            f"a score of {lowest}"
-        )
-    return Exercise(x, w_q, w_k, w_v)
+    return Exercise(x, heads, read_rules(data.get(RULES, {})))
+
+
+def read_rules(value: object) -> Rules:
+    """The rules an exercise file gives: an object with some of RULE_RANGES' keys, each an integer in its
+    range; a ValueError naming the rule and what it got otherwise."""
+    if not isinstance(value, dict) or not set(value) <= RULE_RANGES.keys():
+        got = sorted(value) if isinstance(value, dict) else repr(value)
+        raise ValueError(f"rules must be an object with some of the keys {list(RULE_RANGES)}, got {got}")
+    for name, entry in value.items():
+        low, high = RULE_RANGES[name]
+        if isinstance(entry, bool) or not isinstance(entry, int) or not low <= entry <= high:
+            raise ValueError(f"rules: {name} must be an integer from {low} to {high}, got {entry!r}")
+    return Rules(**value)
 
 
 def integer_matrix(value: object, name: str) -> torch.Tensor:
@@ -160,18 +297,30 @@ def integer_matrix(value: object, name: str) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class HandWork:
-    """Every number of the exercise as worked with pencil and paper: integers, then fractions."""
+    """Every number of one head as worked with pencil and paper: integers, then fractions (rounded when
+    the rules say so)."""
 
     exercise: Exercise
+    head: int  # which of the exercise's heads, from 0
     queries: torch.Tensor  # Q (3, 4): q1..q4 as columns
     keys: torch.Tensor  # K (3, 4)
     values: torch.Tensor  # V (3, 4)
     scores: torch.Tensor  # Kᵀ·Q (4, 4): row i = key i, column j = query j
-    scaled: torch.Tensor  # floor(scores / 2) (4, 4)
-    powers: torch.Tensor  # 3^scaled (4, 4)
+    scaled: torch.Tensor  # floor(scores / divide_by) (4, 4)
+    powers: torch.Tensor  # power_base^scaled (4, 4)
     sums: torch.Tensor  # (4,): one sum per column
     weights: list[list[Fraction]]  # A (4, 4): each column divided by its sum
     context: list[list[Fraction]]  # Z = V·A (3, 4)
+
+    @property
+    def suffix(self) -> str:
+        """'' with one head; '1', '2' after the names of a head's matrices (Q1, A2) with two."""
+        return "" if len(self.exercise.heads) == 1 else str(self.head + 1)
+
+    @property
+    def prefix(self) -> str:
+        """'' with one head; 'head 1: ' before its steps' titles with two."""
+        return f"head {self.suffix}: " if self.suffix else ""
 
 
 @dataclass(frozen=True)
@@ -186,14 +335,11 @@ class ExactWork:
     context: torch.Tensor  # Z (3, 4)
 
 
-def floor_half(scores: torch.Tensor) -> torch.Tensor:
-    """≈ x / √3 (√3 ≈ 1.73, close enough to 2): floor(x / 2), an integer again. (4, 4) -> (4, 4)."""
-    return torch.div(scores, 2, rounding_mode="floor")
-
-
-def power_of_three(scaled: torch.Tensor) -> torch.Tensor:
-    """≈ e^x (e ≈ 2.72, close enough to 3): 3^x, an integer for x >= 0 as here. (4, 4) -> (4, 4)."""
-    return 3**scaled
+def rounded(value: Fraction, decimals: int) -> Fraction:
+    """`value` rounded half away from zero to `decimals` places, as with pencil and paper."""
+    scale = 10**decimals
+    magnitude = math.floor(abs(value) * scale + Fraction(1, 2))
+    return Fraction(magnitude if value >= 0 else -magnitude, scale)
 
 
 def divide_columns(numerators: torch.Tensor, sums: torch.Tensor) -> list[list[Fraction]]:
@@ -201,28 +347,30 @@ def divide_columns(numerators: torch.Tensor, sums: torch.Tensor) -> list[list[Fr
     return [[Fraction(n, s) for n, s in zip(row, sums.tolist(), strict=True)] for row in numerators.tolist()]
 
 
-def work_by_hand(exercise: Exercise = LECTURE) -> HandWork:
-    """The exercise, step by step, in integers until the last division."""
-    queries = exercise.w_query @ exercise.features  # (3, 4) = (d_k, n)
-    keys = exercise.w_key @ exercise.features  # (3, 4)
-    values = exercise.w_value @ exercise.features  # (3, 4)
+def work_by_hand(exercise: Exercise = LECTURE, head: int = 0) -> HandWork:
+    """One head of the exercise, step by step, in integers until the last division."""
+    rules, weights = exercise.rules, exercise.heads[head]
+    queries = weights.w_query @ exercise.features  # (3, 4) = (d_k, n)
+    keys = weights.w_key @ exercise.features  # (3, 4)
+    values = weights.w_value @ exercise.features  # (3, 4)
     scores = keys.T @ queries  # (4, 4)
-    scaled = floor_half(scores)  # (4, 4)
-    powers = power_of_three(scaled)  # (4, 4)
+    scaled = torch.div(scores, rules.divide_by, rounding_mode="floor")  # ≈ x/√d_k: (4, 4)
+    powers = rules.power_base**scaled  # ≈ e^x, an integer as scaled >= 0: (4, 4)
     sums = powers.sum(dim=0)  # (4,)
-    # V·A = (V·powers) / sums, column by column: dividing last keeps the pencil work in integers.
-    return HandWork(
-        exercise,
-        queries,
-        keys,
-        values,
-        scores,
-        scaled,
-        powers,
-        sums,
-        weights=divide_columns(powers, sums),  # (4, 4)
-        context=divide_columns(values @ powers, sums),  # (3, 4)
-    )
+    if rules.decimals is None:
+        # V·A = (V·powers) / sums, column by column: dividing last keeps the pencil work in integers.
+        a = divide_columns(powers, sums)  # (4, 4)
+        z = divide_columns(values @ powers, sums)  # (3, 4)
+    else:
+        a = [[rounded(w, rules.decimals) for w in row] for row in divide_columns(powers, sums)]  # (4, 4)
+        z = [  # (3, 4): V times the rounded A, rounded
+            [
+                rounded(sum(v * w for v, w in zip(row, column, strict=True)), rules.decimals)
+                for column in zip(*a, strict=True)
+            ]
+            for row in values.tolist()
+        ]
+    return HandWork(exercise, head, queries, keys, values, scores, scaled, powers, sums, a, z)
 
 
 def work_exactly(hand: HandWork) -> ExactWork:
@@ -239,9 +387,24 @@ def work_exactly(hand: HandWork) -> ExactWork:
     return ExactWork(scores, scaled, exps, exps.sum(dim=0), weights, context)
 
 
-def fractions(matrix: Sequence[Sequence[Fraction]]) -> list[list[str]]:
-    """(R, C) fractions -> R rows of C printed fractions such as 27/32."""
-    return [[str(value) for value in row] for row in matrix]
+def multi_head_context(exercise: Exercise) -> torch.Tensor:
+    """The context of headwise.MultiHeadAttention(d, H, head_dim=d_k) whose projections are the heads'
+    weights stacked (W_q = [W_Q; W_Q2], ...), on the tokens of X, in the exercise's layout: (H·d_k, n)."""
+    w_query, w_key, w_value = (
+        torch.cat([getattr(head, role) for head in exercise.heads]).to(torch.float64)  # (H·d_k, d)
+        for role in ("w_query", "w_key", "w_value")
+    )
+    module = headwise_module(w_query, w_key, w_value, num_heads=len(exercise.heads))
+    with torch.no_grad(), trace() as steps:
+        module(exercise.features.T.to(torch.float64)[None])  # x (1, n, d): one row per token
+    return steps["context"].tensor[0].T  # (H·d_k, n): head 1's features above head 2's
+
+
+def written(matrix: Sequence[Sequence[Fraction]], rules: Rules) -> list[list[str]]:
+    """(R, C) fractions -> R rows of C printed cells: fractions such as 27/32, or the rules' decimals."""
+    if rules.decimals is None:
+        return [[str(value) for value in row] for row in matrix]
+    return [[f"{float(value):.{rules.decimals}f}" for value in row] for row in matrix]
 
 
 def as_tensor(matrix: Sequence[Sequence[Fraction]]) -> torch.Tensor:
@@ -251,18 +414,21 @@ def as_tensor(matrix: Sequence[Sequence[Fraction]]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Panel:
-    """One titled matrix of printed cells."""
+    """One titled matrix of printed cells; `exact` when it holds headwise's numbers rather than the
+    learner's."""
 
     title: str
     cells: list[list[str]]
     rows: list[str]
     columns: list[str]
+    exact: bool = False
 
 
 @dataclass(frozen=True)
 class HandStep:
     """One step of the exercise: its panels (columns of them, side by side), how far the hand-made numbers
-    land from the exact ones (None where there is nothing to compare), and its checks."""
+    land from the exact ones (None where there is nothing to compare), and its checks. `given`: the step
+    only shows the exercise's own matrices (nothing to work out)."""
 
     title: str
     sentence: str
@@ -270,6 +436,7 @@ class HandStep:
     difference: float | None = None
     checks: tuple[Check, ...] = ()
     approximate: bool = False
+    given: bool = False
 
 
 def compared(
@@ -284,58 +451,99 @@ def compared(
     checks: tuple[Check, ...] = (),
 ) -> HandStep:
     """A step whose hand-made matrix (R, C) is shown beside the exact one from headwise (R, C)."""
-    exact_panel = Panel(exact_title, numbers(exact, EXACT_DECIMALS), hand.rows, hand.columns)
+    exact_panel = Panel(exact_title, numbers(exact, EXACT_DECIMALS), hand.rows, hand.columns, exact=True)
     difference = (hand_values.to(torch.float64) - exact).abs().max().item()
     return HandStep(title, sentence, [[hand], [exact_panel]], difference, checks, approximate)
 
 
-def hand_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
-    """The exercise's steps in the order it teaches them, with the exact numbers beside the hand-made ones."""
-    return [*integer_steps(hand, exact), *softmax_steps(hand, exact), context_step(hand, exact)]
+@dataclass(frozen=True)
+class Worked:
+    """An exercise worked through: each head by hand and exactly, and the steps that show them."""
+
+    hands: tuple[HandWork, ...]
+    exacts: tuple[ExactWork, ...]
+    steps: tuple[HandStep, ...]
+
+
+def work(exercise: Exercise = LECTURE) -> Worked:
+    """Every head by hand and exactly; the steps in the order the exercise teaches them, head after head,
+    then, with two heads, the heads stacked."""
+    hands = tuple(work_by_hand(exercise, head) for head in range(len(exercise.heads)))
+    exacts = tuple(work_exactly(hand) for hand in hands)
+    steps = [
+        step
+        for hand, exact in zip(hands, exacts, strict=True)
+        for step in (*integer_steps(hand, exact), *softmax_steps(hand, exact), context_step(hand, exact))
+    ]
+    if len(hands) > 1:
+        steps.append(stacked_step(hands, exacts))
+    return Worked(hands, exacts, tuple(steps))
+
+
+def weight_names(head: int) -> tuple[str, str, str]:
+    """The names of a head's weights in the exercise file: W_Q, W_K, W_V, then W_Q2, W_K2, W_V2."""
+    return MATRICES[1:] if head == 0 else tuple(f"{name}{head + 1}" for name in MATRICES[1:])
 
 
 def integer_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
-    """Inputs, projections, the prepared Kᵀ and Q, and the scores: small integers, exact by hand."""
-    e, at = hand.exercise, hand.exercise.names()
-    weights = (("W_Q", e.w_query), ("W_K", e.w_key), ("W_V", e.w_value))
+    """Inputs (or a further head's weights), projections, the prepared Kᵀ and Q, and the scores: small
+    integers, exact by hand."""
+    e, at, s, h = hand.exercise, hand.exercise.names(), hand.suffix, hand.prefix
+    weights = e.heads[hand.head]
+    panels = [
+        Panel(name, numbers(w), at.dims, at.features)
+        for name, w in zip(
+            weight_names(hand.head), (weights.w_query, weights.w_key, weights.w_value), strict=True
+        )
+    ]
     n, d, d_k = e.tokens, e.width, e.head_width
-    return [
+    w_q, w_k, w_v = weight_names(hand.head)
+    whose = "head 1's" if s else "the"
+    first = (
         HandStep(
-            f"inputs: X ({d}×{n}) and the weights W_Q, W_K, W_V ({d_k}×{d})",
+            f"inputs: X ({d}×{n}) and {whose} weights W_Q, W_K, W_V ({d_k}×{d})",
             f"Each token is a column of {d} features; small integer weights keep the arithmetic easy.",
-            [
-                [Panel("X", numbers(e.features), at.features, at.tokens)],
-                [Panel(name, numbers(w), at.dims, at.features) for name, w in weights],
-            ],
-        ),
+            [[Panel("X", numbers(e.features), at.features, at.tokens)], panels],
+            given=True,
+        )
+        if hand.head == 0
+        else HandStep(
+            f"{h}its weights {w_q}, {w_k}, {w_v} ({d_k}×{d})",
+            "Another head: weights of its own, the same tokens X.",
+            [panels],
+            given=True,
+        )
+    )
+    return [
+        first,
         HandStep(
-            f"Q = W_Q·X, K = W_K·X, V = W_V·X ({d_k}×{n})",
+            f"{h}Q{s} = {w_q}·X, K{s} = {w_k}·X, V{s} = {w_v}·X ({d_k}×{n})",
             f"Each weight matrix turns a token's {d} features into {d_k}; all three come from the same X "
             "(self-attention).",
             [
-                [Panel("Q", numbers(hand.queries), at.dims, at.queries)],
-                [Panel("K", numbers(hand.keys), at.dims, at.keys)],
-                [Panel("V", numbers(hand.values), at.dims, at.values)],
+                [Panel(f"Q{s}", numbers(hand.queries), at.dims, at.queries)],
+                [Panel(f"K{s}", numbers(hand.keys), at.dims, at.keys)],
+                [Panel(f"V{s}", numbers(hand.values), at.dims, at.values)],
             ],
         ),
         HandStep(
-            "prepare: copy Q, write K transposed",
+            f"{h}prepare: copy Q{s}, write K{s} transposed",
             "Copy the queries as they are, one column per query, and write the keys transposed, one row per "
             "key: each score is then a row of Kᵀ times a column of Q.",
             [
-                [Panel("Kᵀ", numbers(hand.keys.T), at.keys, at.dims)],
-                [Panel("Q (copied)", numbers(hand.queries), at.dims, at.queries)],
+                [Panel(f"K{s}ᵀ", numbers(hand.keys.T), at.keys, at.dims)],
+                [Panel(f"Q{s} (copied)", numbers(hand.queries), at.dims, at.queries)],
             ],
         ),
         HandStep(
-            f"scores = Kᵀ·Q ({n}×{n})",
+            f"{h}scores = K{s}ᵀ·Q{s} ({n}×{n})",
             "Keys as rows, queries as columns: entry (ki, qj) is the dot product ki·qj, how well key i "
             "matches query j. Column j holds query j's scores.",
-            [[Panel("Kᵀ·Q", numbers(hand.scores), at.keys, at.queries)]],
+            [[Panel(f"K{s}ᵀ·Q{s}", numbers(hand.scores), at.keys, at.queries)]],
             checks=(
                 Check(
                     torch.equal(hand.scores.to(torch.float64), exact.scores),
-                    "Kᵀ·Q by hand equals headwise's scores (q·kᵀ, transposed), exactly",
+                    f"K{s}ᵀ·Q{s} by hand equals headwise's scores (q·kᵀ, transposed), exactly",
                 ),
             ),
         ),
@@ -345,68 +553,118 @@ def integer_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
 def softmax_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
     """Scale, e^x, Σ and 1/sum: the two approximations and what they lead to, beside the exact numbers."""
     weight_sums = exact.weights.sum(dim=0)  # (4,)
-    at, d_k = hand.exercise.names(), hand.exercise.head_width
+    e, at, s, h = hand.exercise, hand.exercise.names(), hand.suffix, hand.prefix
+    rules, d_k = e.rules, e.head_width
+    of_head = f" (head {s})" if s else ""
     return [
         compared(
-            f"scale: floor(x/2) for x/√{d_k}",
-            f"Dividing by √d_k = √{d_k} keeps the scores from growing with the width; by hand, halve and "
-            "round down.",
-            Panel("by hand: floor(x/2)", numbers(hand.scaled), at.keys, at.queries),
+            f"{h}scale: {rules.scale()} for x/√{d_k}",
+            f"Dividing by √d_k = √{d_k} keeps the scores from growing with the width; by hand, divide by "
+            f"{rules.divide_by} and round down.",
+            Panel(f"by hand: {rules.scale()}{of_head}", numbers(hand.scaled), at.keys, at.queries),
             hand.scaled,
-            f"exact: x/√{d_k}",
+            f"exact: x/√{d_k}{of_head}",
             exact.scaled,
             approximate=True,
         ),
         compared(
-            "softmax, e^x: 3^x for e^x",
-            "The softmax raises e to each scaled score; by hand, raise 3 instead, which keeps integers.",
-            Panel("by hand: 3^x", numbers(hand.powers), at.keys, at.queries),
+            f"{h}softmax, e^x: {rules.power()} for e^x",
+            f"The softmax raises e to each scaled score; by hand, raise {rules.power_base} instead, which "
+            "keeps integers.",
+            Panel(f"by hand: {rules.power()}{of_head}", numbers(hand.powers), at.keys, at.queries),
             hand.powers,
-            "exact: e^x",
+            f"exact: e^x{of_head}",
             exact.exps,
             approximate=True,
         ),
         compared(
-            "softmax, Σ: sum each column",
+            f"{h}softmax, Σ: sum each column",
             "One sum per query: the total its keys' numbers add up to.",
-            Panel("by hand: Σ 3^x", numbers(hand.sums[None]), ["Σ"], at.queries),  # (1, 4)
+            Panel(f"by hand: Σ {rules.power()}{of_head}", numbers(hand.sums[None]), ["Σ"], at.queries),
             hand.sums[None],  # (1, 4)
-            "exact: Σ e^x",
+            f"exact: Σ e^x{of_head}",
             exact.sums[None],  # (1, 4)
         ),
         compared(
-            "softmax, 1/sum: A = each column / its sum",
-            "Each column becomes a probability distribution: how much query j attends to each key.",
-            Panel("by hand: A", fractions(hand.weights), at.keys, at.queries),
+            f"{h}softmax, 1/sum: A{s} = each column / its sum",
+            f"Each column becomes a probability distribution: how much query j attends to each key; "
+            f"written {rules.writing()}.",
+            Panel(f"by hand: A{s}", written(hand.weights, rules), at.keys, at.queries),
             as_tensor(hand.weights),
-            "exact: A",
+            f"exact: A{s}",
             exact.weights,
             checks=(
-                Check(
-                    all(sum(column) == 1 for column in zip(*hand.weights, strict=True)),
-                    "each column of A by hand sums to 1, exactly (as fractions)",
-                ),
-                matches(weight_sums, torch.ones_like(weight_sums), "each column of headwise's A sums to 1"),
+                columns_sum_to_one(hand.weights, rules, f"A{s}"),
                 matches(
-                    exact.exps / exact.sums, exact.weights, "e^x / Σ e^x, column by column, is headwise's A"
+                    weight_sums, torch.ones_like(weight_sums), f"each column of headwise's A{s} sums to 1"
+                ),
+                matches(
+                    exact.exps / exact.sums,
+                    exact.weights,
+                    f"e^x / Σ e^x, column by column, is headwise's A{s}",
                 ),
             ),
         ),
     ]
 
 
+def columns_sum_to_one(weights: list[list[Fraction]], rules: Rules, name: str = "A") -> Check:
+    """Each column of A (`name`) by hand sums to 1: exactly as fractions, within the rounding of its n entries
+    when they are rounded to d decimals (at most n · ½ · 10^-d off)."""
+    sums = [sum(column) for column in zip(*weights, strict=True)]
+    if rules.decimals is None:
+        return Check(
+            all(total == 1 for total in sums),
+            f"each column of {name} by hand sums to 1, exactly (as fractions)",
+        )
+    slack = Fraction(len(weights), 2 * 10**rules.decimals)
+    return Check(
+        all(abs(total - 1) <= slack for total in sums),
+        f"each column of {name} by hand sums to 1 within its rounding (at most {float(slack):g} off)",
+    )
+
+
 def context_step(hand: HandWork, exact: ExactWork) -> HandStep:
-    """Z = V·A, by hand in fractions and exactly."""
-    e, at = hand.exercise, hand.exercise.names()
+    """Z = V·A, by hand and exactly."""
+    e, at, s = hand.exercise, hand.exercise.names(), hand.suffix
     return compared(
-        f"Z = V·A ({e.head_width}×{e.tokens})",
-        "Each token's new features: the values averaged with its column of weights. They go on to the "
-        f"feed-forward network; two such {e.head} heads side by side make {e.width}-{2 * e.head_width} "
-        "multi-head attention.",
-        Panel("by hand: Z", fractions(hand.context), at.dims, at.outputs),
+        f"{hand.prefix}Z{s} = V{s}·A{s} ({e.head_width}×{e.tokens})",
+        f"Each token's new features: the values averaged with its column of weights, written "
+        f"{e.rules.writing()}. They go on to the feed-forward network; two such {e.head} heads side by side "
+        f"make {e.width}-{2 * e.head_width} multi-head attention.",
+        Panel(f"by hand: Z{s}", written(hand.context, e.rules), at.dims, at.outputs),
         as_tensor(hand.context),
-        "exact: Z",
+        f"exact: Z{s}",
         exact.context,
+    )
+
+
+def stacked_step(hands: Sequence[HandWork], exacts: Sequence[ExactWork]) -> HandStep:
+    """Z = [Z1; Z2]: the heads' features stacked, each token's column now H·d_k long, beside the context
+    of headwise.MultiHeadAttention with the heads' weights stacked."""
+    e = hands[0].exercise
+    heads, d_k = len(hands), e.head_width
+    rows = [f"h{head}:{i}" for head in range(1, heads + 1) for i in range(1, d_k + 1)]
+    by_hand = [row for hand in hands for row in hand.context]  # (H·d_k, n)
+    stacked = "; ".join(f"Z{head}" for head in range(1, heads + 1))
+    module = multi_head_context(e)  # (H·d_k, n)
+    return compared(
+        f"heads side by side: Z = [{stacked}] ({heads * d_k}×{e.tokens})",
+        f"Stack each token's features from every head: two {e.head} heads make {e.width}-{heads * d_k} "
+        "multi-head attention (an output projection would mix the heads next). Row hH:i is feature i of "
+        "head H.",
+        Panel("by hand: Z", written(by_hand, e.rules), rows, e.names().outputs),
+        as_tensor(by_hand),
+        "exact: Z",
+        module,
+        checks=(
+            matches(
+                module,
+                torch.cat([exact.context for exact in exacts]),
+                f"headwise.MultiHeadAttention({e.width}, {heads}, head_dim={d_k}) with the heads' weights "
+                f"stacked gives each head's Z, one above the other",
+            ),
+        ),
     )
 
 
@@ -444,21 +702,33 @@ def show_hand_step(console: Console, index: int, step: HandStep) -> None:
 
 
 def describe(exercise: Exercise) -> str:
-    """'4 tokens x1..x4 of 6 features through one 6-3 head'."""
+    """'4 tokens x1..x4 of 6 features through one 6-3 head' (or 'two 6-3 heads side by side')."""
     n = exercise.tokens
-    return f"{n} tokens x1..x{n} of {exercise.width} features through one {exercise.head} head"
+    heads = "one" if len(exercise.heads) == 1 else "two"
+    side_by_side = "" if len(exercise.heads) == 1 else "s side by side"
+    return (
+        f"{n} tokens x1..x{n} of {exercise.width} features through {heads} {exercise.head} head{side_by_side}"
+    )
+
+
+def rules_sentence(exercise: Exercise) -> str:
+    """What learners do: the two approximations and how A and Z are written."""
+    rules = exercise.rules
+    return (
+        f"By hand, {rules.scale()} stands for x/√{exercise.head_width} and {rules.power()} for e^x; A and Z "
+        f"are written {rules.writing()}."
+    )
 
 
 def explain_by_hand(console: Console, exercise: Exercise = LECTURE) -> bool:
     """Print the exercise with the exact numbers beside it; True when every check passed."""
-    hand = work_by_hand(exercise)
-    steps = hand_steps(hand, work_exactly(hand))
+    steps = work(exercise).steps
     console.print(plain(console, "headwise explain --by-hand: self-attention with pencil and paper", "bold"))
     introduction = (
         f"{describe(exercise)}. As in the exercise, every vector is a "
         "column, so each query's scores and weights are a column too. Steps marked ≈ swap exact arithmetic "
         'for pencil-friendly approximations; the exact numbers, from headwise.attention(backend="reference") '
-        "in float64, are printed beside them, rounded to 3 decimals."
+        f"in float64, are printed beside them, rounded to 3 decimals. {rules_sentence(exercise)}"
     )
     console.print(plain(console, introduction))
     for index, step in enumerate(steps, start=1):
@@ -470,10 +740,10 @@ def explain_by_hand(console: Console, exercise: Exercise = LECTURE) -> bool:
 
 def by_hand_report(exercise: Exercise = LECTURE) -> Report:
     """The exercise as a Report: each step's panels as matrices (hand-made and exact side by side), and the
-    weights A by hand and exactly as attention maps (queries as rows there, as in every map)."""
-    hand = work_by_hand(exercise)
+    weights A by hand and exactly as attention maps, one head each (queries as rows there, as in every
+    map)."""
+    worked = work(exercise)
     tokens = tuple(exercise.names().tokens)
-    exact = work_exactly(hand)
     steps = tuple(
         WalkStep(
             name=step.title,
@@ -482,29 +752,31 @@ def by_hand_report(exercise: Exercise = LECTURE) -> Report:
             shape=(len(step.columns[0][0].rows), len(step.columns[0][0].columns)),
             axes=(),
             matrices=tuple(_matrix(panel) for column in step.columns for panel in column),
+            checks=step.checks,
         )
-        for step in hand_steps(hand, exact)
+        for step in worked.steps
     )
     return Report(
         title="Self-attention by hand",
         description=(
-            f"{describe(exercise)}, vectors as columns as in the exercise; floor(x/2) stands for "
-            f"x/√{exercise.head_width} and 3^x for e^x, with the exact numbers from headwise's reference "
-            "backend in float64 beside them."
+            f"{describe(exercise)}, vectors as columns as in the exercise, with the exact numbers from "
+            f"headwise's reference backend in float64 beside them. {rules_sentence(exercise)}"
         ),
         steps=steps,
         attention=tuple(
-            HeadMaps(title, tokens, tokens, weights.T[None, None])  # (1, 1, Nq, Nk)
-            for title, weights in (
-                ("weights A by hand", as_tensor(hand.weights)),
-                ("weights A", exact.weights),
+            HeadMaps(
+                title, tokens, tokens, torch.stack([weights.T for weights in heads])[None]
+            )  # (1, H, Nq, Nk)
+            for title, heads in (
+                ("weights A by hand", [as_tensor(hand.weights) for hand in worked.hands]),
+                ("weights A", [exact.weights for exact in worked.exacts]),
             )
         ),
     )
 
 
 def _matrix(panel: Panel) -> Matrix:
-    """A printed panel as a Matrix: its cells parsed back into numbers (fractions included)."""
+    """A printed panel as a Matrix: its cells parsed back into numbers (fractions and decimals included)."""
     values = torch.tensor(
         [[float(Fraction(cell)) for cell in row] for row in panel.cells], dtype=torch.float64
     )

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from ..files import replacing
+from ..files import write_text
 from .report import LEGEND, HeadMaps, Matrix, Report, WalkStep
 
 EXACT_LIMIT = 4096  # arrays up to 64 × 64 travel exactly, as float64
@@ -210,7 +210,7 @@ def read_report_data(page: str) -> dict[str, Any]:
     return json.loads(found.group("json"))
 
 
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
     """assets/<name>, which must not contain what could end (or change how HTML reads) the element it is
     inlined in: </script, </style, <script or <!--."""
     text = importlib.resources.files("headwise.explain").joinpath("assets", name).read_text(encoding="utf-8")
@@ -222,20 +222,20 @@ def _asset(name: str) -> str:
 
 def _script() -> str:
     """The page's script: SCRIPT's pieces in order, inside one strict-mode function."""
-    body = "\n".join(_asset(name) for name in SCRIPT)
+    body = "\n".join(asset(name) for name in SCRIPT)
     return f"(function () {{\n'use strict';\n\n{body}}})();\n"
 
 
-def _sha256(text: str) -> str:
+def sha256_source(text: str) -> str:
     """A CSP source for an inline element's exact text: 'sha256-<base64>'."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
 def render_html(report: Report) -> str:
     """The report as one HTML page (a str) that needs no network to view."""
-    css, js = _asset(STYLE), _script()
+    css, js = asset(STYLE), _script()
     policy = (
-        f"default-src 'none'; script-src {_sha256(js)}; style-src {_sha256(css)}; "
+        f"default-src 'none'; script-src {sha256_source(js)}; style-src {sha256_source(css)}; "
         "base-uri 'none'; form-action 'none'"
     )
     return f"""<!DOCTYPE html>
@@ -260,8 +260,4 @@ def render_html(report: Report) -> str:
 def write_html(report: Report, path: str | os.PathLike[str]) -> Path:
     """Write render_html(report) to `path` atomically (a temporary file beside it, then a rename), so a
     reader never sees half a page. Returns the path."""
-    path = Path(path)
-    page = render_html(report)
-    with replacing(path) as temporary, open(temporary, "x", encoding="utf-8", newline="\n") as file:
-        file.write(page)  # "x": a new file, with the usual permissions
-    return path
+    return write_text(path, render_html(report))

@@ -1,14 +1,41 @@
 """Reports of real models' heads: the pretrained MiniLM encoder or any Hugging Face model folder on a
 sentence, and models trained with `headwise train` (a checkpoint folder) on a text of your own. Only
-attention maps: no walkthrough steps."""
+attention maps: no walkthrough steps. query_position finds the token whose strongest keys the terminal
+summary lists (`headwise explain --model minilm TEXT --token WORD|INDEX`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from .report import HeadMaps, Report
+
+
+def query_position(tokens: Sequence[str], token: str | None = None) -> int:
+    """The position among `tokens` of the query that `token` names: an index (0-based, negative from the
+    end), or a word (its first occurrence, ignoring case and WordPiece's leading ##). None: the first token
+    that is not a special one such as [CLS] or <s> (the first token when all are). A ValueError says what
+    `token` is and what was expected (for `--token`)."""
+    from ..inspection.analysis import SPECIAL_TOKEN
+
+    if token is None:
+        return next((i for i, t in enumerate(tokens) if not SPECIAL_TOKEN.fullmatch(t)), 0)
+    if token.lstrip("-").isdigit():
+        index = int(token)
+        if not -len(tokens) <= index < len(tokens):
+            raise ValueError(
+                f"{token} is not a position: expected 0 to {len(tokens) - 1} (or -{len(tokens)} to "
+                f"-1 from the end) for these {len(tokens)} tokens"
+            )
+        return index % len(tokens)
+    wanted = token.casefold()
+    for i, candidate in enumerate(tokens):
+        if candidate.casefold() in (wanted, f"##{wanted}"):
+            return i
+    shown = " ".join(tokens) if len(tokens) <= 20 else " ".join(tokens[:20]) + " …"
+    raise ValueError(f"{token!r} is none of the tokens: expected one of {shown} (or a position)")
 
 
 def minilm_report(sentence: str) -> Report:

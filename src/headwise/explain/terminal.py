@@ -29,11 +29,13 @@ from ..checks import printable
 from .book import BOOK, SECTIONS, Printout, chapter
 from .checks import Check
 from .example import LECTURE_DIM, LECTURE_TOKENS, Example, Run
-from .report import HEAD_COLUMNS, LEGEND, WalkStep, lecture_steps
+from .models import query_position
+from .report import HEAD_COLUMNS, LEGEND, HeadMaps, Report, WalkStep, lecture_steps
 
 WIDTH = 80  # when the output is not a terminal and $COLUMNS is not set
 MIN_WIDTH = 40  # narrower terminals get 40 columns anyway (and wrap them)
 LABEL_WIDTH = 10  # row labels (tokens) longer than this are cut with …
+TOP_KEYS = 3  # the strongest keys per head in a model's summary
 COLUMN_GAP = 3  # each column's padding and separator in a SIMPLE_HEAD table without edges
 SYMBOLS = "·ᵀ√─✓✗…×≈"  # what the walkthrough prints beyond ASCII
 ASCII = str.maketrans(
@@ -296,3 +298,50 @@ def walkthrough(run: Run, console: Console) -> bool:
         checks += step.checks
     summarize(checks, console)
     return all(check.passed for check in checks)
+
+
+def cut(label: str, width: int = LABEL_WIDTH) -> str:
+    """A label of at most `width` cells, cut with … when longer."""
+    return label if cell_len(label) <= width else label[: width - 1] + "…"
+
+
+def strongest_keys(console: Console, maps: HeadMaps, query: int) -> None:
+    """For query token `query`, one line per layer and head: the TOP_KEYS keys it weights most, each with
+    its weight (2 decimals), strongest first."""
+    layers, heads = maps.weights.shape[:2]
+    top = min(TOP_KEYS, len(maps.key_tokens))
+    weights, keys = maps.weights[:, :, query].topk(top, dim=-1)  # (L, H, top) each
+    name = shown(maps.query_tokens[query], console)
+    console.print()
+    console.rule(plain(console, f"{maps.title}: query {query} {name}", "bold"), align="left")
+    console.print(
+        plain(console, f"The {top} keys that each of the {layers} × {heads} heads weights most.", "italic")
+    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("layer", justify="right")
+    table.add_column("head", justify="right")
+    for rank in ("1st", "2nd", "3rd")[:top]:
+        table.add_column(rank, no_wrap=True)
+    for layer in range(layers):
+        for head in range(heads):
+            cells = (
+                f"{cut(shown(maps.key_tokens[key], console))} {weight:.2f}"
+                for key, weight in zip(keys[layer, head].tolist(), weights[layer, head].tolist(), strict=True)
+            )
+            table.add_row(str(layer), str(head), *cells)
+    console.print(table)
+
+
+def model_summary(console: Console, report: Report, token: str | None = None) -> None:
+    """A model's report in the terminal: its title and description, its tokens numbered, and for the query
+    that `token` names (models.query_position; a ValueError when it names none) each head's strongest
+    keys, in every kind of attention the report has."""
+    queries = [query_position(maps.query_tokens, token) for maps in report.attention]  # all found first
+    console.print(plain(console, f"headwise explain: {report.title}", "bold"))
+    console.print(plain(console, report.description))
+    for maps in report.attention:
+        numbered = "  ".join(f"{i} {cut(t)}" for i, t in enumerate(maps.query_tokens))
+        console.print(plain(console, f"{maps.title}, query tokens: {numbered}", "dim"))
+    console.print(plain(console, "Choose the query with --token WORD or --token INDEX.", "dim"))
+    for maps, query in zip(report.attention, queries, strict=True):
+        strongest_keys(console, maps, query)

@@ -34,7 +34,7 @@ import torch
 from ..checks import non_negative_int, positive_int
 from ..explain.html import render_html, write_html
 from ..explain.report import HeadMaps, Report
-from ..files import replacing
+from ..files import write_text
 from .folder import load_model
 from .maps import Attentions, head_maps
 from .reading import read
@@ -109,10 +109,7 @@ class SideBySide:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the page to `path` (atomically: a temporary file beside it, then a rename); returns it."""
-        page = self.page()
-        with replacing(path) as temporary, open(temporary, "x", encoding="utf-8", newline="\n") as file:
-            file.write(page)
-        return Path(path)
+        return write_text(path, self.page())
 
 
 def side_by_side(*maps: HeadMaps, layer: int, head: int, height: int = FRAME_HEIGHT) -> SideBySide:

@@ -25,10 +25,6 @@ const headView = {
 
 function buildHeadView(report) {
   const section = viewSection('head-view', 'Head view');
-  if (!report.maps.length) {
-    section.append(el('p', { className: 'note', text: 'This report has no attention maps.' }));
-    return section;
-  }
   section.append(el('p', {
     className: 'note',
     text: 'Lines join each query token (left) to the key tokens it attends to (right); a line\'s opacity ' +

@@ -3,19 +3,24 @@
 // ------------------------------------------------------------------------------------------ the page
 
 function buildPage(report) {
+  // Only the views this report has something for: no section, and no link to it, stands empty.
+  const views = [
+    report.steps.length ? ['walkthrough', 'Step by step', buildWalkthrough] : null,
+    report.maps.length ? ['head-view', 'Head view', buildHeadView] : null,
+    report.maps.length ? ['model-view', 'Model view', buildModelView] : null,
+  ].filter(Boolean);
+  const links = views.map(([id, title]) => el('a', { href: `#${id}`, text: title }));
   const main = el('main', {}, [
     el('header', { className: 'page' }, [
       el('h1', { testid: 'title', text: report.title }),
       el('p', { testid: 'description', text: report.description }),
-      el('nav', { className: 'sections', 'aria-label': 'Sections' }, [
-        el('a', { href: '#walkthrough', text: 'Step by step' }),
-        el('a', { href: '#head-view', text: 'Head view' }),
-        el('a', { href: '#model-view', text: 'Model view' }),
-      ]),
+      views.length
+        ? el('nav', { className: 'sections', 'aria-label': 'Sections' }, links)
+        : el('p', { className: 'note', testid: 'nothing', text: 'This report has no steps and no maps.' }),
     ]),
   ]);
   document.body.append(main, tooltip);
-  main.append(buildWalkthrough(report), buildHeadView(report), buildModelView(report));
+  main.append(...views.map(([, , build]) => build(report)));
 }
 
 async function start() {

@@ -9,10 +9,6 @@ const modelView = { map: 0, grid: null, cells: [], dialog: null, absolute: false
 
 function buildModelView(report) {
   const section = viewSection('model-view', 'Model view');
-  if (!report.maps.length) {
-    section.append(el('p', { className: 'note', text: 'This report has no attention maps.' }));
-    return section;
-  }
   const select = mapSelector(report, 'model-map-select', 'model-view-map');
   modelView.note = el('p', { className: 'note', testid: 'model-view-note' });
   modelView.grid = el('div', { className: 'model-grid', testid: 'model-grid' });

@@ -6,12 +6,9 @@ const TABLE_MAX_ROWS = 32; // matrices up to 32 rows × 16 columns are tables wi
 const TABLE_MAX_COLUMNS = 16;
 const STEP_CANVAS_PX = 420; // larger ones: a canvas heatmap about this wide, values on hover
 
+/** The steps, in order (buildPage calls it only for a report that has some). */
 function buildWalkthrough(report) {
   const section = viewSection('walkthrough', 'Step by step');
-  if (!report.steps.length) {
-    section.append(el('p', { className: 'note', text: 'This report has no step-by-step walkthrough.' }));
-    return section;
-  }
   section.append(
     el('p', {
       className: 'note',
