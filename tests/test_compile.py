@@ -195,3 +195,22 @@ def test_weights_asked_for_compile_without_graph_breaks(average):
     (out, weights), (eager_out, eager_weights) = torch.compile(call, fullgraph=True)(x), call(x)
     torch.testing.assert_close(out, eager_out, rtol=0, atol=1e-12)
     torch.testing.assert_close(weights, eager_weights, rtol=0, atol=1e-12)
+
+
+def test_dropout_masks_survive_tuning_on_first_use():
+    """With tuning on, the op's first call measures its candidates (drawing random inputs) before it seeds
+    the dropout, so that the backward, which finds the measured choice, redraws the same masks."""
+    from headwise.backends import tuning
+
+    tuning.enable()
+    try:
+        torch.manual_seed(4)
+        q, k = (torch.randn(1, 2, 24, 8, dtype=torch.float64) for _ in range(2))
+        v = torch.randn(1, 2, 24, 8, dtype=torch.float64, requires_grad=True)
+        out, _ = attention_op(q, k, v, None, False, 0.35, 0.5, "auto", True)  # a new key: it measures
+        upstream = torch.randn_like(out)
+        (dv,) = torch.autograd.grad(out, v, upstream)
+        torch.testing.assert_close((out * upstream).sum(), (v * dv).sum(), rtol=1e-12, atol=1e-12)
+    finally:
+        tuning.enable(False)
+        tuning.TUNER.enabled = None

@@ -219,7 +219,12 @@ def _run_finite(choice: Choice, q, k, v, *, mask, predicate, **options):
 def _measure(choice: Choice, call, q, k, v, backward: bool) -> None:
     """One call of `choice` on random inputs shaped as q, k, v (and its backward when the call has one):
     what the tuner times."""
-    with torch.enable_grad() if backward else contextlib.nullcontext():
+    devices = [q.device] if q.device.type == "cuda" else []
+    # Its random inputs (and dropout) leave the caller's random stream where it was.
+    with (
+        torch.random.fork_rng(devices, device_type=q.device.type),
+        torch.enable_grad() if backward else contextlib.nullcontext(),
+    ):
         inputs = [torch.randn_like(t).requires_grad_(backward) for t in (q, k, v)]  # (B, H, N, D) each
         out, _, _ = call(choice, *inputs)
         if backward:

@@ -70,11 +70,13 @@ def attention_op(
 ) -> tuple[Tensor, Tensor]:
     """-> (out (B, Hq, Nq, Dv), seed ()): the chosen backend's forward, its dropout drawn from `seed`."""
     seed = torch.randint(2**62, ()) if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
-    with _autograd_available(), untraced(), _seeded(seed, dropout_p, q.device), torch.no_grad():
+    with _autograd_available(), untraced():
+        # Chosen before the seeding: a first call may measure, drawing random inputs of its own.
         choice, call = functional.resolve(
             q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
         )
-        out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
+        with _seeded(seed, dropout_p, q.device), torch.no_grad():
+            out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
     return out.contiguous(), seed  # the layout the fake promises
 
 
@@ -101,13 +103,14 @@ def attention_backward_op(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (dq, dk, dv), shaped as q, k, v: the same backend's forward recomputed (the same dropout masks)
     and differentiated."""
-    with _autograd_available(), untraced(), _seeded(seed, dropout_p, q.device), torch.enable_grad():
-        inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+    with _autograd_available(), untraced():
         choice, call = functional.resolve(
-            *inputs, mask, causal, scale, dropout_p, backend, training, kv_finite
+            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
         )
-        out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
-        grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
+        with _seeded(seed, dropout_p, q.device), torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+            out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
+            grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
     return tuple(g.contiguous() for g in grads)  # the layout the fake promises
 
 
@@ -133,13 +136,22 @@ attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 @contextlib.contextmanager
 def _seeded(seed: Tensor, dropout_p: float, device: torch.device):
-    """torch's generators seeded with `seed` inside, restored after; nothing when there is no dropout."""
+    """The generator of `device` (the one dropout draws from) seeded with `seed` inside and restored after,
+    no other; nothing when there is no dropout."""
     if dropout_p == 0.0:
         yield
         return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
-        torch.manual_seed(int(seed))
+    if device.type == "cpu":
+        generator = torch.default_generator
+    else:
+        index = torch.cuda.current_device() if device.index is None else device.index
+        generator = torch.cuda.default_generators[index]
+    state = generator.get_state()
+    generator.manual_seed(int(seed))
+    try:
         yield
+    finally:
+        generator.set_state(state)
 
 
 def _autograd_available():
