@@ -468,11 +468,17 @@ def test_inputs_on_different_devices_are_refused():
 
 def test_sdpa_shares_key_value_heads_without_copying():
     q, k, v = torch.randn(2, 8, 64, 32), torch.randn(2, 2, 64, 32), torch.randn(2, 2, 64, 32)
-    with torch.profiler.profile() as profile:
+    with torch.profiler.profile(record_shapes=True) as profile:
         headwise.attention(q, k, v, causal=True, backend="sdpa")
     ops = {event.name for event in profile.events()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops  # torch's fused CPU kernel ran
-    assert not ops & {"aten::repeat_interleave", "aten::expand", "aten::clone", "aten::copy_"}
+    copies = {
+        (event.name, str(event.input_shapes))
+        for event in profile.events()
+        if event.name in {"aten::repeat_interleave", "aten::expand", "aten::clone", "aten::copy_"}
+        and any(math.prod(shape) >= k.numel() for shape in event.input_shapes if shape)
+    }  # (the non-finite check's sums copy a few partial sums, never k or v)
+    assert not copies
 
 
 def test_no_fast_path_imports_the_reference():
