@@ -180,6 +180,9 @@ def test_nested_tensors_with_masks_or_sequence_first_are_refused() -> None:
         ours(nested, nested, nested, key_padding_mask=padding)
     with pytest.raises(ValueError, match="nested tensors need batch_first=True"):
         compat.MultiheadAttention(8, 2)(nested, nested, nested)
+    other_lengths = torch.nested.nested_tensor(sequences(1, 4))  # keys of other lengths than the queries
+    with pytest.raises(ValueError, match="is_causal with nested tensors needs each query sequence as long"):
+        ours(nested, other_lengths, other_lengths, is_causal=True)  # would align to the longest (review)
 
 
 # ------------------------------------------------------------------------ torch's fast path bypasses compat

@@ -650,10 +650,11 @@ def test_from_torch_rejects_what_it_cannot_hold(option: str) -> None:
         ({"head_dim": 3}, r"num_heads=4, num_kv_heads=4, head_dim=3, embed_dim=8"),
         ({"out_dim": 6}, r"head_dim=2, embed_dim=8, out_dim=6"),
         ({"qkv_bias": False}, r"qkv_bias=False, bias=True"),
+        ({"bias": False, "qkv_bias": True}, r"qkv_bias=True, bias=False"),
     ],
 )
 def test_to_torch_rejects_what_torch_cannot_hold(options: dict, message: str) -> None:
     with pytest.raises(
-        ValueError, match=rf"has no grouped-query heads, no free head_dim or out_dim.*{message}"
+        ValueError, match=rf"has no grouped-query heads, no free head_dim or out_dim, and biases.*{message}"
     ):
         MultiHeadAttention(8, 4, **options).to_torch()

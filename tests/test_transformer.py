@@ -312,6 +312,8 @@ def test_parameter_count_is_the_models_own(cls, changes):
         (lambda m, s, t, bad: m(s, t, source_padding_mask=bad), "source_padding_mask"),
         (lambda m, s, t, bad: m(s, t, target_padding_mask=bad), "target_padding_mask"),
         (lambda m, s, t, bad: m.encode(s, padding_mask=bad), "padding_mask"),
+        (lambda m, s, t, bad: m.decode(t, m.encode(s).last_hidden_state, padding_mask=bad), "padding_mask"),
+        (lambda m, s, t, bad: m.decode(t, m.encode(s).last_hidden_state, memory_padding_mask=bad), "memory"),
         (
             lambda m, s, t, bad: m.generate(s, start_token=1, max_new_tokens=2, source_padding_mask=bad),
             "source",

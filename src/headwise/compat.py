@@ -13,7 +13,8 @@ Where it differs from torch, on purpose:
   S + 1 keys and hides the appended key, where its need_weights=True path (and compat) keep it visible.
 - nested tensors (batch first, ragged lengths) are accepted wherever torch accepts them (its inference fast
   path) and also in training and for cross-attention: they are padded, the padding masked, and the output
-  nested again. torch takes them only without masks, and so does compat.
+  nested again. torch takes them only without masks, and so does compat; is_causal only where each query
+  sequence is as long as its keys (a padded batch would align the causal diagonal to the longest).
 
 Errors a torch user catches are caught: each error compat raises for an input that torch also refuses is an
 instance of torch's exception class for it as well as of headwise's usual one (ValueError, TypeError), e.g.
@@ -363,6 +364,11 @@ class MultiheadAttention(AttentionProjections):
                     f"{name} must be None with nested tensors, which carry their own padding (as in torch), "
                     f"got a mask of shape {tuple(mask.shape)}"
                 )
+        if options["is_causal"] and [len(t) for t in query.unbind()] != [len(t) for t in key.unbind()]:
+            raise ValueAssertionError(
+                "is_causal with nested tensors needs each query sequence as long as its key sequence: the "
+                "causal diagonal of a padded batch would be aligned to the longest sequences, not to each"
+            )
         # One padded tensor per distinct input, so that self-attention keeps its fused projection.
         padded = {id(t): t.to_padded_tensor(0.0) for t in (query, key, value)}
         padded_query, padded_key = padded[id(query)], padded[id(key)]  # (B, max L, E), (B, max S, kdim)

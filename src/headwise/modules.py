@@ -478,16 +478,16 @@ class MultiHeadAttention(AttentionProjections):
 
     def to_torch(self) -> nn.MultiheadAttention:
         """A torch.nn.MultiheadAttention (batch_first=True) with these weights."""
-        output_bias_only = self.in_proj_bias is None and self.out_proj.bias is not None
+        one_bias_only = (self.in_proj_bias is None) != (self.out_proj.bias is None)
         if (
             self.num_kv_heads != self.num_heads
             or self.num_heads * self.head_dim != self.embed_dim
             or self.out_dim != self.embed_dim
-            or output_bias_only
+            or one_bias_only
         ):
             raise ValueError(
-                "torch.nn.MultiheadAttention has no grouped-query heads, no free head_dim or out_dim and no "
-                "output bias without input biases: this module has "
+                "torch.nn.MultiheadAttention has no grouped-query heads, no free head_dim or out_dim, and "
+                "biases on both its input and output projections or on neither: this module has "
                 f"num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
                 f"embed_dim={self.embed_dim}, out_dim={self.out_dim}, "
                 f"qkv_bias={self.in_proj_bias is not None}, bias={self.out_proj.bias is not None}"

@@ -98,6 +98,9 @@ class Decoder(nn.Module):
             raise ValueError(f"cache has {cache.num_layers} layers but the decoder has {len(self.layers)}")
         if memory is not None:
             _check_padding(memory_padding_mask, "memory_padding_mask", memory)
+        if padding_mask is not None:  # over the keys: the cached tokens, then x's
+            keys = x.shape[1] + (0 if cache is None else cache.length)
+            check_padding_mask(padding_mask, "padding_mask", (x.shape[0], keys), x.device)
         outputs = []
         for index, layer in enumerate(self.layers):
             outputs.append(
