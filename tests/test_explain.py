@@ -506,6 +506,10 @@ def test_a_teachers_own_exercise_is_worked_like_the_lectures(tmp_path, capsys) -
             json.dumps({**TEACHER, "W_K": [[-1, 0, 0, 0], [0, 0, 0, 0]]}),
             "the scores Kᵀ·Q of W_Q, W_K must be >= 0",
         ),
+        (  # 2^64 overflowed int64 (a traceback: Fraction(0, 0)); 3^81 gave negative "powers"
+            json.dumps({"X": [[8]], "W_Q": [[1]], "W_K": [[1]], "W_V": [[1]], "rules": {"divide_by": 1}}),
+            "reach 64, so by hand 3^floor(64/1) = 3.43e+30 (at most 1,000,000 by pencil)",
+        ),
     ],
 )
 def test_an_exercise_file_it_cannot_use_is_an_argument_error(tmp_path, capsys, content, message) -> None:
@@ -731,6 +735,11 @@ def test_the_query_is_a_position_or_a_word() -> None:
     assert models.query_position(tokens, "UN") == 1  # the first occurrence, any case
     assert models.query_position(tokens, "-2") == 4
     assert models.query_position(tokens, "</s>") == 5
+    assert models.query_position(("The", "Ġcat", "Ġsat"), "cat") == 1  # GPT-2's word mark
+    assert models.query_position(("▁The", "▁cat"), "CAT") == 1  # SentencePiece's (Llama, T5)
+    assert models.query_position(("in", "1990", "."), "1990") == 1  # a number that is a word
+    with pytest.raises(ValueError, match="'--1' is none of the tokens"):
+        models.query_position(tokens, "--1")  # int('--1') failed before
 
 
 # The command line.
@@ -885,3 +894,11 @@ def test_an_ascii_terminal_gets_the_symbols_spelt_out() -> None:
     assert out.rstrip().endswith("+ all 7 checks passed")
     assert "Nq = 3: caf\\xe9 \\x1b[2J one" in out and "\x1b" not in out
     assert not [line for line in out.splitlines() if len(line) > 80]
+
+
+def test_labels_are_cut_by_cells_not_characters() -> None:
+    """A wide (CJK) token took two cells a character and overflowed the summary's column (review)."""
+    from rich.cells import cell_len
+
+    assert [cell_len(terminal.cut(label, 7)) for label in ("漢字" * 4, "abcdefghij", "ab")] == [7, 7, 2]
+    assert terminal.cut("漢字" * 4, 7) == "漢字漢…"

@@ -281,7 +281,7 @@ def _entry(entry: dict) -> Choice:
 
 def _write(path: Path, choices: dict[str, Choice]) -> None:
     """Persist `choices` atomically; a cache that cannot be written only warns."""
-    from ..files import replacing
+    from ..files import write_text
 
     entries = {
         k: {"backend": c.backend, "compute_dtype": str(c.compute_dtype).removeprefix("torch.")}
@@ -290,8 +290,7 @@ def _write(path: Path, choices: dict[str, Choice]) -> None:
     text = json.dumps({"format": FORMAT, "torch": torch.__version__, "choices": entries}, indent=1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as temporary:
-            Path(temporary).write_text(text)
+        write_text(path, text)
     except OSError as error:
         warnings.warn(f"headwise: could not write the dispatch cache {path}: {error}", stacklevel=3)
 

@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from ..files import file_target, replacing
+from ..files import file_target, replacing, write_text
 from .contenders import HEADWISE
 from .grid import LEVELS, Config
 from .measure import GB, MB
@@ -296,9 +296,8 @@ def write_outputs(
     )
     for path in (json_path, markdown_path, png_path):
         file_target(path)  # refuse a directory, device or FIFO among them before writing any
-    for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (markdown_path, markdown)):
-        with replacing(path) as temporary:
-            temporary.write_text(text)
+    write_text(json_path, json.dumps(results, indent=1) + "\n")
+    write_text(markdown_path, markdown)
     written = [json_path, markdown_path]
     try:
         plot(results, png_path)

@@ -118,17 +118,23 @@ def traced(function, *args, **options) -> Trace:
     return steps
 
 
+def _seed(seed: int) -> None:
+    """torch.manual_seed(seed) as the book calls it, for the CPU generator alone (the book draws on the
+    CPU; torch.manual_seed would reseed every GPU too, which chapter() does not restore)."""
+    torch.default_generator.manual_seed(seed)
+
+
 def rand_weights(count: int) -> list[torch.Tensor]:
     """`count` matrices torch.rand(d_in, d_out), drawn in order after the book's seed, as (d_out, d_in)
     float64 (the layout of nn.Linear's and headwise's weights: x @ W is F.linear(x, W.T))."""
-    torch.manual_seed(SEED)
+    _seed(SEED)
     return [torch.rand(D_IN, D_OUT).T.to(torch.float64) for _ in range(count)]
 
 
 def linear_layers(seed: int, count: int, *, output: bool = False) -> list[nn.Linear]:
     """`count` nn.Linear(d_in, d_out, bias=False) drawn in order after torch.manual_seed(seed), then with
     `output` the book's out_proj nn.Linear(d_out, d_out): the book's initialisation order."""
-    torch.manual_seed(seed)
+    _seed(seed)
     layers = [nn.Linear(D_IN, D_OUT, bias=False) for _ in range(count)]
     return [*layers, nn.Linear(D_OUT, D_OUT)] if output else layers
 
@@ -383,9 +389,9 @@ def causal_attention() -> list[Printout]:
     renormalised = masked_simple / masked_simple.sum(dim=-1, keepdim=True)  # (6, 6)
     causal = traced(module, x, is_causal=True)
     dropping = linear_module(linear_layers(SEED_V2, 3), dropout=DROPOUT).train()
-    torch.manual_seed(SEED)
+    _seed(SEED)
     dropped = traced(dropping, x, is_causal=True)
-    torch.manual_seed(SEED)
+    _seed(SEED)
     example = F.dropout(torch.ones(CONTEXT_LENGTH, CONTEXT_LENGTH, dtype=torch.float64), DROPOUT)  # (6, 6)
     batch = torch.stack((book_inputs(), book_inputs()))  # (2, 6, 3) = (b, num_tokens, d_in)
     ca = traced(linear_module(linear_layers(SEED, 3)), batch, is_causal=True)

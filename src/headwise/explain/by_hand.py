@@ -81,6 +81,7 @@ MATRICES = ("X", "W_Q", "W_K", "W_V")  # what an exercise file must give
 SECOND_HEAD = ("W_Q2", "W_K2", "W_V2")  # what it may give for a second head (all three)
 RULES = "rules"
 MAX_TOKENS, MAX_FEATURES, MAX_ENTRY = 8, 12, 9  # pencil and paper: small matrices of small integers
+MAX_POWER = 10**6  # the largest power_base^x worked by hand (and far inside int64 and float64's exp)
 RULE_RANGES = {"divide_by": (1, 9), "power_base": (2, 9), "decimals": (1, 4)}  # each rule's integers
 INTEGER = re.compile(r"[+-]?\d+")
 
@@ -248,6 +249,7 @@ def exercise_from(data: object, source: str) -> Exercise:
     names = [MATRICES[1:], *([SECOND_HEAD] if second else [])]
     heads = tuple(HeadWeights(*(integer_matrix(data[name], name) for name in head)) for head in names)
     d_k = heads[0].w_query.shape[0]
+    rules = read_rules(data.get(RULES, {}))
     for head, head_names in zip(heads, names, strict=True):
         for name, w in zip(head_names, (head.w_query, head.w_key, head.w_value), strict=True):
             if tuple(w.shape) != (d_k, x.shape[0]) or d_k > MAX_FEATURES:
@@ -255,13 +257,21 @@ def exercise_from(data: object, source: str) -> Exercise:
                     f"{name} must be d_k × d = d_k × {x.shape[0]} (X's d), the same d_k <= {MAX_FEATURES} "
                     f"for every W, got {w.shape[0]} × {w.shape[1]}"
                 )
-        lowest = ((head.w_key @ x).T @ (head.w_query @ x)).min().item()  # the smallest score of Kᵀ·Q (n, n)
+        scores = (head.w_key @ x).T @ (head.w_query @ x)  # Kᵀ·Q (n, n)
+        lowest, highest = scores.min().item(), scores.max().item()
         if lowest < 0:
             raise ValueError(
                 f"the scores Kᵀ·Q of {head_names[0]}, {head_names[1]} must be >= 0 so that the powers stay "
                 f"integers by hand; these matrices give a score of {lowest}"
             )
-    return Exercise(x, heads, read_rules(data.get(RULES, {})))
+        largest = rules.power_base ** (highest // rules.divide_by)  # a Python int: no overflow
+        if largest > MAX_POWER:
+            raise ValueError(
+                f"the scores Kᵀ·Q of {head_names[0]}, {head_names[1]} reach {highest}, so by hand "
+                f"{rules.power_base}^floor({highest}/{rules.divide_by}) = {largest:.3g} (at most "
+                f"{MAX_POWER:,} by pencil): use smaller entries, or a larger divide_by in the rules"
+            )
+    return Exercise(x, heads, rules)
 
 
 def read_rules(value: object) -> Rules:

@@ -5,6 +5,7 @@ summary lists (`headwise explain --model minilm TEXT --token WORD|INDEX`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,15 +15,18 @@ from .report import HeadMaps, Report
 
 
 def query_position(tokens: Sequence[str], token: str | None = None) -> int:
-    """The position among `tokens` of the query that `token` names: an index (0-based, negative from the
-    end), or a word (its first occurrence, ignoring case and WordPiece's leading ##). None: the first token
-    that is not a special one such as [CLS] or <s> (the first token when all are). A ValueError says what
-    `token` is and what was expected (for `--token`)."""
+    """The position among `tokens` of the query that `token` names: a word (its first occurrence, ignoring
+    case and the tokenizers' word marks ##, Ġ and ▁), else an index (0-based, negative from the end). None:
+    the first token that is not a special one such as [CLS] or <s> (the first token when all are). A
+    ValueError says what `token` is and what was expected (for `--token`)."""
     from ..inspection.analysis import SPECIAL_TOKEN
 
     if token is None:
         return next((i for i, t in enumerate(tokens) if not SPECIAL_TOKEN.fullmatch(t)), 0)
-    if token.lstrip("-").isdigit():
+    words = [_bare(t) for t in tokens]
+    if token.casefold() in words:  # a word first: "1990" can be one
+        return words.index(token.casefold())
+    if re.fullmatch(r"-?\d+", token):
         index = int(token)
         if not -len(tokens) <= index < len(tokens):
             raise ValueError(
@@ -30,12 +34,13 @@ def query_position(tokens: Sequence[str], token: str | None = None) -> int:
                 f"-1 from the end) for these {len(tokens)} tokens"
             )
         return index % len(tokens)
-    wanted = token.casefold()
-    for i, candidate in enumerate(tokens):
-        if candidate.casefold() in (wanted, f"##{wanted}"):
-            return i
     shown = " ".join(tokens) if len(tokens) <= 20 else " ".join(tokens[:20]) + " …"
     raise ValueError(f"{token!r} is none of the tokens: expected one of {shown} (or a position)")
+
+
+def _bare(token: str) -> str:
+    """A token as the word it spells: without WordPiece's ##, GPT-2's Ġ or SentencePiece's ▁, case folded."""
+    return token.removeprefix("##").lstrip("Ġ▁").casefold()
 
 
 def minilm_report(sentence: str) -> Report:

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import torch
 from rich import box
-from rich.cells import cell_len
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -302,7 +302,7 @@ def walkthrough(run: Run, console: Console) -> bool:
 
 def cut(label: str, width: int = LABEL_WIDTH) -> str:
     """A label of at most `width` cells, cut with … when longer."""
-    return label if cell_len(label) <= width else label[: width - 1] + "…"
+    return label if cell_len(label) <= width else set_cell_size(label, width - 1).rstrip() + "…"
 
 
 def strongest_keys(console: Console, maps: HeadMaps, query: int) -> None:

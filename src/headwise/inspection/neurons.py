@@ -82,8 +82,8 @@ def queries_and_keys(
     previous = config._attn_implementation
     layers: list[QueriesAndKeys] = []
     token = _recorded.set(layers)
-    model.set_attn_implementation(_register())
     try:
+        model.set_attn_implementation(_register())
         (maps,) = read(model, tokenizer, text)
     finally:
         model.set_attn_implementation(previous)

@@ -301,7 +301,7 @@ def _evaluate(
 
 
 def _describe(task: Task, metrics: dict[str, float], options: TrainOptions) -> str:
-    """One evaluation as a line: the training loss (the mean over the steps since the last evaluation, as
+    """One evaluation as a line: the training loss (the mean over the last min(step, eval_every) steps, as
     _evaluate takes it), the held-out loss and the task's metric."""
     steps = min(metrics["step"], options.eval_every)
     return (
