@@ -118,7 +118,8 @@ def test_dynamic_shapes_compile_once():
 
 def test_dropout_backward_redraws_the_forward_masks():
     """out = A·v is linear in v, so ⟨out, G⟩ = ⟨v, dv⟩ exactly when the backward's dropout masks are the
-    forward's (a different draw breaks it by O(1))."""
+    forward's (a different draw breaks it by O(1)): compiled (traced through, as calls with dropout are),
+    and through the op itself, as TorchScript calls it."""
     torch.manual_seed(1)
     q, k = (torch.randn(1, 2, 40, 8, dtype=torch.float64) for _ in range(2))
     v = torch.randn(1, 2, 40, 8, dtype=torch.float64, requires_grad=True)
@@ -128,10 +129,10 @@ def test_dropout_backward_redraws_the_forward_masks():
             fullgraph=True,
             backend="aot_eager",
         )
-        out = compiled(q, k, v)
-        upstream = torch.randn_like(out)
-        (dv,) = torch.autograd.grad(out, v, upstream)
-        torch.testing.assert_close((out * upstream).sum(), (v * dv).sum(), rtol=1e-12, atol=1e-12)
+        for out in (compiled(q, k, v), attention_op(q, k, v, None, False, 8**-0.5, 0.5, backend, True)[0]):
+            upstream = torch.randn_like(out)
+            (dv,) = torch.autograd.grad(out, v, upstream)
+            torch.testing.assert_close((out * upstream).sum(), (v * dv).sum(), rtol=1e-12, atol=1e-12)
 
 
 def test_the_backward_op_is_the_gradient():
@@ -214,3 +215,14 @@ def test_dropout_masks_survive_tuning_on_first_use():
     finally:
         tuning.enable(False)
         tuning.TUNER.enabled = None
+
+
+def test_training_with_dropout_compiles_without_graph_breaks():
+    """Dropout on (a config's default): the attention is traced through, still in one graph."""
+    config = TransformerConfig(vocab_size=50, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64, dropout=0.1)
+    model = LanguageModel(config).train()
+    ids = torch.randint(50, (2, 12))
+    assert torch._dynamo.explain(_lm_loss)(model, ids).graph_break_count == 0
+    loss = torch.compile(_lm_loss, fullgraph=True)(model, ids)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -83,7 +83,7 @@ def attention(
     request, call = _prepare(
         q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite
     )
-    if ops.covers(request):  # torch.compile is tracing: one opaque op (headwise.ops)
+    if ops.covers(request, backend):  # torch.compile is tracing: one opaque op (headwise.ops)
         options = {
             name: call.keywords[name] for name in ("mask", "predicate", "scale", "dropout_p", "kv_finite")
         }

@@ -1,10 +1,11 @@
 """headwise's attention as one torch custom op, `torch.ops.headwise.attention`: what torch.compile traces.
 
 torch.compile traces `headwise.attention` into a graph. Calls of the common kind (no returned weights or
-lse, no score modifier, no mask that needs a gradient) become this one opaque, differentiable op, so the
-graph holds no backend internals (no per-block loops, no Triton launch, no dispatch): the backend is
-chosen when the op runs, by the same rule as an eager call (the measured choice when there is one, else
-the static table). TorchScript can call the op too.
+lse, no score modifier, no mask that needs a gradient, no dropout on the CPU for the TRACED_WITH_DROPOUT
+backends) become this one opaque, differentiable op, so the graph holds no backend internals (no
+per-block loops, no Triton launch, no dispatch): the backend is chosen when the op runs, by the same rule
+as an eager call (the measured choice when there is one, else the static table). TorchScript calls the op
+too, dropout included.
 
     headwise::attention(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite=False)
         -> (out, seed)
@@ -31,16 +32,24 @@ from . import functional
 from .masks import Causal, with_predicate
 from .trace import untraced
 
+# On the CPU, a call with dropout to these is traced through instead: the op's backward would draw every
+# mask again (bernoulli_ was 31% of a compiled LanguageModel step, 1740 vs 1378 ms traced through:
+# benchmarks/compile.py). The others keep the op (chunked draws from generators dynamo cannot trace).
+TRACED_WITH_DROPOUT = frozenset({"auto", "sdpa", "dense"})
 
-def covers(request) -> bool:
+
+def covers(request, backend: str) -> bool:
     """Whether an `attention` call becomes the custom op: while torch.compile traces, for calls that
-    return only `out`, with no score modifier and no mask gradient."""
+    return only `out`, with no score modifier and no mask gradient, and without dropout unless `backend`
+    on the CPU is one that is traced through with it (TRACED_WITH_DROPOUT)."""
+    dropout_traced = request.device.type == "cpu" and backend in TRACED_WITH_DROPOUT
     return (
         torch.compiler.is_compiling()
         and not request.return_weights
         and not request.return_lse
         and request.score_mod is None
         and not request.mask_requires_grad
+        and (request.dropout_p == 0.0 or not dropout_traced)
     )
 
 
