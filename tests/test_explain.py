@@ -480,6 +480,18 @@ def test_a_teachers_own_exercise_is_worked_like_the_lectures(tmp_path, capsys) -
     assert checks[0]["text"] == "Kᵀ·Q by hand equals headwise's scores (q·kᵀ, transposed), exactly"
 
 
+def refused_exercise(path, content: str, message: str, capsys):
+    """Write `content` to `path`, run `explain --by-hand --input path`: exit 2 with `message` in one
+    argument error, no traceback. -> path."""
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--by-hand", "--input", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --input: " in err and message in err and "Traceback" not in err, err
+    return path
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -513,13 +525,7 @@ def test_a_teachers_own_exercise_is_worked_like_the_lectures(tmp_path, capsys) -
     ],
 )
 def test_an_exercise_file_it_cannot_use_is_an_argument_error(tmp_path, capsys, content, message) -> None:
-    exercise = tmp_path / "exercise.json"
-    exercise.write_text(content, encoding="utf-8")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["explain", "--by-hand", "--input", str(exercise)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "argument --input: " in err and message in err, err
+    exercise = refused_exercise(tmp_path / "exercise.json", content, message, capsys)
     with pytest.raises(SystemExit):
         main(["explain", "--input", str(exercise)])
     assert "is an exercise for --by-hand; add --by-hand" in capsys.readouterr().err
@@ -611,14 +617,7 @@ def test_a_csv_exercise_with_two_heads_and_rules(tmp_path, capsys) -> None:
     ],
 )
 def test_a_csv_exercise_it_cannot_use_is_an_argument_error(tmp_path, capsys, content, message) -> None:
-    exercise = tmp_path / "exercise.csv"
-    exercise.write_text(content, encoding="utf-8")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["explain", "--by-hand", "--input", str(exercise)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "argument --input: " in err and message in err, err
-    assert "Traceback" not in err
+    refused_exercise(tmp_path / "exercise.csv", content, message, capsys)
 
 
 def test_an_exercise_file_is_json_or_csv(tmp_path, capsys) -> None:
