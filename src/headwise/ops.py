@@ -12,13 +12,20 @@ too, dropout included.
     headwise::attention_backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training,
         kv_finite, seed) -> (dq, dk, dv)
 
+    headwise::predicate_attention(q, k, v, predicate, predicate_tensors, scale, dropout_p, backend,
+        training, kv_finite) -> (out, seed), and its headwise::predicate_attention_backward
+
 q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv), mask None or a tensor mask as for
-`headwise.attention` (a predicate other than causal() is materialised into it before the op), out
-(B, Hq, Nq, Dv). `training` says whether the call will be differentiated, so that the forward and the
-backward pick the same backend; `seed` (a 0-D int64 tensor on the CPU) is the seed the dropout drew its
-masks from, so that the backward redraws the same ones. The backward recomputes the forward of the same
-backend and differentiates it (one more forward per backward than an eager call: the price of keeping
-every backend's own autograd behind one op).
+`headwise.attention`, out (B, Hq, Nq, Dv). A mask predicate other than causal() alone travels as data
+to predicate_attention (`headwise.masks.spec`: its tree and int parameters in the string `predicate`, its
+tensors, such as document ids, in `predicate_tensors`), so that the backend the op picks still sees the
+structure and skips what it rules out; a predicate with no spec (a user's own class), or one beside a
+tensor mask, is materialised into the mask of headwise::attention, whose schema TorchScript callers and
+saved scripts rely on (headwise.compat). `training` says whether the call will be differentiated, so that
+the forward and the backward pick the same backend; `seed` (a 0-D int64 tensor on the CPU) is the seed the
+dropout drew its masks from, so that the backward redraws the same ones. The backward recomputes the
+forward of the same backend and differentiates it (one more forward per backward than an eager call: the
+price of keeping every backend's own autograd behind one op).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from torch import Tensor
 
 from . import functional
 from .masks import Causal, with_predicate
+from .masks.spec import decode, encode
 from .trace import untraced
 
 # On the CPU, a call with dropout to these is traced through instead: the op's backward would draw every
@@ -54,14 +62,53 @@ def covers(request, backend: str) -> bool:
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, kv_finite, backend, training) -> Tensor:
-    """The custom op's call for a checked `headwise.attention` call: causal() passed as a flag, any other
-    predicate materialised into the tensor mask. -> out (B, Hq, Nq, Dv)."""
+    """The custom op's call for a checked `headwise.attention` call: a predicate with a spec (and no tensor
+    mask beside it) goes to headwise::predicate_attention as data; causal() alone, or any other predicate
+    materialised into the tensor mask, to headwise::attention. -> out (B, Hq, Nq, Dv)."""
+    options = (scale, dropout_p, backend, training, kv_finite)
+    spec = None if predicate is None or mask is not None else encode(predicate)
+    if spec is not None and type(predicate) is not Causal:
+        return predicate_attention_op(q, k, v, *spec, *options)[0]
     causal = isinstance(predicate, Causal)
     if predicate is not None and not causal:
         target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])  # (B, Hq, Nq, Nk)
         mask = with_predicate(mask, predicate, target, q.dtype, q.device)  # (B|1, Hq|1, Nq, Nk)
-    out, _ = attention_op(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite)
-    return out
+    return attention_op(q, k, v, mask, causal, *options)[0]
+
+
+def _forward(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite):
+    """Both ops' forward. mask: a tensor mask, a predicate or None. -> (out (B, Hq, Nq, Dv), seed ())."""
+    seed = torch.randint(2**62, ()) if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
+    with _autograd_available(), untraced():
+        # Chosen before the seeding: a first call may measure, drawing random inputs of its own.
+        choice, call = functional.resolve(
+            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
+        )
+        with _seeded(seed, dropout_p, q.device), torch.no_grad():
+            out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
+    return out.contiguous(), seed  # the layout the fake promises
+
+
+def _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, seed):
+    """Both ops' backward: the same backend's forward recomputed (the same dropout masks) and
+    differentiated. -> (dq, dk, dv), shaped as q, k, v."""
+    with _autograd_available(), untraced():
+        choice, call = functional.resolve(
+            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
+        )
+        with _seeded(seed, dropout_p, q.device), torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+            out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
+            grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
+    return tuple(g.contiguous() for g in grads)  # the layout the fake promises
+
+
+def _fake_forward(q, v):
+    out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
+    return out, torch.empty((), dtype=torch.int64)
+
+
+# headwise::attention: a tensor mask (or none) and the causal flag ----------------------------------------
 
 
 @torch.library.custom_op("headwise::attention", mutates_args=())
@@ -78,21 +125,12 @@ def attention_op(
     kv_finite: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """-> (out (B, Hq, Nq, Dv), seed ()): the chosen backend's forward, its dropout drawn from `seed`."""
-    seed = torch.randint(2**62, ()) if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
-    with _autograd_available(), untraced():
-        # Chosen before the seeding: a first call may measure, drawing random inputs of its own.
-        choice, call = functional.resolve(
-            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
-        )
-        with _seeded(seed, dropout_p, q.device), torch.no_grad():
-            out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
-    return out.contiguous(), seed  # the layout the fake promises
+    return _forward(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite)
 
 
 @attention_op.register_fake
 def _(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite=False):
-    out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
-    return out, torch.empty((), dtype=torch.int64)
+    return _fake_forward(q, v)
 
 
 @torch.library.custom_op("headwise::attention_backward", mutates_args=())
@@ -110,21 +148,12 @@ def attention_backward_op(
     kv_finite: bool,
     seed: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (dq, dk, dv), shaped as q, k, v: the same backend's forward recomputed (the same dropout masks)
-    and differentiated."""
-    with _autograd_available(), untraced():
-        choice, call = functional.resolve(
-            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
-        )
-        with _seeded(seed, dropout_p, q.device), torch.enable_grad():
-            inputs = [t.detach().requires_grad_() for t in (q, k, v)]
-            out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
-            grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
-    return tuple(g.contiguous() for g in grads)  # the layout the fake promises
+    """-> (dq, dk, dv), shaped as q, k, v."""
+    return _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, seed)
 
 
 @attention_backward_op.register_fake
-def _(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, seed):
+def _(d_out, q, k, v, *options):
     return tuple(t.new_empty(t.shape) for t in (q, k, v))
 
 
@@ -134,13 +163,82 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.options = (causal, scale, dropout_p, backend, training, kv_finite)
 
 
-def _backward(ctx, d_out, _d_seed):
+def _backward_of_attention(ctx, d_out, _d_seed):
     q, k, v, mask, seed = ctx.saved_tensors
     dq, dk, dv = attention_backward_op(d_out, q, k, v, mask, *ctx.options, seed)
-    return dq, dk, dv, None, None, None, None, None, None, None
+    return dq, dk, dv, *(None,) * 7
 
 
-attention_op.register_autograd(_backward, setup_context=_setup_context)
+attention_op.register_autograd(_backward_of_attention, setup_context=_setup_context)
+
+
+# headwise::predicate_attention: a mask predicate as data (headwise.masks.spec) ---------------------------
+
+
+@torch.library.custom_op("headwise::predicate_attention", mutates_args=())
+def predicate_attention_op(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    predicate: str,
+    predicate_tensors: list[Tensor],
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+    kv_finite: bool,
+) -> tuple[Tensor, Tensor]:
+    """-> (out (B, Hq, Nq, Dv), seed ()), the predicate rebuilt from its spec."""
+    rule = decode(predicate, list(predicate_tensors))
+    return _forward(q, k, v, rule, False, scale, dropout_p, backend, training, kv_finite)
+
+
+@predicate_attention_op.register_fake
+def _(q, k, v, *options):
+    return _fake_forward(q, v)
+
+
+@torch.library.custom_op("headwise::predicate_attention_backward", mutates_args=())
+def predicate_attention_backward_op(
+    d_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    predicate: str,
+    predicate_tensors: list[Tensor],
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+    kv_finite: bool,
+    seed: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (dq, dk, dv), shaped as q, k, v."""
+    rule = decode(predicate, list(predicate_tensors))
+    return _backward(d_out, q, k, v, rule, False, scale, dropout_p, backend, training, kv_finite, seed)
+
+
+@predicate_attention_backward_op.register_fake
+def _(d_out, q, k, v, *options):
+    return tuple(t.new_empty(t.shape) for t in (q, k, v))
+
+
+def _setup_predicate_context(ctx, inputs, output) -> None:
+    q, k, v, predicate, tensors, *options = inputs
+    ctx.save_for_backward(q, k, v, output[1], *tensors)
+    ctx.predicate, ctx.options = predicate, options
+
+
+def _backward_of_predicate_attention(ctx, d_out, _d_seed):
+    q, k, v, seed, *tensors = ctx.saved_tensors
+    options = (ctx.predicate, tensors, *ctx.options, seed)
+    dq, dk, dv = predicate_attention_backward_op(d_out, q, k, v, *options)
+    return dq, dk, dv, None, [None] * len(tensors), *(None,) * 5
+
+
+predicate_attention_op.register_autograd(
+    _backward_of_predicate_attention, setup_context=_setup_predicate_context
+)
 
 
 @contextlib.contextmanager

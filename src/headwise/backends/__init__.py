@@ -27,7 +27,7 @@ import torch
 
 from .capabilities import Capabilities, Request
 
-MODULES = ("reference", "sdpa", "chunked", "dense", "triton", "flex")
+MODULES = ("reference", "sdpa", "chunked", "blocksparse", "dense", "triton", "flex")
 
 
 @dataclass(frozen=True)

@@ -151,12 +151,14 @@ def static_choices(request: Request) -> list[Choice]:
 
 
 def _names(request: Request) -> tuple[str, ...]:
+    plain = request.predicate is None or (type(request.predicate) is Causal and request.mask == "none")
     if request.device.type == "cuda":
-        plain = request.predicate is None or (type(request.predicate) is Causal and request.mask == "none")
         if not plain:
             return ("triton", "sdpa", "chunked", "dense", "reference")
         return ("sdpa", "triton", "chunked", "dense", "reference")
-    return ("sdpa", "chunked", "dense", "reference")
+    if not plain:  # SDPA would read the predicate materialised as (Nq, Nk): benchmarks/structured.py
+        return ("blocksparse", "sdpa", "chunked", "dense", "reference")
+    return ("sdpa", "chunked", "blocksparse", "dense", "reference")
 
 
 # Measurements -----------------------------------------------------------------------------------------

@@ -52,12 +52,44 @@ class Predicate:
     def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys) -> bool:
         """True only when no query in [q_start, q_end) may see any key in [k_start, k_end), in any batch
         element or head: the block can be skipped. Cheap and conservative (False is always safe); the
-        arguments are as for block() and, as this runs once per block, not checked."""
-        return False
+        arguments are as for block() and, as this runs once per block, not checked. A subclass defines
+        this or `blocks_empty`."""
+        return bool(self.blocks_empty(*_one_block(q_start, q_end, k_start, k_end), num_queries, num_keys))
 
     def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys) -> bool:
-        """True only when every query in the block may see every key in it: the block needs no mask."""
-        return False
+        """True only when every query in the block may see every key in it: the block needs no mask. A
+        subclass defines this or `blocks_full`."""
+        return bool(self.blocks_full(*_one_block(q_start, q_end, k_start, k_end), num_queries, num_keys))
+
+    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys) -> torch.Tensor:
+        """block_is_empty for many blocks at once: q_starts, q_ends (Qn, 1) and k_starts, k_ends (1, Kn),
+        int64 -> bool broadcastable to (Qn, Kn). The built-in predicates compute it with tensor ops
+        (a plan of 512 × 512 blocks in milliseconds); by default it asks block_is_empty block by block."""
+        return _each_block(
+            type(self).block_is_empty,
+            Predicate.block_is_empty,
+            self,
+            q_starts,
+            q_ends,
+            k_starts,
+            k_ends,
+            num_queries,
+            num_keys,
+        )
+
+    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys) -> torch.Tensor:
+        """block_is_full for many blocks at once, as blocks_empty."""
+        return _each_block(
+            type(self).block_is_full,
+            Predicate.block_is_full,
+            self,
+            q_starts,
+            q_ends,
+            k_starts,
+            k_ends,
+            num_queries,
+            num_keys,
+        )
 
     def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
         """Raise ValueError unless the predicate's data fits attention of these sizes."""
@@ -114,11 +146,11 @@ class Causal(Predicate):
     def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
         return kv_idx <= q_idx + (num_keys - num_queries)  # (Nq_block, Nk_block)
 
-    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
-        return k_start > q_end - 1 + (num_keys - num_queries)  # the block's last query sees none of its keys
+    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+        return k_starts > q_ends - 1 + (num_keys - num_queries)  # a block's last query sees none of its keys
 
-    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
-        return k_end - 1 <= q_start + (num_keys - num_queries)  # its first query sees all of its keys
+    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+        return k_ends - 1 <= q_starts + (num_keys - num_queries)  # its first query sees all of its keys
 
 
 @rule
@@ -136,13 +168,13 @@ class SlidingWindow(Predicate):
         own = q_idx + (num_keys - num_queries)  # (Nq_block, 1): each query's own key position
         return (kv_idx >= own - self.left) & (kv_idx <= own + self.right)  # (Nq_block, Nk_block)
 
-    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
         shift = num_keys - num_queries
-        return k_end - 1 < q_start + shift - self.left or k_start > q_end - 1 + shift + self.right
+        return (k_ends - 1 < q_starts + shift - self.left) | (k_starts > q_ends - 1 + shift + self.right)
 
-    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
         shift = num_keys - num_queries
-        return k_start >= q_end - 1 + shift - self.left and k_end - 1 <= q_start + shift + self.right
+        return (k_starts >= q_ends - 1 + shift - self.left) & (k_ends - 1 <= q_starts + shift + self.right)
 
 
 @data_rule
@@ -164,11 +196,11 @@ class KeyLengths(Predicate):
             lengths = lengths[batch_idx]  # (B, 1, 1, 1)
         return kv_idx < lengths  # (B|1, 1, 1, Nk_block)
 
-    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
-        return k_start >= self.longest
+    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+        return k_starts >= self.longest
 
-    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
-        return k_end <= self.shortest
+    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+        return k_ends <= self.shortest
 
     def check(self, batch, heads, num_queries, num_keys):
         if self.lengths.dim() == 1 and self.lengths.shape[0] != batch:
@@ -199,27 +231,31 @@ class Documents(Predicate):
         key_ids = self.key_doc_ids.to(kv_idx.device)[batch_idx, kv_idx]  # (B, 1, 1, Nk_block)
         return query_ids == key_ids  # (B, 1, Nq_block, Nk_block)
 
-    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
-        ends = self._block_ends(q_start, q_end, k_start, k_end)
+    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+        ends = self._block_ends(q_starts, q_ends, k_starts, k_ends)
         if ends is None:
-            return False
-        q_first, q_last, k_first, k_last = ends  # each (B,)
-        return bool(((q_last < k_first) | (k_last < q_first)).all())  # no overlap of the id ranges
+            return torch.tensor(False)
+        q_first, q_last, k_first, k_last = ends  # each (B, Qn, 1) or (B, 1, Kn)
+        return ((q_last < k_first) | (k_last < q_first)).all(0)  # (Qn, Kn): no overlap of the id ranges
 
-    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
-        ends = self._block_ends(q_start, q_end, k_start, k_end)
+    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+        ends = self._block_ends(q_starts, q_ends, k_starts, k_ends)
         if ends is None:
-            return False
-        q_first, q_last, k_first, k_last = ends  # each (B,)
-        return bool(((q_first == q_last) & (q_last == k_first) & (k_first == k_last)).all())  # one document
+            return torch.tensor(False)
+        q_first, q_last, k_first, k_last = ends  # each (B, Qn, 1) or (B, 1, Kn)
+        return ((q_first == q_last) & (q_last == k_first) & (k_first == k_last)).all(0)  # one document
 
-    def _block_ends(self, q_start, q_end, k_start, k_end) -> tuple[torch.Tensor, ...] | None:
-        """The ids of the block's first and last query and first and last key, each (B,), when the ids are
-        packed (so they bound the ids in between) and the block is not empty; else None."""
-        if not self.packed or q_start == q_end or k_start == k_end:
-            return None
+    def _block_ends(self, q_starts, q_ends, k_starts, k_ends) -> tuple[torch.Tensor, ...] | None:
+        """The ids of each block's first and last query, (B, Qn, 1), and first and last key, (B, 1, Kn),
+        when the ids are packed (so they bound the ids in between); else None. An empty block's ends are
+        clamped into the sequence: it is then judged as a neighbour, which no caller relies on."""
         queries, keys = self.query_doc_ids, self.key_doc_ids  # (B, Nq), (B, Nk)
-        return queries[:, q_start], queries[:, q_end - 1], keys[:, k_start], keys[:, k_end - 1]
+        if not self.packed or 0 in (queries.shape[1], keys.shape[1]):
+            return None
+        device = queries.device
+        q_index = [t.to(device).clamp(0, queries.shape[1] - 1) for t in (q_starts, q_ends - 1)]  # (Qn, 1)
+        k_index = [t.to(device).clamp(0, keys.shape[1] - 1) for t in (k_starts, k_ends - 1)]  # (1, Kn)
+        return (*(queries[:, i] for i in q_index), *(keys[:, i] for i in k_index))
 
     def check(self, batch, heads, num_queries, num_keys):
         for name, ids, axis, length in (
@@ -247,11 +283,11 @@ class Not(Predicate):
     def allowed(self, *index):
         return ~self.inner.allowed(*index)
 
-    def block_is_empty(self, *block):
-        return self.inner.block_is_full(*block)
+    def blocks_empty(self, *blocks):
+        return self.inner.blocks_full(*blocks)
 
-    def block_is_full(self, *block):
-        return self.inner.block_is_empty(*block)
+    def blocks_full(self, *blocks):
+        return self.inner.blocks_empty(*blocks)
 
     def check(self, *sizes):
         self.inner.check(*sizes)
@@ -289,11 +325,11 @@ class And(_Pair):
     def allowed(self, *index):
         return self.first.allowed(*index) & self.second.allowed(*index)
 
-    def block_is_empty(self, *block):
-        return self.first.block_is_empty(*block) or self.second.block_is_empty(*block)
+    def blocks_empty(self, *blocks):
+        return self.first.blocks_empty(*blocks) | self.second.blocks_empty(*blocks)
 
-    def block_is_full(self, *block):
-        return self.first.block_is_full(*block) and self.second.block_is_full(*block)
+    def blocks_full(self, *blocks):
+        return self.first.blocks_full(*blocks) & self.second.blocks_full(*blocks)
 
 
 class Or(_Pair):
@@ -304,11 +340,11 @@ class Or(_Pair):
     def allowed(self, *index):
         return self.first.allowed(*index) | self.second.allowed(*index)
 
-    def block_is_empty(self, *block):
-        return self.first.block_is_empty(*block) and self.second.block_is_empty(*block)
+    def blocks_empty(self, *blocks):
+        return self.first.blocks_empty(*blocks) & self.second.blocks_empty(*blocks)
 
-    def block_is_full(self, *block):
-        return self.first.block_is_full(*block) or self.second.block_is_full(*block)
+    def blocks_full(self, *blocks):
+        return self.first.blocks_full(*blocks) | self.second.blocks_full(*blocks)
 
 
 class PrefixLM(Or):
@@ -383,6 +419,23 @@ def _key_lengths(lengths: object, name: str) -> KeyLengths:
         raise ValueError(f"{name} must be >= 0, got {lengths.tolist()}")
     shortest, longest = (int(lengths.min()), int(lengths.max())) if lengths.numel() else (0, 0)
     return KeyLengths(lengths, shortest, longest, name)
+
+
+def _one_block(q_start, q_end, k_start, k_end) -> tuple[torch.Tensor, ...]:
+    """One block's bounds as the (1, 1) tensors that blocks_empty/blocks_full take."""
+    return tuple(torch.tensor([[int(bound)]]) for bound in (q_start, q_end, k_start, k_end))
+
+
+def _each_block(method, default, predicate, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    """A subclass's scalar bound `method` asked block by block, as a bool tensor (Qn, Kn); all False
+    when the subclass leaves it at the base class's `default` (nothing known)."""
+    if method is default:
+        return torch.tensor(False)
+    rows = zip(q_starts[:, 0].tolist(), q_ends[:, 0].tolist(), strict=True)
+    columns = list(zip(k_starts[0].tolist(), k_ends[0].tolist(), strict=True))
+    return torch.tensor(
+        [[bool(method(predicate, *q, *k, num_queries, num_keys)) for k in columns] for q in rows]
+    ).reshape(q_starts.shape[0], k_starts.shape[1])  # (Qn, Kn)
 
 
 def _grouped(predicate: Predicate) -> str:

@@ -1,0 +1,232 @@
+"""The block-sparse backend: attention that pays for the blocks a mask predicate lets through, not N².
+
+The call's predicate is planned once (`plan.make_plan`): the (Nq, Nk) grid cut into blocks of BLOCK
+queries by BLOCK keys, the empty blocks dropped, and the query blocks grouped by how many key blocks they
+need. Each group runs in chunks of query blocks, each chunk as a few batched matmuls: the chunk's key
+blocks are gathered next to each other (for a sliding window, overlapping bands of the keys), so every
+query row holds all of its visible keys at once and its softmax is exact and direct (no online rescaling;
+m and l are kept for the backward, which recomputes each chunk's weights bit for bit). The predicate is
+evaluated only in chunks that hold a partial block; a full block needs no mask. No (Nq, Nk) tensor is ever
+made: a chunk's scores are at most CHUNK_BYTES, and the peak grows linearly with the sequence.
+
+Grouped-query heads are folded into the query rows, as in the chunked backend: the G query heads that
+share a key/value head multiply its gathered keys in one matmul, and k and v are never repeated.
+
+Shape legend: B batch, Hq / Hkv heads, G = Hq / Hkv, Nq / Nk lengths, Dh / Dv head widths; Qn / Kn the
+numbers of query and key blocks, Bq = Bk = BLOCK their size; a chunk holds n query blocks that each read
+c key blocks (c·Bk gathered keys).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .capabilities import Capabilities, score_dtype
+from .plan import Group, Plan, make_plan
+
+BLOCK = 64  # queries and keys per block
+CHUNK_BYTES = 4 * 2**20  # the scores of one chunk, in bytes of the accumulation dtype
+CAPABILITIES = Capabilities(lse=True, predicates=True, dropout=False)
+
+
+def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
+    plan = make_plan(predicate, q.shape[2], k.shape[2], BLOCK, BLOCK)
+    out, lse = _BlockSparseAttention.apply(q, k, v, mask, predicate, plan, scale)
+    return out, None, (lse if return_lse else None)
+
+
+class _Layout:
+    """One call's tensors in blocks, and the pieces of them that a chunk of a group reads and writes."""
+
+    def __init__(self, q, k, mask, predicate, plan: Plan, scale: float):
+        self.batch, self.q_heads, self.num_queries, _ = q.shape
+        self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
+        self.group = self.q_heads // self.kv_heads  # G
+        self.predicate, self.plan, self.scale = predicate, plan, scale
+        self.acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+        self.score_dtype = score_dtype(q.dtype)
+        if mask is not None:
+            mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, Hq|1, Nq|1, Nk|1)
+            mask = mask.expand(*mask.shape[:3], self.num_keys)  # (B|1, Hq|1, Nq|1, Nk), a view
+            mask = mask if mask.dtype == torch.bool else mask.to(self.acc)
+        self.mask = mask
+
+    def query_side(self, x):
+        """x (B, Hq, Nq, ·) -> padded row blocks (B, Hkv, Qn, G·Bq, ·): each block's rows of the G query
+        heads that share a key/value head, side by side (a copy)."""
+        plan = self.plan
+        x = F.pad(x, (0, 0, 0, plan.query_blocks * plan.q_block - self.num_queries))  # (B, Hq, Qn·Bq, ·)
+        x = x.reshape(self.batch, self.kv_heads, self.group, plan.query_blocks, plan.q_block, x.shape[-1])
+        return x.transpose(2, 3).flatten(3, 4).contiguous()  # (B, Hkv, Qn, G·Bq, ·)
+
+    def unpad(self, blocks):
+        """Row blocks (B, Hkv, Qn, G·Bq, ·) -> (B, Hq, Nq, ·)."""
+        blocks = blocks.unflatten(3, (self.group, self.plan.q_block))  # (B, Hkv, Qn, G, Bq, ·)
+        blocks = blocks.transpose(2, 3)  # (B, Hkv, G, Qn, Bq, ·)
+        flat = blocks.flatten(3, 4).flatten(1, 2)[:, :, : self.num_queries]  # (B, Hq, Nq, ·)
+        return flat
+
+    def key_side(self, x):
+        """x (B, Hkv, Nk, ·) -> padded blocks (B, Hkv, Kn, Bk, ·)."""
+        plan = self.plan
+        x = F.pad(x, (0, 0, 0, plan.key_blocks * plan.k_block - self.num_keys))  # (B, Hkv, Kn·Bk, ·)
+        return x.reshape(self.batch, self.kv_heads, plan.key_blocks, plan.k_block, x.shape[-1])
+
+    @staticmethod
+    def rows(blocks, query_blocks):
+        """Row blocks (B, Hkv, Qn, G·Bq, ·) -> the chunk's (B, Hkv, n, G·Bq, ·), a copy."""
+        return blocks[:, :, query_blocks]
+
+    @staticmethod
+    def put_rows(blocks, query_blocks, rows):
+        """Write the chunk's rows (B, Hkv, n, G·Bq, ·) into row blocks (B, Hkv, Qn, G·Bq, ·)."""
+        blocks.index_copy_(2, query_blocks, rows.to(blocks.dtype))
+
+    @staticmethod
+    def gathered(blocks, key_blocks):
+        """Key-side blocks (B, Hkv, Kn, Bk, ·) -> the chunk's keys side by side (B, Hkv, n, c·Bk, ·)."""
+        return blocks[:, :, key_blocks].flatten(3, 4)  # (B, Hkv, n, c, Bk, ·) -> (B, Hkv, n, c·Bk, ·)
+
+    def scores(self, queries, keys, group: Group, chunk):
+        """The chunk's scaled, masked scores (B, Hkv, n, G·Bq, c·Bk) in the accumulation dtype, from the
+        scaled queries (B, Hkv, n, G·Bq, Dh) and gathered keys (B, Hkv, n, c·Bk, Dh): a float mask added,
+        -inf where a query may not attend (the predicate's and a bool mask's refusals, and the padding past
+        Nk, whose blocks are partial)."""
+        scores = (queries @ keys.transpose(-2, -1)).to(self.acc)  # (B, Hkv, n, G·Bq, c·Bk)
+        if self.mask is None and not bool(group.partial[chunk].any()):
+            return scores  # every block of the chunk is full: no mask
+        query_blocks, key_blocks = group.query_blocks[chunk], group.key_blocks[chunk]  # (n,), (n, c)
+        plan, device = self.plan, scores.device
+        queries = query_blocks[:, None] * plan.q_block + torch.arange(plan.q_block)  # (n, Bq)
+        keys = (key_blocks[:, :, None] * plan.k_block + torch.arange(plan.k_block)).flatten(1)  # (n, c·Bk)
+        inside = keys.to(device)[:, None] < self.num_keys  # (n, 1, c·Bk)
+        # Padded rows are judged as the last query, padded keys as the last key (then refused by inside).
+        queries = queries.to(device).clamp(max=max(self.num_queries - 1, 0))[:, :, None]  # (n, Bq, 1)
+        keys = keys.to(device).clamp(max=max(self.num_keys - 1, 0))[:, None]  # (n, 1, c·Bk)
+        allowed = inside if self.predicate is None else self.rule(queries, keys) & inside
+        grouped = scores.unflatten(3, (self.group, plan.q_block))  # (B, Hkv, n, G, Bq, c·Bk)
+        if self.mask is not None:
+            piece = self.mask[:, :, queries, keys] if self.mask.shape[-2] > 1 else self.mask[..., 0, keys]
+            if piece.dtype == torch.bool:  # (B|1, Hq|1, n, Bq|1, c·Bk)
+                allowed = allowed & piece
+            else:
+                grouped += self.by_heads(piece)
+        grouped.masked_fill_(~self.by_heads(allowed), float("-inf"))
+        return scores
+
+    def rule(self, queries, keys):
+        """The predicate at the chunk's positions, queries (n, Bq, 1) and keys (n, 1, c·Bk), with index
+        tensors that broadcast as in `Predicate.allowed` plus the chunk's axis n -> bool, broadcastable
+        to (B, Hq, n, Bq, c·Bk)."""
+        device = queries.device
+        batch_idx = torch.arange(self.batch, device=device).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
+        head_idx = torch.arange(self.q_heads, device=device).view(1, -1, 1, 1, 1)  # (1, Hq, 1, 1, 1)
+        return self.predicate.allowed(batch_idx, head_idx, queries, keys, self.num_queries, self.num_keys)
+
+    def by_heads(self, piece):
+        """A mask piece broadcastable to (B, Hq, n, Bq, c·Bk) -> (B|1, Hkv|1, n, G|1, Bq|1, c·Bk), as the
+        grouped scores."""
+        piece = piece[(None,) * (5 - piece.dim())]  # (B|1, Hq|1, n|1, Bq|1, c·Bk)
+        if piece.shape[1] == self.q_heads and self.q_heads > 1:
+            return piece.unflatten(1, (self.kv_heads, self.group)).transpose(2, 3)  # (B|1, Hkv, n, G, ..)
+        return piece.unsqueeze(3)  # (B|1, 1, n, 1, Bq|1, c·Bk)
+
+    def chunks(self, group: Group):
+        """Slices of the group's query blocks, each with scores of at most CHUNK_BYTES."""
+        row_bytes = self.batch * self.q_heads * self.plan.q_block * torch.finfo(self.acc).bits // 8
+        per_block = row_bytes * group.width * self.plan.k_block  # one query block's scores
+        step = max(1, CHUNK_BYTES // per_block)
+        for start in range(0, len(group.query_blocks), step):
+            yield slice(start, start + step)
+
+
+def _finite(row_max):
+    """The row maximum with -inf (a row that sees no key) as 0, so that exp(-inf - 0) = 0."""
+    return torch.where(row_max == float("-inf"), 0.0, row_max)
+
+
+def _forward(q, k, v, layout: _Layout):
+    """-> out (B, Hq, Nq, Dv) in q's dtype; m and l = Σ exp(score - m), (B, Hq, Nq) in the accumulation
+    dtype (m = -inf and l = 0 for a query that sees no key)."""
+    plan, acc = layout.plan, layout.acc
+    q_blocks = layout.query_side(q.to(layout.score_dtype))  # (B, Hkv, Qn, G·Bq, Dh)
+    k_blocks, v_blocks = layout.key_side(k.to(layout.score_dtype)), layout.key_side(v)  # (B, Hkv, Kn, Bk, ·)
+    out = layout.query_side(q.new_zeros(*q.shape[:3], v.shape[-1], dtype=acc))  # (B, Hkv, Qn, G·Bq, Dv)
+    row_max = layout.query_side(q.new_full((*q.shape[:3], 1), float("-inf"), dtype=acc))  # (.., Bq, 1)
+    row_sum = layout.query_side(q.new_zeros((*q.shape[:3], 1), dtype=acc))  # (B, Hkv, Qn, G·Bq, 1)
+    for group in plan.groups():
+        for chunk in layout.chunks(group):
+            query_blocks, key_blocks = group.query_blocks[chunk], group.key_blocks[chunk]  # (n,), (n, c)
+            queries = layout.rows(q_blocks, query_blocks) * layout.scale  # (B, Hkv, n, G·Bq, Dh)
+            keys = layout.gathered(k_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dh)
+            scores = layout.scores(queries, keys, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
+            chunk_max = scores.amax(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1)
+            weights = scores.sub_(_finite(chunk_max)).exp_()  # unnormalised, in [0, 1]
+            chunk_sum = weights.sum(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1)
+            values = layout.gathered(v_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dv)
+            context = (weights.to(v.dtype) @ values).to(acc)  # (B, Hkv, n, G·Bq, Dv)
+            context /= torch.where(chunk_sum == 0, 1.0, chunk_sum)  # rows that see nothing: 0
+            layout.put_rows(out, query_blocks, context)
+            layout.put_rows(row_max, query_blocks, chunk_max)
+            layout.put_rows(row_sum, query_blocks, chunk_sum)
+    return layout.unpad(out), layout.unpad(row_max)[..., 0], layout.unpad(row_sum)[..., 0]
+
+
+def _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, layout: _Layout):
+    """FlashAttention-2's backward, chunk by chunk: weights = exp(scores - m) / l recomputed as the
+    forward made them, d_scores = weights · (d_weights - D + d_lse) with D = rowsum(d_out · out)."""
+    plan, acc = layout.plan, layout.acc
+    q_blocks = layout.query_side(q.to(layout.score_dtype))  # (B, Hkv, Qn, G·Bq, Dh)
+    k_blocks, v_blocks = layout.key_side(k.to(layout.score_dtype)), layout.key_side(v)  # (B, Hkv, Kn, Bk, ·)
+    d_out_blocks = layout.query_side(d_out.to(v.dtype))  # (B, Hkv, Qn, G·Bq, Dv)
+    row_term = (d_out.to(acc) * out.to(acc)).sum(-1) - d_lse.to(acc)  # (B, Hq, Nq): D - d_lse
+    per_row = [layout.query_side(t[..., None]) for t in (_finite(row_max), row_sum, row_term)]  # m, l, D
+    d_q = torch.zeros_like(q_blocks, dtype=acc)  # (B, Hkv, Qn, G·Bq, Dh)
+    d_k, d_v = torch.zeros_like(k_blocks, dtype=acc), torch.zeros_like(v_blocks, dtype=acc)  # (.., Kn, Bk, ·)
+    for group in plan.groups():
+        for chunk in layout.chunks(group):
+            query_blocks, key_blocks = group.query_blocks[chunk], group.key_blocks[chunk]  # (n,), (n, c)
+            queries = layout.rows(q_blocks, query_blocks) * layout.scale  # (B, Hkv, n, G·Bq, Dh)
+            keys = layout.gathered(k_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dh)
+            values = layout.gathered(v_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dv)
+            scores = layout.scores(queries, keys, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
+            shift, total, term = (layout.rows(t, query_blocks) for t in per_row)  # (B, Hkv, n, G·Bq, 1)
+            weights = scores.sub_(shift).exp_().div_(torch.where(total == 0, 1.0, total))  # the forward's
+            d_out_rows = layout.rows(d_out_blocks, query_blocks)  # (B, Hkv, n, G·Bq, Dv)
+            d_values = weights.to(v.dtype).transpose(-2, -1) @ d_out_rows  # (B, Hkv, n, c·Bk, Dv)
+            # In the accumulation dtype: rounded to bf16, d_weights would no longer cancel against D.
+            d_scores = d_out_rows.to(acc) @ values.to(acc).transpose(-2, -1)  # (B, Hkv, n, G·Bq, c·Bk)
+            d_scores = d_scores.sub_(term).mul_(weights).to(queries.dtype)  # d of the scaled scores
+            layout.put_rows(d_q, query_blocks, (d_scores @ keys).to(acc) * layout.scale)  # (.., G·Bq, Dh)
+            d_keys = d_scores.transpose(-2, -1) @ queries  # (B, Hkv, n, c·Bk, Dh)
+            flat = key_blocks.flatten()  # (n·c,): a key block read by several query blocks adds up
+            d_k.index_add_(2, flat, d_keys.unflatten(3, (-1, plan.k_block)).flatten(2, 3).to(acc))
+            d_v.index_add_(2, flat, d_values.unflatten(3, (-1, plan.k_block)).flatten(2, 3).to(acc))
+    d_q = layout.unpad(d_q)  # (B, Hq, Nq, Dh)
+    d_k, d_v = (t.flatten(2, 3)[:, :, : layout.num_keys] for t in (d_k, d_v))  # (B, Hkv, Nk, ·)
+    return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype)
+
+
+def _log_sum_exp(row_max, row_sum):
+    """lse = m + log l (B, Hq, Nq); -inf where a query sees no key."""
+    return torch.where(row_sum > 0, _finite(row_max) + row_sum.log(), float("-inf"))
+
+
+class _BlockSparseAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, predicate, plan, scale):
+        layout = _Layout(q, k, mask, predicate, plan, scale)
+        out, row_max, row_sum = _forward(q, k, v, layout)
+        ctx.save_for_backward(q, k, v, out, row_max, row_sum)
+        ctx.layout = layout
+        return out.to(q.dtype), _log_sum_exp(row_max, row_sum)
+
+    @staticmethod
+    def backward(ctx, d_out, d_lse):
+        q, k, v, out, row_max, row_sum = ctx.saved_tensors
+        d_out = torch.zeros_like(out) if d_out is None else d_out
+        d_lse = torch.zeros_like(row_max) if d_lse is None else d_lse
+        d_q, d_k, d_v = _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, ctx.layout)
+        return d_q, d_k, d_v, None, None, None, None
