@@ -154,6 +154,7 @@ def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse
         dropout_p=float(dropout_p),
         requires_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
         deterministic=torch.are_deterministic_algorithms_enabled(),
+        transforms=_transforms_active(),
     )
     call = functools.partial(
         _run,
