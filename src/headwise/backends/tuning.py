@@ -147,7 +147,37 @@ def static_choices(request: Request) -> list[Choice]:
         if short and (request.requires_grad or "-amx" not in cpu_kind()):
             return [Choice("dense", dtype), *same, *upcast]
         return [*same, *upcast]
-    return same
+    return _accurate_backward_first(request, same)
+
+
+DENSE_FLOAT32_BACKWARD = 384 * 384  # float32 forward + backward on the CPU: dense up to Nq·Nk = 384²
+
+
+def accurate_backward(choice: Choice, request: Request) -> bool:
+    """Whether `choice` differentiates `request` as accurately as eager attention does. Not SDPA on the
+    CPU for float32 inputs that a backward follows: its flash kernel recomputes each weight as
+    exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24 relative,
+    where eager's softmax subtracts each row's maximum exactly. With unscaled scores (T5 at 4× its init:
+    ±700) dq came out 300 times less accurate than eager's on some CPUs. In bf16/fp16 computed in float32
+    that rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
+    return not (
+        choice.backend == "sdpa"
+        and request.device.type == "cpu"
+        and request.requires_grad
+        and request.dtype == choice.compute_dtype == torch.float32
+    )
+
+
+def _accurate_backward_first(request: Request, choices: list[Choice]) -> list[Choice]:
+    """`choices` without those `accurate_backward` rules out; a CPU float32 call that a backward follows
+    goes to dense up to Nq·Nk = 384², to chunked beyond (both recompute the weights from the running
+    maximum, as eager does). Forward + backward, B=4, H=8, Dh=64, one thread, AVX512-bf16-fp16-amx, in ms,
+    SDPA / dense / chunked: N=128 7.4 / 5.8 / 11.0, N=384 42 / 53 / 58, N=512 75 / 148 / 108,
+    N=1024 214 / 497 / 364, N=2048 1027 / 3690 / 1705 (causal 677 / 5819 / 1124)."""
+    kept = [c for c in choices if accurate_backward(c, request)]
+    if len(kept) == len(choices) or request.num_queries * request.num_keys > DENSE_FLOAT32_BACKWARD:
+        return kept
+    return [Choice("dense", request.dtype), *(c for c in kept if c.backend != "dense")]
 
 
 def _names(request: Request) -> tuple[str, ...]:
@@ -185,7 +215,8 @@ def key(request: Request) -> str:
 
 
 def _bucket(n: int) -> int:
-    """The power of two at or above n (0 for 0)."""
+    """The power of two at or above n (0 for 0); n may be a 0-D tensor (a size while torch.jit.trace runs)."""
+    n = int(n)
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 
