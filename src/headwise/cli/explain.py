@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..checks import printable
 from ..explain.example import (
     CROSS_TOKENS,
+    EXAMPLES,
     LECTURE_DIM,
     LECTURE_HEADS,
     LECTURE_SEED,
@@ -59,7 +60,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "through headwise.MultiHeadAttention and print every step with its shape, formula and values, "
         "checking as it goes what a learner should see.",
     )
-    group = parser.add_argument_group("the walkthrough (not with --by-hand)")
+    parser.add_argument(
+        "--example",
+        metavar="NAME",
+        help="the walkthrough's example: book (the default: the lectures' hands-on test, Raschka's 3.6.2 "
+        "MultiHeadAttention(d_in=3, d_out=2, num_heads=2) on the batch of two, number for number) or wide "
+        "(headwise's own MultiHeadAttention(3, 2, head_dim=2): d_out = 4, one sequence; the options below "
+        "change it); with --by-hand, a sample exercise (--by-hand --example list names them)",
+    )
+    group = parser.add_argument_group("the walkthrough (not with --by-hand; they start from --example wide)")
     walkthrough_options = [
         group.add_argument(
             "--tokens",
@@ -183,7 +192,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def example_from(args: argparse.Namespace) -> Example:
-    """The example the options describe."""
+    """The example the options describe: --example's (book without options), or wide changed by them."""
+    if args.example == "book" or (args.example is None and not args.options_given):
+        return EXAMPLES["book"]
     return Example(
         tokens=args.tokens,
         kv_tokens=args.cross,
@@ -217,6 +228,19 @@ def run(
     )
     if other_source and given:
         parser.error(f"{other_source} replaces the lectures' example; leave out {', '.join(given)}")
+    args.options_given = given
+    if not args.by_hand and args.example is not None:
+        if other_source:
+            parser.error(
+                f"--example ({args.example!r}) chooses the walkthrough's example; leave out {other_source}"
+            )
+        if args.example not in EXAMPLES:
+            parser.error(f"argument --example: expected one of {', '.join(EXAMPLES)}, got {args.example!r}")
+        if args.example == "book" and given:
+            parser.error(
+                f"--example book is the book's hands-on test as it is; {', '.join(given)} change --example "
+                "wide: leave out --example book"
+            )
     if args.input is not None and not args.by_hand:
         parser.error(f"--input ({args.input!r}) is an exercise for --by-hand; add --by-hand")
     if args.worksheet is not None and not args.by_hand:
