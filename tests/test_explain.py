@@ -589,14 +589,14 @@ def test_a_csv_exercise_with_two_heads_and_rules(tmp_path, capsys) -> None:
     assert_fits(out)
     assert "3 tokens x1..x3 of 4 features through two 4-2 heads side by side" in out
     headers = [line.split(" ─")[0] for line in out.splitlines() if re.match(r"^\d+\. ", line)]
-    assert len(headers) == 19  # inputs, 8 steps of head 1, head 2's weights and its 8 steps, the stack
-    assert headers[9] == "10. head 2: its weights W_Q2, W_K2, W_V2 (2×4)"
-    assert headers[13] == "14. ≈ head 2: scale: floor(x/1) for x/√2  (approximation)"
-    assert headers[18] == "19. heads side by side: Z = [Z1; Z2] (4×3)"
+    assert len(headers) == 19  # inputs, 8 steps of head 0, head 1's weights and its 8 steps, the stack
+    assert headers[9] == "10. head 1: its weights W_Q2, W_K2, W_V2 (2×4)"  # heads from 0, as in explain
+    assert headers[13] == "14. ≈ head 1: scale: floor(x/1) for x/√2  (approximation)"
+    assert headers[18] == "19. heads side by side: Z = [Z0; Z1] (4×3)"
     x = TEACHER["X"]
     stacked_by_hand, stacked_exact = [], []
     for head, (w_q, w_k, w_v) in enumerate(
-        [(TEACHER["W_Q"], TEACHER["W_K"], TEACHER["W_V"]), tuple(SECOND.values())], start=1
+        [(TEACHER["W_Q"], TEACHER["W_K"], TEACHER["W_V"]), tuple(SECOND.values())]  # heads 0 and 1
     ):
         queries, keys, values = matmul(w_q, x), matmul(w_k, x), matmul(w_v, x)
         scores = matmul(transpose(keys), queries)  # (3, 3): column j = query j
@@ -615,9 +615,9 @@ def test_a_csv_exercise_with_two_heads_and_rules(tmp_path, capsys) -> None:
         stacked_by_hand += context
         q, k, v = (torch.tensor(m, dtype=torch.float64).T[None, None] for m in (queries, keys, values))
         stacked_exact += headwise.attention(q, k, v, backend="reference")[0, 0].T.tolist()  # (2, 3)
-    assert "✓ each column of A2 by hand sums to 1 within its rounding (at most 0.015 off)" in out
+    assert "✓ each column of A1 by hand sums to 1 within its rounding (at most 0.015 off)" in out
     assert [[Fraction(c) for c in row[1:]] for row in panel(out, "by hand: Z")] == stacked_by_hand
-    assert [row[0] for row in panel(out, "by hand: Z")] == ["h1:1", "h1:2", "h2:1", "h2:2"]
+    assert [row[0] for row in panel(out, "by hand: Z")] == ["h0:1", "h0:2", "h1:1", "h1:2"]
     for row, true in zip(panel(out, "exact: Z"), stacked_exact, strict=True):
         assert [float(cell) for cell in row[1:]] == pytest.approx(true, abs=5.1e-4)
     json_file = tmp_path / "exercise.json"

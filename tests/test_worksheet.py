@@ -170,7 +170,7 @@ def test_a_teachers_worksheet_follows_the_rules_and_stacks_two_heads(tmp_path, c
     )
     answers = {t.caption: t for t in sheet.tables if t.section == "answers"}
     questions = [h for s, h in sheet.headings if s == "questions"]
-    assert len(questions) == 19 and questions[-1] == "19. heads side by side: Z = [Z1; Z2] (4×3)"
+    assert len(questions) == 19 and questions[-1] == "19. heads side by side: Z = [Z0; Z1] (4×3)"
     zs = []
     for w_q, w_k, w_v in ((TEACHER["W_Q"], TEACHER["W_K"], TEACHER["W_V"]), tuple(SECOND.values())):
         queries, keys, values = (matmul(w, TEACHER["X"]) for w in (w_q, w_k, w_v))
@@ -181,9 +181,9 @@ def test_a_teachers_worksheet_follows_the_rules_and_stacks_two_heads(tmp_path, c
             [rounded(sum(v * a for v, a in zip(row, col, strict=True))) for col in transpose(weights)]
             for row in values
         ]
-    assert [r for r, _ in answers["Z"].rows] == ["h1:1", "h1:2", "h2:1", "h2:2"]
+    assert [r for r, _ in answers["Z"].rows] == ["h0:1", "h0:2", "h1:1", "h1:2"]
     assert answers["Z"].cells() == [[f"{float(z):.2f}" for z in row] for row in zs]
-    assert {"A1", "A2", "Z1", "Z2", "2^x (head 2)"} <= answers.keys()
+    assert {"A0", "A1", "Z0", "Z1", "2^x (head 1)"} <= answers.keys()
 
 
 def test_worksheet_options_are_checked(tmp_path, capsys) -> None:
