@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -717,3 +718,17 @@ def test_an_empty_nested_tensor_is_refused_with_torchs_rank_message() -> None:
     layer.self_attn = ours
     with pytest.raises(AssertionError, match=message):
         layer(empty)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_output_has_torchs_memory_layout(batch_first: bool) -> None:
+    """The output's strides are torch's ((L, B, E) in memory either way), so that a dropout after it (as in
+    torch's TransformerEncoderLayer) fills its mask in the same order: the same seed, the same outputs."""
+    theirs, ours = make_pair(embed_dim=6, num_heads=2, batch_first=batch_first)
+    x = randn(3, 4, 6)
+    assert ours(x, x, x)[0].stride() == theirs(x, x, x)[0].stride()
+    results = []
+    for module in (ours, theirs):
+        torch.manual_seed(2)
+        results.append(F.dropout(module(x, x, x, need_weights=False)[0], p=0.5))
+    torch.testing.assert_close(results[0], results[1], **EXACT)

@@ -324,10 +324,14 @@ class MultiheadAttention(AttentionProjections):
     def _from_batch_first(
         self, output: torch.Tensor, weights: torch.Tensor | None, batched: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """output (B, L, E) and weights (B, [H,] L, S) -> in torch's layout, like the query."""
+        """output (B, L, E) and weights (B, [H,] L, S) -> in torch's layout, like the query. In memory the
+        output is (L, B, E) as torch's is (batch first, a transposed view of it), so that what follows draws
+        the same random numbers: a dropout fills its mask in memory order (a TransformerEncoderLayer in
+        training gave other outputs than torch's from the same seed)."""
         if not batched:
             return output.squeeze(0), (None if weights is None else weights.squeeze(0))
-        return (output if self.batch_first else output.transpose(0, 1)), weights
+        seq_first = output.transpose(0, 1).contiguous()  # (L, B, E), contiguous as torch's
+        return (seq_first.transpose(0, 1) if self.batch_first else seq_first), weights
 
     def _append_keys(
         self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
