@@ -732,3 +732,18 @@ def test_output_has_torchs_memory_layout(batch_first: bool) -> None:
         torch.manual_seed(2)
         results.append(F.dropout(module(x, x, x, need_weights=False)[0], p=0.5))
     torch.testing.assert_close(results[0], results[1], **EXACT)
+
+
+def test_a_parameter_of_another_dtype_is_refused_by_its_name() -> None:
+    """An in_proj_bias in float16 beside float64 weights: torch raises RuntimeError sequence first (and
+    computes batch first, promoting the bias in its projection of a transposed input); compat refuses both
+    with a RuntimeError that names the parameter (torch's test_multihead_attn_fast_path_query_and_bias_have_
+    different_dtypes: a difference, listed in the README)."""
+    theirs, ours = make_pair(embed_dim=4, num_heads=2)
+    for module in (theirs, ours):
+        module.in_proj_bias = nn.Parameter(module.in_proj_bias.detach().half())
+    x = randn(3, 2, 4)
+    with pytest.raises(RuntimeError):
+        theirs(x, x, x)
+    with pytest.raises(RuntimeError, match=r"in_proj_bias has dtype torch\.float16 but the module's weights"):
+        ours(x, x, x)

@@ -230,6 +230,7 @@ class MultiheadAttention(AttentionProjections):
         # and matmuls (RuntimeError).
         with _like_torch(ValueError, ValueRuntimeError), _like_torch(TypeError, TypeRuntimeError):
             self._check_inputs(query, key, value)
+        self._check_parameter_dtypes()
         batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
         self._check_masks(key_padding_mask, attn_mask, batched, batch, num_queries, num_keys)
         parts = self._headwise_masks(key_padding_mask, attn_mask, is_causal, batch, num_queries, num_keys)
@@ -469,6 +470,19 @@ class MultiheadAttention(AttentionProjections):
         if rank == 2:
             return f"({length}, {width})"
         return f"(B, {length}, {width})" if self.batch_first else f"({length}, B, {width})"
+
+    def _check_parameter_dtypes(self) -> None:
+        """A TypeRuntimeError unless every parameter has the weights' dtype. torch computes with an
+        in_proj_bias of another dtype only batch first (its projection of a transposed input adds the bias
+        with type promotion) and raises RuntimeError for the same module sequence first; compat refuses both,
+        saying which parameter."""
+        weight = self.out_proj.weight
+        for name, parameter in self.named_parameters():
+            if parameter.dtype != weight.dtype:
+                raise TypeRuntimeError(
+                    f"{name} has dtype {parameter.dtype} but the module's weights are {weight.dtype}; "
+                    f"convert it, e.g. module.to({weight.dtype})"
+                )
 
     def _check_layout(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> bool:
         """Raise ValueAssertionError unless query, key and value (of ranks _check_ranks let through) have the
