@@ -8,6 +8,8 @@ BERT's first layer, with softmax(q·kᵀ/√Dh) recomputed from the layer's own 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -272,3 +274,127 @@ def test_the_minilm_folder_read_by_transformers_agrees_with_headwise() -> None:
     (golden,) = read(*load_minilm(dtype=torch.float64), sentence)
     assert folder.query_tokens == baseline.query_tokens == golden.query_tokens
     assert_by_ratio(folder.weights.float(), golden.weights, baseline.weights, k=2, what="MiniLM weights")
+
+
+# A GPT-2 folder whose tokenizer splits words (byte-level pieces, Ġ for a space), saved as a causal LM
+# (its lm_head apart, so AutoModel's GPT2Model leaves that weight unused): tokens as words, sub-tokens merged.
+
+SPLIT = "the animal didn't cross the street because it was unbelievably tired."
+PIECES_OF = {  # the pieces the tokenizer knows (and each character alone, for anything else)
+    "the": -1.0,
+    "Ġthe": -1.0,
+    "Ġanimal": -1.0,
+    "Ġdidn": -1.0,
+    "'t": -1.0,
+    "Ġcross": -1.0,
+    "Ġstreet": -1.0,
+    "Ġbecause": -1.0,
+    "Ġit": -1.0,
+    "Ġwas": -1.0,
+    "Ġun": -1.0,
+    "believ": -1.0,
+    "ably": -1.0,
+    "Ġtired": -1.0,
+    ".": -1.0,
+}
+SPLIT_TOKENS = ("the", "Ġanimal", "Ġdidn", "'t", "Ġcross", "Ġthe", "Ġstreet", "Ġbecause", "Ġit", "Ġwas")
+SPLIT_TOKENS += ("Ġun", "believ", "ably", "Ġtired", ".")
+SPLIT_WORDS = ("the", "animal", "didn't", "cross", "the", "street", "because", "it", "was", "unbelievably")
+SPLIT_WORDS += ("tired", ".")
+
+
+@pytest.fixture(scope="module")
+def gpt2_pieces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    characters = sorted(set("".join(PIECES_OF)) - set(PIECES_OF))
+    vocabulary = [("<|endoftext|>", 0.0), *PIECES_OF.items(), *((c, -10.0) for c in characters)]
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.Unigram(vocabulary, unk_id=None))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = tokenizers.decoders.ByteLevel()
+    end = "<|endoftext|>"
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=end, eos_token=end)
+    config = transformers.GPT2Config(
+        vocab_size=len(vocabulary),
+        n_embd=WIDTH,
+        n_layer=LAYERS,
+        n_head=HEADS,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=False,  # lm_head.weight saved: unused by GPT2Model, which transformers reports
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("gpt2-pieces") / "gpt2"
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def merged_by_hand(weights: torch.Tensor, words: list[list[int]]) -> torch.Tensor:
+    """(L, H, N, N) -> (L, H, W, W) in loops: each key word's weights summed, each query word's averaged."""
+    merged = torch.zeros(*weights.shape[:2], len(words), len(words), dtype=torch.float64)
+    for a, rows in enumerate(words):
+        for b, columns in enumerate(words):
+            merged[:, :, a, b] = sum(weights[:, :, i, j] for i in rows for j in columns) / len(rows)
+    return merged
+
+
+def test_a_gpt2_folder_shows_words_and_merges_sub_tokens(gpt2_pieces: Path, capfd) -> None:
+    from headwise.inspection import as_pieces
+
+    model, tokenizer = load_model(gpt2_pieces)
+    assert capfd.readouterr().err == ""  # no load report (lm_head.weight UNEXPECTED), no progress bar
+    (raw,) = read(model, tokenizer, SPLIT, pieces="raw")
+    assert raw.query_tokens == SPLIT_TOKENS
+    (words,) = read(model, tokenizer, SPLIT)  # the default: words
+    assert words.query_tokens[9:13] == ("was", "un", "·believ", "·ably")
+    assert words.query_tokens[:4] == ("the", "animal", "didn", "·'t") and torch.equal(
+        words.weights, raw.weights
+    )
+    (merged,) = read(model, tokenizer, SPLIT, pieces="merged")
+    assert merged.query_tokens == merged.key_tokens == SPLIT_WORDS
+    independent = transformers.GPT2Model.from_pretrained(gpt2_pieces, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = independent(**tokenizer(SPLIT, return_tensors="pt"), output_attentions=True)
+    weights = torch.cat(out.attentions).double()  # (L, H, N, N)
+    groups = [[0], [1], [2, 3], [4], [5], [6], [7], [8], [9], [10, 11, 12], [13], [14]]
+    torch.testing.assert_close(merged.weights, merged_by_hand(weights, groups), rtol=0, atol=1e-12)
+    torch.testing.assert_close(merged.weights.sum(dim=-1), torch.ones(LAYERS, HEADS, 12, dtype=torch.float64))
+    assert as_pieces(raw, "merged").title == "self-attention (words)"
+
+
+def test_heads_links_a_word_the_tokenizer_split(gpt2_pieces: Path, capfd) -> None:
+    """In a process of its own (transformers' logging as a user meets it): nothing on stderr, neither
+    the load report of the unused lm_head.weight nor a progress bar; the link of a split word."""
+    link = ["heads", SPLIT, "--model", str(gpt2_pieces), "--link", "unbelievably", "it", "--top", "4"]
+    result = subprocess.run(
+        [sys.executable, "-m", "headwise.cli.main", *link], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    out = result.stdout
+    assert "'unbelievably' and 'it' as words: a word's sub-tokens merged: weights summed over its key" in out
+    (merged,) = read(*load_model(gpt2_pieces), SPLIT, pieces="merged")
+    best = merged.weights[:, :, 9, 7].max().item()  # "unbelievably" (word 9) on "it" (word 7)
+    assert best > 0.01
+    rows = out.split("layer  head  weight\n")[1].splitlines()
+    assert float(rows[0].split()[2]) == pytest.approx(best, abs=5e-4)
+    assert main(["heads", SPLIT, "--model", str(gpt2_pieces), "--pieces", "merged", "--top", "2"]) == 0
+    assert "Each word is one token: a word's sub-tokens merged" in capfd.readouterr().out
+
+
+def test_the_neuron_view_and_show_on_split_words(gpt2_pieces: Path) -> None:
+    import headwise
+    from headwise.inspection import neuron_view
+
+    model, tokenizer = load_model(gpt2_pieces)
+    view = neuron_view(model, tokenizer, SPLIT, layer=1, head=0, token="unbelievably", pieces="merged")
+    steps = {step.name: step for step in view.report.steps}
+    assert steps["query"].matrices[0].rows == ("un",)  # a word of several pieces: its first
+    (merged,) = read(model, tokenizer, SPLIT, pieces="merged")
+    by_word = steps["weights by word"].matrices[0]
+    assert by_word.rows == SPLIT_WORDS
+    torch.testing.assert_close(by_word.values[:, 0], merged.weights[1, 0, 9], rtol=0, atol=1e-12)
+    assert view.report.attention[0].query_tokens == SPLIT_WORDS
+    for shown in (view, headwise.show(gpt2_pieces, text=SPLIT)):
+        text = repr(shown)
+        assert len(text) < 300 and text.startswith("<Shown ") and "tensor" not in text
+    assert "2 layers × 2 heads, 15 × 15 tokens" in repr(headwise.show(gpt2_pieces, text=SPLIT))

@@ -386,6 +386,32 @@ def test_the_static_table_follows_the_cpu_kind(kind, monkeypatch):
     assert choose("auto", request(return_weights=True, **large)).backend == "dense"
 
 
+@pytest.mark.parametrize("length", [12, 400])
+def test_auto_differentiates_large_unscaled_scores_as_accurately_as_eager(length):
+    """Scores of ±1000 (scale=1, as T5): SDPA's CPU flash backward recomputes the weights from a float32
+    lse and carries its rounding (|lse|·2^-24) into each; auto takes dense (short) or chunked (long),
+    whose weights come from the running maximum as eager's do, and holds to eager by the ratio rule."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v, d_out = (torch.randn(2, 2, length, 8, generator=gen) for _ in range(4))  # (B, H, N, Dh)
+    q, k = q * 11, k * 11  # q·kᵀ up to ±1000
+
+    def attention(name):
+        return lambda q, k, v: (headwise.attention(q, k, v, scale=1.0, backend=name), None)
+
+    assert (q @ k.transpose(-1, -2)).abs().max() > 500
+    golden = run_with_grads(attention("reference"), q.double(), k.double(), v.double(), d_out.double())
+    baseline = run_with_grads(lambda q, k, v: (naive_attention(q, k, v, scale=1.0)[0], None), q, k, v, d_out)
+    fast = run_with_grads(attention("auto"), q, k, v, d_out)
+    keep = (0, 2, 3, 4)  # out, dq, dk, dv (no lse)
+    magnitude = max(golden[i].abs().max().item() for i in keep)
+    for what, i in zip(("out", "dq", "dk", "dv"), keep, strict=True):
+        assert_by_ratio(fast[i], golden[i], baseline[i], 3, what, magnitude)
+    expected = "dense" if length**2 <= tuning.DENSE_FLOAT32_BACKWARD else "chunked"
+    shape = {"num_queries": length, "num_keys": length, "requires_grad": True}
+    assert choose("auto", request(**shape)) == Choice(expected, torch.float32)
+    assert choose("auto", request(**shape, dtype=torch.float64)).backend == "sdpa"  # a float64 lse
+
+
 def test_auto_computes_bf16_in_float32_where_it_chose_so(monkeypatch):
     """A bf16 call computed in float32 returns bf16, and is at least as accurate as bf16 throughout."""
     monkeypatch.setattr(tuning, "cpu_kind", lambda: "AVX2")

@@ -2,11 +2,10 @@
 to 3.6, held to the values the book prints; and MultiHeadAttention's out_dim and qkv_bias, which the book's
 weight-split module needs.
 
-BOOK_PRINTS are the printed outputs of rasbt/LLMs-from-scratch, ch03/01_main-chapter-code/ch03.ipynb (commit
-28c65cd, torch 2.4), copied here so that nothing downloads; grad_fn and the "Attention weights:", "Sum:" and
-"All row sums:" prefixes are left out. The book also prints the first score twice (cell `res` and
-torch.dot), context_vec_2 again in 3.3.2 and 3.6.2's two heads one by one: the checks of --book compare
-those.
+BOOK_PRINTS are the 44 printed outputs of rasbt/LLMs-from-scratch, ch03/01_main-chapter-code/ch03.ipynb
+(torch 2.4; every print() after the torch version), copied here so that nothing downloads; grad_fn and the
+"Attention weights:", "Sum:" and "All row sums:" prefixes are left out, the labels of "Row 2 sum:",
+"keys.shape:" and the like are the names.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from io import StringIO
 import pytest
 import torch
 from oracle import assert_by_ratio
-from test_explain import tables
+from test_explain import assert_printed, sections, tables
 from torch import nn
 
 import headwise
@@ -32,12 +31,25 @@ from headwise.explain.report import lecture_report
 BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the book's order
     ("3.3.1", "attn_scores_2", "tensor([0.9544, 1.4950, 1.4754, 0.8434, 0.7070, 1.0865])"),
     ("3.3.1", "res", "tensor(0.9544)"),
+    ("3.3.1", "torch.dot(inputs[0], query)", "tensor(0.9544)"),
     ("3.3.1", "attn_weights_2_tmp", "tensor([0.1455, 0.2278, 0.2249, 0.1285, 0.1077, 0.1656])"),
     ("3.3.1", "attn_weights_2_tmp.sum()", "tensor(1.0000)"),
     ("3.3.1", "attn_weights_2_naive", "tensor([0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581])"),
+    ("3.3.1", "attn_weights_2_naive.sum()", "tensor(1.)"),
     ("3.3.1", "attn_weights_2", "tensor([0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581])"),
     ("3.3.1", "attn_weights_2.sum()", "tensor(1.)"),
     ("3.3.1", "context_vec_2", "tensor([0.4419, 0.6515, 0.5683])"),
+    (
+        "3.3.2",
+        "attn_scores",
+        """
+    tensor([[0.9995, 0.9544, 0.9422, 0.4753, 0.4576, 0.6310],
+            [0.9544, 1.4950, 1.4754, 0.8434, 0.7070, 1.0865],
+            [0.9422, 1.4754, 1.4570, 0.8296, 0.7154, 1.0605],
+            [0.4753, 0.8434, 0.8296, 0.4937, 0.3474, 0.6565],
+            [0.4576, 0.7070, 0.7154, 0.3474, 0.6654, 0.2935],
+            [0.6310, 1.0865, 1.0605, 0.6565, 0.2935, 0.9450]])""",
+    ),
     (
         "3.3.2",
         "attn_scores",
@@ -60,7 +72,8 @@ BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the 
             [0.1526, 0.1958, 0.1975, 0.1367, 0.1879, 0.1295],
             [0.1385, 0.2184, 0.2128, 0.1420, 0.0988, 0.1896]])""",
     ),
-    ("3.3.2", "attn_weights.sum(dim=-1)", "tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])"),
+    ("3.3.2", "Row 2 sum", "1.0"),
+    ("3.3.2", "All row sums", "tensor([1.0000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])"),
     (
         "3.3.2",
         "all_context_vecs",
@@ -72,7 +85,10 @@ BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the 
             [0.4671, 0.5910, 0.5266],
             [0.4177, 0.6503, 0.5645]])""",
     ),
+    ("3.3.2", "Previous 2nd context vector", "tensor([0.4419, 0.6515, 0.5683])"),
     ("3.4.1", "query_2", "tensor([0.4306, 1.4551])"),
+    ("3.4.1", "keys.shape", "torch.Size([6, 2])"),
+    ("3.4.1", "values.shape", "torch.Size([6, 2])"),
     ("3.4.1", "attn_score_22", "tensor(1.8524)"),
     ("3.4.1", "attn_scores_2", "tensor([1.2705, 1.8524, 1.8111, 1.0795, 0.5577, 1.5440])"),
     ("3.4.1", "attn_weights_2", "tensor([0.1500, 0.2264, 0.2199, 0.1311, 0.0906, 0.1820])"),
@@ -187,6 +203,7 @@ BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the 
             [0.0000, 0.3966, 0.0000, 0.3775, 0.0000, 0.0000],
             [0.0000, 0.3327, 0.3331, 0.3084, 0.3331, 0.0000]])""",
     ),
+    ("3.5.3", "batch.shape", "torch.Size([2, 6, 3])"),
     (
         "3.5.3",
         "context_vecs",
@@ -205,6 +222,7 @@ BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the 
              [-0.5526, -0.0981],
              [-0.5299, -0.1081]]])""",
     ),
+    ("3.5.3", "context_vecs.shape", "torch.Size([2, 6, 2])"),
     (
         "3.6.1",
         "context_vecs",
@@ -223,6 +241,7 @@ BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the 
              [-0.5526, -0.0981,  0.5321,  0.3428],
              [-0.5299, -0.1081,  0.5077,  0.3493]]])""",
     ),
+    ("3.6.1", "context_vecs.shape", "torch.Size([2, 6, 4])"),
     (
         "3.6.2",
         "context_vecs",
@@ -241,6 +260,7 @@ BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the 
              [0.2639, 0.3928],
              [0.2575, 0.4028]]])""",
     ),
+    ("3.6.2", "context_vecs.shape", "torch.Size([2, 6, 2])"),
     (
         "3.6.2",
         "a @ a.transpose(2, 3)",
@@ -253,12 +273,41 @@ BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the 
               [0.7003, 1.3737, 1.0620],
               [0.5903, 1.0620, 0.9912]]]])""",
     ),
+    (
+        "3.6.2",
+        "First head",
+        """
+    tensor([[1.3208, 1.1631, 1.2879],
+            [1.1631, 2.2150, 1.8424],
+            [1.2879, 1.8424, 2.0402]])""",
+    ),
+    (
+        "3.6.2",
+        "Second head",
+        """
+    tensor([[0.4391, 0.7003, 0.5903],
+            [0.7003, 1.3737, 1.0620],
+            [0.5903, 1.0620, 0.9912]])""",
+    ),
 ]
+RASCHKA_INPUTS = [  # the book's `inputs`, as its code writes them
+    [0.43, 0.15, 0.89],
+    [0.55, 0.87, 0.66],
+    [0.57, 0.85, 0.64],
+    [0.22, 0.58, 0.33],
+    [0.77, 0.25, 0.10],
+    [0.05, 0.80, 0.55],
+]
+# The book's hands-on test (3.6.2, seed 123, d_in=3, d_out=2, two heads, the batch of two, dropout 0.0).
+HANDS_ON = BOOK_PRINTS[-5][2]
 
 
 def printed(text: str) -> torch.Tensor:
-    """A tensor as the notebook prints it, read back: 'tensor([[0.2899, -inf], ...])' -> float64."""
-    inner = text.strip().removeprefix("tensor(").removesuffix(")")
+    """A value as the notebook prints it, read back: 'tensor([[0.2899, -inf], ...])', 'torch.Size([6, 2])'
+    (the sizes) or a Python float '1.0' -> float64."""
+    inner = text.strip()
+    for wrapper in ("tensor(", "torch.Size("):
+        inner = inner.removeprefix(wrapper).removesuffix(")") if inner.startswith(wrapper) else inner
     return torch.tensor(ast.literal_eval(inner.replace("inf", "1e999")), dtype=torch.float64)
 
 
@@ -311,7 +360,7 @@ def test_the_terminal_prints_every_value_in_the_books_order() -> None:
         assert lines[start].startswith(f"{name}  ({', '.join(map(str, shape))})"), (section, name)
         cells = [float(cell) for _, rows in tables(lines[start:end]) for row in rows for cell in row[1:]]
         assert_as_printed(torch.tensor(cells, dtype=torch.float64).reshape(shape), text, f"{section} {name}")
-    assert "✓ all 5 checks passed" in lines[-1]
+    assert "✓ all 8 checks passed" in lines[-1]
 
 
 def test_the_page_holds_every_value_and_the_heads_of_3_6_2(tmp_path) -> None:
@@ -376,6 +425,114 @@ def headwise_like(
         state["in_proj_bias"] = torch.cat([layer.bias for layer in roles])  # (3·d_out,)
     module.load_state_dict(state)
     return module
+
+
+def book_steps(reference: BookMultiHeadAttention, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The book's forward pass (3.6.2's code, as BookMultiHeadAttention runs it) kept step by step, under
+    the walkthrough's names; the weights as the lecture writes them, d_in × d_out (nn.Linear's weight
+    transposed)."""
+    b, num_tokens, _ = x.shape
+    shape = (b, num_tokens, reference.num_heads, reference.head_dim)
+    queries, keys, values = (layer(x) for layer in (reference.W_query, reference.W_key, reference.W_value))
+    q, k, v = (t.view(shape).transpose(1, 2) for t in (queries, keys, values))
+    attn_scores = q @ k.transpose(2, 3)
+    masked = attn_scores.masked_fill(reference.mask.bool()[:num_tokens, :num_tokens], -torch.inf)
+    scaled = masked / k.shape[-1] ** 0.5
+    attn_weights = torch.softmax(scaled, dim=-1)
+    by_head = attn_weights @ v
+    context = by_head.transpose(1, 2).contiguous().view(b, num_tokens, reference.d_out)
+    torch.manual_seed(123)  # dropout as the book's module with dropout=0.5 draws it in training mode
+    dropped = nn.Dropout(0.5).train()(attn_weights)
+    return {
+        "inputs": x,
+        "W_query": reference.W_query.weight.T,
+        "W_key": reference.W_key.weight.T,
+        "W_value": reference.W_value.weight.T,
+        "queries": queries,
+        "keys": keys,
+        "values": values,
+        "unrolled": queries,
+        "queries_by_head": q,
+        "keys_by_head": k,
+        "values_by_head": v,
+        "scores": attn_scores,
+        "masked_scores": masked,
+        "scaled_scores": scaled,
+        "weights": attn_weights,
+        "dropout": dropped,
+        "context_by_head": by_head,
+        "context": context,
+        "out_proj": reference.out_proj.weight.T,
+        "output": reference.out_proj(context),
+    }
+
+
+def test_the_default_walkthrough_is_the_books_hands_on_test_number_for_number() -> None:
+    """`headwise explain`: every number it prints is the book's module's (drawn by the book's code after
+    torch.manual_seed(123), run with the book's code, in float64) to 4 decimals, the output is what the
+    book prints, and the steps come in the lectures' order under the lectures' stages."""
+    buffer = StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdout", buffer)
+        patch.setenv("COLUMNS", "80")
+        assert main(["explain"]) == 0
+    out = buffer.getvalue()
+    assert not [line for line in out.splitlines() if len(line) > 80]
+    assert out.rstrip().endswith("✓ all 13 checks passed")
+    torch.manual_seed(123)
+    reference = BookMultiHeadAttention(3, 2, 6, num_heads=2).double()  # W_query, W_key, W_value, out_proj
+    inputs = torch.tensor(RASCHKA_INPUTS, dtype=torch.float64)  # (6, 3)
+    with torch.no_grad():
+        expected = book_steps(reference, torch.stack((inputs, inputs)))  # batch (2, 6, 3)
+    printed_steps = sections(out)
+    assert [name for name, _, _ in printed_steps][:5] == ["inputs", "head_dim", "W_query", "W_key", "W_value"]
+    shapes = {name: shape for name, shape, _ in printed_steps}
+    assert (
+        shapes["inputs"] == (2, 6, 3) and shapes["scores"] == (2, 2, 6, 6) and shapes["output"] == (2, 6, 2)
+    )
+    for name, _, lines in printed_steps:
+        found = tables(lines)
+        if name == "head_dim":
+            assert found[0][0] == ["d_in", "d_out", "num_heads", "head_dim"]
+            assert found[0][1] == [["width", "3", "2", "2", "1"]]
+            continue
+        value = expected[name]
+        if name in ("W_query", "W_key", "W_value"):
+            matrices = [value]  # (d_in, d_out), no bias (qkv_bias=False)
+        elif name == "out_proj":
+            matrices = [value, reference.out_proj.bias[None]]
+        elif name in ("inputs", "output"):
+            matrices = list(value)  # both batch elements
+        else:
+            matrices = list(value[0].reshape(-1, *value.shape[-2:]))  # batch 0: (H, R, C) or (1, R, C)
+        assert len(found) == len(matrices), name
+        for (_, rows), matrix in zip(found, matrices, strict=True):
+            for row, true in zip(rows, matrix, strict=True):
+                assert_printed(row[1:], true)
+    for (_, rows), batch in zip(tables(sections(out)[-1][2]), printed(HANDS_ON), strict=True):
+        assert [[float(cell) for cell in row[1:]] for row in rows] == batch.tolist()  # as the book prints
+    stages = [line for line in out.splitlines() if line.startswith("Lecture step ")]
+    assert [int(line.split()[2].rstrip(".")) for line in stages] == list(range(1, 11))
+    assert "Lecture step 2. Decide the output width d_out and the number of heads" in out
+    assert "shape (b, num_heads, num_tokens, head_dim) = (B, H, Nq, Dh)" in out
+
+
+def test_the_wide_example_is_one_flag_away(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "--example", "wide"]) == 0
+    wide = capsys.readouterr().out
+    assert "widths        d_in = 3, d_out = 4, num_heads = 2, head_dim = 2" in wide
+    assert "1. inputs  (1, 6, 3)" in wide
+    assert main(["explain", "--heads", "1"]) == 0  # an option starts from the wide example
+    assert "MultiHeadAttention(3, 1, head_dim=3)" in capsys.readouterr().out
+    for arguments, message in [
+        (["--example", "book", "--heads", "1"], "--example book is the book's hands-on test as it is"),
+        (["--example", "tall"], "argument --example: expected one of book, wide, got 'tall'"),
+        (["--example", "wide", "--book"], "--example ('wide') chooses the walkthrough's example"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["explain", *arguments])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("qkv_bias", [False, True])
@@ -448,7 +605,7 @@ def test_the_book_page_in_a_browser(tmp_path) -> None:
             names = page.locator("[data-testid=step]").evaluate_all("items => items.map(i => i.dataset.name)")
             assert names == [f"{section} {name}" for section, name, _ in BOOK_PRINTS]
             checks = page.locator("[data-testid=checks] li.passed").all_text_contents()
-            assert len(checks) == 5 and checks[0].startswith("✓ equal to softmax_naive")
+            assert len(checks) == 8 and checks[0].startswith("✓ equal to res")
             masked = page.locator('[data-testid=step][data-name="3.5.1 masked"]')
             assert masked.locator("td", has_text="−∞").count() == 15
             browsing.screenshot(masked, "book-masked.png", tmp_path)

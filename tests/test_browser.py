@@ -27,7 +27,7 @@ from test_html import HOSTILE, hostile_report, lecture, long_report  # noqa: E40
 
 from headwise.explain import html  # noqa: E402
 from headwise.explain.by_hand import by_hand_report  # noqa: E402
-from headwise.explain.example import CROSS_TOKENS, Example, run_example  # noqa: E402
+from headwise.explain.example import CROSS_TOKENS, EXAMPLES, Example, run_example  # noqa: E402
 from headwise.explain.report import HeadMaps, Report, lecture_report  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -270,7 +270,8 @@ def test_the_walkthrough_shows_every_step_in_order(visit: Callable[[str], Visit]
     assert weights.locator("[data-testid=matrix]").count() == 2  # one per head, side by side
     assert weights.locator("figcaption").all_text_contents() == ["head 06 × 6", "head 16 × 6"]
     assert "weights = softmax(masked_scores)" in weights.locator(".formula").text_content()
-    assert weights.locator(".shape").text_content() == "shape (1, 2, 6, 6) = (B, H, Nq, Nk)"
+    shape = "shape (1, 2, 6, 6) = (b, num_heads, num_tokens, num_tokens) = (B, H, Nq, Nk)"
+    assert weights.locator(".shape").text_content() == shape
     first = weights.locator("[data-testid=matrix-table]").first
     printed = first.locator("tbody tr").evaluate_all(
         "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
@@ -281,6 +282,37 @@ def test_the_walkthrough_shows_every_step_in_order(visit: Callable[[str], Visit]
     ]
     masked = page.locator("[data-testid=step][data-name=masked_scores] td", has_text="−∞")
     assert masked.count() == 2 * 15  # the causal mask hides 15 of 36 scores in each head
+    seen.check()
+
+
+def test_the_default_walkthrough_page_is_the_books_hands_on_test(
+    browser: sync_api.Browser, tmp_path: Path
+) -> None:
+    """`headwise explain --html`: the lectures' ten steps as headings, in order, the shapes in the
+    lectures' names beside headwise's, and the output as the book prints it."""
+    page_path = tmp_path / "default.html"
+    html.write_html(lecture_report(run_example(EXAMPLES["book"])), page_path)  # as `headwise explain --html`
+    seen = open_report(browser, page_path)
+    page = seen.page
+    stages = page.locator("[data-testid=stage]").all_text_contents()
+    assert [int(stage.split()[2].rstrip(".")) for stage in stages] == list(range(1, 11))
+    assert stages[1].startswith("Lecture step 2. Decide the output width d_out")
+    queries = page.locator("[data-testid=step][data-name=queries]")
+    assert (
+        queries.locator(".shape").text_content() == "shape (2, 6, 2) = (b, num_tokens, d_out) = (B, Nq, H·Dh)"
+    )
+    dropout = page.locator("[data-testid=step][data-name=dropout]")
+    assert dropout.locator("figcaption").all_text_contents() == [
+        "batch 0, head 06 × 6",
+        "batch 0, head 16 × 6",
+    ]
+    output = page.locator("[data-testid=step][data-name=output] [data-testid=matrix-table]")
+    assert output.count() == 2  # both batch elements, as the book prints them
+    printed = output.first.locator("tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
+    )
+    assert printed[0] == ["0.3190", "0.4858"] and printed[-1] == ["0.2575", "0.4028"]
+    weights = page.locator("[data-testid=step][data-name=weights]")
     screenshot(weights, "report-walkthrough.png", tmp_path)
     seen.check()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -442,14 +443,23 @@ def test_fully_masked_query_without_weights_matches_torchs_zeros() -> None:
     assert_same_results(run(ours, (x,), **call), run(theirs, (x,), **call))
 
 
-def test_is_causal_without_attn_mask_applies_the_causal_mask() -> None:
-    """torch requires attn_mask with is_causal; compat applies the causal mask itself."""
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "scripted"])
+def test_is_causal_without_attn_mask_is_refused_as_torch_refuses_it(scripted: bool) -> None:
+    """torch requires attn_mask with is_causal (a hint about it): the same error (RuntimeError; scripted,
+    torch.jit.Error), in the same words."""
     theirs, ours = make_pair(embed_dim=6, num_heads=3)
     x = randn(5, 2, 6)
-    with pytest.raises(RuntimeError, match="Need attn_mask"):
-        theirs(x, x, x, is_causal=True)
+    theirs_called, ours_called = (torch.jit.script(m) if scripted else m for m in (theirs, ours))
+    with pytest.raises(RuntimeError if not scripted else torch.jit.Error) as torch_error:
+        theirs_called(x, x, x, is_causal=True)
+    with pytest.raises(torch_error.type) as ours_error:
+        ours_called(x, x, x, is_causal=True)
+    words = str(torch_error.value).splitlines()[-1].removeprefix("builtins.RuntimeError: ")
+    assert "Need attn_mask if specifying the is_causal hint" in words
+    assert words in str(ours_error.value)
     assert_same_results(
-        run(ours, (x,), is_causal=True), run(theirs, (x,), is_causal=True, attn_mask=causal_blocked(5))
+        run(ours, (x,), is_causal=True, attn_mask=causal_blocked(5)),
+        run(theirs, (x,), is_causal=True, attn_mask=causal_blocked(5)),
     )
 
 
@@ -497,7 +507,13 @@ def bad_forward_calls():
             ValueError,
             r"query must have shape \(L, B, 6\).*got \(1, 3, 2, 6\)",
         ),
-        ("key unbatched", (q, k[:, 0], v), {}, ValueError, r"key must have shape \(S, B, 4\).*got \(2, 4\)"),
+        (
+            "key unbatched",
+            (q, k[:, 0], v),
+            {},
+            ValueError,
+            r"key and value must have shapes \(S, B, 4\) and \(S, B, 5\) like query, got \(2, 4\) and",
+        ),
         ("key width", (q, v, v), {}, ValueError, r"key must have shape \(S, B, 4\).*got \(2, 2, 5\)"),
         ("value width", (q, k, k), {}, ValueError, r"value must have shape \(S, B, 5\).*got \(2, 2, 4\)"),
         ("batch", (q[:, :1], k, v), {}, ValueError, r"batch size B, got 1, 2, 2"),
@@ -542,7 +558,7 @@ def bad_forward_calls():
             (q, k, v),
             {"attn_mask": torch.zeros(2, 2, 3, 2, dtype=torch.bool)},
             ValueError,
-            r"attn_mask must have shape \(3, 2\) or \(4, 3, 2\), got \(2, 2, 3, 2\)",
+            r"attn_mask must have shape \(L, S\) or \(B·num_heads, L, S\), got \(2, 2, 3, 2\)",
         ),
         (
             "mask dtype",
@@ -617,12 +633,12 @@ def test_constructor_error_is_an_instance_of_the_class_torch_raises() -> None:
 def test_unbatched_masks_have_torchs_unbatched_shapes() -> None:
     module = compat.MultiheadAttention(6, 2, dtype=F64)
     x = randn(3, 6)
-    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(3,\), got \(1, 3\)"):
+    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(S,\), got \(1, 3\)"):
         module(x, x, x, key_padding_mask=torch.zeros(1, 3, dtype=torch.bool))
-    with pytest.raises(
-        ValueError, match=r"attn_mask must have shape \(3, 3\) or \(2, 3, 3\), got \(1, 3, 3\)"
-    ):
+    with pytest.raises(ValueError, match=r"shape to be \(2, 3, 3\) but got torch.Size\(\[1, 3, 3\]\)"):
         module(x, x, x, attn_mask=torch.zeros(1, 3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attn_mask must have shape \(3, 3\) or \(2, 3, 3\), got \(3, 1\)"):
+        module(x, x, x, attn_mask=torch.zeros(3, 1, dtype=torch.bool))
 
 
 def test_an_integer_key_padding_mask_is_refused_in_torchs_polarity():
@@ -630,3 +646,104 @@ def test_an_integer_key_padding_mask_is_refused_in_torchs_polarity():
     x = torch.randn(2, 3, 8)
     with pytest.raises(TypeError, match=r"expected torch\.bool \(True = may not attend, torch's polarity\)"):
         module(x, x, x, key_padding_mask=torch.zeros(2, 3, dtype=torch.int64))
+
+
+def torch_shape_checks():
+    """(description, query, key, value, masks): torch's invalid-shape cases of its own MHA tests, for a module
+    (4, 4): batched (4, 4, 4) and unbatched (4, 4) queries with a key, value or mask of the wrong rank, and an
+    unbatched 3-D attn_mask of the wrong shape."""
+    batched, unbatched = randn(4, 4, 4), randn(4, 4)
+    padding = torch.tensor([False, False, True, True])
+    return [
+        ("batched, 2-D key", batched, unbatched, batched, {}),
+        ("batched, 2-D value", batched, batched, unbatched, {}),
+        ("batched, 1-D key_padding_mask", batched, batched, batched, {"key_padding_mask": padding}),
+        ("batched, 1-D attn_mask", batched, batched, batched, {"attn_mask": padding}),
+        ("unbatched, 3-D key", unbatched, batched, unbatched, {}),
+        ("unbatched, 3-D value", unbatched, unbatched, batched, {}),
+        (
+            "unbatched, 2-D key_padding_mask",
+            unbatched,
+            unbatched,
+            unbatched,
+            {"key_padding_mask": padding[None]},
+        ),
+        ("unbatched, 1-D attn_mask", unbatched, unbatched, unbatched, {"attn_mask": padding}),
+        (
+            "unbatched, 3-D attn_mask of another shape",
+            unbatched,
+            unbatched,
+            unbatched,
+            {"attn_mask": torch.zeros(5, 4, 4, dtype=torch.bool)},
+        ),
+    ]
+
+
+TORCH_SHAPE_CHECKS = torch_shape_checks()
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch-first"])
+@pytest.mark.parametrize(
+    ("query", "key", "value", "masks"),
+    [c[1:] for c in TORCH_SHAPE_CHECKS],
+    ids=[c[0] for c in TORCH_SHAPE_CHECKS],
+)
+def test_invalid_shapes_are_refused_in_torchs_words(query, key, value, masks, batch_first: bool) -> None:
+    """torch's tests match its messages (assertRaisesRegex): compat's message starts with torch's own, word
+    for word, and then says which shapes it expected; an AssertionError, as torch's."""
+    theirs = nn.MultiheadAttention(4, 4, batch_first=batch_first, dtype=F64)
+    ours = compat.MultiheadAttention(4, 4, batch_first=batch_first, dtype=F64)
+    with pytest.raises(AssertionError) as torch_error:
+        theirs(query, key, value, **masks)
+    with pytest.raises(AssertionError) as ours_error:
+        ours(query, key, value, **masks)
+    assert str(ours_error.value).startswith(str(torch_error.value)), (
+        str(ours_error.value),
+        str(torch_error.value),
+    )
+    assert len(str(ours_error.value)) > len(str(torch_error.value))  # and headwise's account of the shapes
+
+
+def test_an_empty_nested_tensor_is_refused_with_torchs_rank_message() -> None:
+    """torch.nested.nested_tensor([]) is 1-D: refused as torch's shape check words it (torch's own test
+    expects this message), not an IndexError; torch's encoder layer refuses it too (its fast-path message)."""
+    empty = torch.nested.nested_tensor([])
+    ours = compat.MultiheadAttention(8, 2, batch_first=True).eval()
+    message = "query should be unbatched 2D or batched 3D tensor but received 1-D query tensor"
+    with pytest.raises(AssertionError, match=message):
+        ours(empty, empty, empty)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).eval()
+    with pytest.raises(AssertionError):
+        layer(empty)
+    layer.self_attn = ours
+    with pytest.raises(AssertionError, match=message):
+        layer(empty)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_output_has_torchs_memory_layout(batch_first: bool) -> None:
+    """The output's strides are torch's ((L, B, E) in memory either way), so that a dropout after it (as in
+    torch's TransformerEncoderLayer) fills its mask in the same order: the same seed, the same outputs."""
+    theirs, ours = make_pair(embed_dim=6, num_heads=2, batch_first=batch_first)
+    x = randn(3, 4, 6)
+    assert ours(x, x, x)[0].stride() == theirs(x, x, x)[0].stride()
+    results = []
+    for module in (ours, theirs):
+        torch.manual_seed(2)
+        results.append(F.dropout(module(x, x, x, need_weights=False)[0], p=0.5))
+    torch.testing.assert_close(results[0], results[1], **EXACT)
+
+
+def test_a_parameter_of_another_dtype_is_refused_by_its_name() -> None:
+    """An in_proj_bias in float16 beside float64 weights: torch raises RuntimeError sequence first (and
+    computes batch first, promoting the bias in its projection of a transposed input); compat refuses both
+    with a RuntimeError that names the parameter (torch's test_multihead_attn_fast_path_query_and_bias_have_
+    different_dtypes: a difference, listed in the README)."""
+    theirs, ours = make_pair(embed_dim=4, num_heads=2)
+    for module in (theirs, ours):
+        module.in_proj_bias = nn.Parameter(module.in_proj_bias.detach().half())
+    x = randn(3, 2, 4)
+    with pytest.raises(RuntimeError):
+        theirs(x, x, x)
+    with pytest.raises(RuntimeError, match=r"in_proj_bias has dtype torch\.float16 but the module's weights"):
+        ours(x, x, x)

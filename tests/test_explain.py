@@ -32,20 +32,28 @@ RASCHKA = [  # Build a Large Language Model from Scratch, chapter 3
 ]
 TOKENS = ["Your", "journey", "starts", "with", "one", "step"]
 TWELVE = "the quick brown fox jumps over the lazy dog and runs away"
-# The walkthrough: the traced steps with the module's weights, and the queries unrolled before the transpose.
+# The walkthrough in the lectures' order: the inputs, head_dim, the module's weights, the projections, the
+# queries unrolled before the transpose, the scores masked then scaled (the lecture's order), the softmax,
+# dropout (in training mode), the context, out_proj and the output.
 WALKTHROUGH_STEPS = [
     "inputs",
-    "W_q",
-    "W_k",
-    "W_v",
+    "head_dim",
+    "W_query",
+    "W_key",
+    "W_value",
     *SELF_ATTENTION_STEPS[1:4],  # queries, keys, values
     "unrolled",
-    *SELF_ATTENTION_STEPS[4:-1],  # by head, scores, ..., context
-    "W_o",
+    *SELF_ATTENTION_STEPS[4:8],  # queries, keys and values by head, scores
+    "masked_scores",
+    "scaled_scores",
+    "weights",
+    "dropout",
+    *SELF_ATTENTION_STEPS[-3:-1],  # context by head, context
+    "out_proj",
     "output",
 ]
-WEIGHT_STEPS = {"W_q": 0, "W_k": 1, "W_v": 2, "W_o": 3}  # in [*module.projections(), out_proj]
-HEADER = re.compile(r"^(\d+)\. (\w+)  \(([\d, ]+)\) = ")
+WEIGHT_STEPS = {"W_query": 0, "W_key": 1, "W_value": 2, "out_proj": 3}  # in [*module.projections(), out_proj]
+HEADER = re.compile(r"^(\d+)\. (\w+)(?:  \(([\d, ]*)\))? ?─*$")
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +82,8 @@ def run_once(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def default_output() -> str:
-    return run_once()
+    """The wide example (headwise's own, one sequence): what the options change."""
+    return run_once("--example", "wide")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +98,8 @@ def sections(out: str) -> list[tuple[str, tuple[int, ...], list[str]]]:
         match = HEADER.match(line)
         if match:
             assert int(match[1]) == len(found) + 1, line
-            found.append((match[2], tuple(int(n) for n in match[3].split(", ")), []))
+            shape = tuple(int(n) for n in match[3].split(", ")) if match[3] else ()
+            found.append((match[2], shape, []))
         elif found:
             found[-1][2].append(line)
     return found
@@ -136,14 +146,18 @@ def assert_fits(out: str) -> None:
 def test_default_walkthrough_fits_80_columns_and_passes_every_check(default_output: str) -> None:
     assert_fits(default_output)
     marks = [line[0] for line in default_output.splitlines() if line[:1] in ("✓", "✗")]
-    assert marks == ["✓"] * 8  # 7 checks and the summary
-    assert default_output.rstrip().endswith("✓ all 7 checks passed")
+    assert marks == ["✓"] * 12  # 11 checks and the summary
+    assert default_output.rstrip().endswith("✓ all 11 checks passed")
     for claim in (
-        "queries = x · W_qᵀ + b_q",
+        "num_heads · head_dim = 2 · 2 = 4 = d_out",
+        "queries = x @ W_query + b_q",
+        "masked_scores / √head_dim equals headwise's scores · 1/√Dh + mask",
+        "in training each weight is dropped (0) or kept × 1/(1 - p) = 2",
+        "at evaluation dropout is off",
         "each row of weights sums to 1",
         "the 30 masked entries (-inf) get weight exactly 0",
         "context = [head 0 | head 1]",
-        "output = context · W_oᵀ + b_o",
+        "output = context @ out_proj + b_o",
     ):
         assert f"✓ {claim}" in default_output
 
@@ -153,41 +167,46 @@ def test_every_step_is_printed_in_order_with_its_shape_and_formula(default_outpu
     assert [name for name, _, _ in printed] == WALKTHROUGH_STEPS
     shapes = dict((name, shape) for name, shape, _ in printed)
     assert shapes["inputs"] == (1, 6, 3)
-    assert shapes["W_q"] == (3, 4)  # W_qᵀ: (D, H·Dh)
+    assert shapes["head_dim"] == ()
+    assert shapes["W_query"] == (3, 4)  # W_qᵀ: (d_in, d_out) = (D, H·Dh)
     assert shapes["queries"] == (1, 6, 4)  # two heads of width 2: 3 is not divisible by 2
     assert shapes["unrolled"] == (1, 6, 2, 2)  # (B, N, H, Dh), before the transpose
     assert shapes["scores"] == (1, 2, 6, 6)
-    assert shapes["W_o"] == (4, 3)
+    assert shapes["out_proj"] == (4, 3)
     assert shapes["output"] == (1, 6, 3)
-    for name, _, lines in printed:
+    for name, shape, lines in printed:
+        if shape:
+            assert lines[0].startswith("shape ("), name  # the lectures' names, then the legend's
+            lines = lines[1:]
         assert lines[1].startswith("book: "), name  # the lectures' code under ours
-        if name in STEP_TEXT:
+        if name in STEP_TEXT and name not in ("queries", "keys", "values", "masked_scores", "output"):
             formula, sentence = STEP_TEXT[name]
-            assert lines[0] == formula
+            if name not in ("scaled_scores", "dropout"):  # written in the lectures' order and names
+                assert lines[0] == formula
             assert " ".join(sentence.split()) in " ".join(" ".join(lines).split())  # wrapped at spaces
 
 
 def test_the_walkthrough_follows_the_lectures_steps_in_order(default_output: str) -> None:
     """LECTURES.md, lecture 1, steps 1 to 9: the step that shows each, and what it must say there."""
     lecture = [
-        ("1. inputs (b, num_tokens, d_in)", "inputs", "book: x # (b, num_tokens, d_in)"),
-        ("2. d_out and the heads", "W_q", "(3, 4) = (D, H·Dh)"),
-        ("3. W_query", "W_q", "nn.Linear(d_in, d_out"),
-        ("3. W_key", "W_k", "nn.Linear(d_in, d_out"),
-        ("3. W_value", "W_v", "nn.Linear(d_in, d_out"),
+        ("1. inputs (b, num_tokens, d_in)", "inputs", "shape (b, num_tokens, d_in) = (B, Nq, D)"),
+        ("2. d_out and the heads", "head_dim", "head_dim = d_out / num_heads = 4 / 2 = 2"),
+        ("3. W_query", "W_query", "shape (d_in, d_out) = (D, H·Dh) W_query = W_qᵀ"),
+        ("3. W_key", "W_key", "nn.Linear(d_in, d_out"),
+        ("3. W_value", "W_value", "nn.Linear(d_in, d_out"),
         ("4. queries", "queries", "(b, num_tokens, d_out)"),
         ("4. keys", "keys", "keys = self.W_key(x)"),
         ("4. values", "values", "values = self.W_value(x)"),
-        ("5. unroll", "unrolled", "(1, 6, 2, 2) = (B, Nq, H, Dh)"),
-        ("6. transpose", "queries_by_head", "(1, 2, 6, 2) = (B, H, Nq, Dh)"),
+        ("5. unroll", "unrolled", "shape (b, num_tokens, num_heads, head_dim) = (B, Nq, H, Dh)"),
+        ("6. transpose", "queries_by_head", "shape (b, num_heads, num_tokens, head_dim) = (B, H, Nq, Dh)"),
         ("7. attention scores", "scores", "attn_scores = queries @ keys.transpose(2, 3)"),
-        ("8. scale by √head_dim", "scaled_scores", "1/√Dh = 1/√2 = 0.7071"),
         ("8. causal mask", "masked_scores", "-torch.inf"),
+        ("8. scale by √head_dim", "scaled_scores", "(1/√2 = 0.7071)"),
         ("8. softmax", "weights", "attn_weights = torch.softmax("),
-        ("8. dropout", "weights", "Dropout, the lectures' next step, acts in training only"),
+        ("8. dropout", "dropout", "training, p = 0.5"),
         ("9. context vectors", "context_by_head", "context_vec = (attn_weights @ values)"),
         ("9. combine heads", "context", "view(b, num_tokens, self.d_out)"),
-        ("9. output projection", "W_o", "self.out_proj = nn.Linear(d_out, d_out)"),
+        ("9. output projection", "out_proj", "self.out_proj = nn.Linear(d_out, d_out)"),
         ("9. output projection", "output", "context_vec = self.out_proj(context_vec)"),
     ]
     names = [name for name, _, _ in sections(default_output)]
@@ -200,6 +219,8 @@ def test_the_walkthrough_follows_the_lectures_steps_in_order(default_output: str
         text = " ".join(" ".join([header, *section(default_output, name)]).split())
         assert said in text, what
     assert "Columns hH:i: feature i of head H" in default_output
+    stages = [line for line in default_output.splitlines() if line.startswith("Lecture step ")]
+    assert [int(line.split()[2].rstrip(".")) for line in stages] == list(range(1, 10))
 
 
 def test_printed_numbers_are_those_of_an_independent_run(default_output: str) -> None:
@@ -210,14 +231,23 @@ def test_printed_numbers_are_those_of_an_independent_run(default_output: str) ->
         module(x, is_causal=True)
 
     projections = [*module.projections(), (module.out_proj.weight, module.out_proj.bias)]
+    letters = {"W_query": "q", "W_key": "k", "W_value": "v", "out_proj": "o"}
+    masked = expected["masked_scores"].tensor  # headwise's: scaled, then masked
     for name, _, lines in sections(default_output):
         printed = tables(lines)
-        if name.startswith("W_"):  # Wᵀ (in, out), then the bias as one row
+        if name in WEIGHT_STEPS:  # Wᵀ (in, out) = (d_in, d_out), then the bias as one row
             weight, bias = projections[WEIGHT_STEPS[name]]
-            rows = ["h0:0", "h0:1", "h1:0", "h1:1"] if name == "W_o" else ["0", "1", "2"]  # H·Dh or D
-            matrices, labels = [weight.detach().T, bias.detach()[None]], [rows, [f"b_{name[-1]}"]]
+            rows = ["h0:0", "h0:1", "h1:0", "h1:1"] if name == "out_proj" else ["0", "1", "2"]  # H·Dh or D
+            matrices, labels = [weight.detach().T, bias.detach()[None]], [rows, [f"b_{letters[name]}"]]
+        elif name in ("head_dim", "dropout"):
+            continue  # widths, and a pass in training mode: tested on their own
         else:
-            source = expected["queries" if name == "unrolled" else name].tensor
+            if name == "masked_scores":  # the lecture's order: masked first, scaled next
+                source = expected["scores"].tensor.masked_fill(masked.isinf(), float("-inf"))
+            elif name == "scaled_scores":
+                source = masked
+            else:
+                source = expected["queries" if name == "unrolled" else name].tensor
             matrices = list(source.flatten(0, -3))  # (H, N, ·) or (1, N, ·)
             labels = [TOKENS] * len(matrices)
         assert len(printed) == len(matrices), name
@@ -267,8 +297,8 @@ def test_cross_attention_takes_keys_and_values_from_a_second_sequence(
     assert header[:2] == ["Ton", "voyage"] and len(header) == 7
     assert [row[0] for row in rows] == TOKENS
     assert re.search(r"^mask\s+none", out, re.MULTILINE)  # cross-attention is not causal unless asked
-    assert "✓ keys = m · W_kᵀ + b_k" in out
-    assert out.rstrip().endswith("✓ all 7 checks passed")
+    assert "✓ keys = m @ W_key + b_k" in out
+    assert out.rstrip().endswith("✓ all 11 checks passed")
 
 
 def test_causal_cross_attention_explains_queries_that_see_no_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -279,7 +309,7 @@ def test_causal_cross_attention_explains_queries_that_see_no_key(capsys: pytest.
         assert [row[1:] for row in rows[:4]] == [["0", "0"]] * 4
         assert rows[4][1:] == ["1", "0"]
     assert "or to 0 for Your, journey, starts, with" in out
-    assert out.rstrip().endswith("✓ all 7 checks passed")
+    assert out.rstrip().endswith("✓ all 11 checks passed")
 
 
 def test_twelve_tokens_fit_by_eliding_columns(capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,7 +320,7 @@ def test_twelve_tokens_fit_by_eliding_columns(capsys: pytest.CaptureFixture[str]
     assert "…" in header and header[-1] == "away"
     assert [row[0] for row in rows] == TWELVE.split()
     assert "columns hidden to fit 80 columns" in "\n".join(section(out, "weights"))
-    assert out.rstrip().endswith("✓ all 8 checks passed")  # the 7, and the repeated word's
+    assert out.rstrip().endswith("✓ all 12 checks passed")  # the 11, and the repeated word's
 
 
 def test_a_wider_terminal_shows_every_column(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
@@ -315,13 +345,13 @@ def test_heads_and_head_dim_set_the_shapes(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_a_failed_check_is_marked_and_fails_the_walkthrough(capsys: pytest.CaptureFixture[str]) -> None:
-    run = example.run_example(example.Example())
+    run = example.run_example(example.WIDE)
     with torch.no_grad():
         run.module.out_proj.bias += 1.0  # the traced output no longer comes from these weights
     assert not terminal.walkthrough(run, terminal.make_console())
     out = capsys.readouterr().out
-    assert "✗ output = context · W_oᵀ + b_o, recomputed from W_o and b_o: max difference 1" in out
-    assert out.rstrip().endswith("✗ 1 of 7 checks failed")
+    assert "✗ output = context @ out_proj + b_o, recomputed: max difference 1" in out
+    assert out.rstrip().endswith("✗ 1 of 11 checks failed")
 
 
 def test_a_repeated_word_gets_the_same_embedding(capsys: pytest.CaptureFixture[str]) -> None:
@@ -559,14 +589,14 @@ def test_a_csv_exercise_with_two_heads_and_rules(tmp_path, capsys) -> None:
     assert_fits(out)
     assert "3 tokens x1..x3 of 4 features through two 4-2 heads side by side" in out
     headers = [line.split(" ─")[0] for line in out.splitlines() if re.match(r"^\d+\. ", line)]
-    assert len(headers) == 19  # inputs, 8 steps of head 1, head 2's weights and its 8 steps, the stack
-    assert headers[9] == "10. head 2: its weights W_Q2, W_K2, W_V2 (2×4)"
-    assert headers[13] == "14. ≈ head 2: scale: floor(x/1) for x/√2  (approximation)"
-    assert headers[18] == "19. heads side by side: Z = [Z1; Z2] (4×3)"
+    assert len(headers) == 19  # inputs, 8 steps of head 0, head 1's weights and its 8 steps, the stack
+    assert headers[9] == "10. head 1: its weights W_Q2, W_K2, W_V2 (2×4)"  # heads from 0, as in explain
+    assert headers[13] == "14. ≈ head 1: scale: floor(x/1) for x/√2  (approximation)"
+    assert headers[18] == "19. heads side by side: Z = [Z0; Z1] (4×3)"
     x = TEACHER["X"]
     stacked_by_hand, stacked_exact = [], []
     for head, (w_q, w_k, w_v) in enumerate(
-        [(TEACHER["W_Q"], TEACHER["W_K"], TEACHER["W_V"]), tuple(SECOND.values())], start=1
+        [(TEACHER["W_Q"], TEACHER["W_K"], TEACHER["W_V"]), tuple(SECOND.values())]  # heads 0 and 1
     ):
         queries, keys, values = matmul(w_q, x), matmul(w_k, x), matmul(w_v, x)
         scores = matmul(transpose(keys), queries)  # (3, 3): column j = query j
@@ -585,9 +615,9 @@ def test_a_csv_exercise_with_two_heads_and_rules(tmp_path, capsys) -> None:
         stacked_by_hand += context
         q, k, v = (torch.tensor(m, dtype=torch.float64).T[None, None] for m in (queries, keys, values))
         stacked_exact += headwise.attention(q, k, v, backend="reference")[0, 0].T.tolist()  # (2, 3)
-    assert "✓ each column of A2 by hand sums to 1 within its rounding (at most 0.015 off)" in out
+    assert "✓ each column of A1 by hand sums to 1 within its rounding (at most 0.015 off)" in out
     assert [[Fraction(c) for c in row[1:]] for row in panel(out, "by hand: Z")] == stacked_by_hand
-    assert [row[0] for row in panel(out, "by hand: Z")] == ["h1:1", "h1:2", "h2:1", "h2:2"]
+    assert [row[0] for row in panel(out, "by hand: Z")] == ["h0:1", "h0:2", "h1:1", "h1:2"]
     for row, true in zip(panel(out, "exact: Z"), stacked_exact, strict=True):
         assert [float(cell) for cell in row[1:]] == pytest.approx(true, abs=5.1e-4)
     json_file = tmp_path / "exercise.json"
@@ -793,7 +823,7 @@ def test_the_console_script_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert [name for name, _, _ in sections(result.stdout)] == WALKTHROUGH_STEPS
-    assert result.stdout.rstrip().endswith("✓ all 7 checks passed")
+    assert result.stdout.rstrip().endswith("✓ all 11 checks passed")
 
 
 # Outputs, odd arguments and what reaches the terminal (issue 12).
@@ -888,9 +918,9 @@ def test_an_ascii_terminal_gets_the_symbols_spelt_out() -> None:
     assert result.returncode == 0, result.stderr.decode("ascii", "backslashreplace")
     out = result.stdout.decode("ascii")  # nothing but ASCII
     assert "B batch * N tokens (Nq queries, Nk keys) * D width" in out
-    assert "W_q^T  (queries = x * W_q^T + b_q)" in out
-    assert "1/sqrt Dh = 1/sqrt 3 = 0.5774" in out
-    assert out.rstrip().endswith("+ all 7 checks passed")
+    assert "W_query = W_q^T  (queries = x @ W_query + b_q)" in out
+    assert "(1/sqrt 3 = 0.5774)" in out
+    assert out.rstrip().endswith("+ all 11 checks passed")
     assert "Nq = 3: caf\\xe9 \\x1b[2J one" in out and "\x1b" not in out
     assert not [line for line in out.splitlines() if len(line) > 80]
 

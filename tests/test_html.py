@@ -161,9 +161,12 @@ def test_the_lecture_s_numbers_are_embedded_exactly(lecture_page: tuple[Report, 
         assert embedded["lecture"] == step.lecture != ""  # the book's code for every step
     steps = {step["name"]: step for step in data["steps"]}
     assert steps["weights"]["lecture"].startswith("attn_weights = torch.softmax(")
-    assert [m["caption"] for m in steps["W_q"]["matrices"]] == ["W_qᵀ", "b_q"]  # the weights, as steps
+    # The weights as steps, the table named as the step (d_in × d_out, as the lecture writes them).
+    assert [m["caption"] for m in steps["W_query"]["matrices"]] == ["W_query", "b_q"]
+    assert steps["W_query"]["lecture_axes"] == ["d_in", "d_out"] and steps["W_query"]["axes"] == ["D", "H·Dh"]
+    assert steps["masked_scores"]["stage"].startswith("8. Attention weights")
     checks = [(check["passed"], check["text"]) for step in data["steps"] for check in step["checks"]]
-    assert len(checks) == 7 and all(passed for passed, _ in checks)  # the terminal's 7 checks
+    assert len(checks) == 11 and all(passed for passed, _ in checks)  # the terminal's 11 checks
     assert steps["weights"]["checks"][0]["text"].startswith("each row of weights sums to 1")
     for matrix, embedded in all_matrices(report, data):
         assert embedded["values"]["encoding"] == "float64"

@@ -90,7 +90,7 @@ def test_write_pngs_writes_every_view(tmp_path):
 @pytest.mark.slow
 def test_cli_writes_pngs_and_checks_its_options(tmp_path, capsys):
     assert main(["explain", "--png", str(tmp_path / "pictures")]) == 0
-    assert "wrote 22 PNG files" in capsys.readouterr().out  # 19 steps, two heads, the model view
+    assert "wrote 24 PNG files" in capsys.readouterr().out  # 21 steps, two heads, the model view
     for arguments, message in [
         (["--model", "minilm", "--png", "x"], "--model needs TEXT"),
         (["--model", "minilm", "a cat", "--token", "cat", "--png", "y"], "leave out --html and --png"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -170,7 +171,7 @@ def test_a_teachers_worksheet_follows_the_rules_and_stacks_two_heads(tmp_path, c
     )
     answers = {t.caption: t for t in sheet.tables if t.section == "answers"}
     questions = [h for s, h in sheet.headings if s == "questions"]
-    assert len(questions) == 19 and questions[-1] == "19. heads side by side: Z = [Z1; Z2] (4×3)"
+    assert len(questions) == 19 and questions[-1] == "19. heads side by side: Z = [Z0; Z1] (4×3)"
     zs = []
     for w_q, w_k, w_v in ((TEACHER["W_Q"], TEACHER["W_K"], TEACHER["W_V"]), tuple(SECOND.values())):
         queries, keys, values = (matmul(w, TEACHER["X"]) for w in (w_q, w_k, w_v))
@@ -181,9 +182,9 @@ def test_a_teachers_worksheet_follows_the_rules_and_stacks_two_heads(tmp_path, c
             [rounded(sum(v * a for v, a in zip(row, col, strict=True))) for col in transpose(weights)]
             for row in values
         ]
-    assert [r for r, _ in answers["Z"].rows] == ["h1:1", "h1:2", "h2:1", "h2:2"]
+    assert [r for r, _ in answers["Z"].rows] == ["h0:1", "h0:2", "h1:1", "h1:2"]
     assert answers["Z"].cells() == [[f"{float(z):.2f}" for z in row] for row in zs]
-    assert {"A1", "A2", "Z1", "Z2", "2^x (head 2)"} <= answers.keys()
+    assert {"A0", "A1", "Z0", "Z1", "2^x (head 1)"} <= answers.keys()
 
 
 def test_worksheet_options_are_checked(tmp_path, capsys) -> None:
@@ -233,3 +234,137 @@ def test_printed_the_answers_start_a_page_of_their_own(tmp_path, capsys) -> None
     pages = len(re.findall(rb"/Type\s*/Page\b", pdf))
     assert pages >= 2
     assert errors == [] and requests == [(tmp_path / "worksheet.html").as_uri()]  # the page, nothing else
+
+
+# The sample exercises shipped with headwise, the rules that destroy an exercise, the rounding rule and the
+# unrounded fractions on the answer pages.
+
+PAGE_6_3 = {  # the lecture page's 6-3 head, as its matrices are printed there (LECTURES.md, lecture 2)
+    "X": [[0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 1, 1], [0, 0, 1, 1]],
+    "W_Q": [[0, 0, 0, 0, 1, 0], [2, -1, 0, 0, 0, 1], [0, 1, 0, 0, 0, 2]],
+    "W_K": [[2, -1, 0, 1, 0, 1], [-1, -1, 0, 1, 0, 2], [0, 2, 0, 0, 0, 0]],
+    "W_V": [[0, 0, 1, 0, 0, -1], [1, 2, 0, 0, 0, 0], [-1, 0, 0, 0, 1, 0]],
+}
+
+
+def pencil(x, w_q, w_k, w_v, divide_by=2, power_base=3):
+    """One head with pencil and paper, in Python integers and Fractions: (A (n, n), Z (d_k, n)), each
+    column of A a query's weights (floor(x/divide_by) for x/√d_k, power_base^x for e^x)."""
+    queries, keys, values = (matmul(w, x) for w in (w_q, w_k, w_v))
+    powers = [[power_base ** (s // divide_by) for s in row] for row in matmul(transpose(keys), queries)]
+    sums = [sum(column) for column in transpose(powers)]
+    a = [[Fraction(p, s) for p, s in zip(row, sums, strict=True)] for row in powers]
+    z = [[sum(v * w for v, w in zip(row, column, strict=True)) for column in transpose(a)] for row in values]
+    return a, z
+
+
+def read_sample_text(name: str, kind: str) -> dict:
+    """A sample file as the package ships it, read with json or a few lines of plain CSV reading."""
+    from headwise.explain.teaching import sample_file
+
+    with sample_file(name, kind) as path:
+        text = Path(path).read_text(encoding="utf-8")
+    if kind == "json":
+        return json.loads(text)
+    blocks: dict = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        cells = line.split(",")
+        if len(cells) == 1:
+            name = cells[0]
+            blocks[name] = {} if name == "rules" else []
+        elif name == "rules":
+            blocks[name][cells[0]] = int(cells[1])
+        else:
+            blocks[name].append([int(cell) for cell in cells])
+    return blocks
+
+
+@pytest.mark.parametrize("kind", ["json", "csv"])
+@pytest.mark.parametrize("name", ["6-3", "6-6"])
+def test_the_sample_exercises_are_worked_as_with_pencil_and_fractions(name: str, kind: str) -> None:
+    from headwise.explain.teaching import read_sample, refusal
+
+    data = read_sample_text(name, kind)
+    assert {key: data[key] for key in PAGE_6_3} == PAGE_6_3  # the page's head (the first of two in 6-6)
+    assert data["rules"] == {"divide_by": 2, "power_base": 3}  # spelt out for a teacher to change
+    heads = [("W_Q", "W_K", "W_V")] + ([("W_Q2", "W_K2", "W_V2")] if name == "6-6" else [])
+    exercise, where = read_sample(name, kind)
+    assert Path(where).name == f"{name}.{kind}" and refusal(exercise) is None
+    worked = by_hand.work(exercise)
+    assert len(worked.hands) == len(heads)
+    for hand, names in zip(worked.hands, heads, strict=True):
+        a, z = pencil(data["X"], *(data[n] for n in names))
+        assert hand.weights == a and hand.context == z  # exact fractions, every entry
+        assert all(sum(column) == 1 for column in transpose(a))
+    assert all(check.passed for step in worked.steps for check in step.checks)
+
+
+def test_explain_by_hand_starts_from_a_sample(capsys) -> None:
+    assert main(["explain", "--by-hand", "--example", "6-6"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("sample 6-6: ") and first.endswith(
+        "(.csv beside it); copy one to edit, then --input"
+    )
+    path = Path(first.removeprefix("sample 6-6: ").split(" (.csv")[0])
+    assert json.loads(path.read_text(encoding="utf-8")) == read_sample_text("6-6", "json")
+    assert "through two 6-3 heads side by side" in out and "19. heads side by side: Z = [Z0; Z1]" in out
+    for args, message in [
+        (["--example", "6-9"], "with --by-hand, expected a sample exercise (6-3: "),
+        (["--example", "6-3", "--input", str(path)], "both give the exercise: keep one"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["explain", "--by-hand", *args])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        (
+            {"divide_by": 1},
+            "the score 6 becomes 3^floor(6/1) = 729 by hand for e^(6/√3) = 31.9, 23 times more",
+        ),
+        (
+            {"power_base": 9},
+            "the score 6 becomes 9^floor(6/2) = 729 by hand for e^(6/√3) = 31.9, 23 times more",
+        ),
+    ],
+)
+def test_rules_that_destroy_the_exercise_are_refused_with_the_reason(
+    tmp_path, capsys, rules, message
+) -> None:
+    exercise = tmp_path / "exercise.json"
+    exercise.write_text(json.dumps({**PAGE_6_3, "rules": rules}), encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--by-hand", "--input", str(exercise)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err
+    assert "refused when, for some score, the two are more than 10 times apart" in err
+    for kept in ({"divide_by": 3}, {"power_base": 2}, {"decimals": 2}):  # worse, not destroyed
+        exercise.write_text(json.dumps({**PAGE_6_3, "rules": kept}), encoding="utf-8")
+        assert main(["explain", "--by-hand", "--input", str(exercise)]) == 0
+        capsys.readouterr()
+
+
+def test_the_sheet_states_the_rounding_rule_and_the_answers_give_the_fractions(tmp_path, capsys) -> None:
+    exercise = tmp_path / "exercise.json"
+    data = {**read_sample_text("6-6", "json"), "rules": {"decimals": 2}}
+    exercise.write_text(json.dumps(data), encoding="utf-8")
+    page, sheet = write(tmp_path, capsys, "--input", str(exercise))
+    assert (
+        "Rounding: each number of A is rounded half away from zero to 2 decimals, and Z is V times the "
+        "rounded A, then rounded the same way" in page
+    )
+    answers = {t.caption: t for t in sheet.tables if t.section == "answers"}
+    assert not [t for t in sheet.tables if t.section == "questions" and "unrounded" in t.caption]
+    for head, names in enumerate([("W_Q", "W_K", "W_V"), ("W_Q2", "W_K2", "W_V2")]):
+        a, z = pencil(data["X"], *(data[n] for n in names))
+        for name, exact in ((f"A{head}", a), (f"Z{head}", z)):
+            shown = answers[f"{name} unrounded (fractions)"].cells()
+            assert [[Fraction(cell.split(" ≈ ")[0]) for cell in row] for row in shown] == exact
+        rounded_a = [[f"{float(rounded(value)):.2f}" for value in row] for row in a]
+        assert answers[f"A{head}"].cells() == rounded_a  # beside the unrounded fractions of the same A
+    assert "Z unrounded (fractions)" in answers  # the heads' stack too

@@ -4,17 +4,26 @@ Same constructor and forward signatures, defaults, mask polarity (True = blocked
 results (outputs, returned weights and gradients match torch's in float64). The masks are converted to
 headwise's polarity (True = may attend) here, at the edge, and nowhere else.
 
+`is_causal=True` needs `attn_mask`, as in torch (the same RuntimeError and words without one). torch
+treats it as an unchecked hint that attn_mask is causal; compat applies a causal mask (bottom-right aligned)
+itself and combines it with attn_mask. The results agree when attn_mask is the square causal mask, with one
+exception in torch: with bias_k or add_zero_attn, need_weights=False and no key_padding_mask, torch follows
+the hint with a top-left causal mask over the S + 1 keys and hides the appended key, where its
+need_weights=True path (and compat) keep it visible.
+
 Where it differs from torch, on purpose:
 - a query whose keys are all masked gets zeros, where torch returns NaN (with need_weights=True);
-- `is_causal=True` applies a causal mask itself (bottom-right aligned) and combines it with `attn_mask`,
-  where torch requires `attn_mask` and treats is_causal as an unchecked hint about it. The results agree
-  when attn_mask is the square causal mask, with one exception in torch: with bias_k or add_zero_attn,
-  need_weights=False and no key_padding_mask, torch follows the hint with a top-left causal mask over the
-  S + 1 keys and hides the appended key, where its need_weights=True path (and compat) keep it visible.
 - nested tensors (batch first, ragged lengths) are accepted wherever torch accepts them (its inference fast
   path) and also in training and for cross-attention: they are padded, the padding masked, and the output
-  nested again. torch takes them only without masks, and so does compat; is_causal only where each query
-  sequence is as long as its keys (a padded batch would align the causal diagonal to the longest).
+  nested again. torch takes them only without masks, and so does compat; is_causal (there without
+  attn_mask, which nested tensors cannot take) only where each query sequence is as long as its keys (a
+  padded batch would align the causal diagonal to the longest).
+- torch.nn.MultiheadAttention's own fused kernel (torch._native_multi_head_attention, its inference fast
+  path) is never called: compat always computes with headwise.
+
+Invalid shapes are refused in torch's order and with torch's words first (its ranks check: "For batched
+(3-D) `query`, expected `key` and `value` to be 3-D but found ..."), then headwise's account of the shape
+expected and the one received.
 
 Errors a torch user catches are caught: each error compat raises for an input that torch also refuses is an
 instance of torch's exception class for it as well as of headwise's usual one (ValueError, TypeError), e.g.
@@ -202,12 +211,15 @@ class MultiheadAttention(AttentionProjections):
         for name, t in (("query", query), ("key", key), ("value", value)):
             if not isinstance(t, torch.Tensor):
                 raise TypeAttributeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        self._check_ranks(query, key, value, key_padding_mask, attn_mask)
         if query.is_nested or key.is_nested or value.is_nested:
             return self._forward_nested(
                 query, key, value, key_padding_mask, attn_mask, need_weights=need_weights,
                 average_attn_weights=average_attn_weights, is_causal=is_causal,
             )  # fmt: skip
         batched = self._check_layout(query, key, value)
+        if is_causal and attn_mask is None:
+            raise ValueRuntimeError(_causal_needs_mask())
         if key is query and value is query:  # one tensor, so that the fused projection applies
             query = key = value = self._to_batch_first(query, batched)  # (B, L, E)
         else:
@@ -218,6 +230,7 @@ class MultiheadAttention(AttentionProjections):
         # and matmuls (RuntimeError).
         with _like_torch(ValueError, ValueRuntimeError), _like_torch(TypeError, TypeRuntimeError):
             self._check_inputs(query, key, value)
+        self._check_parameter_dtypes()
         batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
         self._check_masks(key_padding_mask, attn_mask, batched, batch, num_queries, num_keys)
         parts = self._headwise_masks(key_padding_mask, attn_mask, is_causal, batch, num_queries, num_keys)
@@ -252,6 +265,8 @@ class MultiheadAttention(AttentionProjections):
         by the custom op torch.ops.headwise.attention (headwise's backends, chosen as in an eager call) or,
         when the weights are asked for, by the reference's steps (scores, softmax_over_keys, dropout,
         weights · values)."""
+        if is_causal and attn_mask is None:
+            raise RuntimeError(_causal_needs_mask())
         batched = query.dim() == 3
         query = self._to_batch_first(query, batched)  # (B, L, E)
         key, value = self._to_batch_first(key, batched), self._to_batch_first(value, batched)  # (B, S, ..)
@@ -310,10 +325,14 @@ class MultiheadAttention(AttentionProjections):
     def _from_batch_first(
         self, output: torch.Tensor, weights: torch.Tensor | None, batched: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """output (B, L, E) and weights (B, [H,] L, S) -> in torch's layout, like the query."""
+        """output (B, L, E) and weights (B, [H,] L, S) -> in torch's layout, like the query. In memory the
+        output is (L, B, E) as torch's is (batch first, a transposed view of it), so that what follows draws
+        the same random numbers: a dropout fills its mask in memory order (a TransformerEncoderLayer in
+        training gave other outputs than torch's from the same seed)."""
         if not batched:
             return output.squeeze(0), (None if weights is None else weights.squeeze(0))
-        return (output if self.batch_first else output.transpose(0, 1)), weights
+        seq_first = output.transpose(0, 1).contiguous()  # (L, B, E), contiguous as torch's
+        return (seq_first.transpose(0, 1) if self.batch_first else seq_first), weights
 
     def _append_keys(
         self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
@@ -374,8 +393,19 @@ class MultiheadAttention(AttentionProjections):
         padded_query, padded_key = padded[id(query)], padded[id(key)]  # (B, max L, E), (B, max S, kdim)
         query_padding = _padding(query, padded_query.shape[1])  # (B, max L), True = padding
         key_padding = _padding(key, padded_key.shape[1])  # (B, max S)
+        causal = None  # with each query sequence as long as its keys: the square causal mask (max L, max L)
+        if options["is_causal"]:
+            causal = torch.ones(
+                padded_query.shape[1], padded_key.shape[1], dtype=torch.bool, device=query.device
+            )
+            causal = causal.triu(1)  # (max L, max S): True = blocked, torch's polarity
         output, weights = self.forward(
-            padded_query, padded_key, padded[id(value)], key_padding_mask=key_padding, **options
+            padded_query,
+            padded_key,
+            padded[id(value)],
+            key_padding_mask=key_padding,
+            attn_mask=causal,
+            **options,
         )  # (B, max L, E), weights (B, [H,] max L, max S) or None
         lengths = (~query_padding).sum(dim=1).tolist()
         rows = [row[:length] for row, length in zip(output, lengths, strict=True)]  # B × (L_b, E)
@@ -384,22 +414,88 @@ class MultiheadAttention(AttentionProjections):
             weights = weights.masked_fill(padded_rows, 0.0)
         return torch.nested.as_nested_tensor(rows, layout=query.layout), weights
 
+    def _check_ranks(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: object,
+        attn_mask: object,
+    ) -> None:
+        """torch's first checks (its _mha_shape_check), in its order and its words, each followed by
+        headwise's account: the ranks of query, key, value and the masks, and the shape of an unbatched 3-D
+        attn_mask. Each a ValueAssertionError (torch asserts)."""
+        if query.dim() not in (2, 3):
+            raise ValueAssertionError(
+                "query should be unbatched 2D or batched 3D tensor but received "
+                f"{query.dim()}-D query tensor; query must have shape {self._layout('query', 3)} or "
+                f"{self._layout('query', 2)} unbatched, got {_shape(query)}"
+            )
+        rank = query.dim()
+        kind = "For batched (3-D) `query`" if rank == 3 else "For unbatched (2-D) `query`"
+        if key.dim() != rank or value.dim() != rank:
+            raise ValueAssertionError(
+                f"{kind}, expected `key` and `value` to be {rank}-D but found {key.dim()}-D and "
+                f"{value.dim()}-D tensors respectively; key and value must have shapes "
+                f"{self._layout('key', rank)} and {self._layout('value', rank)} like query, got "
+                f"{_shape(key)} and {_shape(value)}"
+            )
+        padding_rank = rank - 1  # (B, S) or (S,)
+        if isinstance(key_padding_mask, torch.Tensor) and key_padding_mask.dim() != padding_rank:
+            raise ValueAssertionError(
+                f"{kind}, expected `key_padding_mask` to be `None` or {padding_rank}-D but found "
+                f"{key_padding_mask.dim()}-D tensor instead; key_padding_mask must have shape "
+                f"{'(B, S)' if rank == 3 else '(S,)'}, got {_shape(key_padding_mask)}"
+            )
+        if not isinstance(attn_mask, torch.Tensor):
+            return
+        if attn_mask.dim() not in (2, 3):
+            raise ValueAssertionError(
+                f"{kind}, expected `attn_mask` to be `None`, 2-D or 3-D but found {attn_mask.dim()}-D "
+                f"tensor instead; attn_mask must have shape (L, S) or (B·num_heads, L, S), got "
+                f"{_shape(attn_mask)}"
+            )
+        expected = (self.num_heads, query.shape[0], key.shape[0])  # unbatched: (num_heads, L, S)
+        if rank == 2 and attn_mask.dim() == 3 and tuple(attn_mask.shape) != expected:
+            raise ValueAssertionError(
+                f"Expected `attn_mask` shape to be {expected} but got {attn_mask.shape}; an unbatched "
+                "attn_mask has shape (L, S) or (num_heads, L, S)"
+            )
+
+    def _layout(self, name: str, rank: int) -> str:
+        """The shape torch's layout gives `name` ("query", "key" or "value") batched (rank 3) or not."""
+        length, width = {"query": ("L", self.embed_dim), "key": ("S", self.kdim), "value": ("S", self.vdim)}[
+            name
+        ]
+        if rank == 2:
+            return f"({length}, {width})"
+        return f"(B, {length}, {width})" if self.batch_first else f"({length}, B, {width})"
+
+    def _check_parameter_dtypes(self) -> None:
+        """A TypeRuntimeError unless every parameter has the weights' dtype. torch computes with an
+        in_proj_bias of another dtype only batch first (its projection of a transposed input adds the bias
+        with type promotion) and raises RuntimeError for the same module sequence first; compat refuses both,
+        saying which parameter."""
+        weight = self.out_proj.weight
+        for name, parameter in self.named_parameters():
+            if parameter.dtype != weight.dtype:
+                raise TypeRuntimeError(
+                    f"{name} has dtype {parameter.dtype} but the module's weights are {weight.dtype}; "
+                    f"convert it, e.g. module.to({weight.dtype})"
+                )
+
     def _check_layout(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> bool:
-        """Raise ValueAssertionError unless query, key and value are in torch's layout, all batched or all
-        unbatched, key and value of the same length and batch size; return whether they are batched."""
-        for name, t, length, width in (
-            ("query", query, "L", self.embed_dim),
-            ("key", key, "S", self.kdim),
-            ("value", value, "S", self.vdim),
+        """Raise ValueAssertionError unless query, key and value (of ranks _check_ranks let through) have the
+        module's widths, key and value the same length and batch size; return whether they are batched."""
+        for name, t, width in (
+            ("query", query, self.embed_dim),
+            ("key", key, self.kdim),
+            ("value", value, self.vdim),
         ):
-            batched = f"(B, {length}, {width})" if self.batch_first else f"({length}, B, {width})"
-            unbatched = f"({length}, {width})"
-            if name == "query":
-                expected, ranks = f"{batched} or {unbatched} unbatched", (2, 3)
-            else:
-                expected, ranks = f"{batched if query.dim() == 3 else unbatched} like query", (query.dim(),)
-            if t.dim() not in ranks or t.shape[-1] != width:
-                raise ValueAssertionError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
+            if t.shape[-1] != width:
+                expected = self._layout(name, query.dim())
+                like = "" if name == "query" else " like query"
+                raise ValueAssertionError(f"{name} must have shape {expected}{like}, got {tuple(t.shape)}")
         if key.shape[:-1] != value.shape[:-1]:
             raise ValueAssertionError(
                 "key and value must have the same length S (and batch size B), got shapes "
@@ -453,6 +549,20 @@ class MultiheadAttention(AttentionProjections):
             causal = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device)
             masks.append(causal.tril(num_keys - num_queries))  # (L, S): query i sees keys j <= i + S - L
         return masks
+
+
+def _causal_needs_mask() -> str:
+    """torch's words (torch.nn.functional.multi_head_attention_forward) for is_causal without attn_mask; a
+    function, since TorchScript takes no global string."""
+    return (
+        "Need attn_mask if specifying the is_causal hint. You may use the Transformer module method "
+        "`generate_square_subsequent_mask` to create this mask."
+    )
+
+
+def _shape(t: torch.Tensor) -> str:
+    """t's shape for a message; a nested tensor's ragged sizes have none, so only its rank."""
+    return f"a {t.dim()}-D nested tensor" if t.is_nested else str(tuple(t.shape))
 
 
 def _padding(nested: torch.Tensor, length: int) -> torch.Tensor:

@@ -6,7 +6,13 @@ was.
 
 Both write through symbolic links (the file or folder a link points to is replaced, the link stays) and
 refuse what is not theirs to replace (a directory where a file goes, a device, a FIFO, a socket), with an
-error that names the path. An interrupted folder replacement leaves at most two folders beside the target,
+error that names the path. For headwise's own files in its own folders (the dispatch cache):
+
+    own_folder(folder)            an OSError unless `folder` is a directory of the current user's
+    read_regular(path, limit)     the text of a regular file of at most `limit` bytes, never blocking
+    locked(path)                  an exclusive lock held on a lock file, for a read-merge-write
+    replace_entry(path, text)     `path` itself replaced in one step, never a file a link there points to
+ An interrupted folder replacement leaves at most two folders beside the target,
 `.<name>.tmp-*` (the new one) and `.<name>.old-*` (the one it replaces): folder_leftovers() finds them, and
 the next replacement that succeeds removes them (as remove_folder_leftovers() does).
 """
@@ -14,10 +20,13 @@ the next replacement that succeeds removes them (as remove_folder_leftovers() do
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import shutil
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +173,87 @@ def fsync(path: Path) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+def own_folder(folder: str | os.PathLike[str]) -> None:
+    """An OSError naming `folder` unless it is a directory that belongs to the current user (a link to one
+    counts): headwise keeps its own files (the dispatch cache) only there."""
+    status = os.stat(folder)
+    if not stat.S_ISDIR(status.st_mode):
+        raise NotADirectoryError(f"{os.fspath(folder)} is not a directory")
+    if hasattr(os, "geteuid") and status.st_uid != os.geteuid():
+        raise PermissionError(f"{os.fspath(folder)} belongs to another user (uid {status.st_uid})")
+
+
+def read_regular(path: str | os.PathLike[str], limit: int, *, follow_links: bool = True) -> str:
+    """The UTF-8 text of `path`, which must be a regular file of at most `limit` bytes; an OSError (or a
+    UnicodeDecodeError) that names `path` otherwise. Never blocks: a FIFO is opened without waiting for
+    a writer and then refused, as are devices (/dev/zero), directories and sockets. follow_links=False
+    also refuses a symbolic link at `path` (the file a link points to may be someone else's)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        flags |= os.O_NOFOLLOW
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP and not follow_links and os.path.islink(path):
+            raise OSError(
+                f"{os.fspath(path)} is a symbolic link: headwise reads only a regular file here"
+            ) from None
+        raise
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(descriptor)
+        mode, size = status.st_mode, status.st_size
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in KINDS if test(mode)), "an unknown kind of file")
+            raise OSError(f"{os.fspath(path)} is {kind}: headwise reads regular files only")
+        if size > limit:
+            raise OSError(f"{os.fspath(path)} has {size:,} bytes: headwise reads at most {limit:,} here")
+        data = file.read(limit + 1)  # the size may have grown since fstat
+    if len(data) > limit:
+        raise OSError(f"{os.fspath(path)} has more than {limit:,} bytes: headwise reads at most {limit:,}")
+    return data.decode("utf-8")
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str], timeout_s: float = 10.0) -> Iterator[None]:
+    """Hold an exclusive flock on the lock file `path` (created if missing, never through a link) for the
+    block: writers that read, merge and replace one file take turns. A TimeoutError names `path` when
+    another process holds it for longer than `timeout_s`."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(path, flags, 0o666)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(f"{os.fspath(path)} is not a regular file: it cannot serve as a lock")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{os.fspath(path)} stayed locked for {timeout_s:g} s") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def replace_entry(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` (UTF-8) to a new file beside `path`, flush it and rename it onto `path` in one step: a
+    reader sees the old file or the new one, and whatever `path` was (a link, a FIFO) is replaced as a
+    folder entry; nothing a link there points to is opened or changed. A directory at `path` is an
+    IsADirectoryError."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        with os.fdopen(os.open(temporary, flags, 0o666), "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        fsync(path.parent)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -152,8 +152,12 @@ def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse
         predicate=predicate,
         score_mod=score_mod,
         dropout_p=float(dropout_p),
-        requires_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
+        # torch.jit.trace checks its graph by tracing again without gradients: one choice for both.
+        requires_grad=torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and any(t.requires_grad for t in (q, k, v)),
         deterministic=torch.are_deterministic_algorithms_enabled(),
+        transforms=_transforms_active(),
     )
     call = functools.partial(
         _run,
@@ -175,14 +179,31 @@ def _run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
     query's row of out, weights and lse is NaN exactly when the query itself is non-finite or it attends
     with nonzero weight to a key whose k or v is. Gradients stay finite (a NaN row passes none back).
     The check is one sum per input, q alone when the caller knows k and v are finite (a device sync on
-    CUDA); finite inputs run as they are. Inside
+    CUDA); finite inputs run as they are. Under torch.func's transforms (vmap, grad, jacrev), which allow
+    no data-dependent branch, and while torch.jit.trace records (a branch would be frozen into the graph),
+    every call takes the careful path (exact for finite inputs too), so the rule holds per sample under
+    vmap and in a traced graph. Inside
     `headwise.trace()` the steps are recorded as the textbook computes them, NaN spreading as it does, and
     so are the calls torch.compile traces through (those returning weights or lse: see headwise.ops).
     -> (out, weights or None, lse or None)."""
     if tracing() or torch.compiler.is_compiling():  # compiled code traced through: no data-dependent branch
         return _run_finite(choice, q, k, v, **options)
+    if _transforms_active() or torch.jit.is_tracing():
+        return _run_careful(choice, q, k, v, **options)
     if all_finite(*((q,) if kv_finite else (q, k, v))):
         return _run_finite(choice, q, k, v, **options)
+    return _run_careful(choice, q, k, v, **options)
+
+
+def _transforms_active() -> bool:
+    """Whether a torch.func transform (vmap, grad, jvp, jacrev, ...) is running this call."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def _run_careful(choice: Choice, q, k, v, **options):
+    """The non-finite rule without a data-dependent branch: non-finite entries zeroed (torch.where), each key
+    flagged in an extra value column (1 where its k or v is non-finite), and the rows that see a flagged key
+    with nonzero weight, or whose query is non-finite, set to NaN. -> (out, weights or None, lse or None)."""
     finite_q, finite_k, finite_v = (torch.isfinite(t) for t in (q, k, v))  # bool, shaped as q, k, v
     bad_query = ~finite_q.all(-1)  # (B, Hq, Nq)
     bad_key = ~(finite_k.all(-1) & finite_v.all(-1))  # (B, Hkv, Nk)

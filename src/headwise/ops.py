@@ -8,24 +8,26 @@ as an eager call (the measured choice when there is one, else the static table).
 too, dropout included.
 
     headwise::attention(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite=False)
-        -> (out, seed)
+        -> (out, rng_state)
     headwise::attention_backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training,
-        kv_finite, seed) -> (dq, dk, dv)
+        kv_finite, rng_state) -> (dq, dk, dv)
 
     headwise::predicate_attention(q, k, v, predicate, predicate_tensors, scale, dropout_p, backend,
-        training, kv_finite) -> (out, seed), and its headwise::predicate_attention_backward
+        training, kv_finite) -> (out, rng_state), and its headwise::predicate_attention_backward
 
 q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv), mask None or a tensor mask as for
-`headwise.attention`, out (B, Hq, Nq, Dv). A mask predicate other than causal() alone travels as data
-to predicate_attention (`headwise.masks.spec`: its tree and int parameters in the string `predicate`, its
+`headwise.attention`, out (B, Hq, Nq, Dv). A mask predicate other than causal() alone travels as data to
+predicate_attention (`headwise.masks.spec`: its tree and int parameters in the string `predicate`, its
 tensors, such as document ids, in `predicate_tensors`), so that the backend the op picks still sees the
 structure and skips what it rules out; a predicate with no spec (a user's own class), or one beside a
 tensor mask, is materialised into the mask of headwise::attention, whose schema TorchScript callers and
 saved scripts rely on (headwise.compat). `training` says whether the call will be differentiated, so that
-the forward and the backward pick the same backend; `seed` (a 0-D int64 tensor on the CPU) is the seed the
-dropout drew its masks from, so that the backward redraws the same ones. The backward recomputes the
-forward of the same backend and differentiates it (one more forward per backward than an eager call: the
-price of keeping every backend's own autograd behind one op).
+the forward and the backward pick the same backend. The forward draws its dropout masks from torch's
+generator as an eager call does (the same masks from the same seed, and the generator left where an eager
+call leaves it: a scripted model in training equals the eager one); `rng_state` (uint8 on the CPU, empty
+without dropout) is the generator's state before the draws, from which the backward redraws the same
+masks. The backward recomputes the forward of the same backend and differentiates it (one more forward per
+backward than an eager call: the price of keeping every backend's own autograd behind one op).
 """
 
 from __future__ import annotations
@@ -77,35 +79,38 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, kv_finite, backend,
 
 
 def _forward(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite):
-    """Both ops' forward. mask: a tensor mask, a predicate or None. -> (out (B, Hq, Nq, Dv), seed ())."""
-    seed = torch.randint(2**62, ()) if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
+    """Both ops' forward. mask: a tensor mask, a predicate or None. -> (out (B, Hq, Nq, Dv), rng_state):
+    the chosen backend's forward, its dropout drawn as an eager call draws it, and the generator's state
+    before the draws (for the backward)."""
     with _autograd_available(), untraced():
-        # Chosen before the seeding: a first call may measure, drawing random inputs of its own.
+        # Chosen before the state is taken: a first call may measure (leaving the generator as it was).
         choice, call = functional.resolve(
             q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
         )
-        with _seeded(seed, dropout_p, q.device), torch.no_grad():
+        rng_state = _rng_state(dropout_p, q.device)
+        with torch.no_grad():
             out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
-    return out.contiguous(), seed  # the layout the fake promises
+    return out.contiguous(), rng_state  # the layout the fake promises
 
 
-def _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, seed):
-    """Both ops' backward: the same backend's forward recomputed (the same dropout masks) and
-    differentiated. -> (dq, dk, dv), shaped as q, k, v."""
+def _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, rng_state):
+    """Both ops' backward: the same backend's forward recomputed (the same dropout masks, redrawn from
+    `rng_state`) and differentiated. -> (dq, dk, dv), shaped as q, k, v."""
     with _autograd_available(), untraced():
         choice, call = functional.resolve(
             q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
         )
-        with _seeded(seed, dropout_p, q.device), torch.enable_grad():
+        with _replaying(rng_state, dropout_p, q.device), torch.enable_grad():
             inputs = [t.detach().requires_grad_() for t in (q, k, v)]
             out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
             grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
     return tuple(g.contiguous() for g in grads)  # the layout the fake promises
 
 
-def _fake_forward(q, v):
+def _fake_forward(q, v, dropout_p):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
-    return out, torch.empty((), dtype=torch.int64)
+    size = _generator(q.device).get_state().numel() if dropout_p > 0.0 else 0
+    return out, torch.empty(size, dtype=torch.uint8)
 
 
 # headwise::attention: a tensor mask (or none) and the causal flag ----------------------------------------
@@ -124,13 +129,13 @@ def attention_op(
     training: bool,
     kv_finite: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """-> (out (B, Hq, Nq, Dv), seed ()): the chosen backend's forward, its dropout drawn from `seed`."""
+    """-> (out (B, Hq, Nq, Dv), rng_state): see _forward."""
     return _forward(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite)
 
 
 @attention_op.register_fake
 def _(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite=False):
-    return _fake_forward(q, v)
+    return _fake_forward(q, v, dropout_p)
 
 
 @torch.library.custom_op("headwise::attention_backward", mutates_args=())
@@ -146,10 +151,10 @@ def attention_backward_op(
     backend: str,
     training: bool,
     kv_finite: bool,
-    seed: Tensor,
+    rng_state: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (dq, dk, dv), shaped as q, k, v."""
-    return _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, seed)
+    return _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, rng_state)
 
 
 @attention_backward_op.register_fake
@@ -159,13 +164,13 @@ def _(d_out, q, k, v, *options):
 
 def _setup_context(ctx, inputs, output) -> None:
     q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite = inputs
-    ctx.save_for_backward(q, k, v, mask, output[1])
+    ctx.save_for_backward(q, k, v, mask, output[1])  # output[1]: the generator's state
     ctx.options = (causal, scale, dropout_p, backend, training, kv_finite)
 
 
-def _backward_of_attention(ctx, d_out, _d_seed):
-    q, k, v, mask, seed = ctx.saved_tensors
-    dq, dk, dv = attention_backward_op(d_out, q, k, v, mask, *ctx.options, seed)
+def _backward_of_attention(ctx, d_out, _d_rng_state):
+    q, k, v, mask, rng_state = ctx.saved_tensors
+    dq, dk, dv = attention_backward_op(d_out, q, k, v, mask, *ctx.options, rng_state)
     return dq, dk, dv, *(None,) * 7
 
 
@@ -188,14 +193,14 @@ def predicate_attention_op(
     training: bool,
     kv_finite: bool,
 ) -> tuple[Tensor, Tensor]:
-    """-> (out (B, Hq, Nq, Dv), seed ()), the predicate rebuilt from its spec."""
+    """-> (out (B, Hq, Nq, Dv), rng_state), the predicate rebuilt from its spec: see _forward."""
     rule = decode(predicate, list(predicate_tensors))
     return _forward(q, k, v, rule, False, scale, dropout_p, backend, training, kv_finite)
 
 
 @predicate_attention_op.register_fake
-def _(q, k, v, *options):
-    return _fake_forward(q, v)
+def _(q, k, v, predicate, predicate_tensors, scale, dropout_p, *options):
+    return _fake_forward(q, v, dropout_p)
 
 
 @torch.library.custom_op("headwise::predicate_attention_backward", mutates_args=())
@@ -211,11 +216,11 @@ def predicate_attention_backward_op(
     backend: str,
     training: bool,
     kv_finite: bool,
-    seed: Tensor,
+    rng_state: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (dq, dk, dv), shaped as q, k, v."""
     rule = decode(predicate, list(predicate_tensors))
-    return _backward(d_out, q, k, v, rule, False, scale, dropout_p, backend, training, kv_finite, seed)
+    return _backward(d_out, q, k, v, rule, False, scale, dropout_p, backend, training, kv_finite, rng_state)
 
 
 @predicate_attention_backward_op.register_fake
@@ -229,9 +234,9 @@ def _setup_predicate_context(ctx, inputs, output) -> None:
     ctx.predicate, ctx.options = predicate, options
 
 
-def _backward_of_predicate_attention(ctx, d_out, _d_seed):
-    q, k, v, seed, *tensors = ctx.saved_tensors
-    options = (ctx.predicate, tensors, *ctx.options, seed)
+def _backward_of_predicate_attention(ctx, d_out, _d_rng_state):
+    q, k, v, rng_state, *tensors = ctx.saved_tensors
+    options = (ctx.predicate, tensors, *ctx.options, rng_state)
     dq, dk, dv = predicate_attention_backward_op(d_out, q, k, v, *options)
     return dq, dk, dv, None, [None] * len(tensors), *(None,) * 5
 
@@ -241,20 +246,31 @@ predicate_attention_op.register_autograd(
 )
 
 
+def _generator(device: torch.device) -> torch.Generator:
+    """The default generator of `device`: the one dropout draws from."""
+    if device.type == "cpu":
+        return torch.default_generator
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return torch.cuda.default_generators[index]
+
+
+def _rng_state(dropout_p: float, device: torch.device) -> Tensor:
+    """The state of `device`'s generator now (uint8), or an empty tensor when there is no dropout."""
+    if dropout_p == 0.0:
+        return torch.empty(0, dtype=torch.uint8)
+    return _generator(device).get_state()
+
+
 @contextlib.contextmanager
-def _seeded(seed: Tensor, dropout_p: float, device: torch.device):
-    """The generator of `device` (the one dropout draws from) seeded with `seed` inside and restored after,
+def _replaying(rng_state: Tensor, dropout_p: float, device: torch.device):
+    """The generator of `device` set to `rng_state` inside (the forward's draws replayed) and restored after,
     no other; nothing when there is no dropout."""
     if dropout_p == 0.0:
         yield
         return
-    if device.type == "cpu":
-        generator = torch.default_generator
-    else:
-        index = torch.cuda.current_device() if device.index is None else device.index
-        generator = torch.cuda.default_generators[index]
+    generator = _generator(device)
     state = generator.get_state()
-    generator.manual_seed(int(seed))
+    generator.set_state(rng_state)
     try:
         yield
     finally:

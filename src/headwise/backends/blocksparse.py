@@ -27,7 +27,7 @@ from .plan import Group, Plan, make_plan
 
 BLOCK = 64  # queries and keys per block
 CHUNK_BYTES = 4 * 2**20  # the scores of one chunk, in bytes of the accumulation dtype
-CAPABILITIES = Capabilities(lse=True, predicates=True, dropout=False)
+CAPABILITIES = Capabilities(lse=True, predicates=True, dropout=False, transforms=False)
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):

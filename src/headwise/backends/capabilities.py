@@ -24,7 +24,8 @@ class Request:
 
     Sizes: B batch, Hq / Hkv heads, Nq / Nk lengths, Dh / Dv head widths. mask: the kind of the tensor
     mask, "none", "bool" or "float"; predicate: the masks.Predicate the call carries (causal=True included,
-    as causal()), before any backend materialises it.
+    as causal()), before any backend materialises it. transforms: a torch.func transform (vmap, grad,
+    jacrev) runs the call.
     """
 
     device: torch.device
@@ -46,6 +47,7 @@ class Request:
     dropout_p: float = 0.0
     requires_grad: bool = False
     deterministic: bool = False
+    transforms: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Capabilities:
     classes it applies (a chain of them too). dropout: applies dropout_p > 0. mask_grad: differentiates
     with respect to a float mask. backward: the devices where it differentiates (None: all of `devices`).
     deterministic: gives the same bits on every run, as torch.use_deterministic_algorithms(True) asks.
+    transforms: runs under torch.func's transforms (no data-dependent branch; no autograd.Function without
+    setup_context and a vmap rule).
     limits: what depends on the environment rather than the call's kind (a package installed, an
     interpreter on), as a function of the request returning a reason or None.
     """
@@ -73,6 +77,7 @@ class Capabilities:
     mask_grad: bool = False
     backward: frozenset[str] | None = None
     deterministic: bool = True
+    transforms: bool = True
     limits: Callable[[Request], str | None] | None = None
 
     def unsupported(self, request: Request) -> str | None:
@@ -99,6 +104,8 @@ class Capabilities:
             return f"differentiate on {device}"
         if request.deterministic and request.requires_grad and not self.deterministic:
             return "differentiate deterministically (torch.use_deterministic_algorithms(True) is on)"
+        if request.transforms and not self.transforms:
+            return "run under torch.func's transforms (vmap, grad, jacrev)"
         return None if self.limits is None else self.limits(request)
 
 

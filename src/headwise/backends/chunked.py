@@ -22,7 +22,8 @@ from ..masks import ALiBi, Predicate, to_additive
 from .capabilities import Capabilities, score_dtype
 
 BLOCK = 256  # queries and keys per block
-CAPABILITIES = Capabilities(lse=True, predicates=True, score_mods=frozenset({ALiBi}))
+# Not under torch.func's transforms: its autograd.Function writes blocks into preallocated tensors in place.
+CAPABILITIES = Capabilities(lse=True, predicates=True, score_mods=frozenset({ALiBi}), transforms=False)
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):

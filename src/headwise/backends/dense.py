@@ -36,7 +36,10 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
     elif mask is not None:
         scores = scores + mask
         empty = (mask == float("-inf")).all(dim=-1, keepdim=True)
-    if empty is not None and (torch.compiler.is_compiling() or empty.any()):  # no data-dependent branch
+    branch_free = (
+        torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or torch.jit.is_tracing()
+    )  # torch.compile, vmap/grad, jit.trace
+    if empty is not None and (branch_free or empty.any()):  # no data-dependent branch
         scores = scores.masked_fill(empty, 0.0)  # a finite row, so softmax gives no NaN ...
     else:
         empty = None

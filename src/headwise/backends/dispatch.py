@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from . import BACKENDS
 from .capabilities import Request
-from .tuning import TUNER, Choice, static_choices
+from .tuning import TUNER, Choice, accurate_backward, static_choices
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
@@ -38,7 +38,10 @@ def candidates(request: Request) -> list[Choice]:
 
 
 def _serves(choice: Choice, request: Request) -> bool:
-    """Whether the choice's backend can serve `request` computed in the choice's dtype."""
+    """Whether the choice's backend can serve `request` computed in the choice's dtype, with a backward as
+    accurate as eager's (tuning.accurate_backward)."""
+    if not accurate_backward(choice, request):
+        return False
     return BACKENDS[choice.backend].unsupported(replace(request, dtype=choice.compute_dtype)) is None
 
 

@@ -27,6 +27,7 @@ CAPABILITIES = Capabilities(
     dropout=False,
     backward=frozenset({"cuda"}),  # torch: "FlexAttention does not support backward on CPU"
     deterministic=False,  # torch makes no determinism promise for its backward kernels
+    transforms=False,  # under vmap: "RuntimeError when making fake tensor call" (torch 2.13)
 )
 
 

@@ -19,7 +19,8 @@ CAPABILITIES = Capabilities(predicates=True, mask_grad=True)
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (context (B, Hq, Nq, Dv), None, None)."""
     batch, heads, num_queries = q.shape[:3]
-    is_causal = type(predicate) is Causal and mask is None and num_queries == k.shape[2]  # top-left == ours
+    # bool(): while torch.jit.trace runs, sizes are 0-D tensors, which SDPA's flags do not take.
+    is_causal = type(predicate) is Causal and mask is None and bool(num_queries == k.shape[2])  # top-left
     if predicate is not None and not is_causal:
         mask = with_predicate(mask, predicate, (batch, heads, num_queries, k.shape[2]), q.dtype, q.device)
     context = F.scaled_dot_product_attention(
@@ -30,6 +31,6 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
         dropout_p=dropout_p,
         is_causal=is_causal,
         scale=scale,
-        enable_gqa=q.shape[1] != k.shape[1],
+        enable_gqa=bool(q.shape[1] != k.shape[1]),
     )  # (B, Hq, Nq, Dv)
     return context, None, None

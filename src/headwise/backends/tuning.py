@@ -10,7 +10,10 @@ whether oneDNN runs bf16/fp16 natively, or the GPU's name and compute capability
 thread count, the dtype, power-of-two buckets of Nq, Nk and the head width, the mask kind, whether a
 backward follows and whether dropout is on. They live in memory and in a JSON file under the user's cache
 folder ($XDG_CACHE_HOME/headwise/dispatch.json, else ~/.cache/headwise/dispatch.json); a corrupt file, or
-one written by another torch or format, is ignored with a warning, never an error.
+one written by another torch or format, is ignored with a warning, never an error. Only a regular file of at
+most 4 MiB in a folder of the user's own is read (never a link, never waiting on a FIFO), each entry is
+checked against its key (the compute dtype its input dtype allows, a backend that runs there), and writes
+merge into the file under a lock and replace it in one step, never writing through a link.
 
 Tuning a new key on first use is opt-in (HEADWISE_TUNE=1 or `enable()`): it times each capable candidate on
 random inputs of the call's shape for a fraction of a second and keeps the fastest. It never runs while
@@ -147,7 +150,37 @@ def static_choices(request: Request) -> list[Choice]:
         if short and (request.requires_grad or "-amx" not in cpu_kind()):
             return [Choice("dense", dtype), *same, *upcast]
         return [*same, *upcast]
-    return same
+    return _accurate_backward_first(request, same)
+
+
+DENSE_FLOAT32_BACKWARD = 384 * 384  # float32 forward + backward on the CPU: dense up to Nq·Nk = 384²
+
+
+def accurate_backward(choice: Choice, request: Request) -> bool:
+    """Whether `choice` differentiates `request` as accurately as eager attention does. Not SDPA on the
+    CPU for float32 inputs that a backward follows: its flash kernel recomputes each weight as
+    exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24 relative,
+    where eager's softmax subtracts each row's maximum exactly. With unscaled scores (T5 at 4× its init:
+    ±700) dq came out 300 times less accurate than eager's on some CPUs. In bf16/fp16 computed in float32
+    that rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
+    return not (
+        choice.backend == "sdpa"
+        and request.device.type == "cpu"
+        and request.requires_grad
+        and request.dtype == choice.compute_dtype == torch.float32
+    )
+
+
+def _accurate_backward_first(request: Request, choices: list[Choice]) -> list[Choice]:
+    """`choices` without those `accurate_backward` rules out; a CPU float32 call that a backward follows
+    goes to dense up to Nq·Nk = 384², to chunked beyond (both recompute the weights from the running
+    maximum, as eager does). Forward + backward, B=4, H=8, Dh=64, one thread, AVX512-bf16-fp16-amx, in ms,
+    SDPA / dense / chunked: N=128 7.4 / 5.8 / 11.0, N=384 42 / 53 / 58, N=512 75 / 148 / 108,
+    N=1024 214 / 497 / 364, N=2048 1027 / 3690 / 1705 (causal 677 / 5819 / 1124)."""
+    kept = [c for c in choices if accurate_backward(c, request)]
+    if len(kept) == len(choices) or request.num_queries * request.num_keys > DENSE_FLOAT32_BACKWARD:
+        return kept
+    return [Choice("dense", request.dtype), *(c for c in kept if c.backend != "dense")]
 
 
 def _names(request: Request) -> tuple[str, ...]:
@@ -187,7 +220,8 @@ def key(request: Request) -> str:
 
 
 def _bucket(n: int) -> int:
-    """The power of two at or above n (0 for 0)."""
+    """The power of two at or above n (0 for 0); n may be a 0-D tensor (a size while torch.jit.trace runs)."""
+    n = int(n)
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 
@@ -247,54 +281,114 @@ class Tuner:
             best_times[choice] = min(times)
             best = min(best, best_times[choice])
         chosen = min((c for c in best_times if best_times[c] is not None), key=lambda c: best_times[c])
-        self.choices()[key(request)] = chosen
-        _write(cache_path(), self.choices())
+        self._choices = {**self.choices(), **_write(cache_path(), {key(request): chosen})}
         labels = {c.label(request.dtype): (None if t is None else t * 1e3) for c, t in best_times.items()}
         return {"choice": chosen, "ms": labels, "cost_s": time.perf_counter() - start}
 
 
+MAX_CACHE_BYTES = 4 << 20  # a cache file beyond 4 MiB (some 20,000 entries) is not read
+COMPUTE_DTYPES = {  # a key's input dtype -> the dtypes its calls may be computed in
+    "float64": ("float64",),
+    "float32": ("float32",),
+    "bfloat16": ("bfloat16", "float32"),
+    "float16": ("float16", "float32"),
+}
+
+
 def _read(path: Path) -> dict[str, Choice]:
-    """The choices in the cache file; {} (with a warning) for a file that is corrupt or stale."""
-    if not path.exists():
-        return {}
+    """The choices in the cache file; {} without it. Anything but a regular file of at most
+    MAX_CACHE_BYTES in a folder of the user's own (a link, a FIFO, a device, a huge file) is not opened
+    for reading or refused at once, never waited on; a corrupt or stale file is ignored with a warning,
+    and so, with one warning for all, are the entries that do not fit their key (see _entry)."""
+    from ..files import own_folder, read_regular
+
     try:
-        data = json.loads(path.read_text())
-        written = (data.get("format"), data.get("torch")) if isinstance(data, dict) else None
-        if written != (FORMAT, torch.__version__):
-            warnings.warn(
-                f"headwise: ignoring {path}: written by another headwise format or torch version "
-                f"(now format {FORMAT}, torch {torch.__version__}); `headwise tune` measures again",
-                stacklevel=3,
-            )
-            return {}
-        return {k: _entry(e) for k, e in data["choices"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        warnings.warn(f"headwise: ignoring the unreadable dispatch cache {path}: {error}", stacklevel=3)
+        own_folder(path.parent)
+        data = json.loads(read_regular(path, MAX_CACHE_BYTES, follow_links=False))
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deeply
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        warnings.warn(f"headwise: ignoring the unreadable dispatch cache {path}: {reason}", stacklevel=3)
+        return {}
+    written = (data.get("format"), data.get("torch")) if isinstance(data, dict) else None
+    if written != (FORMAT, torch.__version__):
+        warnings.warn(
+            f"headwise: ignoring {path}: written by another headwise format or torch version "
+            f"(now format {FORMAT}, torch {torch.__version__}); `headwise tune` measures again",
+            stacklevel=3,
+        )
+        return {}
+    entries = data.get("choices")
+    if not isinstance(entries, dict):
+        warnings.warn(f"headwise: ignoring the dispatch cache {path}: it has no choices", stacklevel=3)
+        return {}
+    choices, bad = {}, []
+    for entry_key, entry in entries.items():
+        try:
+            choices[entry_key] = _entry(entry_key, entry)
+        except ValueError as error:
+            bad.append(str(error))
+    if bad:
+        warnings.warn(
+            f"headwise: ignoring {len(bad)} of the {len(entries)} entries of the dispatch cache {path} "
+            f"that do not fit their key (the first: {bad[0]}); auto decides for those keys as without them",
+            stacklevel=3,
+        )
+    return choices
 
 
-def _entry(entry: dict) -> Choice:
-    """A cache entry {"backend": name, "compute_dtype": "float32"} as a Choice, or a ValueError."""
-    backend, dtype = entry["backend"], getattr(torch, entry["compute_dtype"])
-    if not isinstance(backend, str) or not isinstance(dtype, torch.dtype):
-        raise ValueError(f"an entry must name a backend and a dtype, got {entry!r}")
-    return Choice(backend, dtype)
+def _entry(entry_key: str, entry: object) -> Choice:
+    """A cache entry {"backend": name, "compute_dtype": "float32"} under `entry_key` as a Choice, or a
+    ValueError saying what does not fit: the compute dtype must be one the key's input dtype allows
+    (COMPUTE_DTYPES: itself, and float32 for bf16/fp16), the backend a registered one that runs on the
+    key's device in that dtype. Whether it serves each call is checked again when a call looks it up."""
+    from . import BACKENDS
+
+    parts = entry_key.split(" | ")
+    allowed = COMPUTE_DTYPES.get(parts[3]) if len(parts) > 3 else None
+    if allowed is None:
+        raise ValueError(f"the key {entry_key[:80]!r} names no input dtype")
+    if not isinstance(entry, dict) or set(entry) != {"backend", "compute_dtype"}:
+        raise ValueError(f"an entry must be {{'backend': ..., 'compute_dtype': ...}}, got {str(entry)[:80]}")
+    backend, compute = entry["backend"], entry["compute_dtype"]
+    if compute not in allowed:
+        expected = " or ".join(allowed)
+        raise ValueError(
+            f"a {parts[3]} call cannot be computed in {str(compute)[:20]!r} (expected {expected})"
+        )
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {str(backend)[:40]!r}")
+    capabilities, device = BACKENDS[backend].capabilities, parts[0].split(":")[0]
+    if device not in capabilities.devices or getattr(torch, compute) not in capabilities.dtypes:
+        raise ValueError(f"backend {backend!r} does not run on {device} in {compute}")
+    return Choice(backend, getattr(torch, compute))
 
 
-def _write(path: Path, choices: dict[str, Choice]) -> None:
-    """Persist `choices` atomically; a cache that cannot be written only warns."""
-    from ..files import write_text
+def _write(path: Path, updates: dict[str, Choice]) -> dict[str, Choice]:
+    """Merge `updates` into the cache file and -> the merged choices. Under an exclusive lock on a lock
+    file beside it, the file is read again and replaced in one step with what it had plus `updates`, so
+    concurrent tuners keep every entry; the file is replaced as a folder entry, never written through a
+    link. A cache that cannot be written only warns (-> `updates`)."""
+    from ..files import locked, own_folder, replace_entry
 
-    entries = {
-        k: {"backend": c.backend, "compute_dtype": str(c.compute_dtype).removeprefix("torch.")}
-        for k, c in sorted(choices.items())
-    }
-    text = json.dumps({"format": FORMAT, "torch": torch.__version__, "choices": entries}, indent=1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, text)
+        own_folder(path.parent)
+        with locked(path.with_name(path.name + ".lock")):
+            with warnings.catch_warnings():  # the first read warned about what it ignores
+                warnings.simplefilter("ignore")
+                merged = {**_read(path), **updates}
+            entries = {
+                k: {"backend": c.backend, "compute_dtype": str(c.compute_dtype).removeprefix("torch.")}
+                for k, c in sorted(merged.items())
+            }
+            document = {"format": FORMAT, "torch": torch.__version__, "choices": entries}
+            replace_entry(path, json.dumps(document, indent=1))
+        return merged
     except OSError as error:
         warnings.warn(f"headwise: could not write the dispatch cache {path}: {error}", stacklevel=3)
+        return updates
 
 
 TUNER = Tuner()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..checks import printable
 from ..explain.example import (
     CROSS_TOKENS,
+    EXAMPLES,
     LECTURE_DIM,
     LECTURE_HEADS,
     LECTURE_SEED,
@@ -59,7 +60,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "through headwise.MultiHeadAttention and print every step with its shape, formula and values, "
         "checking as it goes what a learner should see.",
     )
-    group = parser.add_argument_group("the walkthrough (not with --by-hand)")
+    parser.add_argument(
+        "--example",
+        metavar="NAME",
+        help="the walkthrough's example: book (the default: the lectures' hands-on test, Raschka's 3.6.2 "
+        "MultiHeadAttention(d_in=3, d_out=2, num_heads=2) on the batch of two, number for number) or wide "
+        "(headwise's own MultiHeadAttention(3, 2, head_dim=2): d_out = 4, one sequence; the options below "
+        "change it); with --by-hand, a sample exercise shipped with headwise: 6-3 (the lecture page's, the "
+        "default) or 6-6 (two 6-3 heads side by side), whose file it names so that you can copy it",
+    )
+    group = parser.add_argument_group("the walkthrough (not with --by-hand; they start from --example wide)")
     walkthrough_options = [
         group.add_argument(
             "--tokens",
@@ -183,7 +193,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def example_from(args: argparse.Namespace) -> Example:
-    """The example the options describe."""
+    """The example the options describe: --example's (book without options), or wide changed by them."""
+    if args.example == "book" or (args.example is None and not args.options_given):
+        return EXAMPLES["book"]
     return Example(
         tokens=args.tokens,
         kv_tokens=args.cross,
@@ -217,6 +229,19 @@ def run(
     )
     if other_source and given:
         parser.error(f"{other_source} replaces the lectures' example; leave out {', '.join(given)}")
+    args.options_given = given
+    if not args.by_hand and args.example is not None:
+        if other_source:
+            parser.error(
+                f"--example ({args.example!r}) chooses the walkthrough's example; leave out {other_source}"
+            )
+        if args.example not in EXAMPLES:
+            parser.error(f"argument --example: expected one of {', '.join(EXAMPLES)}, got {args.example!r}")
+        if args.example == "book" and given:
+            parser.error(
+                f"--example book is the book's hands-on test as it is; {', '.join(given)} change --example "
+                "wide: leave out --example book"
+            )
     if args.input is not None and not args.by_hand:
         parser.error(f"--input ({args.input!r}) is an exercise for --by-hand; add --by-hand")
     if args.worksheet is not None and not args.by_hand:
@@ -239,7 +264,7 @@ def run(
     if importlib.util.find_spec("rich") is None:
         print(NEEDS_RICH, file=sys.stderr)
         return 1
-    exercise = read_input(parser, args.input) if args.by_hand else None
+    exercise = read_input(parser, args) if args.by_hand else None
     if args.worksheet is not None:
         from ..explain.worksheet import write_worksheet
 
@@ -265,17 +290,36 @@ def run(
     return 0 if terminal.walkthrough(run_example(example_from(args)), console) else 1
 
 
-def read_input(parser: argparse.ArgumentParser, file: str | None):
-    """The exercise --input names (a by_hand.Exercise), the lectures' without it; an unreadable or unusable
-    file is an argument error, before anything is computed. Needs rich (by_hand draws with it)."""
+def read_input(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The exercise --input or --example names (a by_hand.Exercise), the lectures' without them; an
+    unreadable file, or rules that destroy the exercise (teaching.refusal), are argument errors, before
+    anything is computed. Needs rich (by_hand draws with it). A sample's file is named on stdout."""
     from ..explain.by_hand import LECTURE, read_exercise
+    from ..explain.teaching import SAMPLES, read_sample, refusal
 
-    if file is None:
+    if args.input is not None and args.example is not None:
+        parser.error(
+            f"--input ({args.input!r}) and --example ({args.example!r}) both give the exercise: keep one"
+        )
+    if args.example is not None and args.example not in SAMPLES:
+        names = "; ".join(f"{name}: {what}" for name, what in SAMPLES.items())
+        parser.error(
+            f"argument --example: with --by-hand, expected a sample exercise ({names}), got {args.example!r}"
+        )
+    if args.example is not None:
+        exercise, where = read_sample(args.example)
+        print(f"sample {args.example}: {where} (.csv beside it); copy one to edit, then --input")
+        return exercise
+    if args.input is None:
         return LECTURE
     try:
-        return read_exercise(file)
+        exercise = read_exercise(args.input)
     except (OSError, ValueError) as error:
         parser.error(f"argument --input: {printable(str(error))}")
+    reason = refusal(exercise)
+    if reason is not None:
+        parser.error(f"argument --input: {printable(reason)}")
+    return exercise
 
 
 def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

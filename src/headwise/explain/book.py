@@ -27,7 +27,7 @@ from ..modules import MultiHeadAttention
 from ..trace import Trace, trace
 from .checks import Check, matches
 from .example import LECTURE_EMBEDDINGS, LECTURE_TOKENS
-from .report import HeadMaps, Matrix, Report, WalkStep
+from .report import HeadMaps, Matrix, Report, WalkStep, caption
 
 BOOK = 'Raschka, "Build a Large Language Model from Scratch", chapter 3'
 SECTIONS = {  # the chapter's sections that print values, by number
@@ -90,15 +90,6 @@ class Printout:
             Matrix(matrix, rows, self.columns, caption(leading, index, value.shape[:-2]))
             for index, matrix in enumerate(flat)
         )
-
-
-def caption(axes: tuple[str, ...], index: int, sizes: torch.Size) -> str:
-    """'batch 1, head 0' for matrix `index` of leading axes `sizes` (b, num_heads, ...); '' without."""
-    if not axes:
-        return ""
-    names = {"b": "batch", "num_heads": "head"}
-    positions = torch.unravel_index(torch.tensor(index), tuple(sizes))
-    return ", ".join(f"{names.get(axis, axis)} {int(p)}" for axis, p in zip(axes, positions, strict=True))
 
 
 def book_inputs() -> torch.Tensor:
@@ -178,6 +169,34 @@ def linear_module(layers: list[nn.Linear], *, num_heads: int | None = None, **op
     return headwise_module(w_query, w_key, w_value, num_heads=num_heads or len(groups), **options)
 
 
+def weight_split_module() -> MultiHeadAttention:
+    """3.6.2's MultiHeadAttention(d_in=3, d_out=2, context_length=6, dropout=0.0, num_heads=2) as headwise's:
+    W_query, W_key, W_value (nn.Linear(d_in, d_out, bias=False)) and out_proj (nn.Linear(d_out, d_out))
+    drawn in that order after torch.manual_seed(123), split into two heads of width 1; float64, evaluation
+    mode. The caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        *layers, out_proj = linear_layers(SEED, 3, output=True)
+    return linear_module(layers, num_heads=2, out_proj=out_proj)
+
+
+def shape_of(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor's shape as the book prints it (torch.Size([6, 2])), as a vector of its sizes (float64)."""
+    return torch.tensor(tuple(tensor.shape), dtype=torch.float64)
+
+
+def context_shape(section: str, context: torch.Tensor) -> Printout:
+    """The book's print("context_vecs.shape:", context_vecs.shape) after each of its classes."""
+    return Printout(
+        section,
+        "context_vecs.shape",
+        "context_vecs.shape",
+        "(b, num_tokens, width): one context vector per token of each batch element.",
+        shape_of(context),
+        (),
+        ("b", "num_tokens", "width"),
+    )
+
+
 def simplified_attention() -> list[Printout]:
     """3.3: attention without trainable weights, scores = plain dot products (scale 1), for the second
     token ("journey") and then for all tokens."""
@@ -191,6 +210,9 @@ def simplified_attention() -> list[Printout]:
     context_2 = one["context_by_head"].tensor[0, 0, 0]  # (3,)
     every = traced(attention, x, x, x, scale=1.0)
     weights = every["weights"].tensor[0, 0]  # (6, 6)
+    scores = every["scores"].tensor[0, 0]  # (6, 6)
+    res = sum(a * b for a, b in zip(inputs[0].tolist(), inputs[1].tolist(), strict=True))  # the book's loop
+    loops = torch.tensor([[float(row @ column) for column in inputs] for row in inputs], dtype=torch.float64)
     tokens, dims = LECTURE_TOKENS, features(D_IN)
     s = "3.3.1"
     return [
@@ -207,10 +229,20 @@ def simplified_attention() -> list[Printout]:
             s,
             "res",
             "res = Σ inputs[0][idx] * query[idx]   (= torch.dot(inputs[0], query))",
-            "A dot product is the sum of elementwise products: the first score again.",
-            scores_2[0],
+            "A dot product is the sum of elementwise products, here added up one by one.",
+            torch.tensor(res, dtype=torch.float64),
             (),
             ("res",),
+        ),
+        Printout(
+            s,
+            "torch.dot(inputs[0], query)",
+            "print(torch.dot(inputs[0], query))",
+            "The same dot product at once: headwise's first score.",
+            scores_2[0],
+            (),
+            ("dot",),
+            (matches(scores_2[0], torch.tensor(res, dtype=torch.float64), "equal to res"),),
         ),
         Printout(
             s,
@@ -241,6 +273,15 @@ def simplified_attention() -> list[Printout]:
         ),
         Printout(
             s,
+            "attn_weights_2_naive.sum()",
+            "attn_weights_2_naive.sum()",
+            "They sum to 1.",
+            naive.sum(),
+            (),
+            ("sum",),
+        ),
+        Printout(
+            s,
             "attn_weights_2",
             "attn_weights_2 = torch.softmax(attn_scores_2, dim=0)",
             "headwise's softmax over the keys (the reference backend): the same weights.",
@@ -264,11 +305,21 @@ def simplified_attention() -> list[Printout]:
         Printout(
             "3.3.2",
             "attn_scores",
-            "attn_scores = inputs @ inputs.T",
-            "Every token's dot product with every token: one row of scores per query.",
-            every["scores"].tensor[0, 0],
+            "for i, x_i in enumerate(inputs): for j, x_j in enumerate(inputs): torch.dot(x_i, x_j)",
+            "Every token's dot product with every token, in two loops: one row of scores per query.",
+            loops,
             ("num_tokens", "num_tokens"),
             tokens,
+        ),
+        Printout(
+            "3.3.2",
+            "attn_scores",
+            "attn_scores = inputs @ inputs.T",
+            "The same in one matrix product: headwise's scores.",
+            scores,
+            ("num_tokens", "num_tokens"),
+            tokens,
+            (matches(scores, loops, "equal to the loops' attn_scores"),),
         ),
         Printout(
             "3.3.2",
@@ -281,7 +332,16 @@ def simplified_attention() -> list[Printout]:
         ),
         Printout(
             "3.3.2",
-            "attn_weights.sum(dim=-1)",
+            "Row 2 sum",
+            "row_2_sum = sum([0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581])",
+            "The second row's printed weights, added up: 1.",
+            weights[1].round(decimals=4).sum(),
+            (),
+            ("sum",),
+        ),
+        Printout(
+            "3.3.2",
+            "All row sums",
             "attn_weights.sum(dim=-1)",
             "Every row sums to 1.",
             weights.sum(dim=-1),
@@ -297,6 +357,15 @@ def simplified_attention() -> list[Printout]:
             ("num_tokens", "d_in"),
             dims,
             (matches(every["context_by_head"].tensor[0, 0, 1], context_2, "row 2 is context_vec_2"),),
+        ),
+        Printout(
+            "3.3.2",
+            "Previous 2nd context vector",
+            'print("Previous 2nd context vector:", context_vec_2)',
+            "3.3.1's context_vec_2, the second row above.",
+            context_2,
+            ("d_in",),
+            dims,
         ),
     ]
 
@@ -319,6 +388,18 @@ def trainable_attention() -> list[Printout]:
             steps["queries"].tensor[0, 1],
             ("d_out",),
             out,
+        ),
+        *(
+            Printout(
+                s,
+                f"{role}.shape",
+                f"{role} = inputs @ W_{role[:-1]}; {role}.shape",
+                f"Every token's {role[:-1]} at once: (num_tokens, d_out).",
+                shape_of(steps[role].tensor[0]),
+                (),
+                ("num_tokens", "d_out"),
+            )
+            for role in ("keys", "values")
         ),
         Printout(
             s,
@@ -473,6 +554,15 @@ def causal_attention() -> list[Printout]:
         ),
         Printout(
             "3.5.3",
+            "batch.shape",
+            "batch = torch.stack((inputs, inputs), dim=0); batch.shape",
+            "Two inputs with six tokens each, each token 3 wide.",
+            shape_of(batch),
+            (),
+            ("b", "num_tokens", "d_in"),
+        ),
+        Printout(
+            "3.5.3",
             "context_vecs",
             "torch.manual_seed(123); ca = CausalAttention(d_in, d_out, 6, 0.0)",
             "A batch of two copies of the inputs through causal attention: two equal (6, 2) results.",
@@ -480,6 +570,7 @@ def causal_attention() -> list[Printout]:
             ("b", "num_tokens", "d_out"),
             features(D_OUT),
         ),
+        context_shape("3.5.3", ca["context"].tensor),
     ]
 
 
@@ -490,8 +581,7 @@ def multi_head_attention(causal_context: torch.Tensor) -> tuple[list[Printout], 
     `a`. Also returns the trace of the weight-split module, whose weights the head view draws."""
     batch = torch.stack((book_inputs(), book_inputs()))  # (2, 6, 3)
     wrapper = traced(linear_module(linear_layers(SEED, 6)), batch, is_causal=True)
-    *layers, out_proj = linear_layers(SEED, 3, output=True)
-    split = traced(linear_module(layers, num_heads=2, out_proj=out_proj), batch, is_causal=True)
+    split = traced(weight_split_module(), batch, is_causal=True)
     a = torch.tensor(HEADS_EXAMPLE, dtype=torch.float64)[
         None
     ]  # (1, 2, 3, 4) = (b, num_heads, num_tokens, head_dim)
@@ -509,6 +599,7 @@ def multi_head_attention(causal_context: torch.Tensor) -> tuple[list[Printout], 
             tuple(columns),
             (matches(wrapper["context"].tensor[..., :D_OUT], causal_context, "head 0 is 3.5.3's result"),),
         ),
+        context_shape("3.6.1", wrapper["context"].tensor),
         Printout(
             "3.6.2",
             "context_vecs",
@@ -519,6 +610,7 @@ def multi_head_attention(causal_context: torch.Tensor) -> tuple[list[Printout], 
             ("b", "num_tokens", "d_out"),
             features(D_OUT),
         ),
+        context_shape("3.6.2", split["output"].tensor),
         Printout(
             "3.6.2",
             "a @ a.transpose(2, 3)",
@@ -528,7 +620,23 @@ def multi_head_attention(causal_context: torch.Tensor) -> tuple[list[Printout], 
             products,
             ("b", "num_heads", "num_tokens", "num_tokens"),
             features(3),
-            (matches(products[0], a[0] @ a[0].mT, "head h is a[0, h] @ a[0, h].T"),),
+        ),
+        *(
+            Printout(
+                "3.6.2",
+                f"{which} head",
+                f"{which.lower()}_head = a[0, {head}, :, :]; {which.lower()}_head @ {which.lower()}_head.T",
+                f"The {which.lower()} head alone: the same numbers as head {head} of the batched product.",
+                a[0, head] @ a[0, head].T,
+                ("num_tokens", "num_tokens"),
+                features(3),
+                (
+                    matches(
+                        products[0, head], a[0, head] @ a[0, head].T, f"head {head} of a @ a.transpose(2, 3)"
+                    ),
+                ),
+            )
+            for head, which in enumerate(("First", "Second"))
         ),
     ]
     return printouts, split
@@ -540,7 +648,8 @@ def chapter() -> tuple[list[Printout], torch.Tensor]:
     book seeds torch's global generator; the caller's state of it is restored afterwards."""
     with torch.random.fork_rng(devices=[]):
         causal = causal_attention()
-        multi, split = multi_head_attention(causal[-1].value)
+        context = next(p.value for p in causal if p.name == "context_vecs")  # 3.5.3's (2, 6, 2)
+        multi, split = multi_head_attention(context)
         printouts = simplified_attention() + trainable_attention() + causal + multi
     return printouts, split["weights"].tensor[0]
 

@@ -324,12 +324,13 @@ class HandWork:
 
     @property
     def suffix(self) -> str:
-        """'' with one head; '1', '2' after the names of a head's matrices (Q1, A2) with two."""
-        return "" if len(self.exercise.heads) == 1 else str(self.head + 1)
+        """'' with one head; '0', '1' after the names of a head's matrices (Q0, A1) with two: heads are
+        numbered from 0, as in the walkthrough (h0, h1)."""
+        return "" if len(self.exercise.heads) == 1 else str(self.head)
 
     @property
     def prefix(self) -> str:
-        """'' with one head; 'head 1: ' before its steps' titles with two."""
+        """'' with one head; 'head 0: ' before its steps' titles with two."""
         return f"head {self.suffix}: " if self.suffix else ""
 
 
@@ -407,7 +408,7 @@ def multi_head_context(exercise: Exercise) -> torch.Tensor:
     module = headwise_module(w_query, w_key, w_value, num_heads=len(exercise.heads))
     with torch.no_grad(), trace() as steps:
         module(exercise.features.T.to(torch.float64)[None])  # x (1, n, d): one row per token
-    return steps["context"].tensor[0].T  # (H·d_k, n): head 1's features above head 2's
+    return steps["context"].tensor[0].T  # (H·d_k, n): head 0's features above head 1's
 
 
 def written(matrix: Sequence[Sequence[Fraction]], rules: Rules) -> list[list[str]]:
@@ -508,7 +509,7 @@ def integer_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
     ]
     n, d, d_k = e.tokens, e.width, e.head_width
     w_q, w_k, w_v = weight_names(hand.head)
-    whose = "head 1's" if s else "the"
+    whose = "head 0's" if s else "the"
     first = (
         HandStep(
             f"inputs: X ({d}×{n}) and {whose} weights W_Q, W_K, W_V ({d_k}×{d})",
@@ -519,7 +520,7 @@ def integer_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
         if hand.head == 0
         else HandStep(
             f"{h}its weights {w_q}, {w_k}, {w_v} ({d_k}×{d})",
-            "Another head: weights of its own, the same tokens X.",
+            f"Another head: weights of its own ({w_q}, {w_k}, {w_v} in the file), the same tokens X.",
             [panels],
             given=True,
         )
@@ -654,15 +655,15 @@ def stacked_step(hands: Sequence[HandWork], exacts: Sequence[ExactWork]) -> Hand
     of headwise.MultiHeadAttention with the heads' weights stacked."""
     e = hands[0].exercise
     heads, d_k = len(hands), e.head_width
-    rows = [f"h{head}:{i}" for head in range(1, heads + 1) for i in range(1, d_k + 1)]
+    rows = [f"h{head}:{i}" for head in range(heads) for i in range(1, d_k + 1)]
     by_hand = [row for hand in hands for row in hand.context]  # (H·d_k, n)
-    stacked = "; ".join(f"Z{head}" for head in range(1, heads + 1))
+    stacked = "; ".join(f"Z{head}" for head in range(heads))
     module = multi_head_context(e)  # (H·d_k, n)
     return compared(
         f"heads side by side: Z = [{stacked}] ({heads * d_k}×{e.tokens})",
         f"Stack each token's features from every head: two {e.head} heads make {e.width}-{heads * d_k} "
         "multi-head attention (an output projection would mix the heads next). Row hH:i is feature i of "
-        "head H.",
+        "head H (heads from 0, as in the walkthrough).",
         Panel("by hand: Z", written(by_hand, e.rules), rows, e.names().outputs),
         as_tensor(by_hand),
         "exact: Z",

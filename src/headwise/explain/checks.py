@@ -15,6 +15,7 @@ from .example import Run
 
 TOLERANCE = 1e-12  # float64 round-off: a recomputation in another order may differ in the last bits
 ROLES = ("queries", "keys", "values")
+WEIGHTS = {"queries": "query", "keys": "key", "values": "value"}  # W_query makes the queries, ...
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,19 @@ def matches(actual: torch.Tensor, expected: torch.Tensor, claim: str) -> Check:
 
 
 def projection(run: Run, role: str) -> Check:
-    """queries = x · W_qᵀ + b_q, recomputed; keys and values likewise, from m in cross-attention."""
-    weight, bias = run.module.projections()[ROLES.index(role)]  # (H·Dh, D), (H·Dh,)
+    """queries = x @ W_query + b_q (W_query = W_qᵀ), recomputed; keys and values likewise, from m in
+    cross-attention; without the bias where the module has none (the book's qkv_bias=False)."""
+    weight, bias = run.module.projections()[ROLES.index(role)]  # (H·Dh, D), (H·Dh,) or None
     cross = role != "queries" and "kv_inputs" in run.trace.names()
     source = run.trace["kv_inputs" if cross else "inputs"]
-    expected = source.tensor @ weight.T + bias  # (B, N, H·Dh)
-    letter = role[0]
-    claim = f"{role} = {source.formula} · W_{letter}ᵀ + b_{letter}, recomputed from W_{letter} and b_{letter}"
+    expected = source.tensor @ weight.T  # (B, N, H·Dh)
+    name = f"W_{WEIGHTS[role]}"
+    if bias is None:
+        claim = f"{role} = {source.formula} @ {name}, recomputed from {name}"
+    else:
+        expected = expected + bias  # (B, N, H·Dh)
+        letter = role[0]
+        claim = f"{role} = {source.formula} @ {name} + b_{letter}, recomputed from {name} and b_{letter}"
     return matches(run.trace[role].tensor, expected, claim)
 
 
@@ -101,10 +108,10 @@ def context_is_heads_side_by_side(run: Run) -> Check:
 
 
 def output_projection(run: Run) -> Check:
-    """output = context · W_oᵀ + b_o, recomputed from the module's output projection."""
+    """output = context @ out_proj + b_o (out_proj's weight transposed, W_oᵀ), recomputed."""
     out_proj = run.module.out_proj
-    expected = run.trace["context"].tensor @ out_proj.weight.T + out_proj.bias  # (B, Nq, D)
-    claim = "output = context · W_oᵀ + b_o, recomputed from W_o and b_o"
+    expected = run.trace["context"].tensor @ out_proj.weight.T + out_proj.bias  # (B, Nq, out_dim)
+    claim = "output = context @ out_proj + b_o, recomputed"
     return matches(run.trace["output"].tensor, expected, claim)
 
 

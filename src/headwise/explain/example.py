@@ -1,8 +1,14 @@
 """The lectures' hands-on example, ready to trace: tokens, their embeddings, and the module they go through.
 
-The default is the example of Raschka's "Build a Large Language Model from Scratch", chapter 3: the six
-tokens "Your journey starts with one step", each embedded as a row of 3 numbers, through multi-head
-attention with two heads, causal, its weights drawn after torch.manual_seed(123).
+Two named examples (EXAMPLES), both the six tokens "Your journey starts with one step" of Raschka's "Build
+a Large Language Model from Scratch", chapter 3, each embedded as a row of 3 numbers, causal:
+
+    book  the lectures' hands-on test, number for number: the book's 3.6.2 MultiHeadAttention(d_in=3,
+          d_out=2, context_length=6, dropout=0.0, num_heads=2) on the batch of two copies of the inputs,
+          its weights drawn as the book's code draws them after torch.manual_seed(123) (the default)
+    wide  headwise's own MultiHeadAttention(3, 2, head_dim=2) on one sequence: d_out = 4, an output
+          projection 4 -> 3, headwise's initialisation after torch.manual_seed(123) (and what --tokens,
+          --dim, --heads, ... change)
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ LECTURE_EMBEDDINGS = (  # (N, D) = (6, 3), one row per token, as printed in the 
     (0.05, 0.80, 0.55),  # step
 )
 LECTURE_DIM = len(LECTURE_EMBEDDINGS[0])
+# What the book prints for its hands-on test (3.6.2: print(context_vecs), each batch element), 4 decimals.
+BOOK_CONTEXT_VECS = (  # (num_tokens, d_out) = (6, 2)
+    (0.3190, 0.4858),
+    (0.2943, 0.3897),
+    (0.2856, 0.3593),
+    (0.2693, 0.3873),
+    (0.2639, 0.3928),
+    (0.2575, 0.4028),
+)
 LECTURE_HEADS = 2
 LECTURE_SEED = 123  # torch.manual_seed(123), as in the book
 # Cross-attention's default second sequence: a French translation of the tokens, as if an encoder had read
@@ -49,6 +64,13 @@ class Example:
     head_dim: int = default_head_dim(LECTURE_DIM, LECTURE_HEADS)
     seed: int = LECTURE_SEED
     causal: bool = True
+    batch: int = 1  # B: copies of the sequence in the batch (the book's hands-on test stacks two)
+    book_weights: bool = False  # drawn as the book's MultiHeadAttention draws them (see book.py)
+
+    @property
+    def d_out(self) -> int:
+        """The lectures' d_out: the width of the queries, keys and values, num_heads · head_dim."""
+        return self.heads * self.head_dim
 
     @property
     def key_tokens(self) -> tuple[str, ...]:
@@ -58,7 +80,7 @@ class Example:
 
 @dataclass(frozen=True)
 class Run:
-    """An example, the module it ran through, and the trace of every step."""
+    """An example, the module it ran through, and the trace of every step (dropout off: evaluation)."""
 
     example: Example
     module: MultiHeadAttention
@@ -86,13 +108,54 @@ def embed(tokens: tuple[str, ...], table: dict[str, torch.Tensor]) -> torch.Tens
     return torch.stack([table[word] for word in tokens])[None]  # (1, N, D)
 
 
-def run_example(example: Example) -> Run:
-    """Build the module (seeded, float64 for exact numbers), embed the tokens, and trace one forward pass."""
+BOOK = Example(head_dim=1, batch=2, book_weights=True)  # d_out = 2: two heads of width 1
+WIDE = Example()
+EXAMPLES = {"book": BOOK, "wide": WIDE}
+DROPOUT_SHOWN = 0.5  # the dropout rate the walkthrough shows in training mode (the book's 3.5.2 rate)
+
+
+def make_module(example: Example) -> MultiHeadAttention:
+    """The example's module in float64, in evaluation mode: the book's weights (book.weight_split_module)
+    or headwise's own initialisation after torch.manual_seed(seed)."""
+    if example.book_weights:
+        from .book import weight_split_module  # book.py reads this module's embeddings
+
+        return weight_split_module()
     torch.manual_seed(example.seed)  # the module's initial weights, as in the book
     module = MultiHeadAttention(example.dim, example.heads, head_dim=example.head_dim, dtype=torch.float64)
+    return module.eval()
+
+
+def example_inputs(example: Example) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x (B, Nq, D), and m (B, Nk, D) for cross-attention or None: the tokens' vectors, B copies."""
     table = embedding_table(example.tokens + (example.kv_tokens or ()), example.dim, example.seed)
-    x = embed(example.tokens, table)  # (1, Nq, D)
-    m = None if example.kv_tokens is None else embed(example.kv_tokens, table)  # (1, Nk, D)
+    x = embed(example.tokens, table).expand(example.batch, -1, -1)  # (B, Nq, D)
+    m = None if example.kv_tokens is None else embed(example.kv_tokens, table).expand(example.batch, -1, -1)
+    return x, m  # m: (B, Nk, D)
+
+
+def run_example(example: Example) -> Run:
+    """Build the module, embed the tokens, and trace one forward pass in evaluation mode (no dropout)."""
+    module = make_module(example)
+    x, m = example_inputs(example)
     with torch.no_grad(), trace() as steps:
         module(x, m, is_causal=example.causal)
     return Run(example, module, steps)
+
+
+def dropout_trace(run: Run, p: float = DROPOUT_SHOWN) -> Trace:
+    """The same forward pass in training mode with dropout p, its masks drawn after
+    torch.manual_seed(seed) (the caller's random state restored); the module is left as it was."""
+    module, example = run.module, run.example
+    x, m = example_inputs(example)
+    kept = module.dropout
+    module.dropout = p
+    module.train()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), trace() as steps:
+            torch.default_generator.manual_seed(example.seed)
+            module(x, m, is_causal=example.causal)
+    finally:
+        module.dropout = kept
+        module.eval()
+    return steps

@@ -167,6 +167,8 @@ def _step_data(step: WalkStep) -> dict[str, Any]:
         "lecture": step.lecture,
         "shape": list(step.shape),
         "axes": list(step.axes),
+        "lecture_axes": list(step.lecture_axes),
+        "stage": step.stage,
         "matrices": [_matrix_data(matrix) for matrix in step.matrices],
         "checks": [{"passed": check.passed, "text": check.text} for check in step.checks],
     }

@@ -30,7 +30,7 @@ from .book import BOOK, SECTIONS, Printout, chapter
 from .checks import Check
 from .example import LECTURE_DIM, LECTURE_TOKENS, Example, Run
 from .models import query_position
-from .report import HEAD_COLUMNS, LEGEND, HeadMaps, Report, WalkStep, lecture_steps
+from .report import HEAD_COLUMNS, LECTURE_LEGEND, LEGEND, HeadMaps, Report, WalkStep, lecture_steps
 
 WIDTH = 80  # when the output is not a terminal and $COLUMNS is not set
 MIN_WIDTH = 40  # narrower terminals get 40 columns anyway (and wrap them)
@@ -149,10 +149,11 @@ def show_step(console: Console, index: int, step: WalkStep) -> None:
     """Header (number, name, shape), formula, the lectures' code, sentence, then the values: one matrix, or
     one per head (or per part: a weight matrix and its bias)."""
     console.print()
-    shape = ", ".join(map(str, step.shape))
-    console.rule(
-        plain(console, f"{index}. {step.name}  ({shape}) = ({', '.join(step.axes)})", "bold"), align="left"
-    )
+    shape = f"  ({', '.join(map(str, step.shape))})" if step.shape else ""
+    console.rule(plain(console, f"{index}. {step.name}{shape}", "bold"), align="left")
+    if step.axes:
+        lecture = f"({', '.join(step.lecture_axes)}) = " if step.lecture_axes else ""
+        console.print(plain(console, f"shape {lecture}({', '.join(step.axes)})", "bold"))
     console.print(plain(console, step.formula, "bold cyan"))
     if step.lecture:
         console.print(plain(console, f"book: {step.lecture}", "dim"))
@@ -191,14 +192,25 @@ def summarize(checks: Sequence[Check], console: Console) -> None:
 
 
 def introduce(example: Example, console: Console) -> None:
-    """What runs: the tokens, where keys and values come from, the embedding, the module, the mask."""
+    """What runs: the example, the tokens, where keys and values come from, the embedding, the widths, the
+    module, its weights and the mask."""
     console.print(plain(console, "headwise explain: multi-head attention, step by step", "bold"))
-    if example.tokens == LECTURE_TOKENS:
+    if example.book_weights:
+        console.print(
+            plain(
+                console,
+                'The lectures\' hands-on test: Raschka, "Build a Large Language Model from Scratch", 3.6.2, '
+                "number for number (--example wide: headwise's own wider example).",
+            )
+        )
+    elif example.tokens == LECTURE_TOKENS:
         console.print('Example from Raschka, "Build a Large Language Model from Scratch", chapter 3.')
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
     facts.add_row("tokens", f"Nq = {len(example.tokens)}: {shown(' '.join(example.tokens), console)}")
+    if example.batch > 1:
+        facts.add_row("batch", f"b = {example.batch} copies of the tokens: torch.stack((inputs, inputs))")
     if example.kv_tokens is None:
         facts.add_row("keys, values", "from the same tokens: self-attention")
     else:
@@ -206,12 +218,26 @@ def introduce(example: Example, console: Console) -> None:
         facts.add_row("keys, values", f"Nk = {len(example.kv_tokens)}: {kv_tokens} (cross-attention)")
     facts.add_row("embedding", embedding_source(example))
     facts.add_row(
-        "module", f"MultiHeadAttention({example.dim}, {example.heads}, head_dim={example.head_dim}), float64"
+        "widths",
+        f"d_in = {example.dim}, d_out = {example.d_out}, num_heads = {example.heads}, "
+        f"head_dim = {example.head_dim}",
     )
-    facts.add_row("weights", f"drawn after torch.manual_seed({example.seed})")
+    if example.book_weights:
+        module = (
+            f"the book's MultiHeadAttention(d_in, d_out, context_length={len(example.tokens)}, dropout=0.0, "
+            f"num_heads={example.heads}) as MultiHeadAttention({example.dim}, {example.heads}, "
+            f"head_dim={example.head_dim}, out_dim={example.d_out}, qkv_bias=False), float64"
+        )
+        weights = "drawn as the book's code draws them: nn.Linear after torch.manual_seed(123)"
+    else:
+        module = f"MultiHeadAttention({example.dim}, {example.heads}, head_dim={example.head_dim}), float64"
+        weights = f"drawn after torch.manual_seed({example.seed})"
+    facts.add_row("module", module)
+    facts.add_row("weights", weights)
     facts.add_row("mask", mask_description(example))
     console.print(facts)
     console.print(plain(console, LEGEND, "dim"))
+    console.print(plain(console, LECTURE_LEGEND, "dim"))
     console.print(plain(console, HEAD_COLUMNS, "dim"))
     console.print(
         plain(console, "Numbers are rounded to 4 decimals; a plain integer such as 0 or 1 is exact.", "dim")
@@ -291,7 +317,12 @@ def walkthrough(run: Run, console: Console) -> bool:
     """Print the whole run, step after step, with the checks; True when every check passed."""
     introduce(run.example, console)
     checks: list[Check] = []
+    stage = None
     for index, step in enumerate(lecture_steps(run), start=1):
+        if step.stage != stage:
+            stage = step.stage
+            console.print()
+            console.print(plain(console, f"Lecture step {stage}", "bold magenta"))
         show_step(console, index, step)
         for check in step.checks:
             show_check(console, check)

@@ -2,6 +2,7 @@
 
 folder     which model: "minilm" or a Hugging Face model folder on disk, loaded (load_model)
 reading    the model reading a text: every kind of attention it has, as HeadMaps (read)
+words      sub-word tokens shown as words (Ġ, ▁, ##), or a word's pieces merged into one (as_pieces)
 maps       attention weights as models return them, L × (B, H, Nq, Nk), as HeadMaps (head_maps)
 show       headwise.show: the head view and model view inline in Jupyter, or saved as a page;
            side_by_side: one head reading two texts
@@ -18,9 +19,11 @@ from .neurons import QueriesAndKeys, neuron_view, queries_and_keys
 from .reading import read
 from .rollout import flow, rollout
 from .show import Shown, SideBySide, show, side_by_side
+from .words import PIECES, as_pieces, split_words
 
 __all__ = [
     "MINILM",
+    "PIECES",
     "HeadStats",
     "HeadTable",
     "PairWeight",
@@ -28,6 +31,7 @@ __all__ = [
     "Shown",
     "SideBySide",
     "analyse",
+    "as_pieces",
     "flow",
     "head_maps",
     "heads_linking",
@@ -39,4 +43,5 @@ __all__ = [
     "rollout",
     "show",
     "side_by_side",
+    "split_words",
 ]

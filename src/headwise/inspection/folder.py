@@ -16,6 +16,7 @@ import torch
 
 from ..checks import boolean
 from ..optional import require
+from .quiet import load_report_silenced
 
 MINILM = "minilm"
 INSTALL_TRANSFORMERS = "pip install transformers"
@@ -54,7 +55,8 @@ def load_model(source: str | Path, *, progress: bool = False) -> tuple[torch.nn.
     if silenced:
         logging.disable_progress_bar()
     try:
-        model = AutoModel.from_pretrained(source, attn_implementation="eager", local_files_only=True)
+        with load_report_silenced():  # lm_head.weight UNEXPECTED, for a causal LM read as its base model
+            model = AutoModel.from_pretrained(source, attn_implementation="eager", local_files_only=True)
     finally:
         if silenced:
             logging.enable_progress_bar()

@@ -32,6 +32,7 @@ from ..trace import trace
 from .analysis import token_position
 from .reading import read
 from .show import Shown
+from .words import MERGED, as_pieces, merged_weights, pieces_argument, split_words
 
 RECORDING = "headwise_neurons"  # the attn_implementation that keeps a Hugging Face model's queries and keys
 
@@ -51,16 +52,17 @@ _recorded: ContextVar[list[QueriesAndKeys] | None] = ContextVar("headwise_neuron
 
 
 def queries_and_keys(
-    model: torch.nn.Module, tokenizer: object, text: str
+    model: torch.nn.Module, tokenizer: object, text: str, *, pieces: str = "words"
 ) -> tuple[HeadMaps, tuple[QueriesAndKeys, ...]]:
-    """`model` reading `text`: its self-attention maps (as read() gives them, the model's own weights) and
-    each layer's queries and keys per head. `model` is headwise's BertEncoder (MiniLM) or a Hugging Face
-    encoder or decoder (BERT, GPT-2, Llama, ...), whose attention implementation is restored afterwards."""
+    """`model` reading `text`: its self-attention maps (as read() gives them, the model's own weights, the
+    tokens shown as `pieces` says) and each layer's queries and keys per head (one per token). `model` is
+    headwise's BertEncoder (MiniLM) or a Hugging Face encoder or decoder (BERT, GPT-2, Llama, ...), whose
+    attention implementation is restored afterwards."""
     from ..nn.pretrained import BertEncoder
 
     if isinstance(model, BertEncoder):
         with trace() as steps:
-            (maps,) = read(model, tokenizer, text)
+            (maps,) = read(model, tokenizer, text, pieces=pieces)
         recorded = zip(
             steps.all("queries_by_head"), steps.all("keys_by_head"), steps.all("masked_scores"), strict=True
         )
@@ -84,7 +86,7 @@ def queries_and_keys(
     token = _recorded.set(layers)
     try:
         model.set_attn_implementation(_register())
-        (maps,) = read(model, tokenizer, text)
+        (maps,) = read(model, tokenizer, text, pieces=pieces)
     finally:
         model.set_attn_implementation(previous)
         _recorded.reset(token)
@@ -149,19 +151,44 @@ def _masked_scores(
     return QueriesAndKeys(queries, keys, scores)
 
 
+def query_position(token: str | int, raw: tuple[str, ...]) -> int:
+    """The position of `token`: a position, a word (its first piece), a piece as words show it, or a raw
+    token (its first occurrence); a ValueError naming the tokens otherwise."""
+    labels, words = split_words(raw)
+    if isinstance(token, str):
+        for word, positions in words:
+            if token == word:
+                return positions[0]
+        if token in labels:
+            return labels.index(token)
+    return token_position(token, raw, "token")
+
+
 def neuron_view(
-    model: torch.nn.Module, tokenizer: object, text: str, *, layer: int, head: int, token: str | int
+    model: torch.nn.Module,
+    tokenizer: object,
+    text: str,
+    *,
+    layer: int,
+    head: int,
+    token: str | int,
+    pieces: str = "words",
 ) -> Shown:
     """Head `head` of layer `layer` of `model` (as queries_and_keys takes it) reading `text`: the query of
-    `token` (a token, its first occurrence, or a position), every key, their element-wise products, the
-    masked scores and the weights, with that layer's head view."""
-    maps, layers = queries_and_keys(model, tokenizer, text)
+    `token` (a word, a token, its first occurrence, or a position; a word of several pieces: its first),
+    every key, their element-wise products, the masked scores and the weights, with that layer's head
+    view. The tokens shown as `pieces` says (words.as_pieces); with "merged", a last step: the query word's
+    weights on each word (its pieces' rows averaged, each key word's pieces summed)."""
+    pieces = pieces_argument(pieces)
+    maps, layers = queries_and_keys(model, tokenizer, text, pieces="raw")
     layer, head = non_negative_int(layer, "layer"), non_negative_int(head, "head")
     heads = maps.weights.shape[1]
     if layer >= len(layers) or head >= heads:
         raise ValueError(f"layer and head must be below {len(layers)} and {heads}, got {layer} and {head}")
-    tokens = maps.query_tokens
-    i = token_position(token, tokens, "token")
+    raw = maps.query_tokens
+    i = query_position(token, raw)
+    labels, words = split_words(raw)
+    tokens = raw if pieces == "raw" else labels
     chosen = layers[layer]
     group = heads // chosen.keys.shape[0]  # G query heads share one key head
     q = chosen.queries[head, i]  # (Dh,)
@@ -209,10 +236,27 @@ def neuron_view(
             ("weight",),
         ),
     )
+    if pieces == "merged":
+        w = next(index for index, (_, positions) in enumerate(words) if i in positions)
+        by_word = merged_weights(weights[head], words, words)[w]  # (Wk,): the query word's row
+        names = tuple(word for word, _ in words)
+        matrices += (
+            (
+                "weights by word",
+                "mean over the query word's pieces, sum over each key word's",
+                f"How much {names[w]!r} attends to each word: {MERGED}.",
+                ("Wk", "1"),
+                by_word[:, None],  # (Wk, 1)
+                names,
+                ("weight",),
+            ),
+        )
     walk = tuple(
         WalkStep(name, formula, sentence, tuple(values.shape), axes, (Matrix(values, rows, columns),))
         for name, formula, sentence, axes, values, rows, columns in matrices
     )
-    layer_maps = HeadMaps(f"self-attention, layer {layer}", tokens, tokens, weights[None])  # (1, H, N, N)
+    layer_maps = as_pieces(
+        HeadMaps(f"self-attention, layer {layer}", raw, raw, weights[None]), pieces
+    )  # (1, H, N, N), or (1, H, W, W) merged
     title = f"Neuron view: layer {layer}, head {head}, query {query!r}"
     return Shown(Report(title, f"{type(model).__name__} reading {text!r}.", walk, (layer_maps,)))

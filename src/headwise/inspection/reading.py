@@ -10,6 +10,10 @@ The model is headwise's BertEncoder with its Tokenizer (MiniLM), or a Hugging Fa
 decoder reads its target, teacher-forced: its start token, then the target's tokens but the last, as when it
 is trained to produce the target (a translation, a summary); row t of its maps predicts target token t. The
 target is the text itself unless given (the model trained to copy it).
+
+The tokens are shown as words (pieces="words": GPT-2's Ġ and SentencePiece's ▁ read as the spaces they are,
+WordPiece's ## as a continuing piece), as the tokenizer gives them ("raw"), or one per word with a word's
+sub-tokens merged ("merged"): see words.py.
 """
 
 from __future__ import annotations
@@ -18,13 +22,21 @@ import torch
 
 from ..explain.report import HeadMaps
 from .maps import head_maps
+from .words import as_pieces, pieces_argument
 
 
 def read(
-    model: torch.nn.Module, tokenizer: object, text: str, *, target: str | None = None
+    model: torch.nn.Module, tokenizer: object, text: str, *, target: str | None = None, pieces: str = "words"
 ) -> tuple[HeadMaps, ...]:
     """Every kind of attention of `model` reading `text` (one sentence, no padding); an encoder-decoder's
-    decoder reading `target` (default: `text`), a ValueError for any other model given a target."""
+    decoder reading `target` (default: `text`), a ValueError for any other model given a target; the tokens
+    shown as `pieces` says (words, raw or merged: words.as_pieces)."""
+    pieces = pieces_argument(pieces)
+    return tuple(as_pieces(maps, pieces) for maps in _read(model, tokenizer, text, target))
+
+
+def _read(model: torch.nn.Module, tokenizer: object, text: str, target: str | None) -> tuple[HeadMaps, ...]:
+    """read()'s maps with the tokenizer's own tokens."""
     from ..nn.pretrained import BertEncoder
 
     _text(text, "text", "the text the model reads")

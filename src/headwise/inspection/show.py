@@ -38,18 +38,23 @@ from ..files import write_text
 from .folder import load_model
 from .maps import Attentions, head_maps
 from .reading import read
+from .words import MERGED, as_pieces, pieces_argument
 
 FRAME_HEIGHT = 900  # px: the page scrolls inside the frame
 # The policy of a page render_html wrote, as its meta element carries it.
 POLICY = re.compile(r'<meta http-equiv="Content-Security-Policy" content="(?P<policy>[^"]*)">')
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Shown:
-    """A report to display in a notebook (`_repr_html_`) or to save as one self-contained page (`save`)."""
+    """A report to display in a notebook (`_repr_html_`) or to save as one self-contained page (`save`);
+    its text repr is one line saying what it holds."""
 
     report: Report
     height: int = FRAME_HEIGHT
+
+    def __repr__(self) -> str:
+        return f"<Shown {summary(self.report)}: display it in Jupyter, or .save('page.html')>"
 
     def page(self) -> str:
         """The report as its HTML page (what the frame shows and `save` writes)."""
@@ -73,12 +78,16 @@ class Shown:
         return write_html(self.report, path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SideBySide:
     """Reports shown next to each other, each in its own frame: in one notebook output, or saved as one
     page (`save`)."""
 
     shown: tuple[Shown, ...]
+
+    def __repr__(self) -> str:
+        frames = " | ".join(summary(one.report) for one in self.shown)
+        return f"<SideBySide of {len(self.shown)}: {frames}>"
 
     def _repr_html_(self) -> str:
         frames = "".join(
@@ -110,6 +119,18 @@ class SideBySide:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the page to `path` (atomically: a temporary file beside it, then a rename); returns it."""
         return write_text(path, self.page())
+
+
+def summary(report: Report) -> str:
+    """'Attention: every head (self-attention: 6 layers × 12 heads, 16 × 16 tokens; 5 steps)': a report in
+    one line, for a text repr (the tensors stay out of it)."""
+    kinds = ", ".join(
+        f"{maps.title}: {maps.weights.shape[0]} layers × {maps.weights.shape[1]} heads, "
+        f"{len(maps.query_tokens)} × {len(maps.key_tokens)} tokens"
+        for maps in report.attention
+    )
+    steps = f"; {len(report.steps)} steps" if report.steps else ""
+    return f"{report.title!r} ({kinds}{steps})"
 
 
 def side_by_side(*maps: HeadMaps, layer: int, head: int, height: int = FRAME_HEIGHT) -> SideBySide:
@@ -147,6 +168,7 @@ def show(
     batch_index: int = 0,
     title: str | None = None,
     height: int = FRAME_HEIGHT,
+    pieces: str = "words",
 ) -> Shown:
     """The head view and model view of a model's attention, for a notebook cell or a file.
 
@@ -158,7 +180,10 @@ def show(
         cross_attentions: an encoder-decoder's L × (B, H, Nt, Ns), `tokens` the decoder's (Nt) and
             `source_tokens` the encoder's (Ns); encoder_attentions: its L × (B, H, Ns, Ns).
         batch_index: which batch row to show. title: the page's title. height: the frame's, in px.
+        pieces: the tokens shown as words (GPT-2's Ġ, SentencePiece's ▁ and WordPiece's ## read), "raw"
+            as the tokenizer gives them, or "merged": one row and column per word (words.as_pieces).
     """
+    pieces = pieces_argument(pieces)
     height = positive_int(height, "height")
     if isinstance(source, (torch.nn.Module, str, Path)):
         if text is None or tokens is not None:
@@ -171,7 +196,7 @@ def show(
             raise ValueError(
                 f"a model needs its tokenizer: show(model, text=..., tokenizer=...), got {source}"
             )
-        maps = read(model, tokenizer, text, target=target)
+        maps = read(model, tokenizer, text, target=target, pieces=pieces)
         name = type(model).__name__ if isinstance(source, torch.nn.Module) else str(source)
         description = f"{name} reading {text!r}" + ("." if target is None else f", its decoder {target!r}.")
     else:
@@ -181,9 +206,12 @@ def show(
                 f"tokens={tokens!r:.60}, text={text!r:.60}, target={target!r:.60}"
             )
         maps = _maps(tokens, source, cross_attentions, source_tokens, encoder_attentions, batch_index)
+        maps = tuple(as_pieces(one, pieces) for one in maps)
         description = (
             f"{len(maps[0].weights)} layers × {maps[0].weights.shape[1]} heads, batch row {batch_index}."
         )
+    if pieces == "merged":
+        description = f"{description} Each word is one row and column: {MERGED}."
     return Shown(Report(title or "Attention: every head", description, (), maps), height)
 
 

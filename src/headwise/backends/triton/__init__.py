@@ -66,7 +66,10 @@ def _limits(request) -> str | None:
     return _device_limits(request.device, request.dtype) or _modifier_limits(request.score_mod)
 
 
-CAPABILITIES = Capabilities(lse=True, predicates=True, score_mods=frozenset({ALiBi, Softcap}), limits=_limits)
+# Not under torch.func's transforms: an autograd.Function without setup_context, kernels with no vmap rule.
+CAPABILITIES = Capabilities(
+    lse=True, predicates=True, score_mods=frozenset({ALiBi, Softcap}), transforms=False, limits=_limits
+)
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):

@@ -18,7 +18,15 @@ function buildWalkthrough(report) {
     }),
   );
   const list = el('ol', { className: 'steps' });
-  report.steps.forEach((step, index) => list.append(buildStep(report, step, index)));
+  let stage = '';
+  report.steps.forEach((step, index) => {
+    if (step.stage && step.stage !== stage) {
+      // The lectures' step the next steps belong to ("8. Attention weights: ...").
+      stage = step.stage;
+      list.append(el('li', { className: 'stage', testid: 'stage', text: `Lecture step ${stage}` }));
+    }
+    list.append(buildStep(report, step, index));
+  });
   section.append(list);
   return section;
 }
@@ -26,8 +34,9 @@ function buildWalkthrough(report) {
 function buildStep(report, step, index) {
   const range = extent(step.matrices.map((m) => m.values.values));
   const scale = makeScale(range.low, range.high);
-  const axes = step.axes.length ? ` = (${step.axes.join(', ')})` : '';
-  const shape = `shape (${step.shape.join(', ')})${axes}`;
+  const lectureAxes = step.lecture_axes.length ? ` = (${step.lecture_axes.join(', ')})` : '';
+  const axes = step.axes.length ? `${lectureAxes} = (${step.axes.join(', ')})` : '';
+  const shape = step.shape.length ? `shape (${step.shape.join(', ')})${axes}` : '';
   const item = el('li', { className: 'step', testid: 'step', 'data-name': step.name }, [
     el('h3', {}, [el('span', { className: 'number', text: `${index + 1}.` }), step.name]),
     el('p', { className: 'formula' }, [el('code', { text: step.formula })]),
