@@ -1,0 +1,250 @@
+"""The block-sparse plan and backend (issue 22): every predicate of the masks package and their
+combinations against the reference on the dense mask, gradients included; the plan's bounds; no (Nq, Nk)
+tensor on its path; auto choosing it; torch.compile carrying the predicate instead of a dense mask.
+
+Small blocks (BLOCK = 4) and chunks make a 13 × 17 call exercise everything a long one does: partial
+and full blocks, padding past Nq and Nk, several groups and several chunks per group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from oracle import assert_by_ratio, naive_attention
+from test_masks import B, everything
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import headwise
+from headwise import masks
+from headwise.backends import BACKENDS, Request, blocksparse, choose
+from headwise.backends.plan import make_plan, visible_pairs
+from headwise.masks.spec import decode, encode
+
+F64 = torch.float64
+SIZES = [(13, 17), (17, 13), (16, 16), (1, 9)]  # (Nq, Nk): ragged blocks, cross attention, one query
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 4 and chunks of two query blocks' scores or so."""
+    monkeypatch.setattr(blocksparse, "BLOCK", 4)
+    monkeypatch.setattr(blocksparse, "CHUNK_BYTES", 2 * B * 4 * 4 * 8 * 8)
+
+
+def inputs(nq, nk, dtype=F64, q_heads=4, kv_heads=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, q_heads, nq, 8, generator=gen, dtype=F64)  # (B, Hq, Nq, Dh)
+    k = torch.randn(B, kv_heads, nk, 8, generator=gen, dtype=F64)  # (B, Hkv, Nk, Dh)
+    v = torch.randn(B, kv_heads, nk, 5, generator=gen, dtype=F64)  # (B, Hkv, Nk, Dv)
+    return [t.to(dtype).requires_grad_() for t in (q, k, v)]
+
+
+def outputs_and_grads(q, k, v, backend, **options):
+    """(out, lse, dq, dk, dv) of one call, lse's -inf rows set to 0 so that they compare."""
+    out, lse = headwise.attention(q, k, v, backend=backend, return_lse=True, **options)
+    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    grads = torch.autograd.grad((out * upstream).sum() + lse.clamp(min=-30).sum(), (q, k, v))
+    return (out, lse.masked_fill(lse == float("-inf"), 0.0), *grads)
+
+
+@pytest.mark.parametrize("nq, nk", SIZES)
+def test_the_plan_never_skips_a_visible_pair_nor_calls_a_block_full_that_is_not(nq, nk):
+    for predicate, expected in everything(nq, nk):  # expected (B, 1, Nq, Nk)
+        plan = make_plan(predicate, nq, nk, 3, 4)
+        for qb in range(plan.query_blocks):
+            for kb in range(plan.key_blocks):
+                block = expected[:, :, qb * 3 : qb * 3 + 3, kb * 4 : kb * 4 + 4]
+                assert plan.visible[qb, kb] or not block.any(), (predicate, qb, kb)
+                assert not plan.full[qb, kb] or (block.all() and block.shape[-1] == 4), (predicate, qb, kb)
+
+
+def test_the_plan_groups_query_blocks_by_their_key_block_count():
+    plan = make_plan(masks.sliding_window(8) & masks.causal(), 64, 64, 4, 4)
+    groups = plan.groups()
+    assert [g.width for g in groups] == [1, 2, 3]  # the first blocks see fewer keys; then 3 blocks each
+    assert sorted(torch.cat([g.query_blocks for g in groups]).tolist()) == list(range(16))
+    last = groups[-1]
+    assert torch.equal(last.key_blocks[-1], torch.tensor([13, 14, 15]))
+    assert last.partial[-1].tolist() == [True, False, True]  # the band's edges are partial, its middle full
+    assert plan.density() == pytest.approx(sum(g.width * len(g.query_blocks) for g in groups) / 256)
+
+
+@pytest.mark.parametrize("nq, nk", SIZES)
+def test_every_predicate_matches_the_reference_with_gradients(nq, nk, small_blocks):
+    """Float64: out, lse and every gradient equal the reference's on the dense mask, to rounding."""
+    for predicate, expected in everything(nq, nk):
+        q, k, v = inputs(nq, nk)
+        fast = outputs_and_grads(q, k, v, "blocksparse", mask=predicate)
+        golden = outputs_and_grads(q, k, v, "reference", mask=expected)
+        for name, got, want in zip(("out", "lse", "dq", "dk", "dv"), fast, golden, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=f"{predicate!r}: {name}")
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_a_tensor_mask_beside_a_predicate(kind, small_blocks):
+    nq, nk = 13, 17
+    gen = torch.Generator().manual_seed(4)
+    keep = torch.rand(B, 4, nq, nk, generator=gen) < 0.8  # (B, Hq, Nq, Nk)
+    mask = keep if kind == "bool" else torch.randn(B, 1, 1, nk, generator=gen, dtype=F64)  # (B, 1, 1, Nk)
+    predicate = masks.sliding_window(5, 2)
+    q, k, v = inputs(nq, nk)
+    fast = outputs_and_grads(q, k, v, "blocksparse", mask=mask, causal=True)
+    dense = masks.combine(mask, masks.causal().materialize(B, 4, nq, nk), F64)  # the tensor mask & causal
+    golden = outputs_and_grads(q, k, v, "reference", mask=dense)
+    fast_window = outputs_and_grads(q, k, v, "blocksparse", mask=predicate)
+    golden_window = outputs_and_grads(q, k, v, "reference", mask=predicate)
+    for got, want in zip((*fast, *fast_window), (*golden, *golden_window), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_low_precision_by_the_ratio_rule(dtype, small_blocks):
+    """Against float64, no worse than twice plain PyTorch in the same dtype (3× for gradients)."""
+    nq = nk = 40
+    ids = torch.arange(nq).div(9, rounding_mode="floor").expand(B, nq)  # (B, N): documents of 9
+    predicate = masks.documents(ids) & masks.causal()
+    dense = predicate.materialize(B, 1, nq, nk)  # (B, 1, Nq, Nk)
+    q, k, v = inputs(nq, nk, dtype)
+    golden_inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    base_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = headwise.attention(q, k, v, mask=predicate, backend="blocksparse")
+    golden, _ = naive_attention(*golden_inputs, mask=dense)
+    baseline, _ = naive_attention(*base_inputs, mask=dense)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad(out, (q, k, v), upstream.to(dtype))
+    golden_grads = torch.autograd.grad(golden, golden_inputs, upstream.double())
+    base_grads = torch.autograd.grad(baseline, base_inputs, upstream.to(dtype))
+    assert_by_ratio(out, golden, baseline, 2)
+    for name, *triple in zip("qkv", grads, golden_grads, base_grads, strict=True):
+        assert_by_ratio(*triple, 3, what=f"d{name}")
+
+
+class _Pairs(TorchDispatchMode):
+    """Records the largest tensor any aten op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for t in result if isinstance(result, (tuple, list)) else (result,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return result
+
+
+@pytest.mark.parametrize("backend", ["blocksparse", "auto"])
+def test_no_quadratic_tensor_forward_or_backward(backend):
+    """N = 4096, a causal window of 64: no op makes a tensor of Nq · Nk / 8 elements or more."""
+    n = 4096
+    q, k, v = (torch.randn(1, 2, n, 16, requires_grad=True) for _ in range(3))  # (B, H, N, Dh)
+    recorder = _Pairs()
+    with recorder:
+        out = headwise.attention(q, k, v, mask=masks.sliding_window(64) & masks.causal(), backend=backend)
+        out.sum().backward()
+    assert 0 < recorder.largest < n * n / 8, recorder.largest
+
+
+def cpu_request(predicate, mask="none", **more):
+    return Request(
+        torch.device("cpu"), torch.float32, num_queries=4096, num_keys=4096, predicate=predicate, mask=mask,
+        batch=1, q_heads=8, kv_heads=8, head_dim=64, value_dim=64, **more,
+    )  # fmt: skip
+
+
+def test_auto_takes_blocksparse_for_structured_predicates_and_sdpa_otherwise(monkeypatch):
+    monkeypatch.setenv("HEADWISE_TUNE", "0")
+    monkeypatch.setattr(headwise.backends.tuning.TUNER, "_choices", {})
+    ids = torch.zeros(1, 4096, dtype=torch.int64)
+    structured = [
+        masks.sliding_window(256) & masks.causal(),
+        masks.documents(ids) & masks.causal(),
+        masks.prefix_lm(100),
+        masks.key_lengths(3000),
+    ]
+    for predicate in structured:
+        for requires_grad in (False, True):
+            assert (
+                choose("auto", cpu_request(predicate, requires_grad=requires_grad)).backend == "blocksparse"
+            )
+    assert choose("auto", cpu_request(masks.causal())).backend == "sdpa"  # is_causal: SDPA's own kernel
+    assert choose("auto", cpu_request(None)).backend == "sdpa"
+
+
+def test_spec_round_trips_every_predicate():
+    for predicate, expected in everything(7, 5):
+        spec, tensors = encode(predicate)
+        again = decode(spec, tensors)
+        assert repr(again) == repr(predicate)
+        assert torch.equal(again.materialize(B, 1, 7, 5).expand(B, 1, 7, 5), expected), spec
+    with pytest.raises(ValueError, match="not a predicate spec"):
+        decode("causal() & rm", [])
+
+
+@dataclasses.dataclass(frozen=True)
+class EveryOther(masks.Predicate):
+    """A user's predicate: even keys only, with a scalar block bound of its own."""
+
+    @property
+    def title(self) -> str:
+        return "every_other()"
+
+    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+        return (kv_idx % 2 == 0) & (q_idx >= 0)
+
+    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+        return k_end - k_start == 1 and k_start % 2 == 1
+
+
+def test_a_users_predicate_with_scalar_bounds(small_blocks, monkeypatch):
+    monkeypatch.setattr(blocksparse, "BLOCK", 1)  # blocks of one key: the odd ones are empty
+    predicate = EveryOther() & masks.causal()
+    assert make_plan(predicate, 6, 6, 1, 1).visible.sum() == 12  # 1 + 1 + 2 + 2 + 3 + 3 of 21 causal
+    assert encode(predicate) is None  # no spec: compiled code materialises it
+    q, k, v = inputs(6, 6)
+    fast = outputs_and_grads(q, k, v, "blocksparse", mask=predicate)
+    golden = outputs_and_grads(q, k, v, "reference", mask=predicate.materialize(B, 1, 6, 6))
+    for got, want in zip(fast, golden, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["window", "documents", "users"])
+def test_compile_keeps_the_predicate_in_one_graph(case):
+    n = 96
+    ids = torch.arange(n).div(40, rounding_mode="floor")[None]  # (1, N): documents of 40
+    predicate = {
+        "window": masks.sliding_window(20) & masks.causal(),
+        "documents": masks.documents(ids) & masks.causal(),
+        "users": EveryOther() & masks.causal(),
+    }[case]
+    q, k, v = (torch.randn(1, 2, n, 8, requires_grad=True) for _ in range(3))
+
+    def attend(q, k, v):
+        return headwise.attention(q, k, v, mask=predicate)
+
+    explained = torch._dynamo.explain(attend)(q, k, v)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    targets = {str(node.target) for node in explained.graphs[0].graph.nodes if node.op == "call_function"}
+    op = "headwise.attention.default" if case == "users" else "headwise.predicate_attention.default"
+    assert op in targets, targets
+    compiled = torch.compile(attend, fullgraph=True, backend="aot_eager")
+    out = compiled(q, k, v)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    eager = headwise.attention(q, k, v, mask=predicate, backend="reference")
+    eager_grads = torch.autograd.grad(eager.sum(), (q, k, v))
+    for got, want in zip((out, *grads), (eager, *eager_grads), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_visible_pairs_counts_the_dense_mask():
+    ids = torch.arange(50).div(7, rounding_mode="floor").expand(2, 50)  # (B, N)
+    predicate = masks.documents(ids) & masks.causal()
+    assert visible_pairs(predicate, 2, 3, 50, 50) == 3 * int(predicate.materialize(2, 1, 50, 50).sum())
+
+
+def test_blocksparse_refuses_what_it_cannot_do():
+    reason = BACKENDS["blocksparse"].unsupported(cpu_request(masks.causal(), dropout_p=0.1))
+    assert reason == "apply dropout"
