@@ -248,3 +248,33 @@ def test_visible_pairs_counts_the_dense_mask():
 def test_blocksparse_refuses_what_it_cannot_do():
     reason = BACKENDS["blocksparse"].unsupported(cpu_request(masks.causal(), dropout_p=0.1))
     assert reason == "apply dropout"
+
+
+@pytest.mark.parametrize("nq, nk", [(256, 256), (200, 333)])
+def test_flex_block_mask_from_the_plan_matches_torchs_own(nq, nk):
+    """For predicates whose bounds are exact, the plan's BlockMask has FlexAttention's own blocks (from
+    create_block_mask, which reads the mask_mod at every pair); and flex computes the reference's out."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from headwise.backends.flex import BLOCK, block_mask_of
+
+    for predicate in (masks.causal(), masks.sliding_window(100, 20), masks.prefix_lm(150)):
+
+        def allowed(b, h, q_idx, kv_idx, predicate=predicate):
+            return predicate.allowed(b, h, q_idx, kv_idx, nq, nk)
+
+        ours = block_mask_of(make_plan(predicate, nq, nk, BLOCK, BLOCK), allowed, torch.device("cpu"))
+        theirs = create_block_mask(allowed, 1, 1, nq, nk, device="cpu")
+        assert torch.equal(
+            ours.kv_num_blocks + ours.full_kv_num_blocks, theirs.kv_num_blocks + theirs.full_kv_num_blocks
+        )
+        # torch calls no ragged block full; the prefix's full bound is conservative
+        if nq % BLOCK == nk % BLOCK == 0 and type(predicate) is not masks.PrefixLM:
+            assert torch.equal(ours.full_kv_num_blocks, theirs.full_kv_num_blocks), predicate
+        q, k, v = (t.detach() for t in inputs(nq, nk, torch.float32))
+        with torch.no_grad():
+            out = headwise.attention(q, k, v, mask=predicate, backend="flex")
+            golden = headwise.attention(
+                q.double(), k.double(), v.double(), mask=predicate, backend="reference"
+            )
+        torch.testing.assert_close(out.double(), golden, rtol=1e-5, atol=1e-5)

@@ -57,7 +57,7 @@ class _Layout:
         """x (B, Hq, Nq, ·) -> padded row blocks (B, Hkv, Qn, G·Bq, ·): each block's rows of the G query
         heads that share a key/value head, side by side (a copy)."""
         plan = self.plan
-        x = F.pad(x, (0, 0, 0, plan.query_blocks * plan.q_block - self.num_queries))  # (B, Hq, Qn·Bq, ·)
+        x = _pad(x, plan.query_blocks * plan.q_block)  # (B, Hq, Qn·Bq, ·)
         x = x.reshape(self.batch, self.kv_heads, self.group, plan.query_blocks, plan.q_block, x.shape[-1])
         return x.transpose(2, 3).flatten(3, 4).contiguous()  # (B, Hkv, Qn, G·Bq, ·)
 
@@ -71,7 +71,7 @@ class _Layout:
     def key_side(self, x):
         """x (B, Hkv, Nk, ·) -> padded blocks (B, Hkv, Kn, Bk, ·)."""
         plan = self.plan
-        x = F.pad(x, (0, 0, 0, plan.key_blocks * plan.k_block - self.num_keys))  # (B, Hkv, Kn·Bk, ·)
+        x = _pad(x, plan.key_blocks * plan.k_block)  # (B, Hkv, Kn·Bk, ·)
         return x.reshape(self.batch, self.kv_heads, plan.key_blocks, plan.k_block, x.shape[-1])
 
     @staticmethod
@@ -87,51 +87,57 @@ class _Layout:
     @staticmethod
     def gathered(blocks, key_blocks):
         """Key-side blocks (B, Hkv, Kn, Bk, ·) -> the chunk's keys side by side (B, Hkv, n, c·Bk, ·)."""
-        return blocks[:, :, key_blocks].flatten(3, 4)  # (B, Hkv, n, c, Bk, ·) -> (B, Hkv, n, c·Bk, ·)
+        picked = blocks.index_select(2, key_blocks.flatten())  # (B, Hkv, n·c, Bk, ·): block copies
+        return picked.view(*blocks.shape[:2], key_blocks.shape[0], -1, blocks.shape[-1])
 
     def scores(self, queries, keys, group: Group, chunk):
         """The chunk's scaled, masked scores (B, Hkv, n, G·Bq, c·Bk) in the accumulation dtype, from the
         scaled queries (B, Hkv, n, G·Bq, Dh) and gathered keys (B, Hkv, n, c·Bk, Dh): a float mask added,
         -inf where a query may not attend (the predicate's and a bool mask's refusals, and the padding past
-        Nk, whose blocks are partial)."""
+        Nk, whose blocks are partial). Without a tensor mask, only the columns of key blocks that are
+        partial in some row of the chunk are masked (a window's two edges, a document's diagonal)."""
         scores = (queries @ keys.transpose(-2, -1)).to(self.acc)  # (B, Hkv, n, G·Bq, c·Bk)
-        if self.mask is None and not bool(group.partial[chunk].any()):
-            return scores  # every block of the chunk is full: no mask
-        query_blocks, key_blocks = group.query_blocks[chunk], group.key_blocks[chunk]  # (n,), (n, c)
-        plan, device = self.plan, scores.device
-        queries = query_blocks[:, None] * plan.q_block + torch.arange(plan.q_block)  # (n, Bq)
-        keys = (key_blocks[:, :, None] * plan.k_block + torch.arange(plan.k_block)).flatten(1)  # (n, c·Bk)
-        inside = keys.to(device)[:, None] < self.num_keys  # (n, 1, c·Bk)
-        # Padded rows are judged as the last query, padded keys as the last key (then refused by inside).
-        queries = queries.to(device).clamp(max=max(self.num_queries - 1, 0))[:, :, None]  # (n, Bq, 1)
-        keys = keys.to(device).clamp(max=max(self.num_keys - 1, 0))[:, None]  # (n, 1, c·Bk)
-        allowed = inside if self.predicate is None else self.rule(queries, keys) & inside
+        partial = group.partial[chunk]  # (n, c)
+        columns = range(group.width) if self.mask is not None else partial.any(0).nonzero()[:, 0].tolist()
+        plan = self.plan
         grouped = scores.unflatten(3, (self.group, plan.q_block))  # (B, Hkv, n, G, Bq, c·Bk)
-        if self.mask is not None:
-            piece = self.mask[:, :, queries, keys] if self.mask.shape[-2] > 1 else self.mask[..., 0, keys]
-            if piece.dtype == torch.bool:  # (B|1, Hq|1, n, Bq|1, c·Bk)
-                allowed = allowed & piece
-            else:
-                grouped += self.by_heads(piece)
-        grouped.masked_fill_(~self.by_heads(allowed), float("-inf"))
+        queries = group.query_blocks[chunk][:, None] * plan.q_block + torch.arange(plan.q_block)  # (n, Bq)
+        # Padded rows are judged as the last query, padded keys as the last key (then refused by inside).
+        queries = queries.to(scores.device).clamp(max=max(self.num_queries - 1, 0))[:, :, None]  # (n, Bq, 1)
+        for column in columns:  # the j-th key block of every row
+            keys = group.key_blocks[chunk][:, column, None] * plan.k_block + torch.arange(plan.k_block)
+            keys = keys.to(scores.device)[:, None]  # (n, 1, Bk)
+            inside = keys < self.num_keys  # (n, 1, Bk)
+            keys = keys.clamp(max=max(self.num_keys - 1, 0))
+            allowed = inside if self.predicate is None else self.rule(queries, keys) & inside
+            piece = grouped[
+                ..., column * plan.k_block : (column + 1) * plan.k_block
+            ]  # (B, Hkv, n, G, Bq, Bk)
+            if self.mask is not None:
+                given = self.mask[:, :, queries, keys] if self.mask.shape[-2] > 1 else self.mask[..., 0, keys]
+                if given.dtype == torch.bool:  # (B|1, Hq|1, n, Bq|1, Bk)
+                    allowed = allowed & given
+                else:
+                    piece += self.by_heads(given)
+            piece.masked_fill_(~self.by_heads(allowed), float("-inf"))
         return scores
 
     def rule(self, queries, keys):
-        """The predicate at the chunk's positions, queries (n, Bq, 1) and keys (n, 1, c·Bk), with index
+        """The predicate at the chunk's positions, queries (n, Bq, 1) and keys (n, 1, Bk), with index
         tensors that broadcast as in `Predicate.allowed` plus the chunk's axis n -> bool, broadcastable
-        to (B, Hq, n, Bq, c·Bk)."""
+        to (B, Hq, n, Bq, Bk)."""
         device = queries.device
         batch_idx = torch.arange(self.batch, device=device).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
         head_idx = torch.arange(self.q_heads, device=device).view(1, -1, 1, 1, 1)  # (1, Hq, 1, 1, 1)
         return self.predicate.allowed(batch_idx, head_idx, queries, keys, self.num_queries, self.num_keys)
 
     def by_heads(self, piece):
-        """A mask piece broadcastable to (B, Hq, n, Bq, c·Bk) -> (B|1, Hkv|1, n, G|1, Bq|1, c·Bk), as the
+        """A mask piece broadcastable to (B, Hq, n, Bq, Bk) -> (B|1, Hkv|1, n, G|1, Bq|1, Bk), as the
         grouped scores."""
-        piece = piece[(None,) * (5 - piece.dim())]  # (B|1, Hq|1, n|1, Bq|1, c·Bk)
+        piece = piece[(None,) * (5 - piece.dim())]  # (B|1, Hq|1, n|1, Bq|1, Bk)
         if piece.shape[1] == self.q_heads and self.q_heads > 1:
             return piece.unflatten(1, (self.kv_heads, self.group)).transpose(2, 3)  # (B|1, Hkv, n, G, ..)
-        return piece.unsqueeze(3)  # (B|1, 1, n, 1, Bq|1, c·Bk)
+        return piece.unsqueeze(3)  # (B|1, 1, n, 1, Bq|1, Bk)
 
     def chunks(self, group: Group):
         """Slices of the group's query blocks, each with scores of at most CHUNK_BYTES."""
@@ -140,6 +146,11 @@ class _Layout:
         step = max(1, CHUNK_BYTES // per_block)
         for start in range(0, len(group.query_blocks), step):
             yield slice(start, start + step)
+
+
+def _pad(x, length):
+    """x (B, H, N, ·) with zero rows appended up to `length` (itself when N is that already)."""
+    return x if x.shape[2] == length else F.pad(x, (0, 0, 0, length - x.shape[2]))
 
 
 def _finite(row_max):

@@ -20,6 +20,7 @@ import torch
 
 from ..masks import ALiBi, Predicate, to_additive
 from .capabilities import Capabilities, score_dtype
+from .plan import make_plan
 
 BLOCK = 256  # queries and keys per block
 # Not under torch.func's transforms: its autograd.Function writes blocks into preallocated tensors in place.
@@ -57,18 +58,21 @@ class _Blocks:
         self.mask = mask
         self.scale = scale
         self.dropout_p, self.block, self.seed = dropout_p, block, seed
+        self.plan = make_plan(predicate, self.num_queries, self.num_keys, block, block)
         self.acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
         self.score_dtype = score_dtype(q.dtype)
 
     def pairs(self):
-        """(q_start, q_end, k_start, k_end) for every block pair the predicate does not rule out."""
-        for q_start in range(0, self.num_queries, self.block):
-            q_end = min(q_start + self.block, self.num_queries)
-            for k_start in range(0, self.num_keys, self.block):
-                k_end = min(k_start + self.block, self.num_keys)
-                block = (q_start, q_end, k_start, k_end, self.num_queries, self.num_keys)
-                if self.predicate is None or not self.predicate.block_is_empty(*block):
-                    yield q_start, q_end, k_start, k_end
+        """(q_start, q_end, k_start, k_end) for every block pair the predicate does not rule out, in row
+        order (from the plan: one vectorised bound for all blocks)."""
+        for q_index, k_index in self.plan.visible.nonzero().tolist():
+            q_start, k_start = q_index * self.block, k_index * self.block
+            yield (
+                q_start,
+                min(q_start + self.block, self.num_queries),
+                k_start,
+                min(k_start + self.block, self.num_keys),
+            )
 
     def query_rows(self, x, q_start, q_end):
         """x (B, Hq, Nq, ·) -> the block's rows grouped by key/value head: (B, Hkv, G·Qb, ·)."""
@@ -98,7 +102,7 @@ class _Blocks:
             piece = self.mask[..., rows, columns]  # (B|1, Hq|1, Qb|1, Kb|1)
             bias = _group_heads(to_additive(piece, self.acc_dtype), self.q_heads, self.kv_heads)
         block = (q_start, q_end, k_start, k_end, self.num_queries, self.num_keys)
-        if self.predicate is not None and not self.predicate.block_is_full(*block):
+        if self.predicate is not None and not self.plan.full[q_start // self.block, k_start // self.block]:
             piece = self.predicate.block(*block, batch=self.batch, heads=self.q_heads, device=device)
             bias = _add(bias, _group_heads(to_additive(piece, self.acc_dtype), self.q_heads, self.kv_heads))
         if self.alibi is not None:

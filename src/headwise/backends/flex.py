@@ -1,13 +1,15 @@
 """The flex backend: torch's FlexAttention (torch.nn.attention.flex_attention) under headwise's masks.
 
 A predicate (causal() included) becomes FlexAttention's mask_mod, its `allowed` rule read at
-FlexAttention's indices, and a BlockMask built from it, so the blocks it rules out are skipped; a tensor
-mask is read at the same indices (bool: a mask_mod term; float: -inf a mask_mod term, the rest added by
-the score_mod); alibi and softcap become the score_mod. Compiled on CUDA (torch.compile of
-flex_attention: torch's fused Triton kernels, forward and backward). On the CPU it runs eagerly, torch's
-unfused implementation, which holds the (Nq, Nk) scores: torch's compiled CPU kernel took 40 s to compile
-and 7 s for each new shape on a 2-core Sapphire Rapids (torch 2.13), far more than a call it speeds up
-(66 ms vs SDPA's 40 ms at B=2, Hq=8, N=1024, Dh=64), and torch has no CPU backward for FlexAttention.
+FlexAttention's indices, and the BlockMask of its block-sparse plan (backends/plan.py, as the blocksparse
+backend runs it: partial blocks read the mask_mod, full ones do not, empty ones are skipped, and no pair
+is evaluated to find them); a tensor mask is read at the same indices (bool: a mask_mod term; float: -inf
+a mask_mod term, the rest added by the score_mod); alibi and softcap become the score_mod. Compiled on
+CUDA (torch.compile of flex_attention: torch's fused Triton kernels, forward and backward). On the CPU it
+runs eagerly, torch's unfused implementation, which holds the (Nq, Nk) scores: torch's compiled CPU kernel
+took 40 s to compile and 7 s for each new shape on a 2-core Sapphire Rapids (torch 2.13), far more than a
+call it speeds up (66 ms vs SDPA's 40 ms at B=2, Hq=8, N=1024, Dh=64), and torch has no CPU backward for
+FlexAttention.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import torch
 
 from ..masks import ALiBi, Softcap
 from .capabilities import Capabilities
+from .plan import Plan, make_plan
+
+BLOCK = 128  # FlexAttention's block size, queries and keys
 
 CAPABILITIES = Capabilities(
     lse=True,
@@ -46,7 +51,11 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
         mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, Hq|1, Nq|1, Nk|1)
     allowed = _mask_mod(mask, predicate, num_queries, num_keys)
     block_mask = None
-    if allowed is not None:
+    if allowed is not None and mask is None:  # the predicate's block-sparse plan, as blocksparse runs it
+        block_mask = block_mask_of(
+            make_plan(predicate, num_queries, num_keys, BLOCK, BLOCK), allowed, q.device
+        )
+    elif allowed is not None:  # a tensor mask: FlexAttention reads it at every pair to find the blocks
         block_mask = flex.create_block_mask(
             allowed, batch, heads, num_queries, num_keys, device=q.device, _compile=q.device.type == "cuda"
         )
@@ -61,6 +70,23 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
         return_aux=flex.AuxRequest(lse=True),
     )  # (B, Hq, Nq, Dv), lse (B, Hq, Nq)
     return out, None, (aux.lse if return_lse else None)
+
+
+def block_mask_of(plan: Plan, allowed, device):
+    """FlexAttention's BlockMask of a plan (one for every batch element and head, which it bounds): its
+    partial blocks, where mask_mod `allowed` is read, and its full blocks, where it is not."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    def blocks(chosen):  # (Qn, Kn) bool -> counts (1, 1, Qn), indices (1, 1, Qn, Kn), the chosen first
+        counts = chosen.sum(1, dtype=torch.int32)  # (Qn,)
+        indices = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True).to(torch.int32)  # (Qn, Kn)
+        return counts[None, None].to(device), indices[None, None].to(device)
+
+    partial, full = blocks(plan.visible & ~plan.full), blocks(plan.full)
+    return BlockMask.from_kv_blocks(
+        *partial, *full, BLOCK_SIZE=(plan.q_block, plan.k_block), mask_mod=allowed,
+        seq_lengths=(plan.num_queries, plan.num_keys),
+    )  # fmt: skip
 
 
 @functools.cache
