@@ -8,6 +8,7 @@ BERT's first layer, with softmax(q·kᵀ/√Dh) recomputed from the layer's own 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -398,3 +399,34 @@ def test_the_neuron_view_and_show_on_split_words(gpt2_pieces: Path) -> None:
         text = repr(shown)
         assert len(text) < 300 and text.startswith("<Shown ") and "tensor" not in text
     assert "2 layers × 2 heads, 15 × 15 tokens" in repr(headwise.show(gpt2_pieces, text=SPLIT))
+
+
+def test_a_sentence_pair_is_read_as_one_sequence_with_its_start(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    import headwise
+    from headwise.inspection import as_pieces
+
+    model, tokenizer = load_model(folders["bert"])
+    (maps,) = read(model, tokenizer, "the animal was tired .", text_pair="it didn't cross", pieces="raw")
+    assert maps.query_tokens[maps.pair_start - 1 :][:3] == (".", "it", "didn")  # B: the tokenizer's second
+    batch = tokenizer("the animal was tired .", "it didn't cross", return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.cat(model(**batch, output_attentions=True).attentions).double()  # (L, H, N, N)
+    assert torch.equal(maps.weights, expected)
+    assert as_pieces(maps, "merged").pair_start == maps.pair_start  # one piece per word here
+    shown = headwise.show(folders["bert"], text="the animal was tired .", text_pair="it didn't cross")
+    data = read_report_data(shown.page())
+    assert data["attention"][0]["pair_start"] == maps.pair_start
+    chosen = headwise.show(expected[:, None].unbind(), list(maps.query_tokens), layers=[1], heads=[0])
+    assert read_report_data(chosen.page())["model_view"] == {"layers": [1], "heads": [0]}
+    weights = expected[:, None].unbind()  # L × (1, H, N, N)
+    for options, message in [
+        ({"layers": [2]}, "layers must be indices below 2, got [2]"),
+        ({"heads": [0, 0]}, "heads must not repeat an index"),
+        ({"sentence_b_start": 0}, "pair_start (where sentence B starts) must be a position from 1 to"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            headwise.show(weights, list(maps.query_tokens), **options)
+    with pytest.raises(ValueError, match="text_pair is a second sentence for an encoder or a decoder"):
+        read(*load_model(folders["t5"]), SENTENCE, text_pair="the cat")

@@ -599,3 +599,51 @@ def test_layers_and_tokens_of_a_deeper_model(visit: Callable[[str], Visit], tmp_
     assert int(view.get_attribute("data-lines")) == lines_expected(weights[0], list(range(6)), query=10)
     screenshot(page.locator("#head-view"), "report-head-view.png", tmp_path)
     seen.check()
+
+
+def test_the_head_view_filters_a_sentence_pair_and_the_model_view_a_subset(
+    browser: sync_api.Browser, tmp_path: Path
+) -> None:
+    """A pair read as one sequence (sentence B from position 4): the head view draws all links, A's queries
+    to B's keys, or B's to A's; the model view draws the layers and heads asked for (show(..., layers=,
+    heads=)), in their own numbers."""
+    torch.manual_seed(0)
+    tokens = ("[CLS]", "the", "cat", "[SEP]", "it", "sat", "[SEP]")
+    weights = torch.rand(3, 4, 7, 7, dtype=torch.float64).softmax(dim=-1)  # (L, H, N, N)
+    maps = HeadMaps("self-attention", tokens, tokens, weights, pair_start=4)
+    page_path = html.write_html(Report("pair", "a pair", (), (maps,), (1, 2), (0, 3)), tmp_path / "pair.html")
+    seen = open_report(browser, page_path)
+    page = seen.page
+    view = page.locator("[data-testid=head-view]")
+    pair = page.locator("[data-testid=pair-select]")
+    assert pair.is_visible()
+    layer = weights[0]  # (H, N, N): layer 0, every head shown
+    expected = {
+        "all": int((layer >= 0.01).sum()),
+        "ab": int((layer[:, :4, 4:] >= 0.01).sum()),
+        "ba": int((layer[:, 4:, :4] >= 0.01).sum()),
+    }
+    for choice, lines in expected.items():
+        pair.select_option(choice)
+        assert view.get_attribute("data-pair") == choice and view.get_attribute("data-lines") == str(lines)
+    assert page.locator("[data-testid=key-token].sentence-b").count() == 3  # it, sat, [SEP]
+    cells = page.locator("[data-testid=model-cell]")
+    assert cells.evaluate_all("cells => cells.map(c => [c.dataset.layer, c.dataset.head])") == [
+        ["1", "0"],
+        ["1", "3"],
+        ["2", "0"],
+        ["2", "3"],
+    ]
+    assert (
+        page.locator("[data-testid=model-view-note]")
+        .text_content()
+        .startswith("layers 1, 2 of 3 × heads 0, 3 of 4 of self-attention")
+    )
+    seen.check()
+    single = html.write_html(
+        Report("one", "one", (), (HeadMaps("self", tokens, tokens, weights),)), tmp_path / "one.html"
+    )
+    seen = open_report(browser, single)
+    assert not seen.page.locator("[data-testid=pair-select]").is_visible()
+    assert seen.page.locator("[data-testid=model-cell]").count() == 12
+    seen.check()

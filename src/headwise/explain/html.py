@@ -180,6 +180,7 @@ def _maps_data(maps: HeadMaps) -> dict[str, Any]:
         "title": maps.title,
         "query_tokens": list(maps.query_tokens),
         "key_tokens": list(maps.key_tokens),
+        "pair_start": maps.pair_start,
         "weights": encode_array(maps.weights, weights=True),  # (L, H, Nq, Nk)
     }
 
@@ -194,6 +195,10 @@ def report_data(report: Report) -> dict[str, Any]:
         "precision": PRECISION,
         "steps": [_step_data(step) for step in report.steps],
         "attention": [_maps_data(maps) for maps in report.attention],
+        "model_view": {
+            "layers": None if report.model_layers is None else list(report.model_layers),
+            "heads": None if report.model_heads is None else list(report.model_heads),
+        },
     }
 
 

@@ -165,6 +165,7 @@ class HeadMaps:
     query_tokens: tuple[str, ...]
     key_tokens: tuple[str, ...]
     weights: torch.Tensor
+    pair_start: int | None = None  # a sentence pair read as one sequence: where sentence B starts
 
     def __post_init__(self) -> None:
         if self.weights.dim() != 4 or tuple(self.weights.shape[2:]) != (
@@ -175,17 +176,30 @@ class HeadMaps:
                 f"{self.title}: weights (L, H, Nq, Nk) = {tuple(self.weights.shape)} do not match "
                 f"{len(self.query_tokens)} query tokens and {len(self.key_tokens)} key tokens"
             )
+        if self.pair_start is not None and (
+            isinstance(self.pair_start, bool)
+            or not isinstance(self.pair_start, int)
+            or self.query_tokens != self.key_tokens
+            or not 0 < self.pair_start < len(self.query_tokens)
+        ):
+            raise ValueError(
+                f"{self.title}: pair_start (where sentence B starts) must be a position from 1 to "
+                f"{len(self.query_tokens) - 1} of a self-attention map, got {self.pair_start!r}"
+            )
 
 
 @dataclass(frozen=True)
 class Report:
     """Everything one report shows: a title, a sentence on where the numbers come from, the walkthrough's
-    steps (possibly none) and the attention maps (possibly none)."""
+    steps (possibly none), the attention maps (possibly none), and the layers and heads of them the model
+    view draws (bertviz's include_layers and include_heads; the head view has them all)."""
 
     title: str
     description: str
     steps: tuple[WalkStep, ...]
     attention: tuple[HeadMaps, ...]
+    model_layers: tuple[int, ...] | None = None  # the layers the model view draws (None: all)
+    model_heads: tuple[int, ...] | None = None  # the heads it draws (None: all)
 
 
 def caption(axes: tuple[str, ...], index: int, sizes: tuple[int, ...]) -> str:

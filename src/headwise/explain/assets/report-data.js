@@ -80,6 +80,7 @@ async function readReport() {
       title: maps.title,
       queryTokens: maps.query_tokens,
       keyTokens: maps.key_tokens,
+      pairStart: maps.pair_start, // where sentence B starts, or null
       layers: weights.shape[0],
       heads: weights.shape[1],
       nq: weights.shape[2],
