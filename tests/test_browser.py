@@ -647,3 +647,54 @@ def test_the_head_view_filters_a_sentence_pair_and_the_model_view_a_subset(
     assert not seen.page.locator("[data-testid=pair-select]").is_visible()
     assert seen.page.locator("[data-testid=model-cell]").count() == 12
     seen.check()
+
+
+def test_the_neuron_view_page_picks_layer_head_and_query(browser: sync_api.Browser, tmp_path: Path) -> None:
+    """neuron_view(...).save: the page opens on the layer, head and query asked for, and any other picked
+    in its selects shows that one's query, keys, products, scores and weights (as queries_and_keys and the
+    model's own weights give them, to the 4 printed decimals)."""
+    pytest.importorskip("transformers")
+    from test_any_model import SENTENCE, save_tiny
+
+    from headwise.inspection import load_model, neuron_view, queries_and_keys
+
+    model, tokenizer = load_model(save_tiny("llama", tmp_path))  # grouped-query: 4 query heads, 2 key heads
+    page_path = neuron_view(model, tokenizer, SENTENCE, layer=1, head=3, token="it").save(tmp_path / "n.html")
+    maps, layers = queries_and_keys(model, tokenizer, SENTENCE, pieces="raw")
+    seen = open_report(browser, page_path)
+    page = seen.page
+    section = page.locator("#neuron-view")
+    i = maps.query_tokens.index("it")
+    assert [section.get_attribute(f"data-{name}") for name in ("layer", "head", "query")] == [
+        "1",
+        "3",
+        str(i),
+    ]
+
+    def printed(name: str) -> list[list[float]]:
+        table = section.locator(f"[data-testid=neuron-matrix][data-name='{name}'] [data-testid=matrix-table]")
+        rows = table.locator("tbody tr").evaluate_all(
+            "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
+        )
+        return [[float(cell.replace("−∞", "-inf").replace("−", "-")) for cell in row] for row in rows]
+
+    for layer, head, query in ((1, 3, i), (0, 1, 4)):
+        for name, value in (("layer", layer), ("head", head), ("query", query)):
+            page.locator(f"[data-testid=neuron-{name}]").select_option(str(value))
+        q = layers[layer].queries[head, query]  # (Dh,)
+        k = layers[layer].keys[head // 2]  # (N, Dh): query heads 2h and 2h+1 share key head h
+        expected = {
+            "query": q[None],
+            "keys": k,
+            "q": q[None] * k,
+            "scores": layers[layer].masked_scores[head, query][:, None],
+            "weights": maps.weights[layer, head, query][:, None],
+        }
+        for name, values in expected.items():
+            shown = torch.tensor(printed(name), dtype=torch.float64)
+            assert shown.shape == values.shape, name
+            assert torch.equal(shown.isinf(), values.isinf()), name
+            finite = values.isfinite()
+            assert (shown[finite] - values[finite]).abs().max() <= 5.1e-5, (layer, head, query, name)
+    screenshot(section, "report-neuron-view.png", tmp_path)
+    seen.check()

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from ..files import write_text
-from .report import LEGEND, HeadMaps, Matrix, Report, WalkStep
+from .report import LEGEND, HeadMaps, Matrix, NeuronData, Report, WalkStep
 
 EXACT_LIMIT = 4096  # arrays up to 64 × 64 travel exactly, as float64
 FIXED_SCALE = 10_000  # "fixed4": value × 10⁴ rounded, as uint16
@@ -67,6 +67,7 @@ SCRIPT = (  # the pieces of the page's script, in the order it needs them: start
     "report-walkthrough.js",  # the walkthrough view
     "report-heads.js",  # the head view
     "report-model.js",  # the model view and its large view
+    "report-neurons.js",  # the neuron view
     "report-main.js",  # the page, and start()
 )
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -185,6 +186,19 @@ def _maps_data(maps: HeadMaps) -> dict[str, Any]:
     }
 
 
+def _neuron_data(neurons: NeuronData) -> dict[str, Any]:
+    """The neuron view's tokens, queries (L, Hq, N, Dh), keys (L, Hkv, N, Dh), scores and weights
+    (L, Hq, N, N), and the first selection [layer, head, query]."""
+    return {
+        "tokens": list(neurons.tokens),
+        "queries": encode_array(neurons.queries),
+        "keys": encode_array(neurons.keys),
+        "scores": encode_array(neurons.scores),
+        "weights": encode_array(neurons.weights, weights=True),
+        "selected": list(neurons.selected),
+    }
+
+
 def report_data(report: Report) -> dict[str, Any]:
     """Everything the page draws, as JSON-ready data (the arrays encoded by encode_array)."""
     return {
@@ -195,6 +209,7 @@ def report_data(report: Report) -> dict[str, Any]:
         "precision": PRECISION,
         "steps": [_step_data(step) for step in report.steps],
         "attention": [_maps_data(maps) for maps in report.attention],
+        "neurons": None if report.neurons is None else _neuron_data(report.neurons),
         "model_view": {
             "layers": None if report.model_layers is None else list(report.model_layers),
             "heads": None if report.model_heads is None else list(report.model_heads),

@@ -189,6 +189,20 @@ class HeadMaps:
 
 
 @dataclass(frozen=True)
+class NeuronData:
+    """What the neuron view's page picks from: one sequence's tokens (N), every layer's queries
+    (L, Hq, N, Dh) and keys (L, Hkv, N, Dh) (Hq/Hkv query heads share a key head), the masked scores
+    scale · q · kᵀ + mask and the weights (L, Hq, N, N), and the [layer, head, query] shown first."""
+
+    tokens: tuple[str, ...]
+    queries: torch.Tensor
+    keys: torch.Tensor
+    scores: torch.Tensor
+    weights: torch.Tensor
+    selected: tuple[int, int, int] = (0, 0, 0)
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything one report shows: a title, a sentence on where the numbers come from, the walkthrough's
     steps (possibly none), the attention maps (possibly none), and the layers and heads of them the model
@@ -200,6 +214,7 @@ class Report:
     attention: tuple[HeadMaps, ...]
     model_layers: tuple[int, ...] | None = None  # the layers the model view draws (None: all)
     model_heads: tuple[int, ...] | None = None  # the heads it draws (None: all)
+    neurons: NeuronData | None = None  # every layer's queries and keys, for the neuron view's page
 
 
 def caption(axes: tuple[str, ...], index: int, sizes: tuple[int, ...]) -> str:

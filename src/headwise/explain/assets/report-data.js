@@ -73,6 +73,14 @@ async function readReport() {
   for (const step of data.steps) {
     for (const matrix of step.matrices) matrix.values = await decodeArray(matrix.values);
   }
+  if (data.neurons) {
+    const neurons = data.neurons;
+    for (const name of ['queries', 'keys', 'scores', 'weights']) neurons[name] = await decodeArray(neurons[name]);
+    neurons.layers = neurons.queries.shape[0];
+    neurons.heads = neurons.queries.shape[1];
+    neurons.kvHeads = neurons.keys.shape[1];
+    neurons.dh = neurons.queries.shape[3];
+  }
   data.maps = [];
   for (const maps of data.attention) {
     const weights = await decodeArray(maps.weights); // (L, H, Nq, Nk)
