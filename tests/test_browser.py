@@ -11,6 +11,7 @@ The browser is the system's (`make pytest` installs Debian's chromium package); 
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from test_html import HOSTILE, hostile_report, lecture, long_report  # noqa: E402
 
+import headwise  # noqa: E402
 from headwise.explain import html  # noqa: E402
 from headwise.explain.by_hand import by_hand_report  # noqa: E402
 from headwise.explain.example import CROSS_TOKENS, EXAMPLES, Example, run_example  # noqa: E402
@@ -697,4 +699,63 @@ def test_the_neuron_view_page_picks_layer_head_and_query(browser: sync_api.Brows
             finite = values.isfinite()
             assert (shown[finite] - values[finite]).abs().max() <= 5.1e-5, (layer, head, query, name)
     screenshot(section, "report-neuron-view.png", tmp_path)
+    seen.check()
+
+
+def test_your_own_numbers_recompute_every_step_in_the_page(browser: sync_api.Browser, tmp_path: Path) -> None:
+    """The default walkthrough's page: typed numbers in x, W_query, W_key and W_value recompute every step
+    in the page, equal to headwise's own run of the same numbers in float64 (to round-off: the page adds
+    each dot product in order, BLAS in blocks)."""
+    run = run_example(EXAMPLES["book"])
+    page_path = html.write_html(lecture_report(run), tmp_path / "own.html")
+    seen = open_report(browser, page_path)
+    page = seen.page
+
+    def expected(module: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad(), headwise.trace() as steps:
+            module(x[None], is_causal=True)
+        names = ("queries", "keys", "values", "scores", "masked_scores", "weights", "context", "output")
+        return {name: steps[name].tensor[0] for name in names}  # batch 0
+
+    def agree(truth: dict[str, torch.Tensor]) -> None:
+        computed = page.evaluate("window.headwise.playground()")
+        for name, value in truth.items():
+            got = torch.tensor(computed[name], dtype=torch.float64)
+            assert got.shape == value.shape, name
+            assert torch.equal(got.isinf(), value.isinf()), name
+            finite = value.isfinite()
+            assert (got[finite] - value[finite]).abs().max() <= 1e-14, name
+
+    x = run.trace["inputs"].tensor[0].clone()  # (6, 3)
+    agree(expected(run.module, x))
+    module = copy.deepcopy(run.module)
+    edits = [
+        ("inputs", 0, 0, "1.5"),
+        ("w_query", 1, 0, "-0.75"),
+        ("w_key", 2, 1, "2"),
+        ("w_value", 0, 1, "0.125"),
+    ]
+    for name, i, j, text in edits:
+        cell = page.locator(
+            f"[data-testid=playground-input][data-name={name}][data-row='{i}'][data-col='{j}']"
+        )
+        cell.fill(text)  # an input event per change
+        if name == "inputs":
+            x[i, j] = float(text)
+        else:
+            role = ("w_query", "w_key", "w_value").index(name)
+            with torch.no_grad():  # W_query[i, j] is in_proj_weight's row role·d_out + j, column i
+                module.in_proj_weight[role * module.head_dim * module.num_heads + j, i] = float(text)
+    agree(expected(module, x))
+    output = page.locator("[data-testid=playground-step][data-name=output] tbody tr").first
+    first = output.locator("td").first.text_content()
+    assert first == f"{expected(module, x)['output'][0, 0].item():.4f}"
+    page.locator("[data-testid=playground-input][data-name=w_key]").first.fill("oops")
+    assert "invalid" in page.locator("[data-testid=playground-input][data-name=w_key]").first.get_attribute(
+        "class"
+    )
+    agree(expected(module, x))  # a cell that is not a number changes nothing
+    page.locator("[data-testid=playground-reset]").click()
+    agree(expected(run.module, run.trace["inputs"].tensor[0]))
+    screenshot(page.locator("#playground"), "report-playground.png", tmp_path)
     seen.check()

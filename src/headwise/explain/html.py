@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from ..files import write_text
-from .report import LEGEND, HeadMaps, Matrix, NeuronData, Report, WalkStep
+from .report import LEGEND, HeadMaps, Matrix, NeuronData, Playground, Report, WalkStep
 
 EXACT_LIMIT = 4096  # arrays up to 64 × 64 travel exactly, as float64
 FIXED_SCALE = 10_000  # "fixed4": value × 10⁴ rounded, as uint16
@@ -68,6 +68,7 @@ SCRIPT = (  # the pieces of the page's script, in the order it needs them: start
     "report-heads.js",  # the head view
     "report-model.js",  # the model view and its large view
     "report-neurons.js",  # the neuron view
+    "report-playground.js",  # your own numbers: the walkthrough recomputed in the page
     "report-main.js",  # the page, and start()
 )
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -199,6 +200,17 @@ def _neuron_data(neurons: NeuronData) -> dict[str, Any]:
     }
 
 
+def _playground_data(playground: Playground) -> dict[str, Any]:
+    """The "your own numbers" section's start: tokens, every matrix in float64 exactly, heads, causal."""
+    matrices = ("inputs", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
+    return {
+        "tokens": list(playground.tokens),
+        **{name: encode_array(getattr(playground, name), "float64") for name in matrices},
+        "heads": playground.heads,
+        "causal": playground.causal,
+    }
+
+
 def report_data(report: Report) -> dict[str, Any]:
     """Everything the page draws, as JSON-ready data (the arrays encoded by encode_array)."""
     return {
@@ -210,6 +222,7 @@ def report_data(report: Report) -> dict[str, Any]:
         "steps": [_step_data(step) for step in report.steps],
         "attention": [_maps_data(maps) for maps in report.attention],
         "neurons": None if report.neurons is None else _neuron_data(report.neurons),
+        "playground": None if report.playground is None else _playground_data(report.playground),
         "model_view": {
             "layers": None if report.model_layers is None else list(report.model_layers),
             "heads": None if report.model_heads is None else list(report.model_heads),

@@ -203,6 +203,27 @@ class NeuronData:
 
 
 @dataclass(frozen=True)
+class Playground:
+    """What the page's "your own numbers" section starts from and recomputes in the page: the tokens (N),
+    the inputs x (N, d_in), W_query, W_key, W_value (d_in, d_out) as the lecture writes them and their
+    biases (d_out,) (zeros where the module has none), out_proj as W_o (d_out, out) and b_o (out,), the
+    number of heads (head_dim = d_out / heads), and whether attention is causal."""
+
+    tokens: tuple[str, ...]
+    inputs: torch.Tensor
+    w_query: torch.Tensor
+    w_key: torch.Tensor
+    w_value: torch.Tensor
+    b_query: torch.Tensor
+    b_key: torch.Tensor
+    b_value: torch.Tensor
+    w_out: torch.Tensor
+    b_out: torch.Tensor
+    heads: int
+    causal: bool
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything one report shows: a title, a sentence on where the numbers come from, the walkthrough's
     steps (possibly none), the attention maps (possibly none), and the layers and heads of them the model
@@ -215,6 +236,7 @@ class Report:
     model_layers: tuple[int, ...] | None = None  # the layers the model view draws (None: all)
     model_heads: tuple[int, ...] | None = None  # the heads it draws (None: all)
     neurons: NeuronData | None = None  # every layer's queries and keys, for the neuron view's page
+    playground: Playground | None = None  # the walkthrough's module and inputs, to edit in the page
 
 
 def caption(axes: tuple[str, ...], index: int, sizes: tuple[int, ...]) -> str:
@@ -580,6 +602,28 @@ def lecture_steps(run: Run) -> tuple[WalkStep, ...]:
     return tuple(steps)
 
 
+def playground_of(run: Run) -> Playground | None:
+    """The run's inputs (batch 0) and weights in the lecture's layout, for the page to recompute; None for
+    cross-attention (two sequences: the page edits one)."""
+    if run.example.kv_tokens is not None:
+        return None
+    module = run.module
+    weights, biases = zip(*module.projections(), strict=True)  # W (d_out, d_in) each, b (d_out,) or None
+    width = weights[0].shape[0]
+    zeros = torch.zeros(width, dtype=torch.float64)
+    out_bias = module.out_proj.bias
+    return Playground(
+        tuple(run.example.tokens),
+        run.trace["inputs"].tensor[0].to(torch.float64),  # (N, d_in)
+        *(w.detach().T.to(torch.float64) for w in weights),  # (d_in, d_out) each
+        *(zeros if b is None else b.detach().to(torch.float64) for b in biases),  # (d_out,) each
+        module.out_proj.weight.detach().T.to(torch.float64),  # (d_out, out)
+        torch.zeros(module.out_dim, dtype=torch.float64) if out_bias is None else out_bias.detach().double(),
+        module.num_heads,
+        run.example.causal,
+    )
+
+
 def lecture_report(run: Run) -> Report:
     """The lectures' example (or the example the options describe): every traced step, and its weights."""
     example = run.example
@@ -601,4 +645,5 @@ def lecture_report(run: Run) -> Report:
         ),
         steps=lecture_steps(run),
         attention=(HeadMaps(kind, example.tokens, example.key_tokens, weights[0][None].to(torch.float64)),),
+        playground=playground_of(run),
     )

@@ -81,6 +81,11 @@ async function readReport() {
     neurons.kvHeads = neurons.keys.shape[1];
     neurons.dh = neurons.queries.shape[3];
   }
+  if (data.playground) {
+    for (const [name, value] of Object.entries(data.playground)) {
+      if (value && value.encoding) data.playground[name] = await decodeArray(value);
+    }
+  }
   data.maps = [];
   for (const maps of data.attention) {
     const weights = await decodeArray(maps.weights); // (L, H, Nq, Nk)
