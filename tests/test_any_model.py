@@ -430,3 +430,28 @@ def test_a_sentence_pair_is_read_as_one_sequence_with_its_start(
             headwise.show(weights, list(maps.query_tokens), **options)
     with pytest.raises(ValueError, match="text_pair is a second sentence for an encoder or a decoder"):
         read(*load_model(folders["t5"]), SENTENCE, text_pair="the cat")
+
+
+def test_explain_model_shows_the_pieces_asked_for(gpt2_pieces: Path, tmp_path: Path, capsys) -> None:
+    for pieces, tokens in (("raw", SPLIT_TOKENS), ("merged", SPLIT_WORDS), (None, None)):
+        page = tmp_path / f"{pieces}.html"
+        options = [] if pieces is None else ["--pieces", pieces]
+        assert main(["explain", "--model", str(gpt2_pieces), SPLIT, *options, "--html", str(page)]) == 0
+        (maps,) = read_report_data(page.read_text(encoding="utf-8"))["attention"]
+        assert tuple(maps["query_tokens"]) == (
+            tokens or read(*load_model(gpt2_pieces), SPLIT)[0].query_tokens
+        )
+    capsys.readouterr()
+    assert (
+        main(["explain", "--model", str(gpt2_pieces), SPLIT, "--pieces", "merged", "--token", "unbelievably"])
+        == 0
+    )
+    assert "query 9 unbelievably" in capsys.readouterr().out
+    assert main(["explain", "--model", str(gpt2_pieces), SPLIT, "--token", "ably"]) == 0  # a piece, as shown
+    assert "query 12 ·ably" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--pieces", "raw"])
+    assert (
+        exit_info.value.code == 2
+        and "--pieces (raw) shows the tokens of a --model" in capsys.readouterr().err
+    )
