@@ -368,3 +368,13 @@ def test_the_sheet_states_the_rounding_rule_and_the_answers_give_the_fractions(t
         rounded_a = [[f"{float(rounded(value)):.2f}" for value in row] for row in a]
         assert answers[f"A{head}"].cells() == rounded_a  # beside the unrounded fractions of the same A
     assert "Z unrounded (fractions)" in answers  # the heads' stack too
+
+
+def test_the_terminal_states_the_rounding_rule_too(tmp_path, capsys) -> None:
+    exercise = tmp_path / "exercise.json"
+    exercise.write_text(json.dumps({**PAGE_6_3, "rules": {"decimals": 2}}), encoding="utf-8")
+    assert main(["explain", "--by-hand", "--input", str(exercise)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the sentence as printed, wrapped at spaces
+    assert "Rounding: each number of A is rounded half away from zero to 2 decimals, and Z is V times" in out
+    assert main(["explain", "--by-hand", "--example", "6-3"]) == 0
+    assert "Rounding:" not in capsys.readouterr().out  # fractions: nothing rounded

@@ -723,11 +723,19 @@ def describe(exercise: Exercise) -> str:
 
 
 def rules_sentence(exercise: Exercise) -> str:
-    """What learners do: the two approximations and how A and Z are written."""
+    """What learners do: the two approximations and how A and Z are written, with the rounding rule when
+    they are rounded."""
     rules = exercise.rules
-    return (
+    sentence = (
         f"By hand, {rules.scale()} stands for x/√{exercise.head_width} and {rules.power()} for e^x; A and Z "
         f"are written {rules.writing()}."
+    )
+    if rules.decimals is None:
+        return sentence
+    return (
+        f"{sentence} Rounding: each number of A is rounded half away from zero to {rules.decimals} "
+        "decimals, and Z is V times the rounded A, then rounded the same way, so Z's last decimal can "
+        "differ from the exact fraction's (2.47 where 52/21 is 2.476)."
     )
 
 

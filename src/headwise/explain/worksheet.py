@@ -26,7 +26,6 @@ from .by_hand import (
     HandStep,
     HandWork,
     Panel,
-    Rules,
     describe,
     divide_columns,
     rules_sentence,
@@ -52,17 +51,6 @@ def panel_table(panel: Panel, *, blank: bool) -> str:
     return (
         f'<figure><figcaption>{caption}</figcaption><table class="{"blank" if blank else "filled"}">'
         f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></figure>"
-    )
-
-
-def rounding_rule(rules: Rules) -> str:
-    """How A and Z are rounded by hand, for a sheet whose rules round them ('' when they are fractions)."""
-    if rules.decimals is None:
-        return ""
-    return (
-        f"Rounding: each number of A is rounded half away from zero to {rules.decimals} decimals, and Z is "
-        f"V times the rounded A, then rounded the same way, so Z's last decimal can differ from the exact "
-        "fraction's (2.47 where 52/21 is 2.476); the answers give the unrounded fractions beside."
     )
 
 
@@ -131,7 +119,9 @@ def render_worksheet(exercise: Exercise = LECTURE) -> str:
         f"{describe(exercise)}. Every vector is a column, so each query's scores and weights are a "
         "column too.",
         rules_sentence(exercise),
-        rounding_rule(exercise.rules),
+        "The answers give the unrounded fractions beside a rounded A and Z."
+        if exercise.rules.decimals
+        else "",
         "Fill in every empty table, step by step; steps marked ≈ are the approximations.",
     )
     introduction = " ".join(part for part in parts if part)
