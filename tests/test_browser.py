@@ -758,4 +758,8 @@ def test_your_own_numbers_recompute_every_step_in_the_page(browser: sync_api.Bro
     page.locator("[data-testid=playground-reset]").click()
     agree(expected(run.module, run.trace["inputs"].tensor[0]))
     screenshot(page.locator("#playground"), "report-playground.png", tmp_path)
+    page.locator("[data-testid=playground-example]").select_option(label="wide")  # another example
+    wide = run_example(EXAMPLES["wide"])
+    agree(expected(wide.module, wide.trace["inputs"].tensor[0]))
+    assert page.locator("[data-testid=playground-input][data-name=w_query]").count() == 3 * 4  # d_out = 4
     seen.check()

@@ -204,6 +204,7 @@ def _playground_data(playground: Playground) -> dict[str, Any]:
     """The "your own numbers" section's start: tokens, every matrix in float64 exactly, heads, causal."""
     matrices = ("inputs", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
     return {
+        "name": playground.name,
         "tokens": list(playground.tokens),
         **{name: encode_array(getattr(playground, name), "float64") for name in matrices},
         "heads": playground.heads,
@@ -222,7 +223,7 @@ def report_data(report: Report) -> dict[str, Any]:
         "steps": [_step_data(step) for step in report.steps],
         "attention": [_maps_data(maps) for maps in report.attention],
         "neurons": None if report.neurons is None else _neuron_data(report.neurons),
-        "playground": None if report.playground is None else _playground_data(report.playground),
+        "playgrounds": [_playground_data(playground) for playground in report.playgrounds],
         "model_view": {
             "layers": None if report.model_layers is None else list(report.model_layers),
             "heads": None if report.model_heads is None else list(report.model_heads),

@@ -15,7 +15,7 @@ import torch
 
 from ..trace import STEP_TEXT
 from .checks import TOLERANCE, Check, checks_after, matches
-from .example import BOOK_CONTEXT_VECS, DROPOUT_SHOWN, Example, Run, dropout_trace
+from .example import BOOK_CONTEXT_VECS, DROPOUT_SHOWN, EXAMPLES, Example, Run, dropout_trace, run_example
 
 # Each step's axes in the shape legend's letters (self-attention has Nq = Nk = N); the output's D is
 # written out_dim where the output projection is not D wide (the book's d_out -> d_out).
@@ -204,11 +204,13 @@ class NeuronData:
 
 @dataclass(frozen=True)
 class Playground:
-    """What the page's "your own numbers" section starts from and recomputes in the page: the tokens (N),
+    """What the page's "your own numbers" section starts from and recomputes in the page: the example's
+    name, the tokens (N),
     the inputs x (N, d_in), W_query, W_key, W_value (d_in, d_out) as the lecture writes them and their
     biases (d_out,) (zeros where the module has none), out_proj as W_o (d_out, out) and b_o (out,), the
     number of heads (head_dim = d_out / heads), and whether attention is causal."""
 
+    name: str
     tokens: tuple[str, ...]
     inputs: torch.Tensor
     w_query: torch.Tensor
@@ -236,7 +238,9 @@ class Report:
     model_layers: tuple[int, ...] | None = None  # the layers the model view draws (None: all)
     model_heads: tuple[int, ...] | None = None  # the heads it draws (None: all)
     neurons: NeuronData | None = None  # every layer's queries and keys, for the neuron view's page
-    playground: Playground | None = None  # the walkthrough's module and inputs, to edit in the page
+    playgrounds: tuple[
+        Playground, ...
+    ] = ()  # examples' modules and inputs to edit in the page, its own first
 
 
 def caption(axes: tuple[str, ...], index: int, sizes: tuple[int, ...]) -> str:
@@ -602,17 +606,15 @@ def lecture_steps(run: Run) -> tuple[WalkStep, ...]:
     return tuple(steps)
 
 
-def playground_of(run: Run) -> Playground | None:
-    """The run's inputs (batch 0) and weights in the lecture's layout, for the page to recompute; None for
-    cross-attention (two sequences: the page edits one)."""
-    if run.example.kv_tokens is not None:
-        return None
+def playground_of(run: Run, name: str) -> Playground:
+    """The run's inputs (batch 0) and weights in the lecture's layout, for the page to recompute."""
     module = run.module
     weights, biases = zip(*module.projections(), strict=True)  # W (d_out, d_in) each, b (d_out,) or None
     width = weights[0].shape[0]
     zeros = torch.zeros(width, dtype=torch.float64)
     out_bias = module.out_proj.bias
     return Playground(
+        name,
         tuple(run.example.tokens),
         run.trace["inputs"].tensor[0].to(torch.float64),  # (N, d_in)
         *(w.detach().T.to(torch.float64) for w in weights),  # (d_in, d_out) each
@@ -622,6 +624,18 @@ def playground_of(run: Run) -> Playground | None:
         module.num_heads,
         run.example.causal,
     )
+
+
+def playgrounds_of(run: Run) -> tuple[Playground, ...]:
+    """What the page's "your own numbers" offers: the run's example, then the other named examples
+    (example.EXAMPLES) when it is one of them; none for cross-attention (the section edits one sequence)."""
+    if run.example.kv_tokens is not None:
+        return ()
+    names = [name for name, example in EXAMPLES.items() if example == run.example]
+    if not names:
+        return (playground_of(run, "yours"),)
+    others = [playground_of(run_example(e), n) for n, e in EXAMPLES.items() if n != names[0]]
+    return (playground_of(run, names[0]), *others)
 
 
 def lecture_report(run: Run) -> Report:
@@ -645,5 +659,5 @@ def lecture_report(run: Run) -> Report:
         ),
         steps=lecture_steps(run),
         attention=(HeadMaps(kind, example.tokens, example.key_tokens, weights[0][None].to(torch.float64)),),
-        playground=playground_of(run),
+        playgrounds=playgrounds_of(run),
     )

@@ -81,9 +81,9 @@ async function readReport() {
     neurons.kvHeads = neurons.keys.shape[1];
     neurons.dh = neurons.queries.shape[3];
   }
-  if (data.playground) {
-    for (const [name, value] of Object.entries(data.playground)) {
-      if (value && value.encoding) data.playground[name] = await decodeArray(value);
+  for (const playground of data.playgrounds) {
+    for (const [name, value] of Object.entries(playground)) {
+      if (value && value.encoding) playground[name] = await decodeArray(value);
     }
   }
   data.maps = [];

@@ -9,29 +9,37 @@ const EDITABLE = [ // what a learner edits: [data name, caption]
   ['w_key', 'W_key (d_in × d_out)'],
   ['w_value', 'W_value (d_in × d_out)'],
 ];
-const playground = { values: null, nodes: null, result: null };
+const playground = { example: 0, values: null, nodes: null, result: null };
 
 function buildPlayground(report) {
-  const d = report.playground;
   const section = viewSection('playground', 'Your own numbers');
   section.append(el('p', {
     className: 'note',
     text: 'Change any number of x, W_query, W_key or W_value: every step below is computed again here, ' +
       'in the page, in float64 as headwise computes it (out_proj and the biases stay as they are). ' +
-      'Nothing is sent anywhere. "Reset" puts the example\'s numbers back.',
+      'Nothing is sent anywhere. "Reset" puts the example\'s numbers back; "Example" picks another.',
   }));
   const reset = el('button', { type: 'button', testid: 'playground-reset', text: 'Reset' });
+  const choice = el('select', { id: 'playground-example', testid: 'playground-example' },
+    report.playgrounds.map((one, i) => el('option', { value: i, text: one.name })));
   const editors = el('div', { className: 'matrices', testid: 'playground-editors' });
   const results = el('div', { className: 'playground-results', testid: 'playground-results' });
   playground.nodes = { editors: editors, results: results, section: section };
-  section.append(el('div', { className: 'controls' }, [reset]), editors, results);
+  const controls = report.playgrounds.length > 1
+    ? [el('label', { for: 'playground-example', text: 'Example ' }), choice, reset] : [reset];
+  section.append(el('div', { className: 'controls' }, controls), editors, results);
   const start = () => {
+    const d = report.playgrounds[playground.example];
     playground.values = {};
     for (const [name] of EDITABLE) playground.values[name] = Float64Array.from(d[name].values);
     editors.replaceChildren(...EDITABLE.map(([name, caption]) => editor(report, name, caption)));
     recomputePlayground(report);
   };
   reset.addEventListener('click', start);
+  choice.addEventListener('change', () => {
+    playground.example = Number(choice.value);
+    start();
+  });
   if (window.headwise) window.headwise.playground = () => playground.result;
   start();
   return section;
@@ -39,7 +47,7 @@ function buildPlayground(report) {
 
 /** The labels of an editable matrix's rows and columns. */
 function editorLabels(report, name) {
-  const d = report.playground;
+  const d = report.playgrounds[playground.example];
   const [rows, cols] = d[name].shape;
   const dh = cols / d.heads;
   const columns = name === 'inputs' ? Array.from({ length: cols }, (_, j) => `${j}`)
@@ -96,7 +104,7 @@ function affine(x, n, a, w, b, bias) {
 
 /** Every step again, from the edited numbers: the walkthrough's steps, as (nested) arrays of float64. */
 function recomputePlayground(report) {
-  const d = report.playground;
+  const d = report.playgrounds[playground.example];
   const v = playground.values;
   const n = d.tokens.length;
   const din = d.inputs.shape[1];
@@ -154,7 +162,7 @@ function recomputePlayground(report) {
 /** The recomputed steps as tables: the projections, each head's scores, masked and scaled scores and
  *  weights, the context and the output. */
 function renderPlayground(report) {
-  const d = report.playground;
+  const d = report.playgrounds[playground.example];
   const r = playground.result;
   const dout = d.w_query.shape[1];
   const dh = dout / d.heads;
