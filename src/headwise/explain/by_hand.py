@@ -40,6 +40,7 @@ integers by hand.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -54,6 +55,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..files import read_regular
 from ..functional import attention
 from ..trace import trace
 from .book import headwise_module
@@ -82,6 +84,7 @@ SECOND_HEAD = ("W_Q2", "W_K2", "W_V2")  # what it may give for a second head (al
 RULES = "rules"
 MAX_TOKENS, MAX_FEATURES, MAX_ENTRY = 8, 12, 9  # pencil and paper: small matrices of small integers
 MAX_POWER = 10**6  # the largest power_base^x worked by hand (and far inside int64 and float64's exp)
+MAX_FILE_BYTES = 64 << 10  # an exercise file beyond 64 KiB is not read (a whole one is a few hundred bytes)
 RULE_RANGES = {"divide_by": (1, 9), "power_base": (2, 9), "decimals": (1, 4)}  # each rule's integers
 INTEGER = re.compile(r"[+-]?\d+")
 
@@ -181,13 +184,20 @@ def read_exercise(path: str | os.PathLike[str]) -> Exercise:
     suffix = Path(path).suffix.lower()
     if suffix not in (".json", ".csv"):
         raise ValueError(f"{os.fspath(path)} must be a .json or a .csv file, got {suffix or 'no suffix'}")
-    with open(path, encoding="utf-8", newline="") as file:
-        if suffix == ".csv":
-            return exercise_from(csv_blocks(file, os.fspath(path)), os.fspath(path))
-        try:
-            data = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{os.fspath(path)} is not JSON: {error}") from None
+    try:
+        text = read_regular(path, MAX_FILE_BYTES)  # a regular file (not /dev/zero, a FIFO), size-bounded
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{os.fspath(path)} is not UTF-8 text: {error.reason} at byte {error.start}"
+        ) from None
+    if suffix == ".csv":
+        return exercise_from(csv_blocks(io.StringIO(text, newline=""), os.fspath(path)), os.fspath(path))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{os.fspath(path)} is not JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{os.fspath(path)} nests its JSON too deeply to be an exercise") from None
     return exercise_from(data, os.fspath(path))
 
 
@@ -264,11 +274,14 @@ def exercise_from(data: object, source: str) -> Exercise:
                 f"the scores Kᵀ·Q of {head_names[0]}, {head_names[1]} must be >= 0 so that the powers stay "
                 f"integers by hand; these matrices give a score of {lowest}"
             )
-        largest = rules.power_base ** (highest // rules.divide_by)  # a Python int: no overflow
-        if largest > MAX_POWER:
+        exponent = highest // rules.divide_by
+        digits = exponent * math.log10(rules.power_base)  # power_base^exponent has about this many
+        largest = rules.power_base**exponent if digits < 300 else None  # never a number of millions of digits
+        if largest is None or largest > MAX_POWER:
+            shown = f"{largest:.3g}" if largest is not None else f"about 10^{digits:,.0f}"
             raise ValueError(
                 f"the scores Kᵀ·Q of {head_names[0]}, {head_names[1]} reach {highest}, so by hand "
-                f"{rules.power_base}^floor({highest}/{rules.divide_by}) = {largest:.3g} (at most "
+                f"{rules.power_base}^floor({highest}/{rules.divide_by}) = {shown} (at most "
                 f"{MAX_POWER:,} by pencil): use smaller entries, or a larger divide_by in the rules"
             )
     return Exercise(x, heads, rules)
