@@ -439,13 +439,15 @@ def as_tensor(matrix: Sequence[Sequence[Fraction]]) -> torch.Tensor:
 @dataclass(frozen=True)
 class Panel:
     """One titled matrix of printed cells; `exact` when it holds headwise's numbers rather than the
-    learner's."""
+    learner's; `answer` when it is the unrounded fractions beside a rounded A or Z (an answer only: a
+    worksheet's questions leave it out)."""
 
     title: str
     cells: list[list[str]]
     rows: list[str]
     columns: list[str]
     exact: bool = False
+    answer: bool = False
 
 
 @dataclass(frozen=True)
@@ -473,11 +475,30 @@ def compared(
     *,
     approximate: bool = False,
     checks: tuple[Check, ...] = (),
+    unrounded: Panel | None = None,
 ) -> HandStep:
-    """A step whose hand-made matrix (R, C) is shown beside the exact one from headwise (R, C)."""
+    """A step whose hand-made matrix (R, C) is shown beside the exact one from headwise (R, C), with the
+    `unrounded` fractions under it when the rules round it."""
     exact_panel = Panel(exact_title, numbers(exact, EXACT_DECIMALS), hand.rows, hand.columns, exact=True)
     difference = (hand_values.to(torch.float64) - exact).abs().max().item()
-    return HandStep(title, sentence, [[hand], [exact_panel]], difference, checks, approximate)
+    hands = [hand] if unrounded is None else [hand, unrounded]
+    return HandStep(title, sentence, [hands, [exact_panel]], difference, checks, approximate)
+
+
+def unrounded_panel(
+    name: str, fractions: Sequence[Sequence[Fraction]], rows: list[str], columns: list[str], rules: Rules
+) -> Panel | None:
+    """The fractions (R, C) of A or Z before the rules round them, as an answer panel; None when the rules
+    keep fractions (the hand-made panel holds them already)."""
+    if rules.decimals is None:
+        return None
+    cells = [[str(value) for value in row] for row in fractions]
+    return Panel(f"{name} unrounded (fractions)", cells, rows, columns, answer=True)
+
+
+def unrounded_context(hand: HandWork) -> list[list[Fraction]]:
+    """Z = V·A of one head in exact fractions, A unrounded: (d_k, n)."""
+    return divide_columns(hand.values @ hand.powers, hand.sums)
 
 
 @dataclass(frozen=True)
@@ -617,6 +638,9 @@ def softmax_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
             as_tensor(hand.weights),
             f"exact: A{s}",
             exact.weights,
+            unrounded=unrounded_panel(
+                f"A{s}", divide_columns(hand.powers, hand.sums), at.keys, at.queries, rules
+            ),
             checks=(
                 columns_sum_to_one(hand.weights, rules, f"A{s}"),
                 matches(
@@ -660,6 +684,7 @@ def context_step(hand: HandWork, exact: ExactWork) -> HandStep:
         as_tensor(hand.context),
         f"exact: Z{s}",
         exact.context,
+        unrounded=unrounded_panel(f"Z{s}", unrounded_context(hand), at.dims, at.outputs, e.rules),
     )
 
 
@@ -681,6 +706,9 @@ def stacked_step(hands: Sequence[HandWork], exacts: Sequence[ExactWork]) -> Hand
         as_tensor(by_hand),
         "exact: Z",
         module,
+        unrounded=unrounded_panel(
+            "Z", [row for hand in hands for row in unrounded_context(hand)], rows, e.names().outputs, e.rules
+        ),
         checks=(
             matches(
                 module,
