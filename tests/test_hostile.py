@@ -3,7 +3,13 @@ valid calls of every kind against the float64 oracle, invalid ones that must rai
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -301,3 +307,285 @@ def test_fuzz_invalid_calls_raise_errors_that_name_the_argument(case):
         headwise.attention(args.pop("q"), args.pop("k"), args.pop("v"), **args)
     assert raised.type in (TypeError, ValueError)
     assert name in str(raised.value), (name, str(raised.value))
+
+
+# Issue 24: other surfaces, each refused in one line before any work (variants of the issue's cases) -------
+
+
+def test_meta_and_float8_inputs_under_auto_are_a_clear_error():
+    """Before: a bare StopIteration from the dispatcher."""
+    meta = torch.empty(2, 2, 3, 4, device="meta")
+    with pytest.raises(ValueError, match="no backend for q, k and v: even the reference cannot run on meta"):
+        headwise.attention(meta, meta, meta)
+    e5m2 = torch.randn(1, 2, 3, 4).to(torch.float8_e5m2)
+    with pytest.raises(ValueError, match=r"cannot run in torch\.float8_e5m2 \(it takes bfloat16"):
+        headwise.attention(e5m2, e5m2, e5m2, causal=True)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: masks.key_lengths(torch.tensor([2, 3], device="meta")),
+        lambda: masks.prefix_lm(torch.tensor([1, 1], device="meta")),
+        lambda: masks.documents(torch.zeros(2, 5, dtype=torch.int64, device="meta")),
+        lambda: masks.alibi(torch.ones(4, device="meta")),
+    ],
+)
+def test_meta_mask_and_score_arguments_are_refused_where_they_are_made(make):
+    """Before: RuntimeError from .item() on a meta tensor."""
+    with pytest.raises(ValueError, match="is on the meta device, which holds no values"):
+        make()
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_a_sparse_mask_is_a_clear_error(layout):
+    """Before: 'reshape is not implemented for sparse tensors'."""
+    dense = torch.rand(4, 6) > 0.3  # (Nq, Nk)
+    mask = dense.float().to_sparse() if layout == "coo" else dense.float().to_sparse_csr()
+    q, k = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 6, 8)
+    with pytest.raises(TypeError, match=r"mask has layout torch\.sparse_\w+; expected a dense tensor"):
+        headwise.attention(q, k, k, mask=mask)
+
+
+def test_a_sliding_window_side_beyond_int64_positions_is_refused_at_construction():
+    """Before: OverflowError at call time. 2**62 itself is as unlimited as the sequence."""
+    with pytest.raises(ValueError, match=r"right must be at most 2\*\*62 .* got 1e\+25"):
+        masks.sliding_window(3, right=10**25)
+    q = torch.randn(1, 1, 5, 4, dtype=torch.float64)
+    out = headwise.attention(q, q, q, mask=masks.sliding_window(2**62, 2**62))
+    torch.testing.assert_close(out, headwise.attention(q, q, q), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("rows", [slice(None, None, -1), slice(6, 1, -2), slice(-2, None, -3)])
+def test_attention_weights_take_slices_with_negative_steps_as_python_does(rows):
+    """Before: torch's 'step must be greater than zero'."""
+    q, k = torch.randn(2, 4, 7, 8, dtype=torch.float64), torch.randn(2, 2, 9, 8, dtype=torch.float64)
+    _, lse = headwise.attention(q, k, k, return_lse=True)
+    every = headwise.attention_weights(q, k, lse)  # (B, Hq, Nq, Nk)
+    picked = list(range(7))[rows]
+    torch.testing.assert_close(headwise.attention_weights(q, k, lse, rows=rows), every[:, :, picked])
+    torch.testing.assert_close(headwise.attention_weights(q, k, heads=slice(3, None, -2)), every[:, [3, 1]])
+
+
+@pytest.mark.parametrize("flag", ["return_weights", "return_lse"])
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_the_return_flags_take_bools_only(flag, value):
+    """Before: return_weights='no' was taken as True."""
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(TypeError, match=f"{flag} must be a bool, got"):
+        headwise.attention(q, q, q, **{flag: value})
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference", "dense", "sdpa", "chunked"])
+def test_expanded_inputs_beyond_memory_are_refused_before_any_work(backend):
+    """A stride-0 view twice this machine's memory: before, dense/reference failed in the allocator and
+    sdpa and chunked computed for hours. The output (B, Hq, Nq, Dv) alone does not fit in memory."""
+    from headwise.checks import physical_memory
+
+    batch = 2 * physical_memory() // (4 * 5000 * 50 * 4) + 1  # B: the float32 output twice the memory
+    q = torch.randn(1, 1, 1, 1).expand(batch, 4, 5000, 50)  # (B, Hq, Nq, Dh)
+    with pytest.raises(ValueError, match=r"the output of q, k and v .* needs about [\d,.]+ GiB, but this"):
+        headwise.attention(q, q, q, backend=backend)
+
+
+def test_a_whole_score_matrix_beyond_memory_is_refused_and_auto_passes_over_it():
+    """dense holds the (B, Hq, Nq, Nk) scores whole: 4·10^12 of them here; auto's choice, sdpa, does not."""
+    q = torch.randn(1, 1, 1, 1).expand(1, 4, 10**6, 1)  # (B, Hq, Nq, Dh): Nq = Nk = 10^6
+    with pytest.raises(ValueError, match=r"backend 'dense''s whole score matrix \(B, Hq, Nq, Nk\)"):
+        headwise.attention(q, q, q, backend="dense")
+    with pytest.raises(ValueError, match="whole score matrix"):
+        headwise.attention(q, q, q, return_weights=True)
+
+
+def test_work_beyond_the_cpu_bound_is_refused_before_it_starts():
+    """One query block against 10^11 expanded keys: little memory, 8·10^17 operations."""
+    from headwise.functional import MAX_CPU_FLOP
+
+    q = torch.randn(1, 8, 4096, 64)
+    k = torch.randn(1, 1, 1, 64).expand(1, 8, 10**11, 64)  # (B, Hkv, Nk, Dh)
+    with pytest.raises(ValueError, match=r"ask for 8.4e\+17 floating-point operations, more than a CPU call"):
+        headwise.attention(q, k, k, backend="chunked")
+    headwise.attention(q[:, :, :1], k[:, :, : 10**6], k[:, :, : 10**6])  # 2·10^12 of them: under the bound
+    assert MAX_CPU_FLOP >= 2 * 8 * 1 * 10**6 * 128
+
+
+@pytest.mark.parametrize("backend", capable(torch.float32))
+def test_finite_inputs_whose_scores_overflow_touch_only_their_own_rows(backend):
+    """Outside the non-finite rule (README, Conventions): q·kᵀ of 1e19 · 1e19 overflows float32, and the
+    query whose scores overflow may come out NaN (or not: backends differ); every other row is exact."""
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(1, 2, 5, 8, generator=gen) for _ in range(3))  # (B, H, N, Dh)
+    q[0, 1, 3] *= 1e19
+    k[0, 1, 0] *= 1e19
+    out = headwise.attention(q, k, v, backend=backend)
+    golden = headwise.attention(q.double(), k.double(), v.double(), backend="reference")
+    others = torch.ones(1, 2, 5, dtype=torch.bool)
+    others[0, 1, 3] = False  # the one query whose scores overflow
+    torch.testing.assert_close(out[others].double(), golden[others], rtol=0, atol=1e-5)
+
+
+def explain_error(args: list[str], capsys) -> str:
+    """`headwise explain ARGS` -> its error line, after checking it failed with one (after the usage, for
+    an argument error) and no traceback."""
+    from headwise.cli.main import main
+
+    try:
+        code = main(["explain", *args])
+    except SystemExit as exit:  # an argument error
+        code = exit.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    usage = code == 2 and lines[0].startswith("usage: ")
+    assert code in (1, 2) and "Traceback" not in err and (usage or len(lines) == 1), err
+    return lines[-1]
+
+
+@pytest.fixture
+def tiny_bert(tmp_path):
+    """A saved 1-layer BERT folder, without a tokenizer (the checks here come before it is read)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=40, hidden_size=8, num_attention_heads=2, num_hidden_layers=1, intermediate_size=16
+    )
+    folder = tmp_path / "bert"
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_model_config_beyond_memory_is_refused_before_loading(tiny_bert, capsys):
+    """Before: still loading after 180 s (100,000 layers × 4,096). Here 60,000 × 8,192: at least 4.8·10^13
+    parameters, estimated from config.json alone."""
+    config = json.loads((tiny_bert / "config.json").read_text())
+    config.update(num_hidden_layers=60_000, hidden_size=8192, intermediate_size=32768, num_attention_heads=64)
+    (tiny_bert / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    err = explain_error(["--model", str(tiny_bert), "The cat."], capsys)
+    assert time.perf_counter() - start < 30
+    assert "(at least 48,318,382,407,680 parameters) needs about" in err and "GiB of memory" in err
+
+
+def test_a_pickled_checkpoint_is_one_line_not_a_traceback(tiny_bert, capsys):
+    """torch.load(weights_only=True) stops the pickle (good); the error was a raw traceback."""
+    (tiny_bert / "model.safetensors").unlink()
+    torch.save({"weights": subprocess.Popen}, tiny_bert / "pytorch_model.bin")  # a global it would call
+    err = explain_error(["--model", str(tiny_bert), "The cat."], capsys)
+    assert "are a pickle that torch.load(weights_only=True) refuses" in err
+
+
+def test_a_truncated_safetensors_file_is_one_line_not_a_traceback(tiny_bert, capsys):
+    weights = tiny_bert / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    err = explain_error(["--model", str(tiny_bert), "The cat."], capsys)
+    assert f"cannot read the weights in {tiny_bert}:" in err
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"X": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}", "nests its JSON too deeply"),
+        (
+            '{"X": '
+            + str([[8] * 7] * 11)
+            + ', "W_Q": '
+            + str([[8] * 11] * 9)
+            + ', "W_K": '
+            + str([[8] * 11] * 9)
+            + ', "W_V": '
+            + str([[8] * 11] * 9)
+            + "}",
+            "(at most 1,000,000 by pencil)",
+        ),
+    ],
+    ids=["nested", "all eights"],
+)
+def test_exercise_files_that_would_not_finish_are_refused(tmp_path, capsys, content, message):
+    """Before: RecursionError; OverflowError (all 8s: 3^(Kᵀ·Q/2), a number of millions of digits)."""
+    path = tmp_path / "exercise.json"
+    path.write_text(content)
+    err = explain_error(["--by-hand", "--input", str(path)], capsys)
+    assert "argument --input:" in err and message in err
+
+
+@pytest.mark.parametrize("special", ["/dev/urandom", "fifo"])
+def test_an_exercise_that_is_not_a_regular_file_is_refused_at_once(tmp_path, capsys, special):
+    """Before: a link to /dev/zero read 6 GB for 15 s, then MemoryError."""
+    path = tmp_path / "exercise.csv"
+    if special == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink(special, path)
+    err = explain_error(["--by-hand", "--input", str(path)], capsys)
+    assert ("a character device" if special != "fifo" else "a FIFO") in err
+
+
+def test_an_exercise_over_the_size_bound_is_refused(tmp_path, capsys):
+    from headwise.explain.by_hand import MAX_FILE_BYTES
+
+    path = tmp_path / "exercise.json"
+    path.write_text(" " * (MAX_FILE_BYTES + 1))
+    assert f"headwise reads at most {MAX_FILE_BYTES:,}" in explain_error(
+        ["--by-hand", "--input", str(path)], capsys
+    )
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """{pid: depth} of every process below `pid` (Linux /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    parents[int(entry)] = int(file.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    depth, frontier = {}, [(pid, 0)]
+    while frontier:
+        parent, level = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in depth:
+                depth[child] = level + 1
+                frontier.append((child, level + 1))
+    return depth
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc")
+def test_a_rank_killed_under_nproc_is_one_line(tmp_path):
+    """Before: exit in 3 s (good) with torch's ProcessExitedException traceback. Rank processes are the
+    fork server's children; one of them gets SIGTERM."""
+    tiny = ["--set", "d_model=16", "--set", "num_heads=2", "--set", "d_ff=32", "--set", "batch_size=8"]
+    command = [
+        sys.executable,
+        "-m",
+        "headwise",
+        "train",
+        "--task",
+        "dates",
+        "--steps",
+        "100000",
+        "--nproc",
+        "2",
+    ]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run = subprocess.Popen(
+        [*command, *tiny, "--out", str(tmp_path / "run"), "--quiet"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ranks = [pid for pid, depth in _descendants(run.pid).items() if depth == 2]
+            if len(ranks) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(ranks) >= 2, "the ranks did not start"
+        time.sleep(2)  # training
+        os.kill(max(ranks), signal.SIGTERM)
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 1 and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert "of --nproc 2 (pid" in line and "was killed by SIGTERM before it finished" in line

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_explain import RULES, SECOND, TEACHER, as_csv, matmul, rounded, transpose
+from test_explain import RULES, SECOND, TEACHER, as_csv, matmul, panel, rounded, transpose
 
 from headwise.cli.main import main
 from headwise.explain import by_hand
@@ -368,3 +368,18 @@ def test_the_sheet_states_the_rounding_rule_and_the_answers_give_the_fractions(t
         rounded_a = [[f"{float(rounded(value)):.2f}" for value in row] for row in a]
         assert answers[f"A{head}"].cells() == rounded_a  # beside the unrounded fractions of the same A
     assert "Z unrounded (fractions)" in answers  # the heads' stack too
+
+
+def test_the_terminal_states_the_rounding_rule_too(tmp_path, capsys) -> None:
+    exercise = tmp_path / "exercise.json"
+    exercise.write_text(json.dumps({**PAGE_6_3, "rules": {"decimals": 2}}), encoding="utf-8")
+    assert main(["explain", "--by-hand", "--input", str(exercise)]) == 0
+    printed = capsys.readouterr().out
+    out = " ".join(printed.split())  # the sentence as printed, wrapped at spaces
+    assert "Rounding: each number of A is rounded half away from zero to 2 decimals, and Z is V times" in out
+    a, z = pencil(PAGE_6_3["X"], PAGE_6_3["W_Q"], PAGE_6_3["W_K"], PAGE_6_3["W_V"])
+    for name, exact in (("A", a), ("Z", z)):  # the unrounded fractions under the rounded ones
+        rows = panel(printed, f"{name} unrounded (fractions)")
+        assert [[Fraction(cell) for cell in row[1:]] for row in rows] == exact
+    assert main(["explain", "--by-hand", "--example", "6-3"]) == 0
+    assert "Rounding:" not in capsys.readouterr().out  # fractions: nothing rounded

@@ -21,7 +21,7 @@ from .backends import BACKENDS, Choice, Request, choose
 from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
-from .checks import all_finite
+from .checks import all_finite, fits_in_memory
 from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
 
@@ -73,6 +73,10 @@ def attention(
     Non-finite inputs follow one rule on every backend: a masked-out key never contributes, to values or
     gradients, and a query's row of out (weights, lse) is NaN exactly when the query itself holds a NaN
     or inf or it attends, with nonzero weight, to a key whose k or v does; gradients stay finite.
+    Finite inputs whose scaled scores overflow the dtype (float32 q and k of 1e19 each, scale=1e308) are
+    outside the rule and unchecked: those queries' rows may be NaN or not, by backend; other rows are exact.
+    A CPU call whose output, gradients or (dense, reference) scores cannot fit in memory, or whose work
+    passes MAX_CPU_FLOP, is refused before it starts (check_size).
 
     Returns:
         out (B, Hq, Nq, Dv), or a tuple (out, weights) / (out, lse) / (out, weights, lse) as asked. A query
@@ -89,6 +93,7 @@ def attention(
         }
         return ops.attention(q, k, v, **options, backend=backend, training=request.requires_grad)
     choice = choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, request.requires_grad))
+    check_size(request, choice)
     out, weights, lse = call(choice, q, k, v)
     extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
     return (out, *extras) if extras else out
@@ -119,7 +124,41 @@ def resolve(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finit
     (the same choice in the op's forward and its backward) -> (choice, call(choice, q, k, v))."""
     request, call = _prepare(q, k, v, mask, causal, scale, dropout_p, False, False, None, kv_finite)
     request = dataclasses.replace(request, requires_grad=training)
-    return choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, training)), call
+    choice = choose(backend, request, measure=lambda c: _measure(c, call, q, k, v, training))
+    check_size(request, choice)
+    return choice, call
+
+
+MAX_CPU_FLOP = 10**17  # a CPU call's forward work at most: about a day at 1 TFLOP/s
+
+
+def check_size(request: Request, choice: Choice) -> None:
+    """Refuse, before any work, a CPU call that cannot finish (inputs may be stride-0 views of any size):
+    its output (B, Hq, Nq, Dv), the gradients of q, k and v when a backward follows, and the scores
+    (B, Hq, Nq, Nk) of a backend that holds them whole (one that returns weights: dense, reference) must
+    fit in this machine's memory, and the forward's 2·B·Hq·Nq·Nk·(Dh + Dv) floating-point operations
+    must stay under MAX_CPU_FLOP. A ValueError says which, with the sizes. Not checked while
+    torch.compile traces through a call (its sizes may be symbolic, and Dynamo cannot trace the memory
+    query); a compiled call that is headwise's op checks when the op runs."""
+    if request.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    rows = request.batch * request.q_heads * request.num_queries  # B·Hq·Nq
+    itemsize = choice.compute_dtype.itemsize
+    shape = (request.batch, request.q_heads, request.num_queries, request.num_keys)  # (B, Hq, Nq, Nk)
+    sizes = f"(B, Hq, Nq, Nk, Dh, Dv) = {(*shape, request.head_dim, request.value_dim)}"
+    fits_in_memory(rows * request.value_dim * itemsize, f"the output of q, k and v {sizes}")
+    if request.requires_grad:  # the gradients of q, k and v, as large as they are (their views expanded)
+        keys = request.batch * request.kv_heads * request.num_keys * (request.head_dim + request.value_dim)
+        fits_in_memory((rows * request.head_dim + keys) * itemsize, f"the gradients of q, k and v {sizes}")
+    if BACKENDS[choice.backend].capabilities.weights:
+        scores = f"backend {choice.backend!r}'s whole score matrix (B, Hq, Nq, Nk) for {sizes}"
+        fits_in_memory(rows * request.num_keys * itemsize, scores)
+    work = 2 * rows * request.num_keys * (request.head_dim + request.value_dim)
+    if work > MAX_CPU_FLOP:
+        raise ValueError(
+            f"q, k and v {sizes} ask for {work:.2g} floating-point operations, more than a CPU call may "
+            f"({MAX_CPU_FLOP:.0e}: about a day at 1 TFLOP/s); split the call or run it on a GPU"
+        )
 
 
 def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite):
@@ -132,8 +171,10 @@ def _prepare(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse
     scale = _check_scale(scale, q.shape[-1])
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
-    if not isinstance(kv_finite, bool):
-        raise TypeError(f"kv_finite must be a bool, got {type(kv_finite).__name__}")
+    flags = {"return_weights": return_weights, "return_lse": return_lse, "kv_finite": kv_finite}
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r:.40}")
     request = Request(
         q.device,
         q.dtype,
@@ -321,8 +362,9 @@ def _selection(chosen: object, name: str, size: int, axis: str, device) -> torch
     selects of range(size), or a TypeError / IndexError naming the argument. A sequence is checked in
     Python, a tensor by its values (while torch.compile traces: when the graph runs, not to break it)."""
     every = torch.arange(size, device=device)  # (size,)
-    if chosen is None or isinstance(chosen, slice):
-        return every[slice(None) if chosen is None else chosen]
+    if chosen is None or isinstance(chosen, slice):  # as Python indexes: a negative step counts down
+        picked = range(size) if chosen is None else range(size)[chosen]
+        return torch.arange(picked.start, picked.stop, picked.step, device=device)  # (n,)
     integers = isinstance(chosen, Sequence) and all(_is_int(i) for i in chosen)
     tensor = isinstance(chosen, torch.Tensor) and chosen.dim() == 1
     if not (integers or (tensor and not chosen.dtype.is_floating_point and chosen.dtype != torch.bool)):

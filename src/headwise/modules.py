@@ -217,7 +217,7 @@ class AttentionProjections(nn.Module):
             mask=mask,
             causal=causal,
             dropout_p=dropout_p,
-            return_weights=need_weights and not weights_apart,
+            return_weights=bool(need_weights) and not weights_apart,  # torch takes any truthy value
             score_mod=score_mod,
             kv_finite=kv_finite,
         )

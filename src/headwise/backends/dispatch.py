@@ -56,7 +56,11 @@ def choose(name: str, request: Request, measure: Callable[[Choice], None] | None
             capable = candidates(request)
             if len(capable) > 1:
                 return TUNER.tune(request, capable, measure)["choice"]
-        return next(c for c in static_choices(request) if _serves(c, request))
+        served = next((c for c in static_choices(request) if _serves(c, request)), None)
+        if served is None:  # the reference serves every kind of call: only the device or dtype can stop it
+            reason = BACKENDS["reference"].unsupported(request)
+            raise ValueError(f"auto found no backend for q, k and v: even the reference cannot {reason}")
+        return served
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {name!r}")
     reason = BACKENDS[name].unsupported(request)

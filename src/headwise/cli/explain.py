@@ -25,6 +25,7 @@ from ..explain.example import (
 )
 from ..files import file_target, kind_of
 from ..inspection.folder import MINILM
+from ..inspection.words import PIECES
 from .arguments import integer_in, path, text
 from .heads import model_argument
 
@@ -160,6 +161,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "such as [CLS])",
     )
     sources.add_argument(
+        "--pieces",
+        choices=PIECES,
+        default=None,
+        help="with --model: the tokens as words (the default: GPT-2's Ġ, SentencePiece's ▁ and WordPiece's "
+        "## read), raw as the tokenizer gives them, or merged: one per word (weights summed over a word's "
+        "key tokens, averaged over its query tokens)",
+    )
+    sources.add_argument(
         "--input",
         type=path,
         metavar="FILE",
@@ -248,6 +257,8 @@ def run(
         parser.error(
             f"--worksheet ({args.worksheet!r}) is a worksheet of --by-hand's exercise; add --by-hand"
         )
+    if args.pieces is not None and not args.model:
+        parser.error(f"--pieces ({args.pieces}) shows the tokens of a --model; add --model")
     if args.text is not None and not (args.model or args.checkpoint):
         parser.error(f"TEXT ({args.text!r}) is read by --model or --checkpoint only")
     if args.model and not args.text:
@@ -374,11 +385,11 @@ def make_report(args: argparse.Namespace, exercise) -> Report | None:
         elif args.model == MINILM:
             from ..explain.models import minilm_report
 
-            report = minilm_report(args.text)
+            report = minilm_report(args.text, args.pieces or "words")
         elif args.model:
             from ..explain.models import folder_report
 
-            report = folder_report(args.model, args.text)
+            report = folder_report(args.model, args.text, args.pieces or "words")
         elif args.checkpoint:
             from ..explain.models import checkpoint_report
 

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -120,7 +121,19 @@ def _start_ranks(args: argparse.Namespace) -> int:
     """--nproc: _local_rank in args.nproc new processes; -> rank 0's exit code (else another's)."""
     device = resolve_device(args.device)  # fail before any process starts
     fields = {key: value for key, value in vars(args).items() if key != "run"}  # picklable
-    codes = start_local_ranks(_local_rank, (fields,), args.nproc, device, preload=SLOW_IMPORTS)
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")  # its "Terminating process" warnings
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)  # the one line below says what happened
+    try:
+        codes = start_local_ranks(_local_rank, (fields,), args.nproc, device, preload=SLOW_IMPORTS)
+    except torch.multiprocessing.ProcessExitedException as ended:  # killed, or exited without a result
+        how = f"was killed by {ended.signal_name}" if ended.signal_name else f"exited with {ended.exit_code}"
+        raise ChildProcessError(
+            f"rank {ended.error_index} of --nproc {args.nproc} (pid {ended.error_pid}) {how} before it "
+            "finished; the other ranks were stopped (a checkpoint saved before then is intact: --resume)"
+        ) from None
+    finally:
+        spawn_log.setLevel(level)
     return codes[0] or max(codes)
 
 

@@ -40,6 +40,7 @@ integers by hand.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -54,6 +55,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..files import read_regular
 from ..functional import attention
 from ..trace import trace
 from .book import headwise_module
@@ -82,6 +84,7 @@ SECOND_HEAD = ("W_Q2", "W_K2", "W_V2")  # what it may give for a second head (al
 RULES = "rules"
 MAX_TOKENS, MAX_FEATURES, MAX_ENTRY = 8, 12, 9  # pencil and paper: small matrices of small integers
 MAX_POWER = 10**6  # the largest power_base^x worked by hand (and far inside int64 and float64's exp)
+MAX_FILE_BYTES = 64 << 10  # an exercise file beyond 64 KiB is not read (a whole one is a few hundred bytes)
 RULE_RANGES = {"divide_by": (1, 9), "power_base": (2, 9), "decimals": (1, 4)}  # each rule's integers
 INTEGER = re.compile(r"[+-]?\d+")
 
@@ -181,13 +184,20 @@ def read_exercise(path: str | os.PathLike[str]) -> Exercise:
     suffix = Path(path).suffix.lower()
     if suffix not in (".json", ".csv"):
         raise ValueError(f"{os.fspath(path)} must be a .json or a .csv file, got {suffix or 'no suffix'}")
-    with open(path, encoding="utf-8", newline="") as file:
-        if suffix == ".csv":
-            return exercise_from(csv_blocks(file, os.fspath(path)), os.fspath(path))
-        try:
-            data = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{os.fspath(path)} is not JSON: {error}") from None
+    try:
+        text = read_regular(path, MAX_FILE_BYTES)  # a regular file (not /dev/zero, a FIFO), size-bounded
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{os.fspath(path)} is not UTF-8 text: {error.reason} at byte {error.start}"
+        ) from None
+    if suffix == ".csv":
+        return exercise_from(csv_blocks(io.StringIO(text, newline=""), os.fspath(path)), os.fspath(path))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{os.fspath(path)} is not JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{os.fspath(path)} nests its JSON too deeply to be an exercise") from None
     return exercise_from(data, os.fspath(path))
 
 
@@ -264,11 +274,14 @@ def exercise_from(data: object, source: str) -> Exercise:
                 f"the scores Kᵀ·Q of {head_names[0]}, {head_names[1]} must be >= 0 so that the powers stay "
                 f"integers by hand; these matrices give a score of {lowest}"
             )
-        largest = rules.power_base ** (highest // rules.divide_by)  # a Python int: no overflow
-        if largest > MAX_POWER:
+        exponent = highest // rules.divide_by
+        digits = exponent * math.log10(rules.power_base)  # power_base^exponent has about this many
+        largest = rules.power_base**exponent if digits < 300 else None  # never a number of millions of digits
+        if largest is None or largest > MAX_POWER:
+            shown = f"{largest:.3g}" if largest is not None else f"about 10^{digits:,.0f}"
             raise ValueError(
                 f"the scores Kᵀ·Q of {head_names[0]}, {head_names[1]} reach {highest}, so by hand "
-                f"{rules.power_base}^floor({highest}/{rules.divide_by}) = {largest:.3g} (at most "
+                f"{rules.power_base}^floor({highest}/{rules.divide_by}) = {shown} (at most "
                 f"{MAX_POWER:,} by pencil): use smaller entries, or a larger divide_by in the rules"
             )
     return Exercise(x, heads, rules)
@@ -426,13 +439,15 @@ def as_tensor(matrix: Sequence[Sequence[Fraction]]) -> torch.Tensor:
 @dataclass(frozen=True)
 class Panel:
     """One titled matrix of printed cells; `exact` when it holds headwise's numbers rather than the
-    learner's."""
+    learner's; `answer` when it is the unrounded fractions beside a rounded A or Z (an answer only: a
+    worksheet's questions leave it out)."""
 
     title: str
     cells: list[list[str]]
     rows: list[str]
     columns: list[str]
     exact: bool = False
+    answer: bool = False
 
 
 @dataclass(frozen=True)
@@ -460,11 +475,30 @@ def compared(
     *,
     approximate: bool = False,
     checks: tuple[Check, ...] = (),
+    unrounded: Panel | None = None,
 ) -> HandStep:
-    """A step whose hand-made matrix (R, C) is shown beside the exact one from headwise (R, C)."""
+    """A step whose hand-made matrix (R, C) is shown beside the exact one from headwise (R, C), with the
+    `unrounded` fractions under it when the rules round it."""
     exact_panel = Panel(exact_title, numbers(exact, EXACT_DECIMALS), hand.rows, hand.columns, exact=True)
     difference = (hand_values.to(torch.float64) - exact).abs().max().item()
-    return HandStep(title, sentence, [[hand], [exact_panel]], difference, checks, approximate)
+    hands = [hand] if unrounded is None else [hand, unrounded]
+    return HandStep(title, sentence, [hands, [exact_panel]], difference, checks, approximate)
+
+
+def unrounded_panel(
+    name: str, fractions: Sequence[Sequence[Fraction]], rows: list[str], columns: list[str], rules: Rules
+) -> Panel | None:
+    """The fractions (R, C) of A or Z before the rules round them, as an answer panel; None when the rules
+    keep fractions (the hand-made panel holds them already)."""
+    if rules.decimals is None:
+        return None
+    cells = [[str(value) for value in row] for row in fractions]
+    return Panel(f"{name} unrounded (fractions)", cells, rows, columns, answer=True)
+
+
+def unrounded_context(hand: HandWork) -> list[list[Fraction]]:
+    """Z = V·A of one head in exact fractions, A unrounded: (d_k, n)."""
+    return divide_columns(hand.values @ hand.powers, hand.sums)
 
 
 @dataclass(frozen=True)
@@ -604,6 +638,9 @@ def softmax_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:
             as_tensor(hand.weights),
             f"exact: A{s}",
             exact.weights,
+            unrounded=unrounded_panel(
+                f"A{s}", divide_columns(hand.powers, hand.sums), at.keys, at.queries, rules
+            ),
             checks=(
                 columns_sum_to_one(hand.weights, rules, f"A{s}"),
                 matches(
@@ -647,6 +684,7 @@ def context_step(hand: HandWork, exact: ExactWork) -> HandStep:
         as_tensor(hand.context),
         f"exact: Z{s}",
         exact.context,
+        unrounded=unrounded_panel(f"Z{s}", unrounded_context(hand), at.dims, at.outputs, e.rules),
     )
 
 
@@ -668,6 +706,9 @@ def stacked_step(hands: Sequence[HandWork], exacts: Sequence[ExactWork]) -> Hand
         as_tensor(by_hand),
         "exact: Z",
         module,
+        unrounded=unrounded_panel(
+            "Z", [row for hand in hands for row in unrounded_context(hand)], rows, e.names().outputs, e.rules
+        ),
         checks=(
             matches(
                 module,
@@ -723,11 +764,19 @@ def describe(exercise: Exercise) -> str:
 
 
 def rules_sentence(exercise: Exercise) -> str:
-    """What learners do: the two approximations and how A and Z are written."""
+    """What learners do: the two approximations and how A and Z are written, with the rounding rule when
+    they are rounded."""
     rules = exercise.rules
-    return (
+    sentence = (
         f"By hand, {rules.scale()} stands for x/√{exercise.head_width} and {rules.power()} for e^x; A and Z "
         f"are written {rules.writing()}."
+    )
+    if rules.decimals is None:
+        return sentence
+    return (
+        f"{sentence} Rounding: each number of A is rounded half away from zero to {rules.decimals} "
+        "decimals, and Z is V times the rounded A, then rounded the same way, so Z's last decimal can "
+        "differ from the exact fraction's (2.47 where 52/21 is 2.476)."
     )
 
 

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from ..files import write_text
-from .report import LEGEND, HeadMaps, Matrix, Report, WalkStep
+from .report import LEGEND, HeadMaps, Matrix, NeuronData, Playground, Report, WalkStep
 
 EXACT_LIMIT = 4096  # arrays up to 64 × 64 travel exactly, as float64
 FIXED_SCALE = 10_000  # "fixed4": value × 10⁴ rounded, as uint16
@@ -67,6 +67,8 @@ SCRIPT = (  # the pieces of the page's script, in the order it needs them: start
     "report-walkthrough.js",  # the walkthrough view
     "report-heads.js",  # the head view
     "report-model.js",  # the model view and its large view
+    "report-neurons.js",  # the neuron view
+    "report-playground.js",  # your own numbers: the walkthrough recomputed in the page
     "report-main.js",  # the page, and start()
 )
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -180,7 +182,33 @@ def _maps_data(maps: HeadMaps) -> dict[str, Any]:
         "title": maps.title,
         "query_tokens": list(maps.query_tokens),
         "key_tokens": list(maps.key_tokens),
+        "pair_start": maps.pair_start,
         "weights": encode_array(maps.weights, weights=True),  # (L, H, Nq, Nk)
+    }
+
+
+def _neuron_data(neurons: NeuronData) -> dict[str, Any]:
+    """The neuron view's tokens, queries (L, Hq, N, Dh), keys (L, Hkv, N, Dh), scores and weights
+    (L, Hq, N, N), and the first selection [layer, head, query]."""
+    return {
+        "tokens": list(neurons.tokens),
+        "queries": encode_array(neurons.queries),
+        "keys": encode_array(neurons.keys),
+        "scores": encode_array(neurons.scores),
+        "weights": encode_array(neurons.weights, weights=True),
+        "selected": list(neurons.selected),
+    }
+
+
+def _playground_data(playground: Playground) -> dict[str, Any]:
+    """The "your own numbers" section's start: tokens, every matrix in float64 exactly, heads, causal."""
+    matrices = ("inputs", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
+    return {
+        "name": playground.name,
+        "tokens": list(playground.tokens),
+        **{name: encode_array(getattr(playground, name), "float64") for name in matrices},
+        "heads": playground.heads,
+        "causal": playground.causal,
     }
 
 
@@ -194,6 +222,12 @@ def report_data(report: Report) -> dict[str, Any]:
         "precision": PRECISION,
         "steps": [_step_data(step) for step in report.steps],
         "attention": [_maps_data(maps) for maps in report.attention],
+        "neurons": None if report.neurons is None else _neuron_data(report.neurons),
+        "playgrounds": [_playground_data(playground) for playground in report.playgrounds],
+        "model_view": {
+            "layers": None if report.model_layers is None else list(report.model_layers),
+            "heads": None if report.model_heads is None else list(report.model_heads),
+        },
     }
 
 

@@ -39,15 +39,17 @@ def query_position(tokens: Sequence[str], token: str | None = None) -> int:
 
 
 def _bare(token: str) -> str:
-    """A token as the word it spells: without WordPiece's ##, GPT-2's Ġ or SentencePiece's ▁, case folded."""
-    return token.removeprefix("##").lstrip("Ġ▁").casefold()
+    """A token as the word it spells: without WordPiece's ##, GPT-2's Ġ or SentencePiece's ▁ (or the ·
+    that the views put before a continuing piece), case folded."""
+    return token.removeprefix("##").lstrip("Ġ▁·").casefold()
 
 
-def minilm_report(sentence: str) -> Report:
-    """all-MiniLM-L6-v2's 6 layers × 12 heads of self-attention over `sentence`, [CLS] and [SEP] included."""
+def minilm_report(sentence: str, pieces: str = "words") -> Report:
+    """all-MiniLM-L6-v2's 6 layers × 12 heads of self-attention over `sentence`, [CLS] and [SEP] included,
+    its tokens shown as `pieces` says (inspection.as_pieces)."""
     from ..inspection import MINILM, load_model, read
 
-    (maps,) = read(*load_model(MINILM), sentence)
+    (maps,) = read(*load_model(MINILM), sentence, pieces=pieces)
     layers, heads = maps.weights.shape[:2]
     return Report(
         title="all-MiniLM-L6-v2: every head",
@@ -61,14 +63,15 @@ def minilm_report(sentence: str) -> Report:
     )
 
 
-def folder_report(folder: str | Path, text: str) -> Report:
+def folder_report(folder: str | Path, text: str, pieces: str = "words") -> Report:
     """Every kind of attention of the Hugging Face model in `folder` (config.json, safetensors, tokenizer
     files) reading `text`: an encoder's or a decoder's self-attention, or an encoder-decoder's encoder
-    self-attention, decoder self-attention and cross-attention (its decoder reads the same text)."""
+    self-attention, decoder self-attention and cross-attention (its decoder reads the same text); the
+    tokens shown as `pieces` says (inspection.as_pieces: words, raw or merged)."""
     from ..inspection import load_model, read
 
     model, tokenizer = load_model(folder)
-    maps = read(model, tokenizer, text)
+    maps = read(model, tokenizer, text, pieces=pieces)
     layers, heads = maps[0].weights.shape[:2]
     kind = "an encoder-decoder" if len(maps) > 1 else "a model"
     description = (

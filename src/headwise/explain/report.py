@@ -15,7 +15,7 @@ import torch
 
 from ..trace import STEP_TEXT
 from .checks import TOLERANCE, Check, checks_after, matches
-from .example import BOOK_CONTEXT_VECS, DROPOUT_SHOWN, Example, Run, dropout_trace
+from .example import BOOK_CONTEXT_VECS, DROPOUT_SHOWN, EXAMPLES, Example, Run, dropout_trace, run_example
 
 # Each step's axes in the shape legend's letters (self-attention has Nq = Nk = N); the output's D is
 # written out_dim where the output projection is not D wide (the book's d_out -> d_out).
@@ -165,6 +165,7 @@ class HeadMaps:
     query_tokens: tuple[str, ...]
     key_tokens: tuple[str, ...]
     weights: torch.Tensor
+    pair_start: int | None = None  # a sentence pair read as one sequence: where sentence B starts
 
     def __post_init__(self) -> None:
         if self.weights.dim() != 4 or tuple(self.weights.shape[2:]) != (
@@ -175,17 +176,71 @@ class HeadMaps:
                 f"{self.title}: weights (L, H, Nq, Nk) = {tuple(self.weights.shape)} do not match "
                 f"{len(self.query_tokens)} query tokens and {len(self.key_tokens)} key tokens"
             )
+        if self.pair_start is not None and (
+            isinstance(self.pair_start, bool)
+            or not isinstance(self.pair_start, int)
+            or self.query_tokens != self.key_tokens
+            or not 0 < self.pair_start < len(self.query_tokens)
+        ):
+            raise ValueError(
+                f"{self.title}: pair_start (where sentence B starts) must be a position from 1 to "
+                f"{len(self.query_tokens) - 1} of a self-attention map, got {self.pair_start!r}"
+            )
+
+
+@dataclass(frozen=True)
+class NeuronData:
+    """What the neuron view's page picks from: one sequence's tokens (N), every layer's queries
+    (L, Hq, N, Dh) and keys (L, Hkv, N, Dh) (Hq/Hkv query heads share a key head), the masked scores
+    scale · q · kᵀ + mask and the weights (L, Hq, N, N), and the [layer, head, query] shown first."""
+
+    tokens: tuple[str, ...]
+    queries: torch.Tensor
+    keys: torch.Tensor
+    scores: torch.Tensor
+    weights: torch.Tensor
+    selected: tuple[int, int, int] = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Playground:
+    """What the page's "your own numbers" section starts from and recomputes in the page: the example's
+    name, the tokens (N),
+    the inputs x (N, d_in), W_query, W_key, W_value (d_in, d_out) as the lecture writes them and their
+    biases (d_out,) (zeros where the module has none), out_proj as W_o (d_out, out) and b_o (out,), the
+    number of heads (head_dim = d_out / heads), and whether attention is causal."""
+
+    name: str
+    tokens: tuple[str, ...]
+    inputs: torch.Tensor
+    w_query: torch.Tensor
+    w_key: torch.Tensor
+    w_value: torch.Tensor
+    b_query: torch.Tensor
+    b_key: torch.Tensor
+    b_value: torch.Tensor
+    w_out: torch.Tensor
+    b_out: torch.Tensor
+    heads: int
+    causal: bool
 
 
 @dataclass(frozen=True)
 class Report:
     """Everything one report shows: a title, a sentence on where the numbers come from, the walkthrough's
-    steps (possibly none) and the attention maps (possibly none)."""
+    steps (possibly none), the attention maps (possibly none), and the layers and heads of them the model
+    view draws (bertviz's include_layers and include_heads; the head view has them all)."""
 
     title: str
     description: str
     steps: tuple[WalkStep, ...]
     attention: tuple[HeadMaps, ...]
+    model_layers: tuple[int, ...] | None = None  # the layers the model view draws (None: all)
+    model_heads: tuple[int, ...] | None = None  # the heads it draws (None: all)
+    neurons: NeuronData | None = None  # every layer's queries and keys, for the neuron view's page
+    playgrounds: tuple[
+        Playground, ...
+    ] = ()  # examples' modules and inputs to edit in the page, its own first
 
 
 def caption(axes: tuple[str, ...], index: int, sizes: tuple[int, ...]) -> str:
@@ -551,6 +606,38 @@ def lecture_steps(run: Run) -> tuple[WalkStep, ...]:
     return tuple(steps)
 
 
+def playground_of(run: Run, name: str) -> Playground:
+    """The run's inputs (batch 0) and weights in the lecture's layout, for the page to recompute."""
+    module = run.module
+    weights, biases = zip(*module.projections(), strict=True)  # W (d_out, d_in) each, b (d_out,) or None
+    width = weights[0].shape[0]
+    zeros = torch.zeros(width, dtype=torch.float64)
+    out_bias = module.out_proj.bias
+    return Playground(
+        name,
+        tuple(run.example.tokens),
+        run.trace["inputs"].tensor[0].to(torch.float64),  # (N, d_in)
+        *(w.detach().T.to(torch.float64) for w in weights),  # (d_in, d_out) each
+        *(zeros if b is None else b.detach().to(torch.float64) for b in biases),  # (d_out,) each
+        module.out_proj.weight.detach().T.to(torch.float64),  # (d_out, out)
+        torch.zeros(module.out_dim, dtype=torch.float64) if out_bias is None else out_bias.detach().double(),
+        module.num_heads,
+        run.example.causal,
+    )
+
+
+def playgrounds_of(run: Run) -> tuple[Playground, ...]:
+    """What the page's "your own numbers" offers: the run's example, then the other named examples
+    (example.EXAMPLES) when it is one of them; none for cross-attention (the section edits one sequence)."""
+    if run.example.kv_tokens is not None:
+        return ()
+    names = [name for name, example in EXAMPLES.items() if example == run.example]
+    if not names:
+        return (playground_of(run, "yours"),)
+    others = [playground_of(run_example(e), n) for n, e in EXAMPLES.items() if n != names[0]]
+    return (playground_of(run, names[0]), *others)
+
+
 def lecture_report(run: Run) -> Report:
     """The lectures' example (or the example the options describe): every traced step, and its weights."""
     example = run.example
@@ -572,4 +659,5 @@ def lecture_report(run: Run) -> Report:
         ),
         steps=lecture_steps(run),
         attention=(HeadMaps(kind, example.tokens, example.key_tokens, weights[0][None].to(torch.float64)),),
+        playgrounds=playgrounds_of(run),
     )

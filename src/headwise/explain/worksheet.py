@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 
 from ..files import write_text
@@ -24,11 +22,8 @@ from .by_hand import (
     LECTURE,
     Exercise,
     HandStep,
-    HandWork,
     Panel,
-    Rules,
     describe,
-    divide_columns,
     rules_sentence,
     work,
 )
@@ -55,51 +50,18 @@ def panel_table(panel: Panel, *, blank: bool) -> str:
     )
 
 
-def rounding_rule(rules: Rules) -> str:
-    """How A and Z are rounded by hand, for a sheet whose rules round them ('' when they are fractions)."""
-    if rules.decimals is None:
-        return ""
-    return (
-        f"Rounding: each number of A is rounded half away from zero to {rules.decimals} decimals, and Z is "
-        f"V times the rounded A, then rounded the same way, so Z's last decimal can differ from the exact "
-        "fraction's (2.47 where 52/21 is 2.476); the answers give the unrounded fractions beside."
-    )
-
-
-def exact_fractions(hands: Sequence[HandWork]) -> dict[str, list[list[Fraction]]]:
-    """A and Z of each head as exact fractions (no rounding), under the titles of the hand-made panels they
-    stand beside ("by hand: A1", ..., and the heads' stack "by hand: Z" with two heads)."""
-    found: dict[str, list[list[Fraction]]] = {}
-    for hand in hands:
-        found[f"by hand: A{hand.suffix}"] = divide_columns(hand.powers, hand.sums)  # (n, n)
-        found[f"by hand: Z{hand.suffix}"] = divide_columns(hand.values @ hand.powers, hand.sums)  # (d_k, n)
-    if len(hands) > 1:
-        found["by hand: Z"] = [row for hand in hands for row in found[f"by hand: Z{hand.suffix}"]]
-    return found
-
-
-def fraction_cell(value: Fraction, decimals: int) -> str:
-    """'52/21 ≈ 2.476' (one decimal more than the rules'), or '1' for an integer."""
-    if value.denominator == 1:
-        return str(value)
-    return f"{value} ≈ {float(value):.{decimals + 1}f}"
-
-
-def step_section(
-    index: int, step: HandStep, *, answers: bool, fractions: dict[str, list[list[str]]] | None = None
-) -> str:
+def step_section(index: int, step: HandStep, *, answers: bool) -> str:
     """One step: its number and title, and its hand-made panels (never headwise's exact ones), filled when
-    the step is given or in the answers, blank otherwise; in the answers, the exact fractions beside a
-    rounded A or Z (`fractions`: their printed cells, by panel title) and how far an approximate step
-    lands from the exact numbers."""
+    the step is given or in the answers, blank otherwise; in the answers only, the unrounded fractions
+    beside a rounded A or Z and how far an approximate step lands from the exact numbers."""
     mark = "≈ " if step.approximate else ""
-    panels = [panel for column in step.columns for panel in column if not panel.exact]
+    panels = [
+        panel
+        for column in step.columns
+        for panel in column
+        if not panel.exact and (answers or not panel.answer)
+    ]
     tables = "".join(panel_table(panel, blank=not (answers or step.given)) for panel in panels)
-    for panel in panels if answers and fractions else ():
-        if panel.title in fractions:
-            name = panel.title.removeprefix("by hand: ")
-            exact = Panel(f"{name} unrounded (fractions)", fractions[panel.title], panel.rows, panel.columns)
-            tables += panel_table(exact, blank=False)
     sentence = "" if answers else f"<p>{html.escape(step.sentence)}</p>"
     off = (
         f'<p class="note">By hand vs exact: at most {step.difference:.3f} apart.</p>'
@@ -116,30 +78,21 @@ def render_worksheet(exercise: Exercise = LECTURE) -> str:
     """The worksheet of `exercise` as one HTML page (a str): the questions, then the answers."""
     worked = work(exercise)
     steps = worked.steps
-    decimals = exercise.rules.decimals
-    fractions = (
-        None
-        if decimals is None
-        else {
-            title: [[fraction_cell(value, decimals) for value in row] for row in matrix]
-            for title, matrix in exact_fractions(worked.hands).items()
-        }
-    )
     css = asset(STYLE)
     policy = f"default-src 'none'; style-src {sha256_source(css)}; base-uri 'none'; form-action 'none'"
     parts = (
         f"{describe(exercise)}. Every vector is a column, so each query's scores and weights are a "
         "column too.",
         rules_sentence(exercise),
-        rounding_rule(exercise.rules),
+        "The answers give the unrounded fractions beside a rounded A and Z."
+        if exercise.rules.decimals
+        else "",
         "Fill in every empty table, step by step; steps marked ≈ are the approximations.",
     )
     introduction = " ".join(part for part in parts if part)
     questions = "".join(step_section(i, step, answers=False) for i, step in enumerate(steps, start=1))
     answers = "".join(
-        step_section(i, step, answers=True, fractions=fractions)
-        for i, step in enumerate(steps, start=1)
-        if not step.given
+        step_section(i, step, answers=True) for i, step in enumerate(steps, start=1) if not step.given
     )
     return f"""<!DOCTYPE html>
 <html lang="en">

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..checks import non_negative_int
-from ..explain.report import HeadMaps, Matrix, Report, WalkStep
+from ..explain.report import HeadMaps, Matrix, NeuronData, Report, WalkStep
 from ..trace import trace
 from .analysis import token_position
 from .reading import read
@@ -255,8 +255,20 @@ def neuron_view(
         WalkStep(name, formula, sentence, tuple(values.shape), axes, (Matrix(values, rows, columns),))
         for name, formula, sentence, axes, values, rows, columns in matrices
     )
+    neurons = NeuronData(
+        tokens,
+        torch.stack([one.queries for one in layers]),  # (L, Hq, N, Dh)
+        torch.stack([one.keys for one in layers]),  # (L, Hkv, N, Dh)
+        torch.stack([one.masked_scores for one in layers]),  # (L, Hq, N, N)
+        maps.weights,  # (L, Hq, N, N)
+        (layer, head, i),
+    )
     layer_maps = as_pieces(
         HeadMaps(f"self-attention, layer {layer}", raw, raw, weights[None]), pieces
     )  # (1, H, N, N), or (1, H, W, W) merged
     title = f"Neuron view: layer {layer}, head {head}, query {query!r}"
-    return Shown(Report(title, f"{type(model).__name__} reading {text!r}.", walk, (layer_maps,)))
+    description = (
+        f"{type(model).__name__} reading {text!r}. The steps below are this layer, head and query; the "
+        "neuron view at the end of the page picks any other."
+    )
+    return Shown(Report(title, description, walk, (layer_maps,), neurons=neurons))

@@ -18,6 +18,8 @@ sub-tokens merged ("merged"): see words.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..explain.report import HeadMaps
@@ -26,13 +28,47 @@ from .words import as_pieces, pieces_argument
 
 
 def read(
-    model: torch.nn.Module, tokenizer: object, text: str, *, target: str | None = None, pieces: str = "words"
+    model: torch.nn.Module,
+    tokenizer: object,
+    text: str,
+    *,
+    target: str | None = None,
+    pieces: str = "words",
+    text_pair: str | None = None,
 ) -> tuple[HeadMaps, ...]:
     """Every kind of attention of `model` reading `text` (one sentence, no padding); an encoder-decoder's
     decoder reading `target` (default: `text`), a ValueError for any other model given a target; the tokens
-    shown as `pieces` says (words, raw or merged: words.as_pieces)."""
+    shown as `pieces` says (words, raw or merged: words.as_pieces). `text_pair`: a second sentence read with
+    the first as one sequence (a Hugging Face tokenizer's pair: BERT's [CLS] A [SEP] B [SEP]), the map's
+    pair_start where it begins, for the head view's A → B and B → A."""
     pieces = pieces_argument(pieces)
-    return tuple(as_pieces(maps, pieces) for maps in _read(model, tokenizer, text, target))
+    if text_pair is None:
+        maps = _read(model, tokenizer, text, target)
+    else:
+        maps = (_read_pair(model, tokenizer, text, text_pair, target),)
+    return tuple(as_pieces(one, pieces) for one in maps)
+
+
+def _read_pair(
+    model: torch.nn.Module, tokenizer: object, text: str, text_pair: str, target: str | None
+) -> HeadMaps:
+    """A sentence pair through an encoder or a decoder with a Hugging Face tokenizer: one self-attention map
+    whose pair_start is the first token of the second sentence (the tokenizer's sequence ids)."""
+    _text(text, "text", "the text the model reads")
+    _text(text_pair, "text_pair", "the second sentence of the pair")
+    if target is not None or getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise ValueError("text_pair is a second sentence for an encoder or a decoder, read with the first")
+    if not callable(getattr(tokenizer, "convert_ids_to_tokens", None)):
+        raise ValueError(
+            f"text_pair needs a Hugging Face tokenizer (its sentence pairs), got {type(tokenizer).__name__}"
+        )
+    batch = tokenizer(text, text_pair, return_tensors="pt")  # input_ids (1, N)
+    second = [i for i, sequence in enumerate(batch.sequence_ids(0)) if sequence == 1]
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+    with torch.no_grad():
+        out = model(**batch, output_attentions=True)
+    maps = head_maps("self-attention", out.attentions, tokens)
+    return replace(maps, pair_start=second[0] if second else None)
 
 
 def _read(model: torch.nn.Module, tokenizer: object, text: str, target: str | None) -> tuple[HeadMaps, ...]:

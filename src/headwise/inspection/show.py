@@ -26,7 +26,7 @@ import html
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -169,6 +169,10 @@ def show(
     title: str | None = None,
     height: int = FRAME_HEIGHT,
     pieces: str = "words",
+    text_pair: str | None = None,
+    sentence_b_start: int | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
 ) -> Shown:
     """The head view and model view of a model's attention, for a notebook cell or a file.
 
@@ -182,10 +186,19 @@ def show(
         batch_index: which batch row to show. title: the page's title. height: the frame's, in px.
         pieces: the tokens shown as words (GPT-2's Ġ, SentencePiece's ▁ and WordPiece's ## read), "raw"
             as the tokenizer gives them, or "merged": one row and column per word (words.as_pieces).
+        text_pair: a model reads `text` and this second sentence as one sequence; sentence_b_start: with
+            weights and tokens, where sentence B begins. Either gives the head view its A → B / B → A filter.
+        layers, heads: the layers and heads the model view draws (bertviz's include_layers and
+            include_heads; default all), each a list of indices from 0.
     """
     pieces = pieces_argument(pieces)
+    chosen = tuple(_indices(value, name) for value, name in ((layers, "layers"), (heads, "heads")))
     height = positive_int(height, "height")
     if isinstance(source, (torch.nn.Module, str, Path)):
+        if sentence_b_start is not None:
+            raise ValueError(
+                "a model reads a sentence pair with text_pair=...; sentence_b_start goes with tokens"
+            )
         if text is None or tokens is not None:
             raise ValueError(
                 "a model reads text: pass show(model, text=..., tokenizer=...) or show('minilm', text=...), "
@@ -196,23 +209,47 @@ def show(
             raise ValueError(
                 f"a model needs its tokenizer: show(model, text=..., tokenizer=...), got {source}"
             )
-        maps = read(model, tokenizer, text, target=target, pieces=pieces)
+        maps = read(model, tokenizer, text, target=target, pieces=pieces, text_pair=text_pair)
         name = type(model).__name__ if isinstance(source, torch.nn.Module) else str(source)
         description = f"{name} reading {text!r}" + ("." if target is None else f", its decoder {target!r}.")
     else:
-        if tokens is None or text is not None or target is not None:
+        if tokens is None or text is not None or target is not None or text_pair is not None:
             raise ValueError(
                 "attention weights come with their tokens: show(attentions, tokens), got "
-                f"tokens={tokens!r:.60}, text={text!r:.60}, target={target!r:.60}"
+                f"tokens={tokens!r:.60}, text={text!r:.60}, target={target!r:.60}, "
+                f"text_pair={text_pair!r:.60}"
             )
         maps = _maps(tokens, source, cross_attentions, source_tokens, encoder_attentions, batch_index)
+        if sentence_b_start is not None:
+            if len(maps) != 1:
+                raise ValueError(
+                    "sentence_b_start marks a sentence pair in one self-attention, not an encoder-decoder"
+                )
+            maps = (replace(maps[0], pair_start=sentence_b_start),)  # checked as HeadMaps checks it
         maps = tuple(as_pieces(one, pieces) for one in maps)
         description = (
             f"{len(maps[0].weights)} layers × {maps[0].weights.shape[1]} heads, batch row {batch_index}."
         )
     if pieces == "merged":
         description = f"{description} Each word is one row and column: {MERGED}."
-    return Shown(Report(title or "Attention: every head", description, (), maps), height)
+    for name, asked in zip(("layers", "heads"), chosen, strict=True):
+        count = maps[0].weights.shape[0 if name == "layers" else 1]
+        if asked is not None and max(asked) >= count:
+            raise ValueError(f"{name} must be indices below {count}, got {list(asked)}")
+    report = Report(title or "Attention: every head", description, (), maps, *chosen)
+    return Shown(report, height)
+
+
+def _indices(value: Sequence[int] | None, name: str) -> tuple[int, ...] | None:
+    """A non-empty list of distinct indices from 0 as a sorted tuple, None as None, else a ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"{name} must be a non-empty list of indices from 0, got {value!r:.60}")
+    indices = tuple(non_negative_int(index, name) for index in value)
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"{name} must not repeat an index, got {list(indices)}")
+    return tuple(sorted(indices))
 
 
 def _maps(

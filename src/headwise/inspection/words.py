@@ -96,7 +96,9 @@ def as_pieces(maps: HeadMaps, pieces: str = "words") -> HeadMaps:
     query_labels, query_words = split_words(maps.query_tokens)
     key_labels, key_words = split_words(maps.key_tokens)
     if pieces == "words":
-        return HeadMaps(maps.title, query_labels, key_labels, maps.weights)
+        return HeadMaps(maps.title, query_labels, key_labels, maps.weights, maps.pair_start)
     weights = merged_weights(maps.weights, query_words, key_words)  # (L, H, Wq, Wk)
     words = (tuple(text for text, _ in query_words), tuple(text for text, _ in key_words))
-    return HeadMaps(f"{maps.title} (words)", *words, weights)
+    start = maps.pair_start  # where sentence B starts: the word of its first piece
+    pair_start = None if start is None else next(w for w, (_, at) in enumerate(query_words) if start in at)
+    return HeadMaps(f"{maps.title} (words)", *words, weights, pair_start or None)

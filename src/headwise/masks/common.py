@@ -52,6 +52,20 @@ def check_tensor(value: object, name: str, expected: str, dims: tuple[int, ...],
         raise TypeError(f"{name} must be {expected}, got dtype {value.dtype}")
     if value.dim() not in dims:
         raise ValueError(f"{name} must be {expected}, got shape {tuple(value.shape)}")
+    check_holds_values(value, name)
+
+
+def check_holds_values(value: torch.Tensor, name: str) -> None:
+    """Raise unless `value` holds its values densely on a real device: a mask rule reads them, which a
+    meta tensor (shapes only) cannot give and a sparse layout does not index as a dense tensor does."""
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{name} is on the meta device, which holds no values; expected a CPU or CUDA tensor"
+        )
+    if value.layout != torch.strided:
+        raise TypeError(
+            f"{name} has layout {value.layout}; expected a dense tensor (convert with .to_dense())"
+        )
 
 
 def check_kind(value: object, kind: type, operator: str):

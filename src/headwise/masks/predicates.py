@@ -30,6 +30,8 @@ from .common import (
 )
 from .tensors import Mask
 
+MAX_WINDOW_SIDE = 2**62  # a sliding window's side: key positions are int64, and no sequence is this long
+
 
 class Predicate:
     """A mask as a rule: True = the query may attend to the key.
@@ -366,9 +368,15 @@ def sliding_window(left: int, right: int = 0) -> SlidingWindow:
     bottom-right aligned position (FlashAttention's window_size=(left, right)).
 
     With right=0 the window is causal: no key after the query's own position. left=right=0 is the diagonal
-    alone; a side at least as long as the sequence does not limit that side.
+    alone; a side at least as long as the sequence does not limit that side (at most 2**62).
     """
     check_counts(left=left, right=right)
+    for name, side in (("left", left), ("right", right)):
+        if side > MAX_WINDOW_SIDE:  # its positions are int64 tensors
+            raise ValueError(
+                f"{name} must be at most 2**62 (a side as long as the sequence already leaves it unlimited), "
+                f"got {side:.3g}"
+            )
     return SlidingWindow(int(left), int(right))
 
 

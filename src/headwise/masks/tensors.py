@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .common import check_holds_values
+
 Mask = torch.Tensor
 
 
@@ -57,6 +59,7 @@ def check_mask(
         )
     if mask.device != device:
         raise ValueError(f"{name} is on {mask.device} but the queries are on {device}; move it with .to()")
+    check_holds_values(mask, name)
     try:
         broadcast = torch.broadcast_shapes(mask.shape, target)
     except RuntimeError:

@@ -73,6 +73,19 @@ async function readReport() {
   for (const step of data.steps) {
     for (const matrix of step.matrices) matrix.values = await decodeArray(matrix.values);
   }
+  if (data.neurons) {
+    const neurons = data.neurons;
+    for (const name of ['queries', 'keys', 'scores', 'weights']) neurons[name] = await decodeArray(neurons[name]);
+    neurons.layers = neurons.queries.shape[0];
+    neurons.heads = neurons.queries.shape[1];
+    neurons.kvHeads = neurons.keys.shape[1];
+    neurons.dh = neurons.queries.shape[3];
+  }
+  for (const playground of data.playgrounds) {
+    for (const [name, value] of Object.entries(playground)) {
+      if (value && value.encoding) playground[name] = await decodeArray(value);
+    }
+  }
   data.maps = [];
   for (const maps of data.attention) {
     const weights = await decodeArray(maps.weights); // (L, H, Nq, Nk)
@@ -80,6 +93,7 @@ async function readReport() {
       title: maps.title,
       queryTokens: maps.query_tokens,
       keyTokens: maps.key_tokens,
+      pairStart: maps.pair_start, // where sentence B starts, or null
       layers: weights.shape[0],
       heads: weights.shape[1],
       nq: weights.shape[2],

@@ -20,6 +20,8 @@ const headView = {
   heads: new Set(),
   focus: null, // {side: 'query' | 'key', index} or null
   pinned: false,
+  pair: 'all', // a sentence pair's links drawn: 'all', 'ab' (A's queries to B's keys) or 'ba'
+
   nodes: null,
 };
 
@@ -34,9 +36,16 @@ function buildHeadView(report) {
   }));
   const mapSelect = mapSelector(report, 'head-map-select', 'head-view-map');
   const layerSelect = el('select', { id: 'head-view-layer', testid: 'layer-select' });
+  const pairSelect = el('select', { id: 'head-view-pair', testid: 'pair-select' }, [
+    el('option', { value: 'all', text: 'all' }),
+    el('option', { value: 'ab', text: 'A → B' }),
+    el('option', { value: 'ba', text: 'B → A' }),
+  ]);
   const nodes = {
     mapSelect: mapSelect,
     layerSelect: layerSelect,
+    pairSelect: pairSelect,
+    pairLabel: el('label', { for: 'head-view-pair', text: 'Sentences ' }),
     heads: el('div', { className: 'head-buttons', role: 'group', 'aria-label': 'Heads' }),
     note: el('p', { className: 'note', testid: 'head-view-note' }),
     empty: el('p', {
@@ -57,6 +66,8 @@ function buildHeadView(report) {
     report.maps.length > 1 ? mapSelect : null,
     el('label', { for: 'head-view-layer', text: 'Layer ' }),
     layerSelect,
+    nodes.pairLabel,
+    pairSelect,
   ]);
   nodes.scroll = el('div', { className: 'head-scroll' }, [nodes.view]);
   section.append(controls, nodes.heads, nodes.note, nodes.empty, nodes.scroll);
@@ -80,6 +91,10 @@ function buildHeadView(report) {
   layerSelect.addEventListener('change', () => {
     headView.layer = Number(layerSelect.value);
     unfocus();
+    drawHeadView(report);
+  });
+  pairSelect.addEventListener('change', () => {
+    headView.pair = pairSelect.value;
     drawHeadView(report);
   });
   nodes.heads.addEventListener('click', (event) => {
@@ -169,12 +184,19 @@ function renderHeadMap(report) {
   }
   headView.heads = new Set(Array.from({ length: map.heads }, (_, h) => h));
   unfocus();
+  // A sentence pair (sentence B from map.pairStart on): its filter, and B's tokens marked.
+  const paired = map.pairStart !== null && map.pairStart !== undefined;
+  nodes.pairSelect.hidden = nodes.pairLabel.hidden = !paired;
+  headView.pair = 'all';
+  nodes.pairSelect.value = 'all';
   const column = (tokens, side, heading) => {
     const children = [el('div', { className: 'heading', 'aria-hidden': 'true', text: heading })];
     tokens.forEach((token, i) => {
+      const sentence = paired ? (i < map.pairStart ? ' (sentence A)' : ' (sentence B)') : '';
       children.push(el('button', {
         type: 'button', testid: `${side}-token`, 'data-side': side, 'data-index': i,
-        title: `${side} ${i}: ${token}`, 'aria-pressed': 'false', text: token,
+        className: paired && i >= map.pairStart ? 'sentence-b' : '',
+        title: `${side} ${i}: ${token}${sentence}`, 'aria-pressed': 'false', text: token,
       }));
     });
     return children;
@@ -221,13 +243,16 @@ function drawHeadView(report) {
   const focus = headView.focus;
   const long = Math.max(map.nq, map.nk) > LONG_TOKENS;
   const y = (i) => (i + 0.5) * ROW_PX;
+  const b = map.pairStart;
+  const shown = headView.pair === 'ab' ? (i, j) => i < b && j >= b
+    : headView.pair === 'ba' ? (i, j) => i >= b && j < b : () => true;
   let lines = 0;
   for (const h of heads) {
     const start = mapOffset(map, headView.layer, h);
     const paths = new Array(ALPHA_LEVELS + 1); // one path per opacity level
     const add = (i, j) => {
       const w = map.values[start + i * map.nk + j];
-      if (!(w >= LINE_MIN)) return;
+      if (!(w >= LINE_MIN) || !shown(i, j)) return;
       if (Math.max(y(i), y(j)) < bandTop || Math.min(y(i), y(j)) > bandBottom) return; // out of sight
       const level = Math.max(1, Math.min(ALPHA_LEVELS, Math.round(w * ALPHA_LEVELS)));
       if (!paths[level]) paths[level] = new Path2D();
@@ -259,6 +284,7 @@ function drawHeadView(report) {
   nodes.view.dataset.lines = String(lines);
   nodes.view.dataset.heads = heads.join(',');
   nodes.view.dataset.layer = String(headView.layer);
+  nodes.view.dataset.pair = headView.pair;
   nodes.view.dataset.focus = focus ? `${focus.side}:${focus.index}` : '';
 }
 

@@ -8,6 +8,8 @@ function buildPage(report) {
     report.steps.length ? ['walkthrough', 'Step by step', buildWalkthrough] : null,
     report.maps.length ? ['head-view', 'Head view', buildHeadView] : null,
     report.maps.length ? ['model-view', 'Model view', buildModelView] : null,
+    report.neurons ? ['neuron-view', 'Neuron view', buildNeuronView] : null,
+    report.playgrounds.length ? ['playground', 'Your own numbers', buildPlayground] : null,
   ].filter(Boolean);
   const links = views.map(([id, title]) => el('a', { href: `#${id}`, text: title }));
   const main = el('main', {}, [

@@ -45,11 +45,15 @@ function renderModelGrid(report) {
   forget(modelView.cells);
   modelView.cells = [];
   grid.replaceChildren(el('div', { className: 'axis' }));
-  grid.style.gridTemplateColumns = `auto repeat(${map.heads}, ${THUMB_PX + 6}px)`;
-  for (let h = 0; h < map.heads; h++) grid.append(el('div', { className: 'axis', text: `head ${h}` }));
-  for (let l = 0; l < map.layers; l++) {
+  // The layers and heads the report asks for (bertviz's include_layers, include_heads), or all of them.
+  const chosen = (asked, count) => (asked || Array.from({ length: count }, (_, i) => i)).filter((i) => i < count);
+  const layers = chosen(report.model_view.layers, map.layers);
+  const heads = chosen(report.model_view.heads, map.heads);
+  grid.style.gridTemplateColumns = `auto repeat(${heads.length}, ${THUMB_PX + 6}px)`;
+  for (const h of heads) grid.append(el('div', { className: 'axis', text: `head ${h}` }));
+  for (const l of layers) {
     grid.append(el('div', { className: 'axis layer', text: `layer ${l}` }));
-    for (let h = 0; h < map.heads; h++) {
+    for (const h of heads) {
       const canvas = el('canvas', { width: THUMB_PX, height: THUMB_PX, 'aria-hidden': 'true' });
       canvas.style.width = canvas.style.height = `${THUMB_PX}px`;
       const cell = el('button', {
@@ -66,7 +70,10 @@ function renderModelGrid(report) {
     ? 'every map coloured on one scale, from 0 (white) to 1 (dark). '
     : 'each map coloured from 0 (white) to its own largest weight (dark), so that a uniform map looks as ' +
       'dark as a peaked one: tick "one scale" to compare them. ';
-  modelView.note.textContent = `${plural(map.layers, 'layer')} × ${plural(map.heads, 'head')} of ` +
+  const subset = layers.length < map.layers || heads.length < map.heads
+    ? `layers ${layers.join(', ')} of ${map.layers} × heads ${heads.join(', ')} of ${map.heads}`
+    : `${plural(map.layers, 'layer')} × ${plural(map.heads, 'head')}`;
+  modelView.note.textContent = `${subset} of ` +
     `${map.title}, ${map.nq} query × ${map.nk} key tokens; ${scale}` +
     (longest > THUMB_MAX
       ? `Thumbnails of maps over ${THUMB_MAX} tokens are downsampled (each pixel the mean of a ` +
