@@ -276,3 +276,21 @@ def test_write_html_replaces_the_file_atomically(tmp_path, monkeypatch: pytest.M
 def test_read_report_data_wants_a_report_page() -> None:
     with pytest.raises(ValueError, match="no <script"):
         html.read_report_data("<html></html>")
+
+
+def test_the_page_offers_your_own_numbers_for_small_examples() -> None:
+    from headwise.explain.example import EXAMPLES
+    from headwise.explain.report import PLAYGROUND_MAX
+
+    def names(example: Example) -> list[str]:
+        data = html.report_data(lecture_report(run_example(example)))
+        return [playground["name"] for playground in data["playgrounds"]]
+
+    assert names(EXAMPLES["book"]) == ["book", "wide"] and names(EXAMPLES["wide"]) == ["wide", "book"]
+    assert names(Example(tokens=("a", "b", "c"))) == ["yours"]
+    assert names(Example(tokens=tuple(f"w{i}" for i in range(PLAYGROUND_MAX + 1)))) == []  # too many to edit
+    assert names(Example(kv_tokens=("x", "y"), causal=False)) == []  # two sequences: none
+    book = html.report_data(lecture_report(run_example(EXAMPLES["book"])))["playgrounds"][0]
+    assert book["heads"] == 2 and book["causal"] and book["w_query"]["shape"] == [3, 2]
+    inputs = html.decode_array(book["inputs"])  # (6, 3): the book's rows
+    assert inputs.shape == (6, 3) and inputs[0].tolist() == [0.43, 0.15, 0.89]

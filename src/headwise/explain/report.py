@@ -124,6 +124,7 @@ STAGE_OF = {
     "output": 9,
 }
 ROLES = {"W_query": "queries", "W_key": "keys", "W_value": "values"}
+PLAYGROUND_MAX = 16  # tokens, d_in and d_out at most: beyond, the page has no "your own numbers"
 LETTERS = {"W_query": "q", "W_key": "k", "W_value": "v", "out_proj": "o"}
 
 
@@ -628,10 +629,12 @@ def playground_of(run: Run, name: str) -> Playground:
 
 def playgrounds_of(run: Run) -> tuple[Playground, ...]:
     """What the page's "your own numbers" offers: the run's example, then the other named examples
-    (example.EXAMPLES) when it is one of them; none for cross-attention (the section edits one sequence)."""
-    if run.example.kv_tokens is not None:
+    (example.EXAMPLES) when it is one of them; none for cross-attention (the section edits one sequence)
+    or past PLAYGROUND_MAX tokens or features (a table of inputs to edit that size helps nobody)."""
+    example = run.example
+    if example.kv_tokens is not None or max(len(example.tokens), example.dim, example.d_out) > PLAYGROUND_MAX:
         return ()
-    names = [name for name, example in EXAMPLES.items() if example == run.example]
+    names = [name for name, one in EXAMPLES.items() if one == example]
     if not names:
         return (playground_of(run, "yours"),)
     others = [playground_of(run_example(e), n) for n, e in EXAMPLES.items() if n != names[0]]
