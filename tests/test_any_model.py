@@ -455,3 +455,18 @@ def test_explain_model_shows_the_pieces_asked_for(gpt2_pieces: Path, tmp_path: P
         exit_info.value.code == 2
         and "--pieces (raw) shows the tokens of a --model" in capsys.readouterr().err
     )
+
+
+def test_a_long_neuron_page_keeps_the_chosen_layer(gpt2_pieces: Path, monkeypatch) -> None:
+    from headwise.explain.html import report_data
+    from headwise.inspection import neuron_view, neurons
+
+    model, tokenizer = load_model(gpt2_pieces)
+    whole = neuron_view(model, tokenizer, SPLIT, layer=1, head=0, token="it").report.neurons
+    assert whole.queries.shape[0] == LAYERS and whole.selected == (1, 0, 8)
+    monkeypatch.setattr(neurons, "NEURON_PAGE_LIMIT", 0)  # every page "too heavy": the chosen layer alone
+    report = neuron_view(model, tokenizer, SPLIT, layer=1, head=0, token="it").report
+    one = report.neurons
+    assert one.queries.shape[0] == 1 and one.selected == (0, 0, 8) and one.layer_numbers == (1,)
+    assert torch.equal(one.queries[0], whole.queries[1]) and torch.equal(one.weights[0], whole.weights[1])
+    assert report_data(report)["neurons"]["layer_numbers"] == [1]

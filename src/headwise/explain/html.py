@@ -197,6 +197,7 @@ def _neuron_data(neurons: NeuronData) -> dict[str, Any]:
         "scores": encode_array(neurons.scores),
         "weights": encode_array(neurons.weights, weights=True),
         "selected": list(neurons.selected),
+        "layer_numbers": list(neurons.layer_numbers or range(neurons.queries.shape[0])),
     }
 
 

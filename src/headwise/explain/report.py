@@ -193,7 +193,8 @@ class HeadMaps:
 class NeuronData:
     """What the neuron view's page picks from: one sequence's tokens (N), every layer's queries
     (L, Hq, N, Dh) and keys (L, Hkv, N, Dh) (Hq/Hkv query heads share a key head), the masked scores
-    scale · q · kᵀ + mask and the weights (L, Hq, N, N), and the [layer, head, query] shown first."""
+    scale · q · kᵀ + mask and the weights (L, Hq, N, N), the [layer, head, query] shown first (the layer
+    as an index into these), and the model's numbers of the L layers held (all, or the chosen one)."""
 
     tokens: tuple[str, ...]
     queries: torch.Tensor
@@ -201,6 +202,7 @@ class NeuronData:
     scores: torch.Tensor
     weights: torch.Tensor
     selected: tuple[int, int, int] = (0, 0, 0)
+    layer_numbers: tuple[int, ...] | None = None  # None: 0, 1, ..., L - 1
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from .reading import read
 from .show import Shown
 from .words import MERGED, as_pieces, merged_weights, pieces_argument, split_words
 
+NEURON_PAGE_LIMIT = 1 << 20  # weights (L·H·N·N) past which the page's neuron view keeps the chosen layer
 RECORDING = "headwise_neurons"  # the attn_implementation that keeps a Hugging Face model's queries and keys
 
 
@@ -255,13 +256,16 @@ def neuron_view(
         WalkStep(name, formula, sentence, tuple(values.shape), axes, (Matrix(values, rows, columns),))
         for name, formula, sentence, axes, values, rows, columns in matrices
     )
+    # Every layer for the page to pick from, or the chosen one alone when all would make a heavy page.
+    kept = range(len(layers)) if maps.weights.numel() <= NEURON_PAGE_LIMIT else range(layer, layer + 1)
     neurons = NeuronData(
         tokens,
-        torch.stack([one.queries for one in layers]),  # (L, Hq, N, Dh)
-        torch.stack([one.keys for one in layers]),  # (L, Hkv, N, Dh)
-        torch.stack([one.masked_scores for one in layers]),  # (L, Hq, N, N)
-        maps.weights,  # (L, Hq, N, N)
-        (layer, head, i),
+        torch.stack([layers[k].queries for k in kept]),  # (L', Hq, N, Dh)
+        torch.stack([layers[k].keys for k in kept]),  # (L', Hkv, N, Dh)
+        torch.stack([layers[k].masked_scores for k in kept]),  # (L', Hq, N, N)
+        maps.weights[kept.start : kept.stop],  # (L', Hq, N, N)
+        (kept.index(layer), head, i),
+        tuple(kept),
     )
     layer_maps = as_pieces(
         HeadMaps(f"self-attention, layer {layer}", raw, raw, weights[None]), pieces

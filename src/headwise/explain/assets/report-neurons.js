@@ -19,7 +19,8 @@ function buildNeuronView(report) {
     value: i, text: label(i),
   }));
   const nodes = {
-    layer: el('select', { id: 'neuron-layer', testid: 'neuron-layer' }, options(data.layers, (l) => `${l}`)),
+    layer: el('select', { id: 'neuron-layer', testid: 'neuron-layer' },
+      options(data.layers, (l) => `${data.layer_numbers[l]}`)),
     head: el('select', { id: 'neuron-head', testid: 'neuron-head' }, options(data.heads, (h) => `${h}`)),
     query: el('select', { id: 'neuron-query', testid: 'neuron-query' },
       options(data.tokens.length, (i) => `${i}: ${data.tokens[i]}`)),
@@ -79,5 +80,7 @@ function renderNeurons(report) {
       matrixTable(matrix, scale, describe),
     ]);
   }));
-  Object.assign(neuronView.section.dataset, { layer: String(layer), head: String(head), query: String(query) });
+  Object.assign(neuronView.section.dataset, {
+    layer: String(d.layer_numbers[layer]), head: String(head), query: String(query),
+  });
 }
