@@ -4,8 +4,8 @@ The call's predicate is planned once (`plan.make_plan`): the (Nq, Nk) grid cut i
 queries by BLOCK keys, the empty blocks dropped, and the query blocks grouped by how many key blocks they
 need. Each group runs in chunks of query blocks, each chunk as a few batched matmuls: the chunk's key
 blocks are gathered next to each other (for a sliding window, overlapping bands of the keys), so every
-query row holds all of its visible keys at once and its softmax is exact and direct (no online rescaling;
-m and l are kept for the backward, which recomputes each chunk's weights bit for bit). The predicate is
+query row holds all of its visible keys at once and its softmax is exact and direct: torch's fused softmax
+(one pass per row, in cache; no online rescaling), which the backward recomputes bit for bit. The predicate is
 evaluated only in chunks that hold a partial block; a full block needs no mask. No (Nq, Nk) tensor is ever
 made: a chunk's scores are at most CHUNK_BYTES, and the peak grows linearly with the sequence.
 
@@ -33,8 +33,8 @@ CAPABILITIES = Capabilities(lse=True, predicates=True, dropout=False, transforms
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
     plan = make_plan(predicate, q.shape[2], k.shape[2], BLOCK, BLOCK)
-    out, lse = _BlockSparseAttention.apply(q, k, v, mask, predicate, plan, scale)
-    return out, None, (lse if return_lse else None)
+    out, lse = _BlockSparseAttention.apply(q, k, v, mask, predicate, plan, scale, return_lse)
+    return out, None, lse
 
 
 class _Layout:
@@ -153,47 +153,54 @@ def _pad(x, length):
     return x if x.shape[2] == length else F.pad(x, (0, 0, 0, length - x.shape[2]))
 
 
-def _finite(row_max):
-    """The row maximum with -inf (a row that sees no key) as 0, so that exp(-inf - 0) = 0."""
-    return torch.where(row_max == float("-inf"), 0.0, row_max)
+def _softmax(scores, layout: _Layout, group: Group, chunk):
+    """The chunk's weights softmax(scores) (B, Hkv, n, G·Bq, c·Bk), with rows that see no key (every
+    score -inf) as zeros instead of torch's NaN, and the row maximum m (B, Hkv, n, G·Bq, 1) when such a
+    row may exist (a row with a full key block never is one), else None."""
+    weights = torch.softmax(scores, dim=-1)  # one fused pass per row, kept in cache
+    every_row_full = layout.mask is None and bool((~group.partial[chunk]).any(1).all())
+    if every_row_full:
+        return weights, None
+    row_max = scores.amax(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1)
+    return weights.masked_fill_(row_max == float("-inf"), 0.0), row_max
 
 
-def _forward(q, k, v, layout: _Layout):
-    """-> out (B, Hq, Nq, Dv) in q's dtype; m and l = Σ exp(score - m), (B, Hq, Nq) in the accumulation
-    dtype (m = -inf and l = 0 for a query that sees no key)."""
+def _forward(q, k, v, layout: _Layout, want_lse: bool):
+    """-> out (B, Hq, Nq, Dv) in the accumulation dtype, and lse (B, Hq, Nq) (-inf for a query that sees no
+    key) when `want_lse`, else None. lse = m - log(max weight), read off the weights: no second pass of
+    exp over the scores."""
     plan, acc = layout.plan, layout.acc
     q_blocks = layout.query_side(q.to(layout.score_dtype))  # (B, Hkv, Qn, G·Bq, Dh)
     k_blocks, v_blocks = layout.key_side(k.to(layout.score_dtype)), layout.key_side(v)  # (B, Hkv, Kn, Bk, ·)
     out = layout.query_side(q.new_zeros(*q.shape[:3], v.shape[-1], dtype=acc))  # (B, Hkv, Qn, G·Bq, Dv)
-    row_max = layout.query_side(q.new_full((*q.shape[:3], 1), float("-inf"), dtype=acc))  # (.., Bq, 1)
-    row_sum = layout.query_side(q.new_zeros((*q.shape[:3], 1), dtype=acc))  # (B, Hkv, Qn, G·Bq, 1)
+    lse = layout.query_side(q.new_full((*q.shape[:3], 1), float("-inf"), dtype=acc)) if want_lse else None
     for group in plan.groups():
         for chunk in layout.chunks(group):
             query_blocks, key_blocks = group.query_blocks[chunk], group.key_blocks[chunk]  # (n,), (n, c)
             queries = layout.rows(q_blocks, query_blocks) * layout.scale  # (B, Hkv, n, G·Bq, Dh)
             keys = layout.gathered(k_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dh)
             scores = layout.scores(queries, keys, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
-            chunk_max = scores.amax(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1)
-            weights = scores.sub_(_finite(chunk_max)).exp_()  # unnormalised, in [0, 1]
-            chunk_sum = weights.sum(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1)
+            weights, row_max = _softmax(scores, layout, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
             values = layout.gathered(v_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dv)
-            context = (weights.to(v.dtype) @ values).to(acc)  # (B, Hkv, n, G·Bq, Dv)
-            context /= torch.where(chunk_sum == 0, 1.0, chunk_sum)  # rows that see nothing: 0
-            layout.put_rows(out, query_blocks, context)
-            layout.put_rows(row_max, query_blocks, chunk_max)
-            layout.put_rows(row_sum, query_blocks, chunk_sum)
-    return layout.unpad(out), layout.unpad(row_max)[..., 0], layout.unpad(row_sum)[..., 0]
+            layout.put_rows(out, query_blocks, weights.to(v.dtype) @ values)  # (B, Hkv, n, G·Bq, Dv)
+            if want_lse:
+                row_max = scores.amax(-1, keepdim=True) if row_max is None else row_max
+                top = weights.amax(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1): exp(m - lse), 0 for no key
+                layout.put_rows(lse, query_blocks, torch.where(top > 0, row_max - top.log(), float("-inf")))
+    return layout.unpad(out), (None if lse is None else layout.unpad(lse)[..., 0])
 
 
-def _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, layout: _Layout):
-    """FlashAttention-2's backward, chunk by chunk: weights = exp(scores - m) / l recomputed as the
-    forward made them, d_scores = weights · (d_weights - D + d_lse) with D = rowsum(d_out · out)."""
+def _backward(q, k, v, out, d_out, d_lse, layout: _Layout):
+    """FlashAttention-2's backward, chunk by chunk: the weights recomputed as the forward made them (the
+    same softmax of the same scores, bit for bit), d_scores = weights · (d_weights - D + d_lse) with
+    D = rowsum(d_out · out)."""
     plan, acc = layout.plan, layout.acc
     q_blocks = layout.query_side(q.to(layout.score_dtype))  # (B, Hkv, Qn, G·Bq, Dh)
     k_blocks, v_blocks = layout.key_side(k.to(layout.score_dtype)), layout.key_side(v)  # (B, Hkv, Kn, Bk, ·)
     d_out_blocks = layout.query_side(d_out.to(v.dtype))  # (B, Hkv, Qn, G·Bq, Dv)
-    row_term = (d_out.to(acc) * out.to(acc)).sum(-1) - d_lse.to(acc)  # (B, Hq, Nq): D - d_lse
-    per_row = [layout.query_side(t[..., None]) for t in (_finite(row_max), row_sum, row_term)]  # m, l, D
+    row_term = (d_out.to(acc) * out.to(acc)).sum(-1)  # (B, Hq, Nq): D
+    row_term = row_term if d_lse is None else row_term - d_lse.to(acc)  # D - d_lse
+    term_blocks = layout.query_side(row_term[..., None])  # (B, Hkv, Qn, G·Bq, 1)
     d_q = torch.zeros_like(q_blocks, dtype=acc)  # (B, Hkv, Qn, G·Bq, Dh)
     d_k, d_v = torch.zeros_like(k_blocks, dtype=acc), torch.zeros_like(v_blocks, dtype=acc)  # (.., Kn, Bk, ·)
     for group in plan.groups():
@@ -203,12 +210,13 @@ def _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, layout: _Layout):
             keys = layout.gathered(k_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dh)
             values = layout.gathered(v_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dv)
             scores = layout.scores(queries, keys, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
-            shift, total, term = (layout.rows(t, query_blocks) for t in per_row)  # (B, Hkv, n, G·Bq, 1)
-            weights = scores.sub_(shift).exp_().div_(torch.where(total == 0, 1.0, total))  # the forward's
+            weights, _ = _softmax(scores, layout, group, chunk)  # the forward's
+            del scores
             d_out_rows = layout.rows(d_out_blocks, query_blocks)  # (B, Hkv, n, G·Bq, Dv)
             d_values = weights.to(v.dtype).transpose(-2, -1) @ d_out_rows  # (B, Hkv, n, c·Bk, Dv)
             # In the accumulation dtype: rounded to bf16, d_weights would no longer cancel against D.
             d_scores = d_out_rows.to(acc) @ values.to(acc).transpose(-2, -1)  # (B, Hkv, n, G·Bq, c·Bk)
+            term = layout.rows(term_blocks, query_blocks)  # (B, Hkv, n, G·Bq, 1)
             d_scores = d_scores.sub_(term).mul_(weights).to(queries.dtype)  # d of the scaled scores
             layout.put_rows(d_q, query_blocks, (d_scores @ keys).to(acc) * layout.scale)  # (.., G·Bq, Dh)
             d_keys = d_scores.transpose(-2, -1) @ queries  # (B, Hkv, n, c·Bk, Dh)
@@ -220,24 +228,18 @@ def _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, layout: _Layout):
     return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype)
 
 
-def _log_sum_exp(row_max, row_sum):
-    """lse = m + log l (B, Hq, Nq); -inf where a query sees no key."""
-    return torch.where(row_sum > 0, _finite(row_max) + row_sum.log(), float("-inf"))
-
-
 class _BlockSparseAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, predicate, plan, scale):
+    def forward(ctx, q, k, v, mask, predicate, plan, scale, want_lse):
         layout = _Layout(q, k, mask, predicate, plan, scale)
-        out, row_max, row_sum = _forward(q, k, v, layout)
-        ctx.save_for_backward(q, k, v, out, row_max, row_sum)
+        out, lse = _forward(q, k, v, layout, want_lse)
+        ctx.save_for_backward(q, k, v, out)
         ctx.layout = layout
-        return out.to(q.dtype), _log_sum_exp(row_max, row_sum)
+        return out.to(q.dtype), lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):
-        q, k, v, out, row_max, row_sum = ctx.saved_tensors
+        q, k, v, out = ctx.saved_tensors
         d_out = torch.zeros_like(out) if d_out is None else d_out
-        d_lse = torch.zeros_like(row_max) if d_lse is None else d_lse
-        d_q, d_k, d_v = _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, ctx.layout)
-        return d_q, d_k, d_v, None, None, None, None
+        d_q, d_k, d_v = _backward(q, k, v, out, d_out, d_lse, ctx.layout)
+        return d_q, d_k, d_v, None, None, None, None, None
