@@ -158,18 +158,18 @@ def cpu_request(predicate, mask="none", **more):
 def test_auto_takes_blocksparse_for_structured_predicates_and_sdpa_otherwise(monkeypatch):
     monkeypatch.setenv("HEADWISE_TUNE", "0")
     monkeypatch.setattr(headwise.backends.tuning.TUNER, "_choices", {})
-    ids = torch.zeros(1, 4096, dtype=torch.int64)
-    structured = [
+    ids = (torch.arange(4096) * 8 // 4096)[None]  # (1, N): 8 documents
+    sparse = [  # at most 0.6 of the blocks (tuning.SPARSE): windows, documents, a prefix LM
         masks.sliding_window(256) & masks.causal(),
         masks.documents(ids) & masks.causal(),
-        masks.prefix_lm(100),
-        masks.key_lengths(3000),
+        masks.prefix_lm(1024),
+        masks.causal() & masks.key_lengths(3000),
     ]
-    for predicate in structured:
+    for predicate in sparse:
         for requires_grad in (False, True):
-            assert (
-                choose("auto", cpu_request(predicate, requires_grad=requires_grad)).backend == "blocksparse"
-            )
+            request = cpu_request(predicate, requires_grad=requires_grad)
+            assert choose("auto", request).backend == "blocksparse", predicate
+    assert choose("auto", cpu_request(masks.key_lengths(3072))).backend == "sdpa"  # 0.75 of the blocks
     assert choose("auto", cpu_request(masks.causal())).backend == "sdpa"  # is_causal: SDPA's own kernel
     assert choose("auto", cpu_request(None)).backend == "sdpa"
 
