@@ -218,22 +218,61 @@ def _run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
     """Run `choice` on q, k, v (validated), holding every backend to one rule for non-finite inputs (NaN
     or ±inf anywhere in q, k or v): a masked-out key never contributes, to values or gradients, and a
     query's row of out, weights and lse is NaN exactly when the query itself is non-finite or it attends
-    with nonzero weight to a key whose k or v is. Gradients stay finite (a NaN row passes none back).
-    The check is one sum per input, q alone when the caller knows k and v are finite (a device sync on
-    CUDA); finite inputs run as they are. Under torch.func's transforms (vmap, grad, jacrev), which allow
-    no data-dependent branch, and while torch.jit.trace records (a branch would be frozen into the graph),
-    every call takes the careful path (exact for finite inputs too), so the rule holds per sample under
-    vmap and in a traced graph. Inside
-    `headwise.trace()` the steps are recorded as the textbook computes them, NaN spreading as it does, and
-    so are the calls torch.compile traces through (those returning weights or lse: see headwise.ops).
-    -> (out, weights or None, lse or None)."""
+    with nonzero weight to a key whose k or v is, the weights being those of the inputs with their
+    non-finite entries set to 0 (as `_run_careful` computes them). Gradients stay finite (a NaN row passes
+    none back). Under torch.func's transforms (vmap, grad, jacrev), which allow no data-dependent branch,
+    and while torch.jit.trace records (a branch would be frozen into the graph), every call takes the
+    careful path (exact for finite inputs too), so the rule holds per sample under vmap and in a traced
+    graph. Inside `headwise.trace()` the steps are recorded as the textbook computes them, NaN spreading as
+    it does, and so are the calls torch.compile traces through (those returning weights or lse: see
+    headwise.ops). -> (out, weights or None, lse or None).
+
+    Otherwise the call runs as if its inputs were finite, and what it produced decides (`_follows_rule`):
+    out's row sums (one pass over out, B·Hq·Nq·Dv) and a sum over k unless the caller knows k and v are
+    finite (KVCache), q's rows only where out's row came out exactly 0. When those show a non-finite
+    entry the careful path reruns the call (with the same dropout draws). Why nothing else is needed,
+    without a score modifier (scores = scale·q·kᵀ + mask):
+
+    - k finite, q_i finite: every score of query i is finite (or the mask's -inf), so a row that attends
+      with nonzero weight, or even zero weight, to a non-finite v multiplies it (w·inf, 0·NaN) and comes
+      out non-finite. A backend that skips a masked key never reads its v, forward or backward.
+    - q_i non-finite: each of its unmasked scores is ±inf or NaN; a NaN or a +inf (the row's maximum, then
+      exp(inf - inf)) makes the row NaN; all -inf, or every key masked, leaves it as a fully masked row:
+      exactly 0. Hence the check of q's rows where out's row sums to 0.
+    - k non-finite is why k is read: with k_jd = -inf and q_id > 0 the score is -inf, key j gets weight 0
+      and out and lse are those of key j masked out, bit for bit the same as for a finite k_j whose weight
+      underflows to 0 (-1e6 in place of -inf); the rule gives NaN to the first (the weight with k_jd set
+      to 0 is nonzero) and not to the second, so no function of out and lse can tell them apart.
+
+    A score modifier may map an infinite score to a finite one (softcap: cap·tanh(±inf / cap) = ±cap), so
+    calls with one check q, k and v before running (one sum each)."""
     if tracing() or torch.compiler.is_compiling():  # compiled code traced through: no data-dependent branch
         return _run_finite(choice, q, k, v, **options)
     if _transforms_active() or torch.jit.is_tracing():
         return _run_careful(choice, q, k, v, **options)
-    if all_finite(*((q,) if kv_finite else (q, k, v))):
-        return _run_finite(choice, q, k, v, **options)
+    if options["score_mod"] is not None:
+        finite = all_finite(*((q,) if kv_finite else (q, k, v)))
+        return (_run_finite if finite else _run_careful)(choice, q, k, v, **options)
+    rng_state = ops._rng_state(options["dropout_p"], q.device)  # empty without dropout
+    result = _run_finite(choice, q, k, v, **options)
+    if _follows_rule(result[0], q, None if kv_finite else k):
+        return result
+    if options["dropout_p"] > 0.0:  # the careful run draws the weights' dropout as the finite run did
+        ops._generator(q.device).set_state(rng_state)
     return _run_careful(choice, q, k, v, **options)
+
+
+def _follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) -> bool:
+    """Whether a run as if finite, out (B, Hq, Nq, Dv) of q (B, Hq, Nq, Dh) and k (B, Hkv, Nk, Dh) (None:
+    known finite), is what the non-finite rule gives (see `_run`): out and k finite, and q finite in the
+    rows whose out sums to exactly 0. One sync on CUDA (two when some row of out sums to 0)."""
+    wide = torch.promote_types(out.dtype, torch.float32)
+    rows = out.sum(-1, dtype=wide)  # (B, Hq, Nq): NaN and ±inf survive a sum
+    total = rows.sum() if k is None else rows.sum() + k.sum(dtype=wide)  # ()
+    zero = rows == 0  # (B, Hq, Nq): fully masked rows, and where a non-finite query would hide
+    if bool(torch.isfinite(total) & ~zero.any()):
+        return True
+    return bool(torch.isfinite(total)) and all_finite(q[zero])  # q[zero]: (rows, Dh)
 
 
 def _transforms_active() -> bool:

@@ -1,0 +1,158 @@
+"""Issue 23: the non-finite rule decided from what the kernel produced (functional._run). Finite inputs pay
+one pass over out (and one over k unless k and v are known finite), never the passes over q, k and v that
+checked them before; the inputs that out alone cannot reveal (a -inf score from a non-finite q or k, a
+NaN query in a fully masked row) still follow the rule, on every backend, with finite gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from oracle import naive_attention, require
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import headwise
+from headwise.backends import BACKENDS, Request
+
+aten = torch.ops.aten
+
+# Every op that could check finiteness by reading a tensor: reductions and elementwise tests.
+CHECKS = {
+    aten.sum,
+    aten.nansum,
+    aten.isfinite,
+    aten.isnan,
+    aten.isinf,
+    aten.all,
+    aten.any,
+    aten.amax,
+    aten.amin,
+    aten.aminmax,
+    aten.max,
+    aten.min,
+    aten.linalg_vector_norm,
+    aten.eq,
+    aten.ne,
+}
+
+
+class CheckReads(TorchDispatchMode):
+    """Records the numel of every tensor that a finiteness-checking op (CHECKS) reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.read: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in CHECKS:
+            self.read += [a.numel() for a in args if isinstance(a, torch.Tensor)]
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kv_finite", [False, True])
+@pytest.mark.parametrize("num_queries, num_keys", [(3, 50), (1, 4096)])  # a call; a decoding step
+def test_finite_inputs_are_checked_by_reading_out_and_never_q_or_v(num_queries, num_keys, kv_finite):
+    """Sizes chosen so that q, k, v and out differ: q 2·4·Nq·8, k 2·2·Nk·8, v 2·2·Nk·6, out 2·4·Nq·6. On
+    the finite path the checks read out (and its row sums, 2·4·Nq, a few times) and, unless kv_finite, k;
+    before issue 23 they read q, k and v (one sum each)."""
+    q = torch.randn(2, 4, num_queries, 8)  # (B, Hq, Nq, Dh)
+    k, v = torch.randn(2, 2, num_keys, 8), torch.randn(2, 2, num_keys, 6)  # (B, Hkv, Nk, Dh | Dv)
+    with CheckReads() as reads:
+        out = headwise.attention(q, k, v, backend="sdpa", kv_finite=kv_finite)
+    rows = out.numel() // out.shape[-1]  # B·Hq·Nq
+    allowed = {out.numel(), rows, 1} | (set() if kv_finite else {k.numel()})
+    assert reads.read and set(reads.read) <= allowed, reads.read
+    assert q.numel() not in reads.read and v.numel() not in reads.read
+    read = sum(reads.read)
+    assert read <= out.numel() + 3 * rows + 4 + (0 if kv_finite else k.numel())  # rows: summed, == 0, any
+
+
+def capable(dtype, **asks) -> list[str]:
+    request = Request(torch.device("cpu"), dtype, **asks)
+    return ["auto", *(n for n, b in BACKENDS.items() if b.unsupported(request) is None)]
+
+
+def planted(case: str):
+    """(q, k, v, options) with the non-finite entries that out alone cannot reveal, B=1, H=2, N=4, D=8."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 4, 8, generator=gen, dtype=torch.float64).float() for _ in range(3))
+    options = {}
+    if case == "-inf query":  # q·k = -inf for every key: a run as if finite gives a row of zeros
+        k[..., 0] = k[..., 0].abs() + 0.1
+        q[0, 0, 1, 0] = -math.inf
+    elif case in ("-inf key", "-inf key, causal"):  # every query's score of key 2 is -inf: weight 0
+        q[..., 0] = q[..., 0].abs() + 0.1
+        k[0, 1, 2, 0] = -math.inf
+        options = {"causal": True} if case.endswith("causal") else {}
+    elif case == "NaN query, fully masked row":  # the rule makes that row NaN all the same
+        q[0, 0, 0, 3] = math.nan
+        mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+        mask[..., 0, :] = False  # query 0 sees no key
+        options = {"mask": mask}
+    elif case == "NaN key and inf value, padded":  # masked for every query: no effect at all
+        k[0, 0, 3, 1] = math.nan
+        v[0, 1, 3, 0] = math.inf
+        options = {"mask": torch.tensor([True, True, True, False])}
+    return q, k, v, options
+
+
+CASES = (
+    "-inf query",
+    "-inf key",
+    "-inf key, causal",
+    "NaN query, fully masked row",
+    "NaN key and inf value, padded",
+)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("backend", capable(torch.float32, requires_grad=True, mask="bool"))
+def test_what_out_alone_cannot_reveal_follows_the_rule_on_every_backend(backend, case):
+    """The rule's oracle as in tests/test_hostile.py: float64 attention on the inputs with their non-finite
+    entries set to 0; a row is NaN exactly when its query is non-finite or it gives nonzero weight to a
+    key whose k or v is; the other rows and every gradient equal the oracle's and are finite."""
+    q, k, v, options = planted(case)
+    require(backend, torch.float32, requires_grad=True, mask="bool" if "mask" in options else "none")
+    bad_query = ~torch.isfinite(q).all(-1)  # (B, H, Nq)
+    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, Nk)
+    finite = [torch.where(torch.isfinite(t), t, 0.0).double().requires_grad_() for t in (q, k, v)]
+    expected, weights = naive_attention(*finite, **options)
+    sees_bad = bad_query | ((weights > 0) & bad_key[:, :, None, :]).any(-1)  # (B, H, Nq)
+    if case.startswith("NaN key"):
+        assert not sees_bad.any()
+    else:
+        assert sees_bad.any() and not sees_bad.all()
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = headwise.attention(*inputs, backend=backend, **options)
+    assert torch.equal(torch.isnan(out).any(-1), sees_bad) and torch.isnan(out[sees_bad]).all()
+    torch.testing.assert_close(out[~sees_bad].double(), expected[~sees_bad], rtol=1e-5, atol=1e-5)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad(out, inputs, upstream)
+    expected_grads = torch.autograd.grad(
+        expected, finite, upstream.double().masked_fill(sees_bad[..., None], 0)
+    )
+    for name, got, want, t in zip("qkv", grads, expected_grads, (q, k, v), strict=True):
+        assert torch.isfinite(got).all(), f"d{name} is not finite"
+        torch.testing.assert_close(
+            got.double(), want * torch.isfinite(t), rtol=1e-5, atol=1e-5, msg=f"d{name}"
+        )
+
+
+@pytest.mark.parametrize("backend", capable(torch.float32, dropout_p=0.5))
+def test_a_rerun_draws_the_dropout_of_the_first_run(backend):
+    """A NaN in one value makes the careful path rerun the call: it draws the same dropout masks as the
+    run as if finite did, so every row that does not see the NaN equals the same call on finite inputs,
+    and the generator ends where that call leaves it."""
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 6, 8, generator=gen) for _ in range(3))  # (B, H, N, D)
+    bad = v.clone()
+    bad[0, 1, 5, 2] = math.nan  # key 5 of head 1: causal, only query 5 sees it
+    torch.manual_seed(7)
+    finite = headwise.attention(q, k, v, causal=True, dropout_p=0.5, backend=backend)
+    after_finite = torch.get_rng_state()
+    torch.manual_seed(7)
+    out = headwise.attention(q, k, bad, causal=True, dropout_p=0.5, backend=backend)
+    assert torch.equal(torch.get_rng_state(), after_finite)
+    torch.testing.assert_close(out[0, 0], finite[0, 0])
+    torch.testing.assert_close(out[0, 1, :5], finite[0, 1, :5])
