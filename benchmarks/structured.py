@@ -56,7 +56,7 @@ def predicate(case: str, batch: int, n: int) -> masks.Predicate:
 
 def make_call(contender: str, case: str, q, k, v):
     """A function that runs one call of `contender` on q, k, v (B, H, N, Dh) with the case's mask."""
-    batch, heads, n, _ = q.shape
+    batch, _, n, _ = q.shape
     rule = predicate(case, batch, n)
     if contender in ("auto", "blocksparse", "chunked"):
         return lambda: headwise.attention(q, k, v, mask=rule, backend=contender)
