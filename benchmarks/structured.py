@@ -3,7 +3,8 @@
 For each case (a causal window of 256, 8 causal documents, plain causal, a prefix LM, key lengths), each
 N and each level (forward, forward+backward): headwise auto, the blocksparse and chunked backends, torch
 SDPA with the same mask as a dense bool tensor (what a user writes today; is_causal=True for plain
-causal) and optionally FlexAttention in eager mode, timed interleaved (medians), each contender's peak
+causal), headwise's sdpa backend (the predicate materialised in the call: what auto did before) and
+optionally FlexAttention in eager mode, timed interleaved (medians), each contender's peak
 memory growth measured in a fresh process, and the limit: the useful FLOPs (4·Dh per visible pair and
 head forward, 3.5× that forward+backward) at the float32 matmul rate measured in the same run.
 
@@ -35,8 +36,9 @@ from headwise.bench.measure import default_memory_cap, machine, matmul_ceiling, 
 from headwise.files import write_text
 
 CASES = ("window", "documents", "causal", "prefix", "lengths")
-CONTENDERS = ("auto", "blocksparse", "chunked", "sdpa", "flex")
-DENSE = {"sdpa", "flex"}  # cost grows as N² whatever the mask
+# hw-sdpa: headwise's sdpa backend, the predicate materialised inside the call (what auto did before)
+CONTENDERS = ("auto", "blocksparse", "chunked", "sdpa", "hw-sdpa", "flex")
+DENSE = {"sdpa", "hw-sdpa", "flex"}  # cost grows as N² whatever the mask
 BACKWARD_FACTOR = 3.5  # forward + backward FLOPs per forward FLOP
 
 
@@ -58,8 +60,9 @@ def make_call(contender: str, case: str, q, k, v):
     """A function that runs one call of `contender` on q, k, v (B, H, N, Dh) with the case's mask."""
     batch, _, n, _ = q.shape
     rule = predicate(case, batch, n)
-    if contender in ("auto", "blocksparse", "chunked"):
-        return lambda: headwise.attention(q, k, v, mask=rule, backend=contender)
+    if contender in ("auto", "blocksparse", "chunked", "hw-sdpa"):
+        backend = contender.removeprefix("hw-")
+        return lambda: headwise.attention(q, k, v, mask=rule, backend=backend)
     if contender == "sdpa":
         if case == "causal":
             return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -144,7 +147,7 @@ def run(args) -> dict:
                     ms = statistics.median(times[name]) * 1e3
                     last[(name, case, level)] = (n, ms)
                     row[name] = {"ms": ms, "of_limit": limit_ms / ms}
-                    if args.memory:
+                    if args.memory and (args.memory_sizes is None or n in args.memory_sizes):
                         spec = {"contender": name, "case": case, "level": level, "n": n, **sizes}
                         row[name]["memory"] = peak_in_child(spec, args.child_timeout_s)
                 rows.append(row)
@@ -155,7 +158,7 @@ def run(args) -> dict:
 def skip_reason(name: str, case: str, level: str, n: int, last: dict, args) -> str | None:
     if name == "flex" and level == "fwd+bwd":
         return "FlexAttention has no CPU backward"
-    if name == "sdpa" and case != "causal" and n * n * args.batch > default_memory_cap() // 2:
+    if name in ("sdpa", "hw-sdpa") and case != "causal" and n * n * args.batch > default_memory_cap() // 2:
         return "its dense mask would not fit"
     previous = last.get((name, case, level))
     if previous is not None:
@@ -227,6 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-call-s", type=float, default=15.0)
     parser.add_argument("--child-timeout-s", type=float, default=300.0)
     parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument("--memory-sizes", type=int, nargs="+", help="measure memory at these N only")
     parser.add_argument("--out", help="write OUT.md and OUT.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
