@@ -21,7 +21,7 @@ from .backends import BACKENDS, Choice, Request, choose
 from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
-from .checks import all_finite, fits_in_memory
+from .checks import all_finite, fits_in_memory, one_thread
 from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
 
@@ -265,13 +265,15 @@ def _run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
 def _follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) -> bool:
     """Whether a run as if finite, out (B, Hq, Nq, Dv) of q (B, Hq, Nq, Dh) and k (B, Hkv, Nk, Dh) (None:
     known finite), is what the non-finite rule gives (see `_run`): out and k finite, and q finite in the
-    rows whose out sums to exactly 0. One sync on CUDA (two when some row of out sums to 0)."""
+    rows whose out sums to exactly 0. On one CPU thread (checks.one_thread: a busy machine delays every
+    parallel region); one sync on CUDA (two when some row of out sums to 0)."""
     wide = torch.promote_types(out.dtype, torch.float32)
-    rows = out.sum(-1, dtype=wide)  # (B, Hq, Nq): NaN and ±inf survive a sum
-    total = rows.sum() if k is None else rows.sum() + k.sum(dtype=wide)  # ()
-    zero = rows == 0  # (B, Hq, Nq): fully masked rows, and where a non-finite query would hide
-    if bool(torch.isfinite(total) & ~zero.any()):
-        return True
+    with one_thread(out):
+        rows = out.sum(-1, dtype=wide)  # (B, Hq, Nq): NaN and ±inf survive a sum
+        total = rows.sum() if k is None else rows.sum() + k.sum(dtype=wide)  # ()
+        zero = rows == 0  # (B, Hq, Nq): fully masked rows, and where a non-finite query would hide
+        if bool(torch.isfinite(total) & ~zero.any()):
+            return True
     return bool(torch.isfinite(total)) and all_finite(q[zero])  # q[zero]: (rows, Dh)
 
 
