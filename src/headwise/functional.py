@@ -21,7 +21,7 @@ from .backends import BACKENDS, Choice, Request, choose
 from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
-from .checks import all_finite, fits_in_memory, one_thread
+from .checks import all_finite, fits_in_memory, one_thread, row_total
 from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
 
@@ -269,8 +269,8 @@ def _follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) ->
     parallel region); one sync on CUDA (two when some row of out sums to 0)."""
     wide = torch.promote_types(out.dtype, torch.float32)
     with one_thread(out):
-        rows = out.sum(-1, dtype=wide)  # (B, Hq, Nq): NaN and ±inf survive a sum
-        total = rows.sum() if k is None else rows.sum() + k.sum(dtype=wide)  # ()
+        rows = out.sum(-1)  # (B, Hq, Nq), in out's dtype (checks.row_total): NaN and ±inf survive a sum
+        total = rows.sum(dtype=wide) if k is None else rows.sum(dtype=wide) + row_total(k)  # ()
         zero = rows == 0  # (B, Hq, Nq): fully masked rows, and where a non-finite query would hide
         if bool(torch.isfinite(total) & ~zero.any()):
             return True
