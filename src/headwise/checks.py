@@ -126,7 +126,7 @@ def row_total(t):
     import torch
 
     wide = torch.promote_types(t.dtype, torch.float32)
-    return t.sum(-1).sum(dtype=wide) if t.dim() else t.to(wide)
+    return t.sum(-1).sum(dtype=wide) if t.dim() and t.dtype != wide else t.sum(dtype=wide)
 
 
 @contextlib.contextmanager
