@@ -1,67 +1,149 @@
-"""What the non-finite rule costs finite inputs: attention with its check, without it, and with k and v
-known finite (as KVCache knows its entries), and the check alone; one thread, CPU time (process_time),
-medians.
+"""What the non-finite rule costs finite inputs: a call with the rule as it is (after issue 23: decided
+from out, and k, after the run), with the rule as it was (before: one sum each over q, k and v before the
+run), and with no check at all; and the two checks alone. Wall-clock medians of interleaved calls
+(headwise.bench.measure.time_interleaved), so that a slow spell of a busy machine hits every variant alike.
 
-.venv/bin/python benchmarks/nonfinite_check.py [--reps 40]
+.venv/bin/python benchmarks/nonfinite_check.py [--threads 1 2] [--busy 0 2] [--reps 9] [--no-compile]
+ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python ...
 
-B=4, H=8, Dh=64, float32, the backend auto picks: a decoding step (one query, 4,096 keys), and square
-calls of N=128 and N=1024 (causal).
+--busy 2 starts two processes that spin (`while True: pass`) for the measurement and stops them after,
+as on a shared CI runner or a laptop doing other work. B=4, H=8, Dh=64, float32 unless said, the backend
+auto picks: forward at N=128 and N=1024; forward + backward at N=256 and N=1024; a decoding step (one
+query, 4,096 keys) with k and v unchecked and known finite (kv_finite, as KVCache passes); bf16 forward at
+N=1024; and under torch.compile (forward, N=1024, and the decoding step), where the call is headwise's op
+and the rule runs inside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
-import time
+import subprocess
+import sys
 
 import torch
 
-from headwise.backends import choose
-from headwise.bench.measure import machine
-from headwise.checks import all_finite
-from headwise.functional import _prepare, _run, _run_finite
+import headwise
+from headwise import functional
+from headwise.bench.measure import machine, time_interleaved
+
+RULE = functional._run  # after issue 23
 
 
-def cpu_ms(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        begin = time.process_time()
-        fn()
-        times.append(time.process_time() - begin)
-    return 1e3 * statistics.median(times)
+def old_all_finite(*tensors) -> bool:
+    """checks.all_finite before issue 23: one sum each, on torch's threads."""
+    total = sum(t.sum(dtype=torch.promote_types(t.dtype, torch.float32)) for t in tensors)  # () tensor
+    return bool(torch.isfinite(total))
 
 
-def row(num_queries: int, num_keys: int, reps: int) -> str:
-    """One call's figures as a Markdown table row."""
-    q = torch.randn(4, 8, num_queries, 64)  # (B, H, Nq, Dh)
-    k, v = (torch.randn(4, 8, num_keys, 64) for _ in range(2))  # (B, H, Nk, Dh)
-    request, call = _prepare(q, k, v, None, num_queries == num_keys, None, 0.0, False, False, None, False)
-    choice = choose("auto", request)
-    options = {name: value for name, value in call.keywords.items() if name != "kv_finite"}
-    with torch.no_grad():
-        checked = cpu_ms(lambda: _run(choice, q, k, v, kv_finite=False, **options), reps)
-        known = cpu_ms(lambda: _run(choice, q, k, v, kv_finite=True, **options), reps)
-        plain = cpu_ms(lambda: _run_finite(choice, q, k, v, **options), reps)
-        alone = cpu_ms(lambda: all_finite(q, k, v), reps)
+def before(choice, q, k, v, *, kv_finite, **options):
+    """The rule as it was before issue 23: one sum over each input first (q alone with kv_finite)."""
+    if old_all_finite(*((q,) if kv_finite else (q, k, v))):
+        return functional._run_finite(choice, q, k, v, **options)
+    return functional._run_careful(choice, q, k, v, **options)
+
+
+def unchecked(choice, q, k, v, *, kv_finite, **options):
+    """No rule at all: the run as if finite."""
+    return functional._run_finite(choice, q, k, v, **options)
+
+
+VARIANTS = {"after": RULE, "before": before, "none": unchecked}
+
+# label, Nq, Nk, backward, kv_finite, dtype, compiled
+CALLS = [
+    ("forward N=128", 128, 128, False, False, torch.float32, False),
+    ("forward N=1024", 1024, 1024, False, False, torch.float32, False),
+    ("fwd+bwd N=256", 256, 256, True, False, torch.float32, False),
+    ("fwd+bwd N=1024", 1024, 1024, True, False, torch.float32, False),
+    ("decode 1 x 4096", 1, 4096, False, False, torch.float32, False),
+    ("decode 1 x 4096, kv_finite", 1, 4096, False, True, torch.float32, False),
+    ("bf16 forward N=1024", 1024, 1024, False, False, torch.bfloat16, False),
+    ("compiled forward N=1024", 1024, 1024, False, False, torch.float32, True),
+    ("compiled decode 1 x 4096, kv_finite", 1, 4096, False, True, torch.float32, True),
+]
+
+
+@contextlib.contextmanager
+def spinning(count: int):
+    """`count` background processes that spin on a core each until the block ends."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.terminate()
+            spinner.wait()
+
+
+def row(label, num_queries, num_keys, backward, kv_finite, dtype, compiled, reps) -> str:
+    """One call's medians as a Markdown table row."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(4, 8, num_queries, 64, generator=gen).to(dtype)  # (B, H, Nq, Dh)
+    k, v = (torch.randn(4, 8, num_keys, 64, generator=gen).to(dtype) for _ in range(2))  # (B, H, Nk, Dh)
+    for t in (q, k, v):
+        t.requires_grad_(backward)
+    grad = torch.ones(4, 8, num_queries, 64, dtype=dtype)  # (B, H, Nq, Dv)
+
+    def attend(q, k, v):
+        return headwise.attention(q, k, v, kv_finite=kv_finite)
+
+    call = torch.compile(attend, dynamic=False) if compiled else attend
+
+    def step(variant):
+        def run():
+            functional._run = VARIANTS[variant]  # _prepare binds the module's _run at each call
+            out = call(q, k, v)
+            if backward:
+                out.backward(grad)
+
+        return run
+
+    with torch.no_grad() if not backward else contextlib.nullcontext():
+        for variant in VARIANTS:  # warm-up (and compilation)
+            step(variant)()
+        out = attend(q, k, v).detach()
+        steps = {variant: step(variant) for variant in VARIANTS}
+        steps["check after"] = lambda: functional._follows_rule(out, q, None if kv_finite else k)
+        steps["check before"] = lambda: old_all_finite(*((q,) if kv_finite else (q, k, v)))
+        times = time_interleaved(steps, budget_s=0.0, min_reps=reps, max_reps=reps)
+    functional._run = RULE
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     return (
-        f"| {num_queries} | {num_keys} | {choice.backend} | {checked:.2f} ms | {known:.2f} ms | "
-        f"{plain:.2f} ms | {alone:.2f} ms |"
+        f"| {label} | {ms['before']:.2f} | {ms['after']:.2f} | {ms['none']:.2f} | "
+        f"{ms['before'] / ms['none']:.3f} | {ms['after'] / ms['none']:.3f} | "
+        f"{ms['check before']:.3f} | {ms['check after']:.3f} |"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--busy", type=int, nargs="+", default=[0, 2], help="spinning processes: 0 = quiet")
+    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    where = machine()
-    print(f"CPU kind {where['cpu_kind']}, 1 thread, load {where['load_average']}, torch {where['torch']}")
-    print("| Nq | Nk | backend | with the check | k, v known finite | no check | the check alone |")
-    print("|---:|---:|---|---:|---:|---:|---:|")
-    for num_queries, num_keys in ((1, 4096), (128, 128), (1024, 1024)):
-        print(row(num_queries, num_keys, args.reps))
+    calls = [c for c in CALLS if not (args.no_compile and c[-1])]
+    for busy in args.busy:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            with spinning(busy):
+                where = machine()
+                print(
+                    f"\nCPU kind {where['cpu_kind']} ({where['cpu']}), {threads} thread(s), "
+                    f"{busy} spinning processes, load average {where['load_average']} at the start, "
+                    f"torch {where['torch']}, {args.reps} reps"
+                )
+                print(
+                    "| call | before (ms) | after (ms) | no check (ms) | before / none | after / none | "
+                    "check before (ms) | check after (ms) |"
+                )
+                print("|---|---:|---:|---:|---:|---:|---:|---:|")
+                for call in calls:
+                    print(row(*call, args.reps), flush=True)
+                print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

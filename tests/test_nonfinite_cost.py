@@ -54,18 +54,20 @@ class CheckReads(TorchDispatchMode):
 @pytest.mark.parametrize("num_queries, num_keys", [(3, 50), (1, 4096)])  # a call; a decoding step
 def test_finite_inputs_are_checked_by_reading_out_and_never_q_or_v(num_queries, num_keys, kv_finite):
     """Sizes chosen so that q, k, v and out differ: q 2·4·Nq·8, k 2·2·Nk·8, v 2·2·Nk·6, out 2·4·Nq·6. On
-    the finite path the checks read out (and its row sums, 2·4·Nq, a few times) and, unless kv_finite, k;
-    before issue 23 they read q, k and v (one sum each)."""
+    the finite path the checks read out (and its row sums, 2·4·Nq, a few times) and, unless kv_finite, k
+    (and its row sums); before issue 23 they read q, k and v (one sum each)."""
     q = torch.randn(2, 4, num_queries, 8)  # (B, Hq, Nq, Dh)
     k, v = torch.randn(2, 2, num_keys, 8), torch.randn(2, 2, num_keys, 6)  # (B, Hkv, Nk, Dh | Dv)
     with CheckReads() as reads:
         out = headwise.attention(q, k, v, backend="sdpa", kv_finite=kv_finite)
     rows = out.numel() // out.shape[-1]  # B·Hq·Nq
-    allowed = {out.numel(), rows, 1} | (set() if kv_finite else {k.numel()})
+    key_rows = k.numel() // k.shape[-1]  # B·Hkv·Nk: k is summed by rows first (checks.row_total)
+    allowed = {out.numel(), rows, 1} | (set() if kv_finite else {k.numel(), key_rows})
     assert reads.read and set(reads.read) <= allowed, reads.read
     assert q.numel() not in reads.read and v.numel() not in reads.read
     read = sum(reads.read)
-    assert read <= out.numel() + 3 * rows + 4 + (0 if kv_finite else k.numel())  # rows: summed, == 0, any
+    keys = 0 if kv_finite else k.numel() + key_rows
+    assert read <= out.numel() + 3 * rows + 4 + keys  # out's row sums: summed, == 0, any
 
 
 def capable(dtype, **asks) -> list[str]:

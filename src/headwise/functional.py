@@ -21,7 +21,7 @@ from .backends import BACKENDS, Choice, Request, choose
 from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
-from .checks import all_finite, fits_in_memory
+from .checks import all_finite, fits_in_memory, one_thread, row_total
 from .masks import Predicate, ScoreModifier, check_mask, split_causal, with_predicate
 from .trace import tracing
 
@@ -253,11 +253,12 @@ def _run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
     if options["score_mod"] is not None:
         finite = all_finite(*((q,) if kv_finite else (q, k, v)))
         return (_run_finite if finite else _run_careful)(choice, q, k, v, **options)
-    rng_state = ops._rng_state(options["dropout_p"], q.device)  # empty without dropout
+    dropout = options["dropout_p"] > 0.0
+    rng_state = ops._rng_state(options["dropout_p"], q.device) if dropout else None
     result = _run_finite(choice, q, k, v, **options)
     if _follows_rule(result[0], q, None if kv_finite else k):
         return result
-    if options["dropout_p"] > 0.0:  # the careful run draws the weights' dropout as the finite run did
+    if dropout:  # the careful run draws the weights' dropout as the finite run did
         ops._generator(q.device).set_state(rng_state)
     return _run_careful(choice, q, k, v, **options)
 
@@ -265,14 +266,16 @@ def _run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
 def _follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) -> bool:
     """Whether a run as if finite, out (B, Hq, Nq, Dv) of q (B, Hq, Nq, Dh) and k (B, Hkv, Nk, Dh) (None:
     known finite), is what the non-finite rule gives (see `_run`): out and k finite, and q finite in the
-    rows whose out sums to exactly 0. One sync on CUDA (two when some row of out sums to 0)."""
+    rows whose out sums to exactly 0. On one CPU thread (checks.one_thread: a busy machine delays every
+    parallel region); one sync on CUDA (two when some row of out sums to 0)."""
     wide = torch.promote_types(out.dtype, torch.float32)
-    rows = out.sum(-1, dtype=wide)  # (B, Hq, Nq): NaN and ±inf survive a sum
-    total = rows.sum() if k is None else rows.sum() + k.sum(dtype=wide)  # ()
-    zero = rows == 0  # (B, Hq, Nq): fully masked rows, and where a non-finite query would hide
-    if bool(torch.isfinite(total) & ~zero.any()):
-        return True
-    return bool(torch.isfinite(total)) and all_finite(q[zero])  # q[zero]: (rows, Dh)
+    with one_thread(out), torch.no_grad():
+        rows = out.sum(-1)  # (B, Hq, Nq), in out's dtype (checks.row_total): NaN and ±inf survive a sum
+        total = rows.sum(dtype=wide) if k is None else rows.sum(dtype=wide) + row_total(k)  # ()
+        if bool(rows.all() & total.isfinite()):  # no row sums to 0 (NaN counts as nonzero)
+            return True
+    # A row of out that sums to 0: a fully masked row, or where a non-finite query would hide.
+    return bool(total.isfinite()) and all_finite(q[rows == 0])  # q[rows == 0]: (rows, Dh)
 
 
 def _transforms_active() -> bool:
