@@ -147,7 +147,8 @@ def run(args) -> dict:
                     ms = statistics.median(times[name]) * 1e3
                     last[(name, case, level)] = (n, ms)
                     row[name] = {"ms": ms, "of_limit": limit_ms / ms}
-                    if args.memory and (args.memory_sizes is None or n in args.memory_sizes):
+                    sized = args.memory_sizes is None or n in args.memory_sizes
+                    if args.memory and sized and name in (args.memory_contenders or args.contenders):
                         spec = {"contender": name, "case": case, "level": level, "n": n, **sizes}
                         row[name]["memory"] = peak_in_child(spec, args.child_timeout_s)
                 rows.append(row)
@@ -231,6 +232,7 @@ def main(argv=None) -> int:
     parser.add_argument("--child-timeout-s", type=float, default=300.0)
     parser.add_argument("--no-memory", dest="memory", action="store_false")
     parser.add_argument("--memory-sizes", type=int, nargs="+", help="measure memory at these N only")
+    parser.add_argument("--memory-contenders", nargs="+", choices=CONTENDERS, help="and of these only")
     parser.add_argument("--out", help="write OUT.md and OUT.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
