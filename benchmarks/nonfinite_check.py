@@ -1,6 +1,6 @@
 """What the non-finite rule costs finite inputs: a call with the rule as it is (after issue 23: decided
-from out, and k, after the run), with the rule as it was (before: one sum each over q, k and v before the
-run), and with no check at all; and the two checks alone. Wall-clock medians of interleaved calls
+from out, and k, after the run), with the work of the rule as it was (before: one sum each over q, k and
+v), and with no check at all; and the two checks alone. Wall-clock medians of interleaved calls
 (headwise.bench.measure.time_interleaved), so that a slow spell of a busy machine hits every variant alike.
 
 .venv/bin/python benchmarks/nonfinite_check.py [--threads 1 2] [--busy 0 2] [--reps 9] [--no-compile]
@@ -29,7 +29,7 @@ import headwise
 from headwise import functional
 from headwise.bench.measure import machine, time_interleaved
 
-RULE = functional._run  # after issue 23
+RULE = functional._follows_rule  # after issue 23: out's rows and k, after the run
 
 
 def old_all_finite(*tensors) -> bool:
@@ -38,19 +38,14 @@ def old_all_finite(*tensors) -> bool:
     return bool(torch.isfinite(total))
 
 
-def before(choice, q, k, v, *, kv_finite, **options):
-    """The rule as it was before issue 23: one sum over each input first (q alone with kv_finite)."""
-    if old_all_finite(*((q,) if kv_finite else (q, k, v))):
-        return functional._run_finite(choice, q, k, v, **options)
-    return functional._run_careful(choice, q, k, v, **options)
+def variants(q, k, v, kv_finite: bool) -> dict:
+    """What functional._follows_rule becomes for each variant (only it: torch.compile guards on _run,
+    which _prepare names, but not on what _run calls when headwise's op runs). "before" does the work of
+    the check as it was (one sum each over q, k and v, q alone with kv_finite; before the run then, after
+    it here) and accepts the run, as it did for finite inputs."""
+    checked = (q,) if kv_finite else (q, k, v)
+    return {"after": RULE, "before": lambda *_: old_all_finite(*checked), "none": lambda *_: True}
 
-
-def unchecked(choice, q, k, v, *, kv_finite, **options):
-    """No rule at all: the run as if finite."""
-    return functional._run_finite(choice, q, k, v, **options)
-
-
-VARIANTS = {"after": RULE, "before": before, "none": unchecked}
 
 # label, Nq, Nk, backward, kv_finite, dtype, compiled
 CALLS = [
@@ -91,10 +86,11 @@ def row(label, num_queries, num_keys, backward, kv_finite, dtype, compiled, reps
         return headwise.attention(q, k, v, kv_finite=kv_finite)
 
     call = torch.compile(attend, dynamic=False) if compiled else attend
+    rules = variants(q, k, v, kv_finite)
 
     def step(variant):
         def run():
-            functional._run = VARIANTS[variant]  # _prepare binds the module's _run at each call
+            functional._follows_rule = rules[variant]
             out = call(q, k, v)
             if backward:
                 out.backward(grad)
@@ -102,14 +98,14 @@ def row(label, num_queries, num_keys, backward, kv_finite, dtype, compiled, reps
         return run
 
     with torch.no_grad() if not backward else contextlib.nullcontext():
-        for variant in VARIANTS:  # warm-up (and compilation)
+        for variant in rules:  # warm-up (and compilation)
             step(variant)()
         out = attend(q, k, v).detach()
-        steps = {variant: step(variant) for variant in VARIANTS}
-        steps["check after"] = lambda: functional._follows_rule(out, q, None if kv_finite else k)
+        steps = {variant: step(variant) for variant in rules}
+        steps["check after"] = lambda: RULE(out, q, None if kv_finite else k)
         steps["check before"] = lambda: old_all_finite(*((q,) if kv_finite else (q, k, v)))
         times = time_interleaved(steps, budget_s=0.0, min_reps=reps, max_reps=reps)
-    functional._run = RULE
+    functional._follows_rule = RULE
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     return (
         f"| {label} | {ms['before']:.2f} | {ms['after']:.2f} | {ms['none']:.2f} | "

@@ -1,0 +1,131 @@
+"""Whether auto's defaults are right on this machine with nothing tuned: at each grid point, auto against the
+best of every candidate (each headwise backend in the input dtype and in float32, torch SDPA in the input
+dtype and on float32 copies, the naive three-line attention), with the ratio best / auto (issue 23 asks
+>= 0.95, and >= 0.97 for float32 against SDPA itself). Wall-clock medians of interleaved calls.
+
+.venv/bin/python benchmarks/defaults.py [--dtypes float32 bfloat16 float16] [--passes fwd fwd+bwd]
+    [--sizes 128 256 512 1024 2048 4096] [--masks none causal] [--threads 2] [--reps 5]
+
+B=4, H=8, Dh=64, Nq = Nk = N. auto runs with an empty dispatch cache and tuning off (what a new user gets).
+A candidate whose faster warm-up call takes --slower times the fastest one is not timed further ("slow").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+import headwise
+from headwise.backends import choose
+from headwise.backends.dispatch import candidates
+from headwise.backends.tuning import TUNER, enable, forget
+from headwise.bench.measure import machine, time_interleaved
+from headwise.functional import _prepare
+
+
+def naive(q, k, v, causal: bool):
+    """The three lines a user would write, in the input dtype."""
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, N, N)
+    if causal:
+        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v  # (B, H, N, Dh)
+
+
+def contenders(q, k, v, causal: bool) -> dict:
+    """label -> f(q, k, v) -> out, for auto and every candidate."""
+    request, call = _prepare(q, k, v, None, causal, None, 0.0, False, False, None, False)
+    dtype = q.dtype
+    found = {"auto": lambda q, k, v: headwise.attention(q, k, v, causal=causal)}
+    for choice in candidates(request):
+        found[f"headwise {choice.label(dtype)}"] = lambda q, k, v, c=choice: call(c, q, k, v)[0]
+    found["torch sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    if dtype != torch.float32:
+        found["torch sdpa@float32"] = lambda q, k, v: F.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), is_causal=causal
+        ).to(dtype)
+    found["naive"] = lambda q, k, v: naive(q, k, v, causal)
+    return found, choose("auto", request).label(dtype)
+
+
+def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: float) -> str:
+    """One grid point as a Markdown row."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (
+        torch.randn(4, 8, size, 64, generator=gen).to(dtype).requires_grad_(backward) for _ in range(3)
+    )
+    grad = torch.ones(4, 8, size, 64, dtype=dtype)  # (B, H, N, Dh)
+    with torch.enable_grad() if backward else torch.no_grad():
+        found, auto_label = contenders(q, k, v, causal)
+
+        def step(f):
+            def run():
+                out = f(q, k, v)
+                if backward:
+                    out.backward(grad)
+
+            return run
+
+        steps = {label: step(f) for label, f in found.items()}
+        warm = time_interleaved(steps, budget_s=0.0, min_reps=2, max_reps=2)  # warm-up: two calls each
+        first = {label: min(times) for label, times in warm.items()}
+        fastest = min(first.values())  # a contender this much slower than the fastest is not timed further
+        timed = {
+            label: run for label, run in steps.items() if first[label] <= slower * fastest or label == "auto"
+        }
+        times = time_interleaved(timed, budget_s=0.0, min_reps=reps, max_reps=reps)
+    ms = {label: 1e3 * statistics.median(t) for label, t in times.items()}
+    best = min((label for label in ms if label != "auto"), key=ms.get)
+    slow = ", ".join(sorted(set(steps) - set(timed)))
+    mode = "fwd+bwd" if backward else "fwd"
+    name = str(dtype).removeprefix("torch.")
+    return (
+        f"| {name} | {mode} | {size} | {'causal' if causal else 'none'} | {auto_label} {ms['auto']:.2f} | "
+        f"{best} {ms[best]:.2f} | {ms[best] / ms['auto']:.2f} | {slow or '-'} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "float16"])
+    parser.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024, 2048, 4096])
+    parser.add_argument("--masks", nargs="+", default=["none", "causal"], choices=["none", "causal"])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--slower", type=float, default=4.0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["XDG_CACHE_HOME"] = cache  # nothing tuned
+        forget()
+        enable(False)
+        where = machine()
+        print(
+            f"CPU kind {where['cpu_kind']} ({where['cpu']}), {args.threads} thread(s), load average "
+            f"{where['load_average']}, torch {where['torch']}, {args.reps} reps; tuning {TUNER.may_tune()}"
+        )
+        print("| dtype | pass | N | mask | auto (ms) | best other (ms) | best / auto | not timed (slow) |")
+        print("|---|---|---:|---|---|---|---:|---|")
+        for name in args.dtypes:
+            for mode in args.passes:
+                for size in args.sizes:
+                    for mask in args.masks:
+                        row = point(
+                            getattr(torch, name),
+                            mode == "fwd+bwd",
+                            size,
+                            mask == "causal",
+                            args.reps,
+                            args.slower,
+                        )
+                        print(row, flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
