@@ -85,10 +85,35 @@ class _Layout:
         blocks.index_copy_(2, query_blocks, rows.to(blocks.dtype))
 
     @staticmethod
-    def gathered(blocks, key_blocks):
-        """Key-side blocks (B, Hkv, Kn, Bk, ·) -> the chunk's keys side by side (B, Hkv, n, c·Bk, ·)."""
+    def band(key_blocks) -> slice | None:
+        """The keys a chunk of one query block reads, as one slice of positions when its key blocks are
+        consecutive (a document's causal prefix, a window), else None."""
+        first, last = int(key_blocks[0, 0]), int(key_blocks[0, -1])
+        return (
+            slice(first, last + 1)
+            if key_blocks.shape[0] == 1 and last - first == key_blocks.shape[1] - 1
+            else None
+        )
+
+    def gathered(self, blocks, key_blocks):
+        """Key-side blocks (B, Hkv, Kn, Bk, ·) -> the chunk's keys side by side (B, Hkv, n, c·Bk, ·): a view
+        of the keys for one query block whose key blocks are consecutive (the long rows of long documents,
+        which a copy per query block would repeat up to c times), else a copy of the blocks."""
+        band = self.band(key_blocks)
+        if band is not None:
+            return blocks[:, :, band].flatten(2, 3).unsqueeze(2)  # (B, Hkv, 1, c·Bk, ·), a view
         picked = blocks.index_select(2, key_blocks.flatten())  # (B, Hkv, n·c, Bk, ·): block copies
         return picked.view(*blocks.shape[:2], key_blocks.shape[0], -1, blocks.shape[-1])
+
+    def add_keys(self, d_blocks, key_blocks, d_keys):
+        """Add the chunk's key gradients (B, Hkv, n, c·Bk, ·) into key-side blocks (B, Hkv, Kn, Bk, ·): a key
+        block read by several query blocks adds up."""
+        band = self.band(key_blocks)
+        if band is not None:
+            d_blocks[:, :, band] += d_keys[:, :, 0].unflatten(2, (-1, self.plan.k_block)).to(d_blocks.dtype)
+            return
+        pieces = d_keys.unflatten(3, (-1, self.plan.k_block)).flatten(2, 3)  # (B, Hkv, n·c, Bk, ·)
+        d_blocks.index_add_(2, key_blocks.flatten(), pieces.to(d_blocks.dtype))
 
     def scores(self, queries, keys, group: Group, chunk):
         """The chunk's scaled, masked scores (B, Hkv, n, G·Bq, c·Bk) in the accumulation dtype, from the
@@ -220,9 +245,8 @@ def _backward(q, k, v, out, d_out, d_lse, layout: _Layout):
             d_scores = d_scores.sub_(term).mul_(weights).to(queries.dtype)  # d of the scaled scores
             layout.put_rows(d_q, query_blocks, (d_scores @ keys).to(acc) * layout.scale)  # (.., G·Bq, Dh)
             d_keys = d_scores.transpose(-2, -1) @ queries  # (B, Hkv, n, c·Bk, Dh)
-            flat = key_blocks.flatten()  # (n·c,): a key block read by several query blocks adds up
-            d_k.index_add_(2, flat, d_keys.unflatten(3, (-1, plan.k_block)).flatten(2, 3).to(acc))
-            d_v.index_add_(2, flat, d_values.unflatten(3, (-1, plan.k_block)).flatten(2, 3).to(acc))
+            layout.add_keys(d_k, key_blocks, d_keys)
+            layout.add_keys(d_v, key_blocks, d_values)
     d_q = layout.unpad(d_q)  # (B, Hq, Nq, Dh)
     d_k, d_v = (t.flatten(2, 3)[:, :, : layout.num_keys] for t in (d_k, d_v))  # (B, Hkv, Nk, ·)
     return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype)
