@@ -96,20 +96,28 @@ def test_one_rule_for_non_finite_inputs_on_every_backend(backend, masking):
     k[1, 1, 2, 0] = -math.inf
     v[0, 1, 3, 3] = math.nan  # padded in "padding"
     v[0, 0, 1, 0] = math.inf  # head (1, 0) stays clean
-    bad_query = ~torch.isfinite(q).all(-1)  # (B, H, Nq)
-    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, Nk)
-    finite = [torch.where(torch.isfinite(t), t, 0.0).double().requires_grad_() for t in (q, k, v)]
     oracle_options = (
         {"mask": options["mask"].materialize(2, 2, 5, 5, device="cpu")} if masking == "window" else options
     )
+    sees_bad = assert_follows_the_rule(q, k, v, backend, options, oracle_options, gen)
+    assert sees_bad.any() and not sees_bad.all()
+
+
+def assert_follows_the_rule(q, k, v, backend, options, oracle_options, generator) -> torch.Tensor:
+    """The non-finite rule on one call: the oracle is float64 attention (with `oracle_options`) on q, k, v
+    with their non-finite entries set to 0; a row of `backend`'s out is NaN exactly when its query is
+    non-finite or it gives nonzero weight to a key whose k or v is; the other rows and every gradient (for
+    an upstream drawn from `generator`) equal the oracle's and are finite. -> sees_bad (B, H, Nq)."""
+    bad_query = ~torch.isfinite(q).all(-1)  # (B, H, Nq)
+    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, Nk)
+    finite = [torch.where(torch.isfinite(t), t, 0.0).double().requires_grad_() for t in (q, k, v)]
     expected, weights = naive_attention(*finite, **oracle_options)  # the oracle on the finite entries
     sees_bad = bad_query | ((weights > 0) & bad_key[:, :, None, :]).any(-1)  # (B, H, Nq)
-    assert sees_bad.any() and not sees_bad.all()
     inputs = [t.clone().requires_grad_() for t in (q, k, v)]
     out = headwise.attention(*inputs, backend=backend, **options)
     assert torch.equal(torch.isnan(out).any(-1), sees_bad) and torch.isnan(out[sees_bad]).all()
     torch.testing.assert_close(out[~sees_bad].double(), expected[~sees_bad], rtol=1e-5, atol=1e-5)
-    upstream = torch.randn(out.shape, generator=gen)
+    upstream = torch.randn(out.shape, generator=generator)
     grads = torch.autograd.grad(out, inputs, upstream)
     expected_grads = torch.autograd.grad(
         expected, finite, upstream.double().masked_fill(sees_bad[..., None], 0)
@@ -119,6 +127,7 @@ def test_one_rule_for_non_finite_inputs_on_every_backend(backend, masking):
         torch.testing.assert_close(
             got.double(), want * torch.isfinite(t), rtol=1e-5, atol=1e-5, msg=f"d{name}"
         )
+    return sees_bad
 
 
 def test_the_weights_api_refuses_what_it_cannot_read():

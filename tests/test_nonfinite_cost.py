@@ -9,7 +9,8 @@ import math
 
 import pytest
 import torch
-from oracle import naive_attention, require
+from oracle import require
+from test_hostile import assert_follows_the_rule
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import headwise
@@ -116,29 +117,11 @@ def test_what_out_alone_cannot_reveal_follows_the_rule_on_every_backend(backend,
     key whose k or v is; the other rows and every gradient equal the oracle's and are finite."""
     q, k, v, options = planted(case)
     require(backend, torch.float32, requires_grad=True, mask="bool" if "mask" in options else "none")
-    bad_query = ~torch.isfinite(q).all(-1)  # (B, H, Nq)
-    bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, Nk)
-    finite = [torch.where(torch.isfinite(t), t, 0.0).double().requires_grad_() for t in (q, k, v)]
-    expected, weights = naive_attention(*finite, **options)
-    sees_bad = bad_query | ((weights > 0) & bad_key[:, :, None, :]).any(-1)  # (B, H, Nq)
+    sees_bad = assert_follows_the_rule(q, k, v, backend, options, options, torch.Generator().manual_seed(1))
     if case.startswith("NaN key"):
         assert not sees_bad.any()
     else:
         assert sees_bad.any() and not sees_bad.all()
-    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = headwise.attention(*inputs, backend=backend, **options)
-    assert torch.equal(torch.isnan(out).any(-1), sees_bad) and torch.isnan(out[sees_bad]).all()
-    torch.testing.assert_close(out[~sees_bad].double(), expected[~sees_bad], rtol=1e-5, atol=1e-5)
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
-    grads = torch.autograd.grad(out, inputs, upstream)
-    expected_grads = torch.autograd.grad(
-        expected, finite, upstream.double().masked_fill(sees_bad[..., None], 0)
-    )
-    for name, got, want, t in zip("qkv", grads, expected_grads, (q, k, v), strict=True):
-        assert torch.isfinite(got).all(), f"d{name} is not finite"
-        torch.testing.assert_close(
-            got.double(), want * torch.isfinite(t), rtol=1e-5, atol=1e-5, msg=f"d{name}"
-        )
 
 
 @pytest.mark.parametrize("backend", capable(torch.float32, dropout_p=0.5))
