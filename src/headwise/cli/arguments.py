@@ -1,11 +1,22 @@
-"""argparse types shared by the subcommands. Each refuses a bad value with what it got and what it expected;
-argparse puts the option's name in front and exits with code 2, never a traceback."""
+"""argparse's parser class and types shared by the subcommands. Each type refuses a bad value with what it got
+and what it expected; argparse puts the option's name in front and exits with code 2, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Callable
+from typing import NoReturn
+
+from ..checks import printable
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' parsers are of the same class), whose error messages show the
+    control characters of what the user typed escaped, never acted on by the terminal."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(printable(message))
 
 
 def text(value: str) -> str:

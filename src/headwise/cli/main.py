@@ -9,21 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from .. import __version__
-from ..checks import printable
 from . import bench, embed, explain, heads, train, tune
+from .arguments import Parser
 
 SUBCOMMANDS = (explain, bench, tune, embed, train, heads)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse's parser (its subcommands' parsers are of the same class), whose error messages show the
-    control characters of what the user typed escaped, never acted on by the terminal."""
-
-    def error(self, message: str) -> NoReturn:
-        super().error(printable(message))
 
 
 def build_parser() -> argparse.ArgumentParser:

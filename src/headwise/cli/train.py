@@ -37,7 +37,7 @@ from ..train.loop import PLOT_FILE, SLOW_IMPORTS, new_run, resolve_device, train
 from ..train.options import TrainOptions
 from ..train.tasks import TASKS, task_class
 from ..train.tasks.base import MAX_SEED
-from .arguments import integer_in, path, text
+from .arguments import Parser, integer_in, path, text
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
@@ -139,8 +139,6 @@ def _start_ranks(args: argparse.Namespace) -> int:
 
 def _local_rank(rank: int, fields: dict) -> int:
     """One of the processes of --nproc, in its process group: -> its exit code."""
-    from .main import Parser  # main imports this module
-
     parser = add_parser(Parser(prog="headwise").add_subparsers())
     try:
         return _as_rank(parser, argparse.Namespace(**fields))
