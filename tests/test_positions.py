@@ -1,4 +1,4 @@
-"""headwise.nn.positions: the sinusoidal table against its formula, rotary positions against Hugging Face's
+"""headwise.positions: the sinusoidal table against its formula, rotary positions against Hugging Face's
 Llama implementation and against their defining property (scores depend on distance only), rotary and
 ALiBi inside MultiHeadAttention with a KV cache, and the errors.
 
@@ -14,7 +14,7 @@ import torch
 
 import headwise
 from headwise import KVCache, MultiHeadAttention
-from headwise.nn.positions import LearnedPositions, Rotary, SinusoidalPositions, alibi_positions, sinusoidal
+from headwise.positions import LearnedPositions, Rotary, SinusoidalPositions, alibi_positions, sinusoidal
 
 F64 = torch.float64
 EXACT = {"atol": 1e-12, "rtol": 0.0}

@@ -215,14 +215,15 @@ def test_config_round_trips_and_rejects_unknown_fields():
 
 
 def test_the_documented_import_paths_give_the_same_objects():
-    import headwise.positions
+    import headwise.nn.positions
     import headwise.pretrained
     import headwise.transformer
-    from headwise.nn import config, layers, models, positions, pretrained
+    from headwise import positions
+    from headwise.nn import config, layers, models, pretrained
 
     for documented, modules in (
         (headwise.transformer, (config, layers, models)),
-        (headwise.positions, (positions,)),
+        (headwise.nn.positions, (positions,)),
         (headwise.pretrained, (pretrained,)),
     ):
         for name in documented.__all__:

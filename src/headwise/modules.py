@@ -19,7 +19,7 @@ from .cache import KVCache, LayerCache
 from .checks import positive_int, probability
 from .functional import attention, attention_weights
 from .masks import ScoreModifier, check_mask, check_padding_mask, combine
-from .nn.positions import Rotary
+from .positions import Rotary
 from .trace import record, tracing
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..cache import KVCache
 from ..checks import non_negative_number, positive_int
-from .positions import check_length
+from ..positions import check_length
 
 
 @contextmanager

@@ -22,8 +22,8 @@ from torch import nn
 from ..cache import KVCache
 from ..checks import positive_int
 from ..modules import MultiHeadAttention
+from ..positions import LearnedPositions, Rotary, SinusoidalPositions, alibi_positions, check_length
 from .config import ACTIVATIONS, TransformerConfig, check_activation
-from .positions import LearnedPositions, Rotary, SinusoidalPositions, alibi_positions, check_length
 
 
 @dataclass
