@@ -1,12 +1,15 @@
-"""Whether auto's defaults are right on this machine with nothing tuned: at each grid point, auto against the
-best of every candidate (each headwise backend in the input dtype and in float32, torch SDPA in the input
-dtype and on float32 copies, the naive three-line attention), with the ratio best / auto (issue 23 asks
->= 0.95, and >= 0.97 for float32 against SDPA itself). Wall-clock medians of interleaved calls.
+"""Whether auto's defaults are right on this machine with nothing tuned ahead: at each grid point, auto
+against the best of every candidate (each headwise backend in the input dtype and in float32, torch SDPA
+in the input dtype and on float32 copies, the naive three-line attention), with the ratio best / auto
+(issue 23 asks >= 0.95, and >= 0.97 for float32 against SDPA itself). Wall-clock medians of interleaved
+calls.
 
 .venv/bin/python benchmarks/defaults.py [--dtypes float32 bfloat16 float16] [--passes fwd fwd+bwd]
-    [--sizes 128 256 512 1024 2048 4096] [--masks none causal] [--threads 2] [--reps 5]
+    [--sizes 128 256 512 1024 2048 4096] [--masks none causal] [--threads 2] [--reps 5] [--static]
 
-B=4, H=8, Dh=64, Nq = Nk = N. auto runs with an empty dispatch cache and tuning off (what a new user gets).
+B=4, H=8, Dh=64, Nq = Nk = N. auto runs with an empty dispatch cache and HEADWISE_TUNE unset (what a new user
+gets: the calls that tuning.tunes_by_default measure on first use; "first call" is that call's time, in s),
+or with --static the static order alone (HEADWISE_TUNE=0).
 A candidate whose faster warm-up call takes --slower times the fastest one is not timed further ("slow").
 """
 
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 import headwise
 from headwise.backends import choose
 from headwise.backends.dispatch import candidates
-from headwise.backends.tuning import TUNER, enable, forget
+from headwise.backends.tuning import enable, forget, tunes_by_default
 from headwise.bench.measure import machine, time_interleaved
 from headwise.functional import _prepare
 
@@ -41,6 +44,7 @@ def contenders(q, k, v, causal: bool) -> dict:
     request, call = _prepare(q, k, v, None, causal, None, 0.0, False, False, None, False)
     dtype = q.dtype
     found = {"auto": lambda q, k, v: headwise.attention(q, k, v, causal=causal)}
+    first_call = time_interleaved({"auto": lambda: _call(found["auto"], q, k, v)}, 0.0, 1, 1)["auto"][0]
     for choice in candidates(request):
         found[f"headwise {choice.label(dtype)}"] = lambda q, k, v, c=choice: call(c, q, k, v)[0]
     found["torch sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -49,7 +53,13 @@ def contenders(q, k, v, causal: bool) -> dict:
             q.float(), k.float(), v.float(), is_causal=causal
         ).to(dtype)
     found["naive"] = lambda q, k, v: naive(q, k, v, causal)
-    return found, choose("auto", request).label(dtype)
+    return found, choose("auto", request).label(dtype), first_call, tunes_by_default(request)
+
+
+def _call(f, q, k, v) -> None:
+    out = f(q, k, v)
+    if out.requires_grad:
+        out.backward(torch.ones_like(out))
 
 
 def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: float) -> str:
@@ -60,7 +70,7 @@ def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: flo
     )
     grad = torch.ones(4, 8, size, 64, dtype=dtype)  # (B, H, N, Dh)
     with torch.enable_grad() if backward else torch.no_grad():
-        found, auto_label = contenders(q, k, v, causal)
+        found, auto_label, first_call, measured = contenders(q, k, v, causal)
 
         def step(f):
             def run():
@@ -71,12 +81,15 @@ def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: flo
             return run
 
         steps = {label: step(f) for label, f in found.items()}
-        warm = time_interleaved(steps, budget_s=0.0, min_reps=2, max_reps=2)  # warm-up: two calls each
-        first = {label: min(times) for label, times in warm.items()}
-        fastest = min(first.values())  # a contender this much slower than the fastest is not timed further
-        timed = {
-            label: run for label, run in steps.items() if first[label] <= slower * fastest or label == "auto"
-        }
+        timed = steps
+        for _ in range(2):  # warm-up: one call each, then a second for those not far slower than the fastest
+            warm = time_interleaved(timed, budget_s=0.0, min_reps=1, max_reps=1)
+            fastest = min(min(t) for t in warm.values())
+            timed = {
+                label: steps[label]
+                for label, t in warm.items()
+                if min(t) <= slower * fastest or label == "auto"
+            }
         times = time_interleaved(timed, budget_s=0.0, min_reps=reps, max_reps=reps)
     ms = {label: 1e3 * statistics.median(t) for label, t in times.items()}
     best = min((label for label in ms if label != "auto"), key=ms.get)
@@ -85,7 +98,8 @@ def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: flo
     name = str(dtype).removeprefix("torch.")
     return (
         f"| {name} | {mode} | {size} | {'causal' if causal else 'none'} | {auto_label} {ms['auto']:.2f} | "
-        f"{best} {ms[best]:.2f} | {ms[best] / ms['auto']:.2f} | {slow or '-'} |"
+        f"{best} {ms[best]:.2f} | {ms[best] / ms['auto']:.2f} | "
+        f"{first_call:.2f}{'' if measured else ' static'} | {slow or '-'} |"
     )
 
 
@@ -98,19 +112,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--slower", type=float, default=4.0)
+    parser.add_argument("--static", action="store_true", help="auto from the static order (HEADWISE_TUNE=0)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as cache:
         os.environ["XDG_CACHE_HOME"] = cache  # nothing tuned
+        os.environ["HEADWISE_TUNE"] = "0" if args.static else ""  # "": unset, the default
         forget()
-        enable(False)
+        enable(None)
         where = machine()
         print(
             f"CPU kind {where['cpu_kind']} ({where['cpu']}), {args.threads} thread(s), load average "
-            f"{where['load_average']}, torch {where['torch']}, {args.reps} reps; tuning {TUNER.may_tune()}"
+            f"{where['load_average']}, torch {where['torch']}, {args.reps} reps, interleaved medians; "
+            f"auto {'static' if args.static else 'default'}"
         )
-        print("| dtype | pass | N | mask | auto (ms) | best other (ms) | best / auto | not timed (slow) |")
-        print("|---|---|---:|---|---|---|---:|---|")
+        print(
+            "| dtype | pass | N | mask | auto (ms) | best other (ms) | best / auto | first call (s) "
+            "| not timed (slow) |"
+        )
+        print("|---|---|---:|---|---|---|---:|---:|---|")
         for name in args.dtypes:
             for mode in args.passes:
                 for size in args.sizes:

@@ -24,6 +24,9 @@ def pytest_configure(config):
     # The tests never read or write the user's dispatch cache (headwise.backends.tuning): auto decides from
     # the static table unless a test measures into a folder of its own.
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="headwise-tests-cache-")
+    # Nor do they measure on first use (the default for CPU bf16/fp16 and training calls): what auto picks
+    # would then depend on timing. The tests of tuning switch it on in their own cache folder.
+    os.environ["HEADWISE_TUNE"] = "0"
     # Each pytest-xdist worker gets one thread: two workers with torch's default thread pool each would
     # oversubscribe the cores, and OpenMP's spinning threads then slow every test down many times.
     threads = config.getoption("--threads")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import headwise
-from headwise.backends import BACKENDS, Choice, Request, choose, tuning
+from headwise.backends import BACKENDS, Choice, Request, cachefile, choose, tuning
 
 SHAPE = (2, 4, 24, 8)  # (B, H, N, Dh) of the calls here
 
@@ -28,7 +28,7 @@ SHAPE = (2, 4, 24, 8)  # (B, H, N, Dh) of the calls here
 def cache(tmp_path, monkeypatch):
     """dispatch.json in a fresh cache folder (tmp_path/cache/headwise), an empty memory, tuning off."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("HEADWISE_TUNE", raising=False)
+    monkeypatch.setenv("HEADWISE_TUNE", "0")
     monkeypatch.setattr(tuning.TUNER, "enabled", None)
     tuning.forget()
     path = tmp_path / "cache" / "headwise" / "dispatch.json"
@@ -193,7 +193,7 @@ def test_a_folder_of_another_user_is_neither_read_nor_written(cache):
     with one_warning("belongs to another user"):
         assert tuning.TUNER.choices() == {}
     with one_warning("belongs to another user"):
-        tuning._write(cache, {"k": Choice("dense", torch.float32)})
+        cachefile.write_choices(cache, {"k": Choice("dense", torch.float32)})
     assert len(json.loads(cache.read_text())["choices"]) == 1
 
 
@@ -207,7 +207,7 @@ def _tune_keys(folder: str, keys: list[str]) -> None:
     for entry_key in keys:
         tuning.TUNER._choices = {
             **tuning.TUNER.choices(),
-            **tuning._write(tuning.cache_path(), {entry_key: Choice("chunked", torch.float32)}),
+            **cachefile.write_choices(tuning.cache_path(), {entry_key: Choice("chunked", torch.float32)}),
         }
 
 

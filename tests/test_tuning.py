@@ -1,45 +1,145 @@
 """The tuner: measured choices per key, kept in memory and in the cache file, which survives corruption and
-a torch upgrade; tuning on first use is opt-in and never runs where it must not."""
+a torch upgrade; the static order the backends' declared ranks give; measuring on first use, by default for
+CPU bf16/fp16 and training calls, never where it must not, with one notice per process."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 
 import pytest
 import torch
 
 import headwise
-from headwise.backends import Choice, Request, choose, tuning
+from headwise import masks
+from headwise.backends import BACKENDS, Choice, Rank, Request, auto_order, choose, tuning
+from headwise.backends.dispatch import _serves, first_use_candidates
 
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    """A fresh cache folder and an empty memory for each test; tuning as HEADWISE_TUNE says (unset)."""
+    """A fresh cache folder and an empty memory for each test; tuning as HEADWISE_TUNE says (unset: the
+    default), and the process's notice not yet given."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("HEADWISE_TUNE", raising=False)
     monkeypatch.setattr(tuning.TUNER, "enabled", None)
+    monkeypatch.setattr(tuning.TUNER, "noticed", False)
     tuning.forget()
     yield tmp_path / "headwise" / "dispatch.json"
     tuning.forget()
 
 
-def small_call(requires_grad=False):
-    q, k, v = (torch.randn(2, 4, 96, 16, requires_grad=requires_grad) for _ in range(3))
+def small_call(requires_grad=False, dtype=torch.float32, length=96):
+    q, k, v = (torch.randn(2, 4, length, 16, dtype=dtype, requires_grad=requires_grad) for _ in range(3))
     return q, k, v
 
 
-def request_of(q, k, requires_grad=False) -> Request:
+def request_of(q, k, requires_grad=False, **fields) -> Request:
     return Request(
         q.device, q.dtype, batch=2, q_heads=4, kv_heads=4, num_queries=q.shape[2], num_keys=k.shape[2],
-        head_dim=q.shape[3], value_dim=q.shape[3], requires_grad=requires_grad,
+        head_dim=q.shape[3], value_dim=q.shape[3], requires_grad=requires_grad, **fields,
     )  # fmt: skip
 
 
-def test_tuning_is_opt_in_and_persists_what_it_measured(cache):
+def saved_choices(cache) -> dict:
+    return json.loads(cache.read_text())["choices"] if cache.exists() else {}
+
+
+# The declared ranks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("predicate", [None, masks.causal(), masks.sliding_window(64)])
+def test_the_rank_each_backend_declares_orders_the_static_candidates(device, predicate):
+    request = Request(
+        torch.device(device), torch.float32, num_queries=1024, num_keys=1024, predicate=predicate
+    )
+    placed = tuning.structured(request)
+    ranks = {name: b.capabilities.rank.of(device, placed) for name, b in BACKENDS.items()}
+    ranked = [name for name in BACKENDS if ranks[name] is not None]
+    assert auto_order(request) == tuple(sorted(ranked, key=ranks.get))
+    assert "flex" not in auto_order(request)  # declares no rank: by name (and `headwise tune`) only
+    assert placed == (predicate is not None and type(predicate) is not masks.Causal)  # a window of 64: sparse
+    first = "triton" if device == "cuda" else "blocksparse"
+    assert (auto_order(request)[0] == first) == placed
+
+
+def test_a_backend_that_declares_a_better_rank_comes_first(monkeypatch):
+    dense = BACKENDS["dense"]
+    promoted = dataclasses.replace(dense.capabilities, rank=Rank(cpu=0))
+    monkeypatch.setitem(BACKENDS, "dense", dataclasses.replace(dense, capabilities=promoted))
+    q, k, _ = small_call()
+    assert auto_order(request_of(q, k))[:2] == ("dense", "sdpa")
+    assert choose("auto", request_of(q, k)) == Choice("dense", torch.float32)
+    unranked = dataclasses.replace(dense.capabilities, rank=Rank())
+    monkeypatch.setitem(BACKENDS, "dense", dataclasses.replace(dense, capabilities=unranked))
+    assert "dense" not in auto_order(request_of(q, k))
+
+
+# Measuring on first use --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dtype", "requires_grad"), [(torch.bfloat16, False), (torch.float16, True)])
+def test_first_use_measures_low_precision_calls_by_default_and_caches_a_capable_choice(
+    cache, dtype, requires_grad
+):
+    q, k, v = small_call(requires_grad, dtype)
+    request = request_of(q, k, requires_grad)
+    with pytest.warns(tuning.TuningNotice, match="HEADWISE_TUNE=0"):
+        out = headwise.attention(q, k, v)
+    ((entry_key, entry),) = saved_choices(cache).items()
+    assert entry_key == tuning.key(request)
+    chosen = Choice(entry["backend"], getattr(torch, entry["compute_dtype"]))
+    assert chosen in first_use_candidates(request) and _serves(chosen, request)
+    expected = headwise.attention(q.double(), k.double(), v.double(), backend="reference")
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-2)  # bf16/fp16 rounding of |out| < 1
+    cache.unlink()  # the next call of that key is served from memory: it measures nothing, writes nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        headwise.attention(q, k, v)
+    assert not cache.exists() and tuning.TUNER.lookup(request) == chosen
+
+
+def test_float32_forward_is_not_measured_by_default_but_training_is(cache):
     q, k, v = small_call()
     headwise.attention(q, k, v)
-    assert not cache.exists()  # not opted in: the static table decided, nothing was measured
-    tuning.enable()
+    assert not cache.exists()  # SDPA from the static order: what auto is when it is right
+    q, k, v = small_call(requires_grad=True)
+    with pytest.warns(tuning.TuningNotice):
+        headwise.attention(q, k, v).sum().backward()
+    assert list(saved_choices(cache)) == [tuning.key(request_of(q, k, True))]
+
+
+def test_the_notice_comes_once_per_process_and_nothing_is_printed(cache, capsys):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for length in (32, 64, 128):  # three keys
+            headwise.attention(*small_call(dtype=torch.bfloat16, length=length))
+    notices = [w for w in caught if issubclass(w.category, tuning.TuningNotice)]
+    assert len(saved_choices(cache)) == 3 and len(notices) == 1
+    assert str(tuning.cache_path()) in str(notices[0].message)
+    assert capsys.readouterr().out == ""
+
+
+def test_first_use_skips_what_is_many_times_slower_on_this_kind_of_cpu(monkeypatch):
+    """On a CPU without fast bf16 matmuls, only SDPA's forward is measured in bf16 (its kernel converts its
+    blocks to float32 itself); with them, every ranked backend in both dtypes; never the reference."""
+    q, k, _ = small_call(dtype=torch.bfloat16)
+    for kind, grad in (("AVX2", False), ("AVX2", True), ("AVX512-bf16-fp16", False)):
+        monkeypatch.setattr(tuning, "cpu_kind", lambda kind=kind: kind)
+        timed = first_use_candidates(request_of(q, k, grad))
+        in_bf16 = {c.backend for c in timed if c.compute_dtype == torch.bfloat16}
+        expected = {"AVX2": set() if grad else {"sdpa"}}.get(
+            kind, {"sdpa", "chunked", "blocksparse", "dense"}
+        )
+        in_float32 = {c.backend for c in timed if c.compute_dtype == torch.float32}
+        assert in_bf16 == expected and in_float32 == {"sdpa", "chunked", "blocksparse", "dense"}
+
+
+def test_tuning_can_be_switched_on_and_persists_what_it_measured(cache):
+    q, k, v = small_call()
+    tuning.enable()  # every new key, float32 forward included
     out = headwise.attention(q, k, v)
     torch.testing.assert_close(out, headwise.attention(q, k, v, backend="reference"), rtol=0, atol=1e-6)
     saved = json.loads(cache.read_text())
@@ -53,13 +153,13 @@ def test_tuning_is_opt_in_and_persists_what_it_measured(cache):
     )
 
 
-def test_a_tuned_key_costs_under_a_second_and_nothing_after(cache):
+def test_a_tuned_key_times_each_candidate_and_is_looked_up_after(cache):
     q, k, v = small_call(requires_grad=True)
     report = tuning.TUNER.tune(
-        request_of(q, k, True), [Choice("sdpa", torch.float32), Choice("chunked", torch.float32)],
+        request_of(q, k, True), [Choice("dense", torch.float32), Choice("chunked", torch.float32)],
         lambda choice: headwise.attention(q, k, v, backend=choice.backend).sum().backward(),
     )  # fmt: skip
-    assert report["cost_s"] < 1.0 and set(report["ms"]) == {"sdpa", "chunked"}
+    assert set(report["ms"]) == {"dense", "chunked"} and report["ms"][report["choice"].backend] is not None
     assert tuning.TUNER.lookup(request_of(q, k, True)) == report["choice"]
 
 
@@ -108,6 +208,23 @@ def test_never_tunes_under_deterministic_algorithms_or_when_disabled(cache, monk
         torch.use_deterministic_algorithms(False)
     assert not cache.exists()
     headwise.attention(q, k, v)
+    assert cache.exists()
+
+
+def test_the_default_measures_nothing_when_switched_off_or_traced(cache, monkeypatch):
+    q, k, v = small_call(dtype=torch.bfloat16)
+    monkeypatch.setenv("HEADWISE_TUNE", "0")
+    headwise.attention(q, k, v)
+    monkeypatch.delenv("HEADWISE_TUNE")
+    tuning.enable(False)
+    headwise.attention(q, k, v)
+    tuning.enable(None)  # as HEADWISE_TUNE says: unset, the default
+    torch.jit.trace(lambda q, k, v: headwise.attention(q, k, v), (q, k, v), check_trace=False)
+    stacked = (t[None] for t in (q, k, v))  # (1, B, H, N, Dh): vmap over the leading dimension
+    torch.func.vmap(lambda q, k, v: headwise.attention(q, k, v))(*stacked)
+    assert not cache.exists()
+    with pytest.warns(tuning.TuningNotice):
+        headwise.attention(q, k, v)
     assert cache.exists()
 
 

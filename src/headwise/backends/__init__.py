@@ -13,8 +13,8 @@ A backend module defines
     lse (B, Hq, Nq) are None unless asked for.
 
 A new backend is its module and its name in MODULES: the dispatcher, the oracle grid (tests) and the
-benchmarks read this registry. "auto" ranks only the backends its table names (dispatch.py): a new one is
-reachable by name until a measurement puts it in the table.
+benchmarks read this registry. "auto" ranks the backends that declare a rank (Capabilities.rank: lower
+first, per device; tuning.static_choices): a new one without is reachable by name and by `headwise tune`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .capabilities import Capabilities, Request
+from .capabilities import Capabilities, Choice, Rank, Request
 
 MODULES = ("reference", "sdpa", "chunked", "blocksparse", "dense", "triton", "flex")
 
@@ -49,6 +49,15 @@ def _load(name: str) -> Backend:
 BACKENDS: dict[str, Backend] = {name: _load(name) for name in MODULES}
 
 from .dispatch import auto_order, choose  # noqa: E402  (dispatch reads BACKENDS)
-from .tuning import Choice  # noqa: E402
 
-__all__ = ["BACKENDS", "MODULES", "Backend", "Capabilities", "Choice", "Request", "auto_order", "choose"]
+__all__ = [
+    "BACKENDS",
+    "MODULES",
+    "Backend",
+    "Capabilities",
+    "Choice",
+    "Rank",
+    "Request",
+    "auto_order",
+    "choose",
+]

@@ -22,12 +22,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .capabilities import Capabilities, score_dtype
+from .capabilities import Capabilities, Rank, score_dtype
 from .plan import Group, Plan, make_plan
 
 BLOCK = 64  # queries and keys per block
 CHUNK_BYTES = 4 * 2**20  # the scores of one chunk, in bytes of the accumulation dtype
-CAPABILITIES = Capabilities(lse=True, predicates=True, dropout=False, transforms=False)
+CAPABILITIES = Capabilities(
+    lse=True, predicates=True, dropout=False, transforms=False, rank=Rank(cpu=30, structured=0)
+)
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):

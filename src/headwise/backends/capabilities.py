@@ -1,8 +1,10 @@
-"""What a call asks of a backend (Request) and what a backend can do (Capabilities), both as data.
+"""What a call asks of a backend (Request), what a backend can do and where auto ranks it (Capabilities,
+Rank), and what auto picks (Choice), all as data.
 
 The dispatcher and the oracle grid read a backend's Capabilities: `unsupported(request)` names the first
 thing asked for that the backend cannot do, so `backend="x"` refuses with that reason, "auto" passes
-over the backend, and the grid skips the case with the reason in the skip.
+over the backend, and the grid skips the case with the reason in the skip. Its `rank` places it in auto's
+static order (tuning.static_choices), as Liger-Kernel's `register_op(..., preference_rank=)` does.
 """
 
 from __future__ import annotations
@@ -51,6 +53,39 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """A backend and the dtype it computes in (the inputs are cast to it and the outputs back)."""
+
+    backend: str
+    compute_dtype: torch.dtype
+
+    def label(self, input_dtype: torch.dtype) -> str:
+        """'sdpa', or 'sdpa@float32' when the call is computed in another dtype than its inputs'."""
+        if self.compute_dtype == input_dtype:
+            return self.backend
+        return f"{self.backend}@{str(self.compute_dtype).removeprefix('torch.')}"
+
+
+@dataclass(frozen=True)
+class Rank:
+    """Where auto's static order puts a backend among those that can serve a call: lower first, per device
+    (None: not ranked there; reachable by name, and by `headwise tune`). `structured` replaces the
+    device's rank for calls with a structured predicate (tuning.structured: one a fused kernel would read
+    materialised as an (Nq, Nk) mask, where this backend skips what the predicate rules out)."""
+
+    cpu: int | None = None
+    cuda: int | None = None
+    structured: int | None = None
+
+    def of(self, device: str, structured: bool) -> int | None:
+        """The rank on `device` ("cpu", "cuda") for a call with (or without) a structured predicate."""
+        plain = getattr(self, device, None)
+        if plain is None or not structured or self.structured is None:
+            return plain
+        return self.structured
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What a backend computes. Each field is a fact; `unsupported` derives the refusals from them.
 
@@ -63,7 +98,8 @@ class Capabilities:
     transforms: runs under torch.func's transforms (no data-dependent branch; no autograd.Function without
     setup_context and a vmap rule).
     limits: what depends on the environment rather than the call's kind (a package installed, an
-    interpreter on), as a function of the request returning a reason or None.
+    interpreter on), as a function of the request returning a reason or None. rank: its place in auto's
+    static order (Rank; unranked by default).
     """
 
     devices: frozenset[str] = DEVICES
@@ -79,6 +115,7 @@ class Capabilities:
     deterministic: bool = True
     transforms: bool = True
     limits: Callable[[Request], str | None] | None = None
+    rank: Rank = Rank()
 
     def unsupported(self, request: Request) -> str | None:
         """What this backend cannot do for `request` (to follow "cannot ..."), or None."""

@@ -19,12 +19,14 @@ from __future__ import annotations
 import torch
 
 from ..masks import ALiBi, Predicate, to_additive
-from .capabilities import Capabilities, score_dtype
+from .capabilities import Capabilities, Rank, score_dtype
 from .plan import make_plan
 
 BLOCK = 256  # queries and keys per block
 # Not under torch.func's transforms: its autograd.Function writes blocks into preallocated tensors in place.
-CAPABILITIES = Capabilities(lse=True, predicates=True, score_mods=frozenset({ALiBi}), transforms=False)
+CAPABILITIES = Capabilities(
+    lse=True, predicates=True, score_mods=frozenset({ALiBi}), transforms=False, rank=Rank(cpu=20, cuda=30)
+)
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):

@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import ALiBi, Softcap
-from .capabilities import Capabilities, score_dtype
+from .capabilities import Capabilities, Rank, score_dtype
 
-CAPABILITIES = Capabilities(weights=True, lse=True, score_mods=frozenset({ALiBi, Softcap}), mask_grad=True)
+CAPABILITIES = Capabilities(
+    weights=True, lse=True, score_mods=frozenset({ALiBi, Softcap}), mask_grad=True, rank=Rank(cpu=40, cuda=40)
+)
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):

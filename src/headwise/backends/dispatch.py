@@ -2,8 +2,9 @@
 the static table and the measurements).
 
 "auto" takes, among the candidates a backend can serve, the measured choice for the request's key when
-there is one; else, where tuning on first use is on, it measures; else the first in the static table. A
-registered backend the table does not rank is a candidate only for measurement (and by name).
+there is one; else, where the call is measured on first use (tuning.Tuner.may_tune), it measures the
+static table's candidates (`first_use_candidates`); else the first in the static table. A registered
+backend that declares no rank is a candidate only for `headwise tune` (and by name).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import replace
 
 from . import BACKENDS
 from .capabilities import Request
-from .tuning import TUNER, Choice, accurate_backward, static_choices
+from .tuning import TUNER, Choice, accurate_backward, slow_here, static_choices
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
@@ -37,6 +38,20 @@ def candidates(request: Request) -> list[Choice]:
     return capable
 
 
+def first_use_candidates(request: Request) -> list[Choice]:
+    """What a measurement on first use times: the choices of the static table that the backends can
+    serve, without the reference (unless nothing else serves) and without those `slow_here`; the table's
+    first, then the backends in their rank's order, each in the input dtype and then in float32, so that
+    the measurement's budget reaches both dtypes of the likeliest backends first."""
+    served = [c for c in static_choices(request) if _serves(c, request)]
+    fast = [c for c in served if c.backend != "reference" and not slow_here(c, request)]
+    if not fast:
+        return served[:1]
+    order = auto_order(request)
+    rest = sorted(fast[1:], key=lambda c: (order.index(c.backend), c.compute_dtype != request.dtype))
+    return [fast[0], *rest]
+
+
 def _serves(choice: Choice, request: Request) -> bool:
     """Whether the choice's backend can serve `request` computed in the choice's dtype, with a backward as
     accurate as eager's (tuning.accurate_backward)."""
@@ -52,10 +67,10 @@ def choose(name: str, request: Request, measure: Callable[[Choice], None] | None
         measured = TUNER.lookup(request)
         if measured is not None and measured.backend in BACKENDS and _serves(measured, request):
             return measured
-        if measure is not None and TUNER.may_tune():
-            capable = candidates(request)
+        if measure is not None and TUNER.may_tune(request):
+            capable = first_use_candidates(request)
             if len(capable) > 1:
-                return TUNER.tune(request, capable, measure)["choice"]
+                return TUNER.first_use(request, capable, measure)
         served = next((c for c in static_choices(request) if _serves(c, request)), None)
         if served is None:  # the reference serves every kind of call: only the device or dtype can stop it
             reason = BACKENDS["reference"].unsupported(request)

@@ -9,10 +9,15 @@ import torch.nn.functional as F
 
 from ..masks import ALiBi, Softcap
 from ..trace import record
-from .capabilities import Capabilities, score_dtype
+from .capabilities import Capabilities, Rank, score_dtype
 
 CAPABILITIES = Capabilities(
-    weights=True, lse=True, trace=True, score_mods=frozenset({ALiBi, Softcap}), mask_grad=True
+    weights=True,
+    lse=True,
+    trace=True,
+    score_mods=frozenset({ALiBi, Softcap}),
+    mask_grad=True,
+    rank=Rank(cpu=50, cuda=50),  # last: it serves every kind of call, slowly
 )
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from ..masks import Causal, with_predicate
-from .capabilities import Capabilities
+from .capabilities import Capabilities, Rank
 
-CAPABILITIES = Capabilities(predicates=True, mask_grad=True)
+CAPABILITIES = Capabilities(predicates=True, mask_grad=True, rank=Rank(cpu=10, cuda=10))
 
 
 def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):

@@ -1,63 +1,70 @@
-"""How "auto" picks a backend and a compute dtype: from a measurement on this machine when there is one, else
-from a static table keyed by the kind of device.
+"""How "auto" picks a backend and a compute dtype: a measurement on this machine when there is one; else,
+for the calls whose ranking moves from one CPU to the next, a measurement made on first use; else the
+static order the backends declare (their Capabilities.rank) and the rules below.
 
 A choice is a backend and the dtype it computes in: a bf16/fp16 call may run in float32 and be cast back
-(more accurate, so the ratio rule holds) where the hardware has no fast low-precision matmul, as on CPUs
-without AVX-512 bf16 (AVX2), where torch's bf16 matmul runs ~150× slower than float32.
+(more accurate, so the ratio rule holds) where that is faster, as on CPUs without AVX-512 bf16 (AVX2),
+where torch's bf16 matmul runs ~150x slower than float32.
+
+Defaults on a machine nobody measured (issue 23). Two AVX2 CPUs (an AMD Zen 3, a Xeon under the AVX2 caps)
+rank SDPA in bf16, dense in float32 and SDPA on float32 copies differently, and so do AVX-512-bf16 Xeons
+with and without AMX: no rule keyed by the CPU's kind puts auto within 5% of the best everywhere, and a
+cost model would need the rates of SDPA's fused kernels (which convert, block and parallelise their own
+way) as well as matmul rates and bandwidths, each to a few %, to rank candidates that often lie within
+10-30% of each other. So the defaults are a hybrid:
+- float32/float64 forward, and every CUDA call: the static order (SDPA first, which is what auto is when
+  it is right: SDPA plus headwise's checks), no measurement.
+- CPU calls in bf16/fp16, and CPU calls a backward follows (`tunes_by_default`): measured on first use,
+  once per key (below), unless switched off. The measurement times the static table's capable candidates
+  (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16 matmuls none
+  computed in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and keeps the
+  fastest. Its cost, once per key and process-wide cached in the file: one warm-up call of each of the
+  first two candidates, of the others while under BUDGET_S (1 s), then interleaved rounds (ROUNDS at
+  most) while under BUDGET_S, at least one: about 1 s for calls under 0.1 s, and for a long call about
+  four calls' time (N=4096 forward + backward in bf16: a few seconds). The first such call of a process emits
+  one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache file and the off switch.
+HEADWISE_TUNE=0 (or `enable(False)`) turns measuring off (the static order decides); HEADWISE_TUNE=1 (or
+`enable()`) measures every new key with more than one candidate, float32 forward and CUDA included. No
+measurement runs while torch.compile or torch.jit.trace traces, under torch.func's transforms or
+torch.use_deterministic_algorithms(True); `headwise tune` fills the cache ahead of time.
 
 Measurements are keyed by everything that moves the ranking (`key`): the device kind (CPU capability and
 whether oneDNN runs bf16/fp16 natively, or the GPU's name and compute capability), torch's version, the
 thread count, the dtype, power-of-two buckets of Nq, Nk and the head width, the mask kind, whether a
-backward follows and whether dropout is on. They live in memory and in a JSON file under the user's cache
-folder ($XDG_CACHE_HOME/headwise/dispatch.json, else ~/.cache/headwise/dispatch.json); a corrupt file, or
-one written by another torch or format, is ignored with a warning, never an error. Only a regular file of at
-most 4 MiB in a folder of the user's own is read (never a link, never waiting on a FIFO), each entry is
-checked against its key (the compute dtype its input dtype allows, a backend that runs there), and writes
-merge into the file under a lock and replace it in one step, never writing through a link.
-
-Tuning a new key on first use is opt-in (HEADWISE_TUNE=1 or `enable()`): it times each capable candidate on
-random inputs of the call's shape for a fraction of a second and keeps the fastest. It never runs while
-torch.compile traces, under torch.use_deterministic_algorithms(True), or when disabled; `headwise tune`
-fills the cache ahead of time.
+backward follows and whether dropout is on. They live in memory and in the cache file (cachefile.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..masks import Causal
-from . import blocksparse
-from .capabilities import Request
+from . import BACKENDS, blocksparse
+from .cachefile import FORMAT, MAX_CACHE_BYTES, cache_path, read_choices, write_choices
+from .capabilities import Choice, Request
 from .plan import make_plan
 
-FORMAT = 1  # the cache file's layout; a file of another format is ignored
+__all__ = [
+    "FORMAT",
+    "MAX_CACHE_BYTES",
+    "Choice",
+    "TuningNotice",
+    "cache_path",
+    "cpu_kind",
+    "enable",
+    "forget",
+]
+
 LOW_PRECISION = (torch.bfloat16, torch.float16)
-REPS = 2  # timed calls per candidate, after one warm-up call; the faster counts
-SLOWER = 2.0  # a candidate whose warm-up call is this many times the best time is not timed further
-BUDGET_S = 1.0  # once a key's measurement has taken this long, the candidates left are not timed
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A backend and the dtype it computes in (the inputs are cast to it and the outputs back)."""
-
-    backend: str
-    compute_dtype: torch.dtype
-
-    def label(self, input_dtype: torch.dtype) -> str:
-        """'sdpa', or 'sdpa@float32' when the call is computed in another dtype than its inputs'."""
-        if self.compute_dtype == input_dtype:
-            return self.backend
-        return f"{self.backend}@{str(self.compute_dtype).removeprefix('torch.')}"
+ROUNDS = 15  # interleaved rounds of timed calls at most, after one warm-up call each; the fastest counts
+SLOWER = 2.0  # a candidate whose warm-up call is this many times the fastest warm-up is not timed further
+BUDGET_S = 1.0  # once a key's measurement has taken this long, no further candidate or round starts
 
 
 # The device kind ---------------------------------------------------------------------------------------
@@ -121,7 +128,11 @@ DENSE_LOW_PRECISION = 512 * 512  # bf16 on an AVX-512-bf16 CPU: dense up to Nq·
 
 def static_choices(request: Request) -> list[Choice]:
     """The candidates in the order the table ranks them, without a measurement; the dispatcher takes the
-    first one the backend can serve. The rules and the measurements behind them:
+    first one the backend can serve. The backends come in the order of the rank each declares beside its
+    capabilities (Capabilities.rank: on the CPU sdpa, chunked, blocksparse, dense, reference; on CUDA sdpa,
+    triton, chunked, dense, reference; blocksparse on the CPU and triton on CUDA first for a structured
+    predicate), in the input dtype and, for bf16/fp16 on the CPU, in float32, placed by these rules and the
+    measurements behind them:
 
     - CUDA (unmeasured so far: benchmarks/triton_gpu.py will decide): SDPA's flash kernel first for plain
       calls; triton first where SDPA would read a materialised (Nq, Nk) mask (a predicate other than plain
@@ -186,14 +197,20 @@ def _accurate_backward_first(request: Request, choices: list[Choice]) -> list[Ch
 
 
 def _names(request: Request) -> tuple[str, ...]:
+    """The backends ranked on the request's device, in the order of their declared Rank (ties: MODULES'
+    order), each at its `structured` rank for a structured call."""
+    placed = structured(request)
+    ranks = {name: b.capabilities.rank.of(request.device.type, placed) for name, b in BACKENDS.items()}
+    return tuple(sorted((name for name, rank in ranks.items() if rank is not None), key=ranks.get))
+
+
+def structured(request: Request) -> bool:
+    """Whether the call carries a predicate other than plain causal (which SDPA runs as is_causal) and a
+    fused kernel would read it materialised as an (Nq, Nk) mask where a backend of its own skips what it
+    rules out: on CUDA any such predicate (triton evaluates it in the kernel), on the CPU one whose block
+    plan is sparse (`_sparse`: blocksparse)."""
     plain = request.predicate is None or (type(request.predicate) is Causal and request.mask == "none")
-    if request.device.type == "cuda":
-        if not plain:
-            return ("triton", "sdpa", "chunked", "dense", "reference")
-        return ("sdpa", "triton", "chunked", "dense", "reference")
-    if not plain and _sparse(request):  # SDPA would read it materialised as (Nq, Nk)
-        return ("blocksparse", "sdpa", "chunked", "dense", "reference")
-    return ("sdpa", "chunked", "blocksparse", "dense", "reference")
+    return not plain and (request.device.type != "cpu" or _sparse(request))
 
 
 SPARSE = 0.6  # blocksparse for predicates whose plan computes at most this share of the blocks
@@ -240,10 +257,26 @@ def _bucket(n: int) -> int:
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 
-def cache_path() -> Path:
-    """$XDG_CACHE_HOME/headwise/dispatch.json, else ~/.cache/headwise/dispatch.json."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "headwise" / "dispatch.json"
+def tunes_by_default(request: Request) -> bool:
+    """Whether a new key is measured on first use when HEADWISE_TUNE is unset: CPU calls in bf16/fp16 or
+    that a backward follows, whose ranking moves from one CPU to the next (the module's docstring)."""
+    return request.device.type == "cpu" and (request.dtype in LOW_PRECISION or request.requires_grad)
+
+
+def slow_here(choice: Choice, request: Request) -> bool:
+    """Whether `choice` is known to be many times slower than a float32 copy on this device: computed in
+    bf16/fp16 on a CPU without fast matmuls in that dtype (AVX2), except SDPA's forward, whose flash
+    kernel converts its blocks to float32 itself (speed-cpu-avx2.md: dense in bf16 4-150x, SDPA's bf16
+    backward 13x). Tuning on first use does not time those: one warm-up call would cost more than the
+    whole measurement."""
+    low = choice.compute_dtype in LOW_PRECISION and not fast_low_precision(
+        request.device, choice.compute_dtype
+    )
+    return low and (request.requires_grad or choice.backend != "sdpa")
+
+
+class TuningNotice(UserWarning):
+    """The one notice a process gets when auto first measures on first use (filter it by this class)."""
 
 
 class Tuner:
@@ -252,10 +285,11 @@ class Tuner:
     def __init__(self) -> None:
         self.enabled: bool | None = None  # None: as HEADWISE_TUNE says
         self._choices: dict[str, Choice] | None = None  # read on first use
+        self.noticed = False  # the TuningNotice went out in this process
 
     def choices(self) -> dict[str, Choice]:
         if self._choices is None:
-            self._choices = _read(cache_path())
+            self._choices = read_choices(cache_path())
         return self._choices
 
     def lookup(self, request: Request) -> Choice | None:
@@ -265,153 +299,68 @@ class Tuner:
             return None
         return self.choices().get(key(request))
 
-    def may_tune(self) -> bool:
-        """Whether a call may measure now: opted in, not tracing for torch.compile, not deterministic."""
-        enabled = os.environ.get("HEADWISE_TUNE", "0") == "1" if self.enabled is None else self.enabled
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        return enabled and not torch.compiler.is_compiling() and not deterministic
+    def may_tune(self, request: Request) -> bool:
+        """Whether `request`, whose key has no measurement, may be measured now: switched on (enable(),
+        HEADWISE_TUNE=1) or, unset, a call `tunes_by_default`; never switched off (enable(False),
+        HEADWISE_TUNE=0), while torch.compile or torch.jit.trace traces, under torch.func's transforms or
+        under torch.use_deterministic_algorithms(True)."""
+        setting = os.environ.get("HEADWISE_TUNE", "") if self.enabled is None else str(int(self.enabled))
+        wanted = setting == "1" or (setting != "0" and tunes_by_default(request))
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing() or request.transforms
+        return wanted and not tracing and not torch.are_deterministic_algorithms_enabled()
+
+    def first_use(self, request: Request, candidates: list[Choice], run: Callable[[Choice], None]) -> Choice:
+        """Measure a call's key on first use (`tune`); the process's first one emits the TuningNotice."""
+        if not self.noticed:
+            self.noticed = True
+            warnings.warn(
+                f"headwise: auto times its candidates once for each new kind of call ({key(request)}), "
+                f"about a second each, and keeps the fastest in {cache_path()}; HEADWISE_TUNE=0 turns this "
+                "off, `headwise tune` measures ahead of time",
+                TuningNotice,
+                stacklevel=5,
+            )
+        return self.tune(request, candidates, run)["choice"]
 
     def tune(self, request: Request, candidates: list[Choice], run: Callable[[Choice], None]) -> dict:
-        """Time `run(choice)` for each candidate, in order, keep the fastest for `request`'s key and persist
-        it. The first two candidates are always timed; the others while the measurement is under BUDGET_S.
-        -> {"choice": Choice, "ms": {label: best ms, or None (not timed)}, "cost_s": seconds}."""
+        """Time `run(choice)` for each candidate, keep the fastest for `request`'s key and persist it. One
+        warm-up call each, in order (the first two always, the others while the measurement is under
+        BUDGET_S); a candidate whose warm-up takes SLOWER times the fastest one's is not timed further;
+        then up to ROUNDS rounds that call each candidate left once, interleaved so that a slow spell of
+        the machine hits them alike (the first round always, the others while under BUDGET_S); a
+        candidate's fastest call counts. -> {"choice": Choice, "ms": {label: fastest ms, or None (not timed)},
+        "cost_s": seconds}."""
         start = time.perf_counter()
-        best_times: dict[Choice, float | None] = {}
-        best = math.inf
+        warm: dict[Choice, float | None] = {}
         for index, choice in enumerate(candidates):
-            if index >= 2 and time.perf_counter() - start > BUDGET_S:
-                best_times[choice] = None
-                continue
-            begin = time.perf_counter()
-            run(choice)  # warm-up
-            first = time.perf_counter() - begin
-            if first > SLOWER * best:
-                best_times[choice] = None
-                continue
-            times = []
-            for _ in range(REPS):
-                begin = time.perf_counter()
-                run(choice)
-                times.append(time.perf_counter() - begin)
-            best_times[choice] = min(times)
-            best = min(best, best_times[choice])
-        chosen = min((c for c in best_times if best_times[c] is not None), key=lambda c: best_times[c])
-        self._choices = {**self.choices(), **_write(cache_path(), {key(request): chosen})}
-        labels = {c.label(request.dtype): (None if t is None else t * 1e3) for c, t in best_times.items()}
+            over = index >= 2 and time.perf_counter() - start > BUDGET_S
+            warm[choice] = None if over else _seconds(run, choice)
+        fastest = min(t for t in warm.values() if t is not None)
+        best = {c: math.inf for c, t in warm.items() if t is not None and t <= SLOWER * fastest}
+        for round_ in range(ROUNDS):
+            if round_ > 0 and time.perf_counter() - start > BUDGET_S:
+                break
+            for choice in best:
+                best[choice] = min(best[choice], _seconds(run, choice))
+        chosen = min(best, key=best.get)
+        self._choices = {**self.choices(), **write_choices(cache_path(), {key(request): chosen})}
+        labels = {c.label(request.dtype): best[c] * 1e3 if c in best else None for c in candidates}
         return {"choice": chosen, "ms": labels, "cost_s": time.perf_counter() - start}
 
 
-MAX_CACHE_BYTES = 4 << 20  # a cache file beyond 4 MiB (some 20,000 entries) is not read
-COMPUTE_DTYPES = {  # a key's input dtype -> the dtypes its calls may be computed in
-    "float64": ("float64",),
-    "float32": ("float32",),
-    "bfloat16": ("bfloat16", "float32"),
-    "float16": ("float16", "float32"),
-}
-
-
-def _read(path: Path) -> dict[str, Choice]:
-    """The choices in the cache file; {} without it. Anything but a regular file of at most
-    MAX_CACHE_BYTES in a folder of the user's own (a link, a FIFO, a device, a huge file) is not opened
-    for reading or refused at once, never waited on; a corrupt or stale file is ignored with a warning,
-    and so, with one warning for all, are the entries that do not fit their key (see _entry)."""
-    from ..files import own_folder, read_regular
-
-    try:
-        own_folder(path.parent)
-        data = json.loads(read_regular(path, MAX_CACHE_BYTES, follow_links=False))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deeply
-        reason = "nested too deeply" if isinstance(error, RecursionError) else error
-        warnings.warn(f"headwise: ignoring the unreadable dispatch cache {path}: {reason}", stacklevel=3)
-        return {}
-    written = (data.get("format"), data.get("torch")) if isinstance(data, dict) else None
-    if written != (FORMAT, torch.__version__):
-        warnings.warn(
-            f"headwise: ignoring {path}: written by another headwise format or torch version "
-            f"(now format {FORMAT}, torch {torch.__version__}); `headwise tune` measures again",
-            stacklevel=3,
-        )
-        return {}
-    entries = data.get("choices")
-    if not isinstance(entries, dict):
-        warnings.warn(f"headwise: ignoring the dispatch cache {path}: it has no choices", stacklevel=3)
-        return {}
-    choices, bad = {}, []
-    for entry_key, entry in entries.items():
-        try:
-            choices[entry_key] = _entry(entry_key, entry)
-        except ValueError as error:
-            bad.append(str(error))
-    if bad:
-        warnings.warn(
-            f"headwise: ignoring {len(bad)} of the {len(entries)} entries of the dispatch cache {path} "
-            f"that do not fit their key (the first: {bad[0]}); auto decides for those keys as without them",
-            stacklevel=3,
-        )
-    return choices
-
-
-def _entry(entry_key: str, entry: object) -> Choice:
-    """A cache entry {"backend": name, "compute_dtype": "float32"} under `entry_key` as a Choice, or a
-    ValueError saying what does not fit: the compute dtype must be one the key's input dtype allows
-    (COMPUTE_DTYPES: itself, and float32 for bf16/fp16), the backend a registered one that runs on the
-    key's device in that dtype. Whether it serves each call is checked again when a call looks it up."""
-    from . import BACKENDS
-
-    parts = entry_key.split(" | ")
-    allowed = COMPUTE_DTYPES.get(parts[3]) if len(parts) > 3 else None
-    if allowed is None:
-        raise ValueError(f"the key {entry_key[:80]!r} names no input dtype")
-    if not isinstance(entry, dict) or set(entry) != {"backend", "compute_dtype"}:
-        raise ValueError(f"an entry must be {{'backend': ..., 'compute_dtype': ...}}, got {str(entry)[:80]}")
-    backend, compute = entry["backend"], entry["compute_dtype"]
-    if compute not in allowed:
-        expected = " or ".join(allowed)
-        raise ValueError(
-            f"a {parts[3]} call cannot be computed in {str(compute)[:20]!r} (expected {expected})"
-        )
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {str(backend)[:40]!r}")
-    capabilities, device = BACKENDS[backend].capabilities, parts[0].split(":")[0]
-    if device not in capabilities.devices or getattr(torch, compute) not in capabilities.dtypes:
-        raise ValueError(f"backend {backend!r} does not run on {device} in {compute}")
-    return Choice(backend, getattr(torch, compute))
-
-
-def _write(path: Path, updates: dict[str, Choice]) -> dict[str, Choice]:
-    """Merge `updates` into the cache file and -> the merged choices. Under an exclusive lock on a lock
-    file beside it, the file is read again and replaced in one step with what it had plus `updates`, so
-    concurrent tuners keep every entry; the file is replaced as a folder entry, never written through a
-    link. A cache that cannot be written only warns (-> `updates`)."""
-    from ..files import locked, own_folder, replace_entry
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        own_folder(path.parent)
-        with locked(path.with_name(path.name + ".lock")):
-            with warnings.catch_warnings():  # the first read warned about what it ignores
-                warnings.simplefilter("ignore")
-                merged = {**_read(path), **updates}
-            entries = {
-                k: {"backend": c.backend, "compute_dtype": str(c.compute_dtype).removeprefix("torch.")}
-                for k, c in sorted(merged.items())
-            }
-            document = {"format": FORMAT, "torch": torch.__version__, "choices": entries}
-            replace_entry(path, json.dumps(document, indent=1))
-        return merged
-    except OSError as error:
-        warnings.warn(f"headwise: could not write the dispatch cache {path}: {error}", stacklevel=3)
-        return updates
+def _seconds(run: Callable[[Choice], None], choice: Choice) -> float:
+    begin = time.perf_counter()
+    run(choice)
+    return time.perf_counter() - begin
 
 
 TUNER = Tuner()
 
 
-def enable(on: bool = True) -> None:
-    """Turn tuning on first use on (or off), whatever HEADWISE_TUNE says."""
-    TUNER.enabled = bool(on)
+def enable(on: bool | None = True) -> None:
+    """Measure every new key on first use (True) or none (False), whatever HEADWISE_TUNE says; None: as
+    HEADWISE_TUNE says (unset: the calls that `tunes_by_default`)."""
+    TUNER.enabled = None if on is None else bool(on)
 
 
 def forget() -> None:

@@ -54,7 +54,7 @@ from ...masks import (
     Softcap,
     combine,
 )
-from ..capabilities import Capabilities
+from ..capabilities import Capabilities, Rank
 
 INSTALL = "pip install 'headwise[gpu]'"
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -68,7 +68,12 @@ def _limits(request) -> str | None:
 
 # Not under torch.func's transforms: an autograd.Function without setup_context, kernels with no vmap rule.
 CAPABILITIES = Capabilities(
-    lse=True, predicates=True, score_mods=frozenset({ALiBi, Softcap}), transforms=False, limits=_limits
+    lse=True,
+    predicates=True,
+    score_mods=frozenset({ALiBi, Softcap}),
+    transforms=False,
+    limits=_limits,
+    rank=Rank(cuda=20, structured=0),  # first where it evaluates a predicate in the kernel
 )
 
 
