@@ -8,8 +8,10 @@ calls.
     [--sizes 128 256 512 1024 2048 4096] [--masks none causal] [--threads 2] [--reps 5] [--static]
 
 B=4, H=8, Dh=64, Nq = Nk = N. auto runs with an empty dispatch cache and HEADWISE_TUNE unset (what a new user
-gets: the calls that tuning.tunes_by_default measure on first use; "first call" is that call's time, in s),
-or with --static the static order alone (HEADWISE_TUNE=0).
+gets: the calls that tuning.tunes_by_default measure on first use; "first call" is that call's time, in s,
+"static" where it measured nothing), or with --static the static order alone (HEADWISE_TUNE=0). "static
+order" is the choice auto made before issue 23's defaults (the static order, tuning off), timed as the
+candidate it is (a static choice timed "slow" shows as such).
 A candidate whose faster warm-up call takes --slower times the fastest one is not timed further ("slow").
 """
 
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 import headwise
 from headwise.backends import choose
 from headwise.backends.dispatch import candidates
-from headwise.backends.tuning import enable, forget, tunes_by_default
+from headwise.backends.tuning import TUNER, enable, forget
 from headwise.bench.measure import machine, time_interleaved
 from headwise.functional import _prepare
 
@@ -39,10 +41,16 @@ def naive(q, k, v, causal: bool):
     return torch.softmax(scores, dim=-1) @ v  # (B, H, N, Dh)
 
 
-def contenders(q, k, v, causal: bool) -> dict:
-    """label -> f(q, k, v) -> out, for auto and every candidate."""
+def contenders(q, k, v, causal: bool) -> tuple[dict, dict]:
+    """-> ({label: f(q, k, v) -> out} for auto and every candidate, {"static": the static order's choice
+    (what auto was before issue 23's defaults), "auto": auto's choice, "first_call": its first call's
+    seconds, "measured": whether that call measured (tuning.tunes_by_default)})."""
     request, call = _prepare(q, k, v, None, causal, None, 0.0, False, False, None, False)
     dtype = q.dtype
+    setting = TUNER.enabled
+    enable(False)
+    static = choose("auto", request).label(dtype)
+    enable(setting)
     found = {"auto": lambda q, k, v: headwise.attention(q, k, v, causal=causal)}
     first_call = time_interleaved({"auto": lambda: _call(found["auto"], q, k, v)}, 0.0, 1, 1)["auto"][0]
     for choice in candidates(request):
@@ -53,7 +61,13 @@ def contenders(q, k, v, causal: bool) -> dict:
             q.float(), k.float(), v.float(), is_causal=causal
         ).to(dtype)
     found["naive"] = lambda q, k, v: naive(q, k, v, causal)
-    return found, choose("auto", request).label(dtype), first_call, tunes_by_default(request)
+    auto = choose("auto", request).label(dtype)
+    return found, {
+        "static": static,
+        "auto": auto,
+        "first_call": first_call,
+        "measured": TUNER.may_tune(request),
+    }
 
 
 def _call(f, q, k, v) -> None:
@@ -70,7 +84,7 @@ def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: flo
     )
     grad = torch.ones(4, 8, size, 64, dtype=dtype)  # (B, H, N, Dh)
     with torch.enable_grad() if backward else torch.no_grad():
-        found, auto_label, first_call, measured = contenders(q, k, v, causal)
+        found, picked = contenders(q, k, v, causal)
 
         def step(f):
             def run():
@@ -81,25 +95,36 @@ def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: flo
             return run
 
         steps = {label: step(f) for label, f in found.items()}
-        timed = steps
-        for _ in range(2):  # warm-up: one call each, then a second for those not far slower than the fastest
-            warm = time_interleaved(timed, budget_s=0.0, min_reps=1, max_reps=1)
-            fastest = min(min(t) for t in warm.values())
-            timed = {
-                label: steps[label]
-                for label, t in warm.items()
-                if min(t) <= slower * fastest or label == "auto"
-            }
+        # Warm-up: one call each, a second for those under slower² times the fastest (the first call of a
+        # backend in a process pays its set-up), then timed: those whose faster call is under `slower` times.
+        warm = time_interleaved(steps, budget_s=0.0, min_reps=1, max_reps=1)
+        fastest = min(t[0] for label, t in warm.items() if label != "auto")
+        again = {
+            label: run
+            for label, run in steps.items()
+            if warm[label][0] <= slower**2 * fastest or label == "auto"
+        }
+        for label, t in time_interleaved(again, budget_s=0.0, min_reps=1, max_reps=1).items():
+            warm[label].append(t[0])
+        fastest = min(min(warm[label]) for label in again if label != "auto")
+        timed = {
+            label: run
+            for label, run in again.items()
+            if min(warm[label]) <= slower * fastest or label == "auto"
+        }
         times = time_interleaved(timed, budget_s=0.0, min_reps=reps, max_reps=reps)
     ms = {label: 1e3 * statistics.median(t) for label, t in times.items()}
     best = min((label for label in ms if label != "auto"), key=ms.get)
     slow = ", ".join(sorted(set(steps) - set(timed)))
     mode = "fwd+bwd" if backward else "fwd"
     name = str(dtype).removeprefix("torch.")
+    static = ms.get(f"headwise {picked['static']}")
+    before = "slow | -" if static is None else f"{static:.2f} | {ms[best] / static:.2f}"
+    mask = "causal" if causal else "none"
     return (
-        f"| {name} | {mode} | {size} | {'causal' if causal else 'none'} | {auto_label} {ms['auto']:.2f} | "
-        f"{best} {ms[best]:.2f} | {ms[best] / ms['auto']:.2f} | "
-        f"{first_call:.2f}{'' if measured else ' static'} | {slow or '-'} |"
+        f"| {name} | {mode} | {size} | {mask} | {picked['auto']} {ms['auto']:.2f} | "
+        f"{best} {ms[best]:.2f} | {ms[best] / ms['auto']:.2f} | {picked['static']} {before} | "
+        f"{picked['first_call']:.2f}{'' if picked['measured'] else ' static'} | {slow or '-'} |"
     )
 
 
@@ -127,10 +152,10 @@ def main() -> None:
             f"auto {'static' if args.static else 'default'}"
         )
         print(
-            "| dtype | pass | N | mask | auto (ms) | best other (ms) | best / auto | first call (s) "
-            "| not timed (slow) |"
+            "| dtype | pass | N | mask | auto (ms) | best other (ms) | best / auto | static order (ms) | "
+            "best / static | first call (s) | not timed (slow) |"
         )
-        print("|---|---|---:|---|---|---|---:|---:|---|")
+        print("|---|---|---:|---|---|---|---:|---|---:|---:|---|")
         for name in args.dtypes:
             for mode in args.passes:
                 for size in args.sizes:
