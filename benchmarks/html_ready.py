@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from headwise.explain.html import write_html
-from headwise.explain.report import HeadMaps, Matrix, Report, WalkStep
+from headwise.pages.html import write_html
+from headwise.pages.model import HeadMaps, Matrix, Report, WalkStep
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -23,8 +23,8 @@ pytest.importorskip("safetensors")
 from oracle import assert_by_ratio  # noqa: E402
 
 from headwise.cli.main import main  # noqa: E402
-from headwise.explain.html import decode_array, read_report_data  # noqa: E402
 from headwise.inspection import load_model, read  # noqa: E402
+from headwise.pages.html import decode_array, read_report_data  # noqa: E402
 
 SENTENCE = "the animal didn't cross the street because it was too tired ."
 TARGET = "the cat sat on the mat ."  # an encoder-decoder's decoder reading a text of its own
@@ -458,8 +458,8 @@ def test_explain_model_shows_the_pieces_asked_for(gpt2_pieces: Path, tmp_path: P
 
 
 def test_a_long_neuron_page_keeps_the_chosen_layer(gpt2_pieces: Path, monkeypatch) -> None:
-    from headwise.explain.html import report_data
     from headwise.inspection import neuron_view, neurons
+    from headwise.pages.html import report_data
 
     model, tokenizer = load_model(gpt2_pieces)
     whole = neuron_view(model, tokenizer, SPLIT, layer=1, head=0, token="it").report.neurons

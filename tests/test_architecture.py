@@ -4,19 +4,22 @@ Every `import` and `from ... import` counts: at module level, and inside functio
 put in a function to dodge a cycle is still a cycle). Relative imports are resolved against the module's
 package; `from package import name` is an edge to the module package.name when there is one, else to the
 package. Imports under `if TYPE_CHECKING:` are left out: they never run (they are there for type checkers).
-Importing a module runs its packages' __init__ first; that is not drawn as an edge (every module would then
-depend on headwise/__init__), so a package's __init__ has the edges of its own import statements only.
+Importing a module runs its packages' __init__ first, so an import of headwise.a.b.c is an edge to headwise.a
+and headwise.a.b too, unless they are packages of the importing module itself (already being imported when
+it runs; but a name imported from its own package's __init__, `from . import NAME`, is an edge), and never
+to headwise itself (every module would then depend on headwise/__init__, which imports
+the core as the entry point).
 
 The partition (the second part of a module's dotted name, headwise.<unit>...):
-    apps:  explain, inspection, train, bench, cli, __main__ (the console script and what only it and the
-           notebooks use)
+    apps:  explain, inspection, train, bench, cli, pages (the page model and its renderers, which explain and
+           inspection share), __main__
     core:  everything else: __init__, functional, ops, checks, masks, backends, modules, compat, cache, merge,
-           trace, positions, nn, hf, files, optional, pages (the page model and its renderers that explain
-           and inspection share), distributed (attention across processes is a feature of the attention
-           itself), and the shims transformer and pretrained.
+           trace, positions, nn, hf, files, optional, distributed (attention across processes is a feature
+           of the attention itself), and the shims transformer and pretrained.
 The rules: no cycle between modules; no cycle between units (a package and everything in it being one unit);
-no core module imports an app. headwise/__init__ reaches the apps only through its PEP 562 `__getattr__`
-(importlib, not an import statement), so `import headwise` loads no app module (checked in a fresh process).
+no core module imports an app; explain and inspection do not import each other (what both need is in pages).
+headwise/__init__ reaches the apps only through its PEP 562 `__getattr__` (importlib, not an import
+statement), so `import headwise` loads no app module (checked in a fresh process).
 """
 
 import ast
@@ -30,7 +33,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-APPS = frozenset({"explain", "inspection", "train", "bench", "cli", "__main__"})
+APPS = frozenset({"explain", "inspection", "train", "bench", "cli", "pages", "__main__"})
 DOCUMENTS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.ipynb")))
 
 
@@ -85,7 +88,12 @@ def imported(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
             package = package[: len(package) - (node.level - 1)]
             base = ".".join([*package, *([node.module] if node.module else [])])
         targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
-    return [target for target in targets if target in MODULES and target != module]
+    own = {".".join(module.split(".")[:end]) for end in range(1, module.count(".") + 2)}  # it, its packages
+    reached = set(targets) - {module}  # what it names, its own package's __init__ included
+    for target in targets:
+        parts = target.split(".")
+        reached.update({".".join(parts[:end]) for end in range(2, len(parts))} - own)  # run first
+    return sorted(target for target in reached if target in MODULES)
 
 
 def import_graph() -> dict[str, dict[str, int]]:
@@ -147,7 +155,7 @@ def test_the_walk_sees_function_level_and_skips_type_checking_imports():
     )
     nodes = list(import_nodes(ast.parse(source)))
     reached = sorted(t for node in nodes for t in imported("headwise.functional", node))
-    assert reached == ["headwise.masks.tensors", "headwise.merge", "headwise.trace"]
+    assert reached == ["headwise.masks", "headwise.masks.tensors", "headwise.merge", "headwise.trace"]
 
 
 def test_no_import_cycle_between_modules():
@@ -176,6 +184,16 @@ def test_the_core_imports_no_app():
         if is_app(target)
     ]
     assert not wrong, "core modules importing an app: " + "; ".join(wrong)
+
+
+def test_explain_and_inspection_do_not_import_each_other():
+    wrong = [
+        f"{module} -> {target} (line {line})"
+        for module, edges in GRAPH.items()
+        for target, line in edges.items()
+        if {unit(module), unit(target)} == {"headwise.explain", "headwise.inspection"}
+    ]
+    assert not wrong, "; ".join(wrong)
 
 
 def test_import_headwise_loads_no_app():

@@ -23,10 +23,12 @@ from torch import nn
 
 import headwise
 from headwise.cli.main import main
-from headwise.explain import book, html
+from headwise.explain.book.chapter import chapter
+from headwise.explain.book.printout import Printout
 from headwise.explain.example import Example, run_example
-from headwise.explain.html import decode_array, read_report_data
-from headwise.explain.report import lecture_report
+from headwise.explain.walkthrough import lecture_report
+from headwise.pages import html
+from headwise.pages.html import decode_array, read_report_data
 
 BOOK_PRINTS = [  # (section, the book's name, what the notebook prints), in the book's order
     ("3.3.1", "attn_scores_2", "tensor([0.9544, 1.4950, 1.4754, 0.8434, 0.7070, 1.0865])"),
@@ -322,19 +324,19 @@ def assert_as_printed(values: torch.Tensor, text: str, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def printouts() -> list[book.Printout]:
-    return book.chapter()[0]
+def printouts() -> list[Printout]:
+    return chapter()[0]
 
 
 def test_the_book_leaves_torch_s_generator_as_it_was() -> None:
     torch.manual_seed(2024)
     expected = torch.rand(3)
     torch.manual_seed(2024)
-    book.chapter()  # seeds the global generator with 123 and 789, as the book does
+    chapter()  # seeds the global generator with 123 and 789, as the book does
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_headwise_computes_every_value_the_book_prints(printouts: list[book.Printout]) -> None:
+def test_headwise_computes_every_value_the_book_prints(printouts: list[Printout]) -> None:
     assert [(p.section, p.name) for p in printouts] == [(section, name) for section, name, _ in BOOK_PRINTS]
     for printout, (section, name, text) in zip(printouts, BOOK_PRINTS, strict=True):
         assert_as_printed(printout.value, text, f"{section} {name}")

@@ -27,10 +27,11 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from test_html import HOSTILE, hostile_report, lecture, long_report  # noqa: E402
 
 import headwise  # noqa: E402
-from headwise.explain import html  # noqa: E402
 from headwise.explain.by_hand import by_hand_report  # noqa: E402
 from headwise.explain.example import CROSS_TOKENS, EXAMPLES, Example, run_example  # noqa: E402
-from headwise.explain.report import HeadMaps, Report, lecture_report  # noqa: E402
+from headwise.explain.walkthrough import lecture_report  # noqa: E402
+from headwise.pages import html  # noqa: E402
+from headwise.pages.model import HeadMaps, Report  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -18,8 +18,9 @@ from oracle import SELF_ATTENTION_STEPS
 
 import headwise
 from headwise.cli.main import main
-from headwise.explain import by_hand, example, models, terminal
-from headwise.explain.html import read_report_data
+from headwise.explain import by_hand, example, terminal
+from headwise.inspection import reports
+from headwise.pages.html import read_report_data
 from headwise.trace import STEP_TEXT
 
 RASCHKA = [  # Build a Large Language Model from Scratch, chapter 3
@@ -668,7 +669,7 @@ MINILM_TOKENS = ("[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]")
 @pytest.fixture(scope="module")
 def minilm_weights() -> torch.Tensor:
     """all-MiniLM-L6-v2's weights reading SENTENCE: (6, 12, 9, 9)."""
-    (maps,) = models.minilm_report(SENTENCE).attention
+    (maps,) = reports.minilm_report(SENTENCE).attention
     assert maps.query_tokens == MINILM_TOKENS
     return maps.weights
 
@@ -758,17 +759,17 @@ def test_a_token_it_cannot_find_is_an_argument_error(capsys, args: list[str], me
 
 def test_the_query_is_a_position_or_a_word() -> None:
     tokens = ("<s>", "un", "##believ", "##able", "un", "</s>")
-    assert models.query_position(tokens) == 1  # the first token that is not a special one
-    assert models.query_position(("[CLS]", "[SEP]")) == 0  # only special tokens: the first
-    assert models.query_position(tokens, "believ") == 2  # WordPiece's ## need not be typed
-    assert models.query_position(tokens, "UN") == 1  # the first occurrence, any case
-    assert models.query_position(tokens, "-2") == 4
-    assert models.query_position(tokens, "</s>") == 5
-    assert models.query_position(("The", "Ġcat", "Ġsat"), "cat") == 1  # GPT-2's word mark
-    assert models.query_position(("▁The", "▁cat"), "CAT") == 1  # SentencePiece's (Llama, T5)
-    assert models.query_position(("in", "1990", "."), "1990") == 1  # a number that is a word
+    assert reports.query_position(tokens) == 1  # the first token that is not a special one
+    assert reports.query_position(("[CLS]", "[SEP]")) == 0  # only special tokens: the first
+    assert reports.query_position(tokens, "believ") == 2  # WordPiece's ## need not be typed
+    assert reports.query_position(tokens, "UN") == 1  # the first occurrence, any case
+    assert reports.query_position(tokens, "-2") == 4
+    assert reports.query_position(tokens, "</s>") == 5
+    assert reports.query_position(("The", "Ġcat", "Ġsat"), "cat") == 1  # GPT-2's word mark
+    assert reports.query_position(("▁The", "▁cat"), "CAT") == 1  # SentencePiece's (Llama, T5)
+    assert reports.query_position(("in", "1990", "."), "1990") == 1  # a number that is a word
     with pytest.raises(ValueError, match="'--1' is none of the tokens"):
-        models.query_position(tokens, "--1")  # int('--1') failed before
+        reports.query_position(tokens, "--1")  # int('--1') failed before
 
 
 # The command line.

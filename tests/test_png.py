@@ -22,8 +22,9 @@ from matplotlib import pyplot as plt
 from headwise.cli.main import main
 from headwise.explain.by_hand import by_hand_report
 from headwise.explain.example import Example, run_example
-from headwise.explain.png import _map_figure, _model_view_figure, _step_figure, write_pngs
-from headwise.explain.report import HeadMaps, lecture_report
+from headwise.explain.walkthrough import lecture_report
+from headwise.pages.model import HeadMaps
+from headwise.pages.png import _map_figure, _model_view_figure, _step_figure, write_pngs
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from oracle import assert_by_ratio  # noqa: E402
 from test_any_model import SENTENCE, TARGET, TINY, reference_weights, save_tiny  # noqa: E402
 
 import headwise  # noqa: E402
-from headwise.explain.html import decode_array, read_report_data, render_html  # noqa: E402
+from headwise.pages.html import decode_array, read_report_data, render_html  # noqa: E402
 
 SRCDOC = re.compile(r'<iframe srcdoc="(?P<page>[^"]*)" sandbox="allow-scripts" ')
 

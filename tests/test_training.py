@@ -475,8 +475,8 @@ def test_missing_packages_name_the_install_command(tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize("name", ["dates", "shakespeare"])
 def test_explain_draws_the_heads_of_a_trained_checkpoint(tmp_path, capsys, name):
-    from headwise.explain.html import read_report_data
-    from headwise.explain.models import checkpoint_report
+    from headwise.inspection.reports import checkpoint_report
+    from headwise.pages.html import read_report_data
 
     out = tmp_path / "run"
     settings = [f"--set={item}" for item in CLI_TINY[name]]

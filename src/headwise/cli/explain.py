@@ -30,7 +30,7 @@ from .arguments import integer_in, path, text
 from .heads import model_argument
 
 if TYPE_CHECKING:
-    from ..explain.report import Report
+    from ..pages.model import Report
 
 NEEDS_RICH = "headwise explain draws its tables with rich, which is missing: pip install 'headwise[cli]'"
 MAX_WIDTH = 512  # D and Dh: wider, a walkthrough shows little but elided columns
@@ -357,25 +357,27 @@ def summarize_model(parser: argparse.ArgumentParser, args: argparse.Namespace, c
     """Print each head's strongest keys for the --token query of the --model or --checkpoint report; a
     --token that names no token is an argument error."""
     from ..explain.terminal import model_summary
+    from ..inspection.reports import query_position
 
     report = make_report(args, None)
     if report is None:
         return 1
-    try:
-        model_summary(console, report, args.token)
+    try:  # every kind of attention's query found before anything is printed
+        queries = [query_position(maps.query_tokens, args.token) for maps in report.attention]
     except ValueError as error:
         parser.error(f"argument --token: {printable(str(error))}")
+    model_summary(console, report, queries)
     return 0
 
 
 def make_report(args: argparse.Namespace, exercise) -> Report | None:
     """The report of the chosen source; None, with a one-line message, when it cannot be made (a missing
     package, an unreadable folder, ...)."""
-    from ..explain.report import lecture_report
+    from ..explain.walkthrough import lecture_report
 
     try:
         if args.book:
-            from ..explain.book import book_report
+            from ..explain.book.chapter import book_report
 
             report = book_report()
         elif args.by_hand:
@@ -383,15 +385,15 @@ def make_report(args: argparse.Namespace, exercise) -> Report | None:
 
             report = by_hand_report(exercise)
         elif args.model == MINILM:
-            from ..explain.models import minilm_report
+            from ..inspection.reports import minilm_report
 
             report = minilm_report(args.text, args.pieces or "words")
         elif args.model:
-            from ..explain.models import folder_report
+            from ..inspection.reports import folder_report
 
             report = folder_report(args.model, args.text, args.pieces or "words")
         elif args.checkpoint:
-            from ..explain.models import checkpoint_report
+            from ..inspection.reports import checkpoint_report
 
             report = checkpoint_report(args.checkpoint, args.text)
         else:
@@ -409,12 +411,12 @@ def draw(args: argparse.Namespace, exercise) -> int:
         return 1
     try:
         if args.html is not None:
-            from ..explain.html import write_html
+            from ..pages.html import write_html
 
             write_html(report, args.html)
             print(f"wrote {printable(args.html)}")
         if args.png is not None:
-            from ..explain.png import write_pngs
+            from ..pages.png import write_pngs
 
             files = write_pngs(report, args.png)
             print(f"wrote {len(files)} PNG files into {printable(args.png)}")

@@ -57,10 +57,10 @@ from rich.text import Text
 
 from ..files import read_regular
 from ..functional import attention
+from ..pages.model import Check, HeadMaps, Matrix, Report, WalkStep
 from ..trace import trace
-from .book import headwise_module
-from .checks import Check, matches
-from .report import HeadMaps, Matrix, Report, WalkStep
+from .answers import matches
+from .book.weights import headwise_module
 from .terminal import matrix_table, numbers, plain, show_check, summarize
 
 FEATURES = torch.tensor(  # X (6, 4): the tokens x1..x4 as columns of 0/1 features

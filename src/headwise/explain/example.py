@@ -20,6 +20,7 @@ import torch
 
 from ..modules import MultiHeadAttention
 from ..trace import Trace, trace
+from .book.weights import weight_split_module
 
 LECTURE_TOKENS = ("Your", "journey", "starts", "with", "one", "step")
 LECTURE_EMBEDDINGS = (  # (N, D) = (6, 3), one row per token, as printed in the book
@@ -115,11 +116,9 @@ DROPOUT_SHOWN = 0.5  # the dropout rate the walkthrough shows in training mode (
 
 
 def make_module(example: Example) -> MultiHeadAttention:
-    """The example's module in float64, in evaluation mode: the book's weights (book.weight_split_module)
-    or headwise's own initialisation after torch.manual_seed(seed)."""
+    """The example's module in float64, in evaluation mode: the book's weights
+    (book.weights.weight_split_module) or headwise's own initialisation after torch.manual_seed(seed)."""
     if example.book_weights:
-        from .book import weight_split_module  # book.py reads this module's embeddings
-
         return weight_split_module()
     torch.manual_seed(example.seed)  # the module's initial weights, as in the book
     module = MultiHeadAttention(example.dim, example.heads, head_dim=example.head_dim, dtype=torch.float64)

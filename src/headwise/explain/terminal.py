@@ -26,11 +26,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checks import printable
-from .book import BOOK, SECTIONS, Printout, chapter
-from .checks import Check
+from ..pages.model import LEGEND, Check, HeadMaps, Report, WalkStep
+from .book.chapter import chapter
+from .book.printout import BOOK, SECTIONS, Printout
 from .example import LECTURE_DIM, LECTURE_TOKENS, Example, Run
-from .models import query_position
-from .report import HEAD_COLUMNS, LECTURE_LEGEND, LEGEND, HeadMaps, Report, WalkStep, lecture_steps
+from .lecture import HEAD_COLUMNS, LECTURE_LEGEND
+from .walkthrough import lecture_steps
 
 WIDTH = 80  # when the output is not a terminal and $COLUMNS is not set
 MIN_WIDTH = 40  # narrower terminals get 40 columns anyway (and wrap them)
@@ -363,11 +364,10 @@ def strongest_keys(console: Console, maps: HeadMaps, query: int) -> None:
     console.print(table)
 
 
-def model_summary(console: Console, report: Report, token: str | None = None) -> None:
+def model_summary(console: Console, report: Report, queries: Sequence[int]) -> None:
     """A model's report in the terminal: its title and description, its tokens numbered, and for the query
-    that `token` names (models.query_position; a ValueError when it names none) each head's strongest
-    keys, in every kind of attention the report has."""
-    queries = [query_position(maps.query_tokens, token) for maps in report.attention]  # all found first
+    at position queries[i] (inspection.reports.query_position finds it from --token) each head's strongest
+    keys, in every kind of attention report.attention[i] the report has."""
     console.print(plain(console, f"headwise explain: {report.title}", "bold"))
     console.print(plain(console, report.description))
     for maps in report.attention:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from ..files import write_text
+from ..pages.html import asset, sha256_source
 from .by_hand import (
     LECTURE,
     Exercise,
@@ -27,7 +28,6 @@ from .by_hand import (
     rules_sentence,
     work,
 )
-from .html import asset, sha256_source
 
 STYLE = "worksheet.css"
 
@@ -78,7 +78,7 @@ def render_worksheet(exercise: Exercise = LECTURE) -> str:
     """The worksheet of `exercise` as one HTML page (a str): the questions, then the answers."""
     worked = work(exercise)
     steps = worked.steps
-    css = asset(STYLE)
+    css = asset(STYLE, __package__)
     policy = f"default-src 'none'; style-src {sha256_source(css)}; base-uri 'none'; form-action 'none'"
     parts = (
         f"{describe(exercise)}. Every vector is a column, so each query's scores and weights are a "

@@ -10,6 +10,10 @@ analysis   per-head statistics over texts, heads named by what they do (analyse,
 rollout    attention rollout and attention flow through the layers (rollout, flow)
 neurons    each layer's queries and keys (queries_and_keys); the neuron view: one head's query for one
            token against every key, element by element
+reports    `headwise explain --model/--checkpoint`: a model's maps as a Report; the query --token names
+
+The views are headwise.pages Reports (the page model that headwise.explain's pages share); nothing here
+imports headwise.explain.
 """
 
 from .analysis import HeadStats, HeadTable, PairWeight, analyse, heads_linking

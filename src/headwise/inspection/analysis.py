@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..checks import positive_int
-from ..explain.report import HeadMaps
+from ..pages.model import HeadMaps
 
 SPECIAL_TOKEN = re.compile(r"\[[A-Za-z_]+\]|<\|?/?[A-Za-z_]+\|?>")  # [CLS] [SEP] <s> </s> <|endoftext|>
 ROLE_MIN = 0.5  # a head is named by a pattern that takes at least half of its attention

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from ..checks import non_negative_int
-from ..explain.report import HeadMaps
+from ..pages.model import HeadMaps
 
 Attentions = Sequence[torch.Tensor] | torch.Tensor  # L × (B, H, Nq, Nk), or (L, H, Nq, Nk)
 

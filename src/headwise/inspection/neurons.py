@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..checks import non_negative_int
-from ..explain.report import HeadMaps, Matrix, NeuronData, Report, WalkStep
+from ..pages.model import HeadMaps, Matrix, NeuronData, Report, WalkStep
 from ..trace import trace
 from .analysis import token_position
 from .reading import read

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import torch
 
-from ..explain.report import HeadMaps
+from ..pages.model import HeadMaps
 from .maps import head_maps
 from .words import as_pieces, pieces_argument
 

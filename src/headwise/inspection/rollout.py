@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..explain.report import HeadMaps
+from ..pages.model import HeadMaps
 
 
 def residual_attention(maps: HeadMaps) -> torch.Tensor:

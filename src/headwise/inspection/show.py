@@ -7,7 +7,7 @@
     show(folder, text="...", target="...")       an encoder-decoder's decoder reading its own target text
     side_by_side(maps_1, maps_2, layer=3, head=1)  one head reading two texts, frames side by side
 
-The result displays itself in Jupyter (`_repr_html_`): the report's page (explain/html.py) inside an iframe's
+The result displays itself in Jupyter (`_repr_html_`): the report's page (pages/html.py) inside an iframe's
 srcdoc, sandboxed to scripts only, with the page's own Content-Security-Policy (its script and style by hash,
 no request of any kind), so it needs no network and nothing from the notebook. `.save(path)` writes the same
 page as a file.
@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from ..checks import non_negative_int, positive_int
-from ..explain.html import render_html, write_html
-from ..explain.report import HeadMaps, Report
 from ..files import write_text
+from ..pages.html import render_html, write_html
+from ..pages.model import HeadMaps, Report
 from .folder import load_model
 from .maps import Attentions, head_maps
 from .reading import read

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..explain.report import HeadMaps
+from ..pages.model import HeadMaps
 
 PIECES = ("words", "raw", "merged")
 MERGED = "a word's sub-tokens merged: weights summed over its key tokens, averaged over its query tokens"

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from ..files import write_text
-from .report import LEGEND, HeadMaps, Matrix, NeuronData, Playground, Report, WalkStep
+from .model import LEGEND, HeadMaps, Matrix, NeuronData, Playground, Report, WalkStep
 
 EXACT_LIMIT = 4096  # arrays up to 64 × 64 travel exactly, as float64
 FIXED_SCALE = 10_000  # "fixed4": value × 10⁴ rounded, as uint16
@@ -247,10 +247,11 @@ def read_report_data(page: str) -> dict[str, Any]:
     return json.loads(found.group("json"))
 
 
-def asset(name: str) -> str:
-    """assets/<name>, which must not contain what could end (or change how HTML reads) the element it is
-    inlined in: </script, </style, <script or <!--."""
-    text = importlib.resources.files("headwise.explain").joinpath("assets", name).read_text(encoding="utf-8")
+def asset(name: str, package: str = __package__) -> str:
+    """assets/<name> of `package` (headwise.pages: the report page's; headwise.explain has the worksheet's),
+    which must not contain what could end (or change how HTML reads) the element it is inlined in:
+    </script, </style, <script or <!--."""
+    text = importlib.resources.files(package).joinpath("assets", name).read_text(encoding="utf-8")
     found = re.search(r"</?script|</style|<!--", text, flags=re.IGNORECASE)
     if found:
         raise ValueError(f"assets/{name} contains {found.group()!r} and cannot be inlined in the page")

@@ -6,24 +6,16 @@ Each check belongs to the step after which it can be made: `checks_after(step_na
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 
+from ..pages.model import Check
 from .example import Run
 
 TOLERANCE = 1e-12  # float64 round-off: a recomputation in another order may differ in the last bits
 ROLES = ("queries", "keys", "values")
 WEIGHTS = {"queries": "query", "keys": "key", "values": "value"}  # W_query makes the queries, ...
-
-
-@dataclass(frozen=True)
-class Check:
-    """One claim about the numbers and whether they bear it out."""
-
-    passed: bool
-    text: str
 
 
 def matches(actual: torch.Tensor, expected: torch.Tensor, claim: str) -> Check:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .report import HeadMaps, Report
+from ..pages.model import HeadMaps, Report
 
 
 def query_position(tokens: Sequence[str], token: str | None = None) -> int:
@@ -19,7 +19,7 @@ def query_position(tokens: Sequence[str], token: str | None = None) -> int:
     case and the tokenizers' word marks ##, Ġ and ▁), else an index (0-based, negative from the end). None:
     the first token that is not a special one such as [CLS] or <s> (the first token when all are). A
     ValueError says what `token` is and what was expected (for `--token`)."""
-    from ..inspection.analysis import SPECIAL_TOKEN
+    from .analysis import SPECIAL_TOKEN
 
     if token is None:
         return next((i for i, t in enumerate(tokens) if not SPECIAL_TOKEN.fullmatch(t)), 0)
@@ -47,7 +47,7 @@ def _bare(token: str) -> str:
 def minilm_report(sentence: str, pieces: str = "words") -> Report:
     """all-MiniLM-L6-v2's 6 layers × 12 heads of self-attention over `sentence`, [CLS] and [SEP] included,
     its tokens shown as `pieces` says (inspection.as_pieces)."""
-    from ..inspection import MINILM, load_model, read
+    from . import MINILM, load_model, read
 
     (maps,) = read(*load_model(MINILM), sentence, pieces=pieces)
     layers, heads = maps.weights.shape[:2]
@@ -68,7 +68,7 @@ def folder_report(folder: str | Path, text: str, pieces: str = "words") -> Repor
     files) reading `text`: an encoder's or a decoder's self-attention, or an encoder-decoder's encoder
     self-attention, decoder self-attention and cross-attention (its decoder reads the same text); the
     tokens shown as `pieces` says (inspection.as_pieces: words, raw or merged)."""
-    from ..inspection import load_model, read
+    from . import load_model, read
 
     model, tokenizer = load_model(folder)
     maps = read(model, tokenizer, text, pieces=pieces)

@@ -1,259 +1,32 @@
-"""What a picture of attention shows, apart from how it is drawn: the walkthrough's steps as labelled
-matrices, and the attention weights of layers × heads with the tokens on both axes.
-
-The renderers (html.py, png.py) draw a Report; the sources below (and explain/models.py for pretrained and
-trained models) make one. Nothing here needs rich or matplotlib.
+"""The lectures' example as a Report (headwise.pages.model): every traced step of a run as a WalkStep of
+labelled matrices, in the lectures' order and names (lecture.py), with the checks its numbers bear out
+(answers.py), and the run's attention weights. Nothing here needs rich or matplotlib.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
+from ..pages.model import Check, HeadMaps, Matrix, Report, WalkStep, caption
 from ..trace import STEP_TEXT
-from .checks import TOLERANCE, Check, checks_after, matches
-from .example import BOOK_CONTEXT_VECS, DROPOUT_SHOWN, EXAMPLES, Example, Run, dropout_trace, run_example
-
-# Each step's axes in the shape legend's letters (self-attention has Nq = Nk = N); the output's D is
-# written out_dim where the output projection is not D wide (the book's d_out -> d_out).
-PER_HEAD_SCORES = ("B", "H", "Nq", "Nk")
-AXES: dict[str, tuple[str, ...]] = {
-    "inputs": ("B", "Nq", "D"),
-    "kv_inputs": ("B", "Nk", "D"),
-    "W_query": ("D", "H·Dh"),
-    "W_key": ("D", "H·Dh"),
-    "W_value": ("D", "H·Dh"),
-    "queries": ("B", "Nq", "H·Dh"),
-    "keys": ("B", "Nk", "H·Dh"),
-    "values": ("B", "Nk", "H·Dh"),
-    "unrolled": ("B", "Nq", "H", "Dh"),
-    "queries_by_head": ("B", "H", "Nq", "Dh"),
-    "keys_by_head": ("B", "H", "Nk", "Dh"),
-    "values_by_head": ("B", "H", "Nk", "Dh"),
-    "scores": PER_HEAD_SCORES,
-    "scaled_scores": PER_HEAD_SCORES,
-    "masked_scores": PER_HEAD_SCORES,
-    "weights": PER_HEAD_SCORES,
-    "dropout": PER_HEAD_SCORES,
-    "context_by_head": ("B", "H", "Nq", "Dh"),
-    "context": ("B", "Nq", "H·Dh"),
-    "out_proj": ("H·Dh", "D"),
-    "output": ("B", "Nq", "D"),
-}
-# The same axes in the lectures' (and the book's) names: d_in = D, d_out = H·Dh, num_heads = H,
-# head_dim = Dh (the book's d_k), num_tokens = N; out_dim (the output projection's width) is d_out too.
-LECTURE_NAMES = {
-    "B": "b",
-    "Nq": "num_tokens",
-    "Nk": "num_tokens",
-    "D": "d_in",
-    "H·Dh": "d_out",
-    "H": "num_heads",
-    "Dh": "head_dim",
-    "out_dim": "d_out",
-}
-LEGEND = "B batch · N tokens (Nq queries, Nk keys) · D width · H heads · Dh head width"
-LECTURE_LEGEND = (
-    "The lectures' names: b = B, num_tokens = N, d_in = D, d_out = H·Dh, num_heads = H, head_dim = Dh "
-    "(the book's d_k)."
+from .answers import TOLERANCE, checks_after, matches
+from .example import BOOK_CONTEXT_VECS, DROPOUT_SHOWN, Example, Run, dropout_trace
+from .lecture import (
+    AXES,
+    BOOK_INPUTS_CODE,
+    HEAD_COLUMNS,
+    LECTURE_CODE,
+    LECTURE_NAMES,
+    LETTERS,
+    ROLES,
+    STAGE_OF,
+    STAGES,
 )
-HEAD_COLUMNS = "Columns hH:i: feature i of head H (one projection makes the heads side by side)."
-# The lectures' (and Raschka's chapter 3) code for each step of the walkthrough, in the book's names.
-LECTURE_CODE: dict[str, str] = {
-    "inputs": "x  # (b, num_tokens, d_in)",
-    "head_dim": "assert d_out % num_heads == 0; self.head_dim = d_out // num_heads",
-    "W_query": "self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)",
-    "W_key": "self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)",
-    "W_value": "self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)",
-    "queries": "queries = self.W_query(x)  # (b, num_tokens, d_out)",
-    "keys": "keys = self.W_key(x)",
-    "values": "values = self.W_value(x)",
-    "unrolled": "queries = queries.view(b, num_tokens, self.num_heads, self.head_dim)",
-    "queries_by_head": "queries = queries.transpose(1, 2)  # (b, num_heads, num_tokens, head_dim)",
-    "keys_by_head": "keys = keys.transpose(1, 2)",
-    "values_by_head": "values = values.transpose(1, 2)",
-    "scores": "attn_scores = queries @ keys.transpose(2, 3)",
-    "masked_scores": "attn_scores.masked_fill_(mask_bool, -torch.inf)",
-    "scaled_scores": "attn_scores / keys.shape[-1]**0.5",
-    "weights": "attn_weights = torch.softmax(attn_scores / keys.shape[-1]**0.5, dim=-1)",
-    "dropout": "attn_weights = self.dropout(attn_weights)",
-    "context_by_head": "context_vec = (attn_weights @ values).transpose(1, 2)",
-    "context": "context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)",
-    "out_proj": "self.out_proj = nn.Linear(d_out, d_out)",
-    "output": "context_vec = self.out_proj(context_vec)",
-}
-BOOK_INPUTS_CODE = "batch = torch.stack((inputs, inputs), dim=0)  # (b, num_tokens, d_in)"
-# The lectures' steps (LECTURES.md, lecture 1); each walkthrough step is shown under the one it belongs to.
-STAGES = {
-    1: "Define the inputs: a batch of token embeddings",
-    2: "Decide the output width d_out and the number of heads; head_dim = d_out / num_heads",
-    3: "Initialise trainable W_query, W_key, W_value (d_in × d_out)",
-    4: "Compute queries, keys, values",
-    5: "Unroll the last dimension into heads",
-    6: "Group by heads (transpose)",
-    7: "Attention scores: queries @ keysᵀ per head",
-    8: "Attention weights: causal mask, scale by √head_dim, softmax, dropout",
-    9: "Context vectors: weights @ values per head, heads combined, the output projection",
-    10: "The hands-on test: the book's printed context_vecs",
-}
-STAGE_OF = {
-    "inputs": 1,
-    "kv_inputs": 1,
-    "head_dim": 2,
-    "W_query": 3,
-    "W_key": 3,
-    "W_value": 3,
-    "queries": 4,
-    "keys": 4,
-    "values": 4,
-    "unrolled": 5,
-    "queries_by_head": 6,
-    "keys_by_head": 6,
-    "values_by_head": 6,
-    "scores": 7,
-    "masked_scores": 8,
-    "scaled_scores": 8,
-    "weights": 8,
-    "dropout": 8,
-    "context_by_head": 9,
-    "context": 9,
-    "out_proj": 9,
-    "output": 9,
-}
-ROLES = {"W_query": "queries", "W_key": "keys", "W_value": "values"}
-PLAYGROUND_MAX = 16  # tokens, d_in and d_out at most: beyond, the page has no "your own numbers"
-LETTERS = {"W_query": "q", "W_key": "k", "W_value": "v", "out_proj": "o"}
-
-
-@dataclass(frozen=True)
-class Matrix:
-    """A step's values for one head (or the only matrix of a step without heads): values (R, C) with a
-    label per row and per column, and the printed cells when they are not plain numbers (fractions)."""
-
-    values: torch.Tensor
-    rows: tuple[str, ...]
-    columns: tuple[str, ...]
-    caption: str = ""
-    cells: tuple[tuple[str, ...], ...] | None = None
-
-
-@dataclass(frozen=True)
-class WalkStep:
-    """One step of the walkthrough: its name, formula, sentence, shape with the axes' letters, values, the
-    lectures' code for it, and the checks its numbers make possible."""
-
-    name: str
-    formula: str
-    sentence: str
-    shape: tuple[int, ...]
-    axes: tuple[str, ...]
-    matrices: tuple[Matrix, ...]
-    lecture: str = ""  # the lectures' code for the step, when they have one
-    checks: tuple[Check, ...] = ()  # what the step's numbers bear out (shown with ✓ or ✗)
-    stage: str = ""  # the lectures' step it belongs to, "8. Attention weights: ...", when it has one
-    lecture_axes: tuple[str, ...] = ()  # the axes in the lectures' names (d_in, num_tokens, ...)
-
-
-@dataclass(frozen=True)
-class HeadMaps:
-    """The attention weights of one kind of attention ("self-attention", "cross-attention", ...) in every
-    layer and head: weights (L, H, Nq, Nk), row i the distribution of query token i over the key tokens."""
-
-    title: str
-    query_tokens: tuple[str, ...]
-    key_tokens: tuple[str, ...]
-    weights: torch.Tensor
-    pair_start: int | None = None  # a sentence pair read as one sequence: where sentence B starts
-
-    def __post_init__(self) -> None:
-        if self.weights.dim() != 4 or tuple(self.weights.shape[2:]) != (
-            len(self.query_tokens),
-            len(self.key_tokens),
-        ):
-            raise ValueError(
-                f"{self.title}: weights (L, H, Nq, Nk) = {tuple(self.weights.shape)} do not match "
-                f"{len(self.query_tokens)} query tokens and {len(self.key_tokens)} key tokens"
-            )
-        if self.pair_start is not None and (
-            isinstance(self.pair_start, bool)
-            or not isinstance(self.pair_start, int)
-            or self.query_tokens != self.key_tokens
-            or not 0 < self.pair_start < len(self.query_tokens)
-        ):
-            raise ValueError(
-                f"{self.title}: pair_start (where sentence B starts) must be a position from 1 to "
-                f"{len(self.query_tokens) - 1} of a self-attention map, got {self.pair_start!r}"
-            )
-
-
-@dataclass(frozen=True)
-class NeuronData:
-    """What the neuron view's page picks from: one sequence's tokens (N), every layer's queries
-    (L, Hq, N, Dh) and keys (L, Hkv, N, Dh) (Hq/Hkv query heads share a key head), the masked scores
-    scale · q · kᵀ + mask and the weights (L, Hq, N, N), the [layer, head, query] shown first (the layer
-    as an index into these), and the model's numbers of the L layers held (all, or the chosen one)."""
-
-    tokens: tuple[str, ...]
-    queries: torch.Tensor
-    keys: torch.Tensor
-    scores: torch.Tensor
-    weights: torch.Tensor
-    selected: tuple[int, int, int] = (0, 0, 0)
-    layer_numbers: tuple[int, ...] | None = None  # None: 0, 1, ..., L - 1
-
-
-@dataclass(frozen=True)
-class Playground:
-    """What the page's "your own numbers" section starts from and recomputes in the page: the example's
-    name, the tokens (N),
-    the inputs x (N, d_in), W_query, W_key, W_value (d_in, d_out) as the lecture writes them and their
-    biases (d_out,) (zeros where the module has none), out_proj as W_o (d_out, out) and b_o (out,), the
-    number of heads (head_dim = d_out / heads), and whether attention is causal."""
-
-    name: str
-    tokens: tuple[str, ...]
-    inputs: torch.Tensor
-    w_query: torch.Tensor
-    w_key: torch.Tensor
-    w_value: torch.Tensor
-    b_query: torch.Tensor
-    b_key: torch.Tensor
-    b_value: torch.Tensor
-    w_out: torch.Tensor
-    b_out: torch.Tensor
-    heads: int
-    causal: bool
-
-
-@dataclass(frozen=True)
-class Report:
-    """Everything one report shows: a title, a sentence on where the numbers come from, the walkthrough's
-    steps (possibly none), the attention maps (possibly none), and the layers and heads of them the model
-    view draws (bertviz's include_layers and include_heads; the head view has them all)."""
-
-    title: str
-    description: str
-    steps: tuple[WalkStep, ...]
-    attention: tuple[HeadMaps, ...]
-    model_layers: tuple[int, ...] | None = None  # the layers the model view draws (None: all)
-    model_heads: tuple[int, ...] | None = None  # the heads it draws (None: all)
-    neurons: NeuronData | None = None  # every layer's queries and keys, for the neuron view's page
-    playgrounds: tuple[
-        Playground, ...
-    ] = ()  # examples' modules and inputs to edit in the page, its own first
-
-
-def caption(axes: tuple[str, ...], index: int, sizes: tuple[int, ...]) -> str:
-    """'batch 1, head 0' for matrix `index` of the leading axes `axes` of sizes `sizes` (the book's b and
-    num_heads, or the legend's B and H); '' without."""
-    names = {"b": "batch", "B": "batch", "num_heads": "head", "H": "head"}
-    if not axes:
-        return ""
-    positions = torch.unravel_index(torch.tensor(index), tuple(sizes))
-    return ", ".join(f"{names.get(axis, axis)} {int(p)}" for axis, p in zip(axes, positions, strict=True))
+from .playground import playgrounds_of
 
 
 def axis_labels(axis: str, size: int, example: Example) -> list[str]:
@@ -607,40 +380,6 @@ def lecture_steps(run: Run) -> tuple[WalkStep, ...]:
     steps.append(weight_step("out_proj", module.out_proj.weight, module.out_proj.bias, run))
     steps.append(output_step(run))
     return tuple(steps)
-
-
-def playground_of(run: Run, name: str) -> Playground:
-    """The run's inputs (batch 0) and weights in the lecture's layout, for the page to recompute."""
-    module = run.module
-    weights, biases = zip(*module.projections(), strict=True)  # W (d_out, d_in) each, b (d_out,) or None
-    width = weights[0].shape[0]
-    zeros = torch.zeros(width, dtype=torch.float64)
-    out_bias = module.out_proj.bias
-    return Playground(
-        name,
-        tuple(run.example.tokens),
-        run.trace["inputs"].tensor[0].to(torch.float64),  # (N, d_in)
-        *(w.detach().T.to(torch.float64) for w in weights),  # (d_in, d_out) each
-        *(zeros if b is None else b.detach().to(torch.float64) for b in biases),  # (d_out,) each
-        module.out_proj.weight.detach().T.to(torch.float64),  # (d_out, out)
-        torch.zeros(module.out_dim, dtype=torch.float64) if out_bias is None else out_bias.detach().double(),
-        module.num_heads,
-        run.example.causal,
-    )
-
-
-def playgrounds_of(run: Run) -> tuple[Playground, ...]:
-    """What the page's "your own numbers" offers: the run's example, then the other named examples
-    (example.EXAMPLES) when it is one of them; none for cross-attention (the section edits one sequence)
-    or past PLAYGROUND_MAX tokens or features (a table of inputs to edit that size helps nobody)."""
-    example = run.example
-    if example.kv_tokens is not None or max(len(example.tokens), example.dim, example.d_out) > PLAYGROUND_MAX:
-        return ()
-    names = [name for name, one in EXAMPLES.items() if one == example]
-    if not names:
-        return (playground_of(run, "yours"),)
-    others = [playground_of(run_example(e), n) for n, e in EXAMPLES.items() if n != names[0]]
-    return (playground_of(run, names[0]), *others)
 
 
 def lecture_report(run: Run) -> Report:

@@ -17,7 +17,7 @@ import torch
 
 from ..files import replacing
 from ..optional import require
-from .report import HeadMaps, Matrix, Report, WalkStep
+from .model import HeadMaps, Matrix, Report, WalkStep
 
 NEEDS_MATPLOTLIB = "pip install 'headwise[bench]' (or any matplotlib >= 3.8)"
 NUMBERS_UP_TO = 12  # print the values in the cells of matrices at most this many rows and columns
