@@ -12,43 +12,17 @@ A backend module defines
     capabilities take predicates (the others get it combined into `mask`); weights (B, Hq, Nq, Nk) and
     lse (B, Hq, Nq) are None unless asked for.
 
-A new backend is its module and its name in MODULES: the dispatcher, the oracle grid (tests) and the
-benchmarks read this registry. "auto" ranks the backends that declare a rank (Capabilities.rank: lower
-first, per device; tuning.static_choices): a new one without is reachable by name and by `headwise tune`.
+A new backend is its module and its name in MODULES (registry.py): the dispatcher, the oracle grid
+(tests) and the benchmarks read that registry. "auto" ranks the backends that declare a rank
+(Capabilities.rank: lower first, per device; tuning.static_choices): a new one without is reachable by
+name and by `headwise tune`.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import torch
-
 from .capabilities import Capabilities, Choice, Rank, Request
-
-MODULES = ("reference", "sdpa", "chunked", "blocksparse", "dense", "triton", "flex")
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    run: Callable[..., tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
-    capabilities: Capabilities
-
-    def unsupported(self, request: Request) -> str | None:
-        """What this backend cannot do for `request`, or None."""
-        return self.capabilities.unsupported(request)
-
-
-def _load(name: str) -> Backend:
-    module = importlib.import_module(f"{__name__}.{name}")
-    return Backend(name, module.attention, module.CAPABILITIES)
-
-
-BACKENDS: dict[str, Backend] = {name: _load(name) for name in MODULES}
-
-from .dispatch import auto_order, choose  # noqa: E402  (dispatch reads BACKENDS)
+from .dispatch import auto_order, choose
+from .registry import BACKENDS, MODULES, Backend
 
 __all__ = [
     "BACKENDS",

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .capabilities import Choice
+from .registry import BACKENDS
 
 FORMAT = 1  # the cache file's layout; a file of another format is ignored
 
@@ -87,8 +88,6 @@ def _entry(entry_key: str, entry: object) -> Choice:
     ValueError saying what does not fit: the compute dtype must be one the key's input dtype allows
     (COMPUTE_DTYPES: itself, and float32 for bf16/fp16), the backend a registered one that runs on the
     key's device in that dtype. Whether it serves each call is checked again when a call looks it up."""
-    from . import BACKENDS
-
     parts = entry_key.split(" | ")
     allowed = COMPUTE_DTYPES.get(parts[3]) if len(parts) > 3 else None
     if allowed is None:

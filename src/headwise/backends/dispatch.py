@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import BACKENDS
 from .capabilities import Request
+from .registry import BACKENDS
 from .tuning import TUNER, Choice, accurate_backward, slow_here, static_choices
 
 

@@ -45,10 +45,11 @@ from collections.abc import Callable
 import torch
 
 from ..masks import Causal
-from . import BACKENDS, blocksparse
+from . import blocksparse
 from .cachefile import FORMAT, MAX_CACHE_BYTES, cache_path, read_choices, write_choices
 from .capabilities import Choice, Request
 from .plan import make_plan
+from .registry import BACKENDS
 
 __all__ = [
     "FORMAT",
