@@ -20,9 +20,10 @@ way) as well as matmul rates and bandwidths, each to a few %, to rank candidates
   computed in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and keeps the
   fastest. Its cost, once per key and process-wide cached in the file: one warm-up call of each of the
   first two candidates, of the others while under BUDGET_S (1 s), then interleaved rounds (ROUNDS at
-  most) while under BUDGET_S, at least one: about 1 s for calls under 0.1 s, and for a long call about
-  four calls' time (N=4096 forward + backward in bf16: a few seconds). The first such call of a process emits
-  one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache file and the off switch.
+  most) while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than half a second
+  two calls' time (the first two candidates' warm-ups, which rank them). The first such call of a
+  process emits one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache file and the
+  off switch.
 HEADWISE_TUNE=0 (or `enable(False)`) turns measuring off (the static order decides); HEADWISE_TUNE=1 (or
 `enable()`) measures every new key with more than one candidate, float32 forward and CUDA included. No
 measurement runs while torch.compile or torch.jit.trace traces, under torch.func's transforms or
@@ -36,7 +37,6 @@ backward follows and whether dropout is on. They live in memory and in the cache
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -327,9 +327,10 @@ class Tuner:
         """Time `run(choice)` for each candidate, keep the fastest for `request`'s key and persist it. One
         warm-up call each, in order (the first two always, the others while the measurement is under
         BUDGET_S); a candidate whose warm-up takes SLOWER times the fastest one's is not timed further;
-        then up to ROUNDS rounds that call each candidate left once, interleaved so that a slow spell of
-        the machine hits them alike (the first round always, the others while under BUDGET_S); a
-        candidate's fastest call counts. -> {"choice": Choice, "ms": {label: fastest ms, or None (not timed)},
+        then, while the measurement is under BUDGET_S, up to ROUNDS rounds that call each candidate left
+        once, interleaved so that a slow spell of the machine hits them alike; a candidate's fastest call,
+        warm-up included, counts (calls long enough to spend the budget in their warm-ups are ranked by
+        those). -> {"choice": Choice, "ms": {label: fastest ms, or None (not timed)},
         "cost_s": seconds}."""
         start = time.perf_counter()
         warm: dict[Choice, float | None] = {}
@@ -337,9 +338,9 @@ class Tuner:
             over = index >= 2 and time.perf_counter() - start > BUDGET_S
             warm[choice] = None if over else _seconds(run, choice)
         fastest = min(t for t in warm.values() if t is not None)
-        best = {c: math.inf for c, t in warm.items() if t is not None and t <= SLOWER * fastest}
-        for round_ in range(ROUNDS):
-            if round_ > 0 and time.perf_counter() - start > BUDGET_S:
+        best = {c: t for c, t in warm.items() if t is not None and t <= SLOWER * fastest}
+        for _ in range(ROUNDS):
+            if time.perf_counter() - start > BUDGET_S:
                 break
             for choice in best:
                 best[choice] = min(best[choice], _seconds(run, choice))
