@@ -45,7 +45,7 @@ class TransformerConfig:
             output before the residual (as torch.nn.Transformer), in training mode.
         activation: the feed-forward nonlinearity, one of ACTIVATIONS.
         norm_first: pre-norm (True) or post-norm (False). final_norm: a LayerNorm after each stack.
-        layer_norm_eps, bias (in every linear layer and LayerNorm).
+        layer_norm_eps: the epsilon of every LayerNorm. bias: biases in every linear layer and LayerNorm.
         positions: "sinusoidal" or "learned" (added to the token embeddings), "rotary" (RoPE, in every
             self-attention), "alibi" (a per-head distance penalty on the self-attention scores) or "none".
         max_positions: the longest sequence the model accepts. rope_base: RoPE's base.
