@@ -61,8 +61,8 @@ class LayerCache:
         what is cached or would pass max_length.
         """
         _check_new(k, v)
-        if self._keys is not None:
-            self._check_matches(k, v)
+        if self._keys is not None and self._values is not None:
+            self._check_matches(self._keys, self._values, k, v)
         end = self.length + k.shape[2]  # N after this append
         if self.max_length is not None and end > self.max_length:
             raise ValueError(
@@ -74,30 +74,35 @@ class LayerCache:
             self._reallocate(k, v, end if self.max_length is None else self.max_length)
         elif end > self.capacity:  # only without max_length
             self._reallocate(k, v, max(end, 2 * self.capacity))
-        self._keys[:, :, self.length : end] = k
-        self._values[:, :, self.length : end] = v
+        keys, values = self._keys, self._values  # (B, Hkv, capacity, Dh), (B, Hkv, capacity, Dv)
+        assert keys is not None and values is not None  # allocated above
+        keys[:, :, self.length : end] = k
+        values[:, :, self.length : end] = v
         self.length = end
         # Checked on the new tokens only, so that attention need not read the whole cache again for it
         # (under torch.compile, where the check would break the graph: unknown, and attention checks).
         self.finite = self.finite and not torch.compiler.is_compiling() and all_finite(k, v)
-        return self.keys, self.values  # (B, Hkv, N, Dh), (B, Hkv, N, Dv)
+        return keys[:, :, :end], values[:, :, :end]  # (B, Hkv, N, Dh), (B, Hkv, N, Dv)
 
     def _reallocate(self, k: torch.Tensor, v: torch.Tensor, capacity: int) -> None:
         """New buffers of `capacity` tokens shaped like k and v, holding the cached tokens."""
         keys = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])  # (B, Hkv, capacity, Dh)
         values = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])  # (B, Hkv, capacity, Dv)
-        if self.length:
+        if self._keys is not None and self._values is not None and self.length:
             keys[:, :, : self.length] = self._keys[:, :, : self.length]
             values[:, :, : self.length] = self._values[:, :, : self.length]
         self._keys, self._values = keys, values
 
-    def _check_matches(self, k: torch.Tensor, v: torch.Tensor) -> None:
+    def _check_matches(
+        self, keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> None:
+        """A ValueError or TypeError unless the new k and v fit the buffers keys and values."""
         cached = {
-            "batch size B": (self._keys.shape[0], k.shape[0]),
-            "key/value heads Hkv": (self._keys.shape[1], k.shape[1]),
-            "key head width Dh": (self._keys.shape[3], k.shape[3]),
-            "value head width Dv": (self._values.shape[3], v.shape[3]),
-            "device": (self._keys.device, k.device),
+            "batch size B": (keys.shape[0], k.shape[0]),
+            "key/value heads Hkv": (keys.shape[1], k.shape[1]),
+            "key head width Dh": (keys.shape[3], k.shape[3]),
+            "value head width Dv": (values.shape[3], v.shape[3]),
+            "device": (keys.device, k.device),
         }
         for what, (expected, got) in cached.items():
             if expected != got:
@@ -105,14 +110,15 @@ class LayerCache:
                     f"KVCache {self.name} holds {what} = {expected}, but the new keys and values have {got}; "
                     "call cache.reset() before decoding a different batch"
                 )
-        if k.dtype != self._keys.dtype:
+        if k.dtype != keys.dtype:
             raise TypeError(
-                f"KVCache {self.name} holds {self._keys.dtype}, but the new keys and values are {k.dtype}; "
+                f"KVCache {self.name} holds {keys.dtype}, but the new keys and values are {k.dtype}; "
                 "convert them, or call cache.reset() first"
             )
 
 
-def _check_new(k: object, v: object) -> None:
+def _check_new(k: torch.Tensor, v: torch.Tensor) -> None:
+    """A TypeError or ValueError unless k and v are new keys and values a cache can take."""
     for name, t in (("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
