@@ -18,7 +18,8 @@ from oracle import SELF_ATTENTION_STEPS
 
 import headwise
 from headwise.cli.main import main
-from headwise.explain import by_hand, example, terminal
+from headwise.explain import example, terminal
+from headwise.explain.exercise import FEATURES, W_KEY, W_QUERY, W_VALUE
 from headwise.inspection import reports
 from headwise.pages.html import read_report_data
 from headwise.trace import STEP_TEXT
@@ -407,9 +408,7 @@ def test_by_hand_fits_and_marks_the_approximations(by_hand_output: str) -> None:
 
 
 def test_by_hand_numbers_are_the_pencil_and_paper_ones(by_hand_output: str) -> None:
-    x, w_q, w_k, w_v = (
-        m.tolist() for m in (by_hand.FEATURES, by_hand.W_QUERY, by_hand.W_KEY, by_hand.W_VALUE)
-    )
+    x, w_q, w_k, w_v = (m.tolist() for m in (FEATURES, W_QUERY, W_KEY, W_VALUE))
     queries, keys, values = matmul(w_q, x), matmul(w_k, x), matmul(w_v, x)
     scores = matmul(transpose(keys), queries)  # (4, 4): column j = query j
     halves = [[s // 2 for s in row] for row in scores]
@@ -442,9 +441,9 @@ def test_by_hand_exact_values_are_headwise_reference(by_hand_output: str) -> Non
     q, k, v = (
         torch.tensor(m, dtype=torch.float64).T[None, None]  # (1, 1, 4, 3)
         for m in (
-            matmul(by_hand.W_QUERY.tolist(), by_hand.FEATURES.tolist()),
-            matmul(by_hand.W_KEY.tolist(), by_hand.FEATURES.tolist()),
-            matmul(by_hand.W_VALUE.tolist(), by_hand.FEATURES.tolist()),
+            matmul(W_QUERY.tolist(), FEATURES.tolist()),
+            matmul(W_KEY.tolist(), FEATURES.tolist()),
+            matmul(W_VALUE.tolist(), FEATURES.tolist()),
         )
     )
     out, weights = headwise.attention(q, k, v, backend="reference", return_weights=True)

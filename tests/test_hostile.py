@@ -528,7 +528,7 @@ def test_an_exercise_that_is_not_a_regular_file_is_refused_at_once(tmp_path, cap
 
 
 def test_an_exercise_over_the_size_bound_is_refused(tmp_path, capsys):
-    from headwise.explain.by_hand import MAX_FILE_BYTES
+    from headwise.explain.exercise import MAX_FILE_BYTES
 
     path = tmp_path / "exercise.json"
     path.write_text(" " * (MAX_FILE_BYTES + 1))

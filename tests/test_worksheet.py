@@ -16,7 +16,8 @@ import pytest
 from test_explain import RULES, SECOND, TEACHER, as_csv, matmul, panel, rounded, transpose
 
 from headwise.cli.main import main
-from headwise.explain import by_hand
+from headwise.explain import hand_steps
+from headwise.explain.exercise import FEATURES, W_KEY, W_QUERY, W_VALUE
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -114,9 +115,7 @@ def test_the_lectures_worksheet_has_blanks_then_the_answers(tmp_path, capsys) ->
     questions = [table for table in sheet.tables if table.section == "questions"]
     answers = [table for table in sheet.tables if table.section == "answers"]
     given = {table.caption: table.cells() for table in questions if table.kind == "filled"}
-    x, w_q, w_k, w_v = (
-        m.tolist() for m in (by_hand.FEATURES, by_hand.W_QUERY, by_hand.W_KEY, by_hand.W_VALUE)
-    )
+    x, w_q, w_k, w_v = (m.tolist() for m in (FEATURES, W_QUERY, W_KEY, W_VALUE))
     assert given == {
         name: [[str(e) for e in row] for row in m]
         for name, m in zip(("X", "W_Q", "W_K", "W_V"), (x, w_q, w_k, w_v), strict=True)
@@ -292,7 +291,7 @@ def test_the_sample_exercises_are_worked_as_with_pencil_and_fractions(name: str,
     heads = [("W_Q", "W_K", "W_V")] + ([("W_Q2", "W_K2", "W_V2")] if name == "6-6" else [])
     exercise, where = read_sample(name, kind)
     assert Path(where).name == f"{name}.{kind}" and refusal(exercise) is None
-    worked = by_hand.work(exercise)
+    worked = hand_steps.work(exercise)
     assert len(worked.hands) == len(heads)
     for hand, names in zip(worked.hands, heads, strict=True):
         a, z = pencil(data["X"], *(data[n] for n in names))

@@ -305,7 +305,7 @@ def read_input(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The exercise --input or --example names (a by_hand.Exercise), the lectures' without them; an
     unreadable file, or rules that destroy the exercise (teaching.refusal), are argument errors, before
     anything is computed. Needs rich (by_hand draws with it). A sample's file is named on stdout."""
-    from ..explain.by_hand import LECTURE, read_exercise
+    from ..explain.exercise import LECTURE, read_exercise
     from ..explain.teaching import SAMPLES, read_sample, refusal
 
     if args.input is not None and args.example is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .by_hand import Exercise, read_exercise
+from .exercise import Exercise, read_exercise
 
 RULE_FACTOR = 10  # power_base^floor(x/divide_by) and e^(x/√d_k) at most this many times apart
 

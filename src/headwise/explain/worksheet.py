@@ -19,15 +19,8 @@ from pathlib import Path
 
 from ..files import write_text
 from ..pages.html import asset, sha256_source
-from .by_hand import (
-    LECTURE,
-    Exercise,
-    HandStep,
-    Panel,
-    describe,
-    rules_sentence,
-    work,
-)
+from .exercise import LECTURE, Exercise
+from .hand_steps import HandStep, Panel, describe, rules_sentence, work
 
 STYLE = "worksheet.css"
 
