@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import TypeVar, overload
 
 import torch
+from typing_extensions import dataclass_transform  # typing's from Python 3.11
 
 _FEW = 8  # a data tensor with at most this many entries is written out in a title
-rule = dataclass(frozen=True, repr=False)  # a predicate or modifier of plain numbers: equal by value
-data_rule = dataclass(frozen=True, repr=False, eq=False)  # one holding tensors: equal only to itself
+T = TypeVar("T")
 
 
-def block_indices(batch, heads, q_start, q_end, k_start, k_end, device):
+@dataclass_transform(frozen_default=True)
+def rule(cls: type[T]) -> type[T]:
+    """A predicate or modifier of plain numbers: a frozen dataclass, equal by value."""
+    return dataclass(frozen=True, repr=False)(cls)
+
+
+@dataclass_transform(frozen_default=True, eq_default=False)
+def data_rule(cls: type[T]) -> type[T]:
+    """A predicate or modifier holding tensors: a frozen dataclass, equal only to itself."""
+    return dataclass(frozen=True, repr=False, eq=False)(cls)
+
+
+def block_indices(
+    batch: int, heads: int, q_start: int, q_end: int, k_start: int, k_end: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Index tensors of one block, broadcasting to (B, H, q_end - q_start, k_end - k_start)."""
     batch_idx = torch.arange(batch, device=device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     head_idx = torch.arange(heads, device=device).view(1, -1, 1, 1)  # (1, H, 1, 1)
@@ -26,11 +41,11 @@ def check_counts(**counts: object) -> None:
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 0:
+        if int(value) < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def check_block(q_start, q_end, k_start, k_end, num_queries, num_keys) -> None:
+def check_block(q_start: int, q_end: int, k_start: int, k_end: int, num_queries: int, num_keys: int) -> None:
     """Raise unless [q_start, q_end) lies in [0, num_queries) and [k_start, k_end) in [0, num_keys)."""
     check_counts(num_queries=num_queries, num_keys=num_keys)
     check_counts(q_start=q_start, q_end=q_end, k_start=k_start, k_end=k_end)
@@ -42,7 +57,9 @@ def check_block(q_start, q_end, k_start, k_end, num_queries, num_keys) -> None:
             )
 
 
-def check_tensor(value: object, name: str, expected: str, dims: tuple[int, ...], floating=False) -> None:
+def check_tensor(
+    value: object, name: str, expected: str, dims: tuple[int, ...], floating: bool = False
+) -> None:
     """Raise unless `value` is a tensor of floating (or, by default, integer) dtype with `dims` dimensions;
     `expected` says what was asked for."""
     if not isinstance(value, torch.Tensor):
@@ -68,7 +85,7 @@ def check_holds_values(value: torch.Tensor, name: str) -> None:
         )
 
 
-def check_kind(value: object, kind: type, operator: str):
+def check_kind(value: object, kind: type[T], operator: str) -> T:
     """`value` itself, when it is a `kind` (Predicate or ScoreModifier) to combine by `operator`."""
     if not isinstance(value, kind):
         raise TypeError(
@@ -83,7 +100,13 @@ def non_decreasing(ids: torch.Tensor) -> bool:
     return bool((ids[:, 1:] >= ids[:, :-1]).all())
 
 
-def first(*values):
+@overload
+def first(a: T | None, b: T, /) -> T: ...
+@overload
+def first(a: T | None, b: T | None, c: T, /) -> T: ...
+@overload
+def first(*values: T | None) -> T | None: ...
+def first(*values: T | None) -> T | None:
     """The first value that is not None (None if all are)."""
     return next((value for value in values if value is not None), None)
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .common import first
+
+if TYPE_CHECKING:
+    from .predicates import Predicate
+    from .score_mods import ALiBi, Softcap
 
 PICTURE_SIZE = 8  # queries and keys that print() draws, unless the predicate's data fixes them
 PICTURE_WIDTH = 80  # a picture spaces its columns out while they fit in this many characters
 
 
-def predicate(rule, num_queries: int | None, num_keys: int | None) -> str:
+def predicate(rule: Predicate, num_queries: int | None, num_keys: int | None) -> str:
     """A predicate's pattern: a title line, then a row per query and a column per key, ■ = may attend,
     · = blocked. Batch element 0 and head 0; the sizes default to the data's, else to 8."""
     batch, data_queries, data_keys = rule.sizes()
@@ -23,7 +29,7 @@ def predicate(rule, num_queries: int | None, num_keys: int | None) -> str:
     return "\n".join([header, *(gap.join("■" if x else "·" for x in row) for row in grid.tolist())])
 
 
-def alibi(modifier, num_queries: int, num_keys: int) -> str:
+def alibi(modifier: ALiBi, num_queries: int, num_keys: int) -> str:
     """The title, then head 0's bias: a row per query, a column per key."""
     zeros = torch.zeros(1, modifier.heads(), num_queries, num_keys, dtype=torch.float64)  # (1, H, Nq, Nk)
     bias = modifier.dense(zeros)[0, 0]  # (Nq, Nk)
@@ -32,7 +38,7 @@ def alibi(modifier, num_queries: int, num_keys: int) -> str:
     return "\n".join([modifier.title, header, *_number_rows(bias.tolist())])
 
 
-def softcap(modifier) -> str:
+def softcap(modifier: Softcap) -> str:
     """The title, then a few scores and what they become."""
     cap = modifier.cap
     ratios = torch.tensor([-3.0, -1.0, -0.25, 0.0, 0.25, 1.0, 3.0], dtype=torch.float64)  # (7,)

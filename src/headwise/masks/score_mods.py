@@ -34,7 +34,16 @@ class ScoreModifier:
         """The call that makes this modifier, e.g. 'softcap(30)'."""
         raise NotImplementedError
 
-    def apply(self, scores, batch_idx, head_idx, q_idx, kv_idx, num_queries: int, num_keys: int):
+    def apply(
+        self,
+        scores: torch.Tensor,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         """scores (B, H, Nq_block, Nk_block) at indices broadcasting as for Predicate.allowed -> the
         changed scores, same shape and dtype."""
         raise NotImplementedError
@@ -46,7 +55,9 @@ class ScoreModifier:
         """The number of heads H fixed by the modifier's data, or None."""
         return None
 
-    def block(self, scores: torch.Tensor, q_start: int, k_start: int, num_queries: int, num_keys: int):
+    def block(
+        self, scores: torch.Tensor, q_start: int, k_start: int, num_queries: int, num_keys: int
+    ) -> torch.Tensor:
         """scores (B, H, Nq_block, Nk_block) of the queries from q_start and the keys from k_start, in
         attention with Nq = num_queries, Nk = num_keys -> the changed scores (B, H, Nq_block, Nk_block)."""
         check_tensor(scores, "scores", "a floating tensor (B, H, Nq, Nk)", dims=(4,), floating=True)
@@ -89,19 +100,28 @@ class ALiBi(ScoreModifier):
     def title(self) -> str:
         return f"alibi({describe(self.slopes)})"
 
-    def apply(self, scores, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+    def apply(
+        self,
+        scores: torch.Tensor,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         slopes = self.slopes.to(scores.device, scores.dtype)[head_idx]  # (1, H, 1, 1)
         distance = (q_idx + (num_keys - num_queries) - kv_idx).abs()  # (Nq_block, Nk_block)
         return scores - slopes * distance  # (B, H, Nq_block, Nk_block)
 
-    def check(self, batch, heads, num_queries, num_keys):
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
         if self.slopes.shape[0] != heads:
             raise ValueError(
                 f"alibi has {self.slopes.shape[0]} slopes but the scores have H = {heads} heads; "
                 "expected one slope per query head"
             )
 
-    def heads(self):
+    def heads(self) -> int:
         return self.slopes.shape[0]
 
     def picture(self, num_queries: int = pictures.PICTURE_SIZE, num_keys: int = pictures.PICTURE_SIZE) -> str:
@@ -119,7 +139,16 @@ class Softcap(ScoreModifier):
     def title(self) -> str:
         return f"softcap({self.cap:g})"
 
-    def apply(self, scores, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+    def apply(
+        self,
+        scores: torch.Tensor,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         return self.cap * torch.tanh(scores / self.cap)  # same shape as scores
 
     def picture(self) -> str:
@@ -138,14 +167,24 @@ class Chain(ScoreModifier):
     def title(self) -> str:
         return f"{self.first.title}.then({self.second.title})"
 
-    def apply(self, scores, *index):
+    def apply(
+        self,
+        scores: torch.Tensor,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        index = (batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys)
         return self.second.apply(self.first.apply(scores, *index), *index)  # same shape as scores
 
-    def check(self, *sizes):
-        self.first.check(*sizes)
-        self.second.check(*sizes)
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
+        self.first.check(batch, heads, num_queries, num_keys)
+        self.second.check(batch, heads, num_queries, num_keys)
 
-    def heads(self):
+    def heads(self) -> int | None:
         return first(self.first.heads(), self.second.heads())
 
     def picture(self) -> str:

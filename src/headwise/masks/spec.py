@@ -9,6 +9,7 @@ no spec: encode returns None, and the caller materialises it instead.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
@@ -42,25 +43,25 @@ def _encode(predicate: Predicate, tensors: list[torch.Tensor]) -> str | None:
         tensors.append(t)
         return f"#{len(tensors) - 1}"
 
-    kind = type(predicate)
-    if kind is Causal:
+    # The exact classes only: a user's subclass may mean something else (type() narrows as isinstance does).
+    if type(predicate) is Causal:
         return "causal()"
-    if kind is SlidingWindow:
+    if type(predicate) is SlidingWindow:
         return f"sliding_window({predicate.left},{predicate.right})"
-    if kind is KeyLengths:
+    if type(predicate) is KeyLengths:
         return f"key_lengths({tensor(predicate.lengths)},{predicate.argument})"
-    if kind is Documents:
+    if type(predicate) is Documents:
         return f"documents({tensor(predicate.query_doc_ids)},{tensor(predicate.key_doc_ids)})"
-    if kind is PrefixLM:
+    if type(predicate) is PrefixLM and isinstance(predicate.second, KeyLengths):  # as prefix_lm() makes it
         return f"prefix_lm({tensor(predicate.second.lengths)})"
-    if kind is Not:
+    if type(predicate) is Not:
         inner = _encode(predicate.inner, tensors)
         return None if inner is None else f"not({inner})"
-    if kind in (And, Or):
+    if type(predicate) is And or type(predicate) is Or:
         first, second = _encode(predicate.first, tensors), _encode(predicate.second, tensors)
         if first is None or second is None:
             return None
-        return f"{'and' if kind is And else 'or'}({first},{second})"
+        return f"{'and' if type(predicate) is And else 'or'}({first},{second})"
     return None
 
 
@@ -104,7 +105,8 @@ def _decode(tokens: list[str], tensors: list[torch.Tensor]) -> tuple[Predicate, 
     return _build(name, arguments), rest[1:]
 
 
-def _build(name: str, arguments: list) -> Predicate:
+def _build(name: str, arguments: list[Any]) -> Predicate:
+    """The predicate `name` of the decoded `arguments` (tensors, ints, words, inner predicates)."""
     if name == "causal":
         return Causal()
     if name == "sliding_window":

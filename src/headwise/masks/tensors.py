@@ -6,9 +6,14 @@ j <= i + (Nk - Nq), so the last query sees the last key.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, overload
+
 import torch
 
 from .common import check_holds_values
+
+if TYPE_CHECKING:
+    from .predicates import Predicate
 
 Mask = torch.Tensor
 
@@ -27,6 +32,10 @@ def to_additive(mask: Mask, dtype: torch.dtype) -> Mask:
     return mask.to(dtype)
 
 
+@overload
+def combine(first: Mask | None, second: Mask, dtype: torch.dtype) -> Mask: ...
+@overload
+def combine(first: Mask | None, second: Mask | None, dtype: torch.dtype) -> Mask | None: ...
 def combine(first: Mask | None, second: Mask | None, dtype: torch.dtype) -> Mask | None:
     """Both masks at once: AND of two boolean masks, otherwise the sum of their additive forms.
 
@@ -83,7 +92,13 @@ def check_padding_mask(
     check_mask(mask, name, shape, device)
 
 
-def with_predicate(mask: Mask | None, predicate, target: tuple[int, int, int, int], dtype, device) -> Mask:
+def with_predicate(
+    mask: Mask | None,
+    predicate: Predicate,
+    target: tuple[int, int, int, int],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Mask:
     """`mask` and a masks.Predicate as one tensor mask (see `combine`), the predicate materialised for
     attention of sizes target = (B, Hq, Nq, Nk) on `device`: bool (B|1, Hq|1, Nq, Nk), or float in `dtype`."""
     return combine(mask, predicate.materialize(*target, device=device), dtype)
