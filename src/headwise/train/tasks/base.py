@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -18,6 +18,8 @@ from ...nn.models import LanguageModel, Transformer
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"Transformer": Transformer, "LanguageModel": LanguageModel}
 TRAINING_COPIES = 4  # of each weight while training: the weight, its gradient and AdamW's two moments
+Param = int | float | str  # a task parameter's value (a bool is an int)
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 def build_model(model_class: str, config: TransformerConfig) -> nn.Module:
@@ -38,9 +40,10 @@ MAX_SEED = 2**63 - 1  # derive_seed's results, and what torch.manual_seed takes 
 
 def check_seed(seed: object, name: str = "seed") -> int:
     """`seed` as an int in [0, MAX_SEED], or a ValueError."""
-    if non_negative_int(seed, name) > MAX_SEED:
+    value = non_negative_int(seed, name)
+    if value > MAX_SEED:
         raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
-    return int(seed)
+    return value
 
 
 def derive_seed(*parts: object) -> int:
@@ -59,6 +62,7 @@ class CharVocab:
 
     tokens: tuple[str, ...]
     num_specials: int = 0
+    _ids: dict[str, int] = field(init=False, repr=False, compare=False)  # a character's id, set below
 
     def __post_init__(self) -> None:
         if len(set(self.tokens)) != len(self.tokens):
@@ -114,10 +118,11 @@ class CharVocab:
     def from_dict(cls, data: object) -> CharVocab:
         """The vocabulary of to_dict()'s dict; an unknown key, or tokens that are not a list of strings, is
         an error."""
-        tokens = known_keys(data, ("tokens", "num_specials"), "vocabulary key").get("tokens")
+        fields = known_keys(data, ("tokens", "num_specials"), "vocabulary key")
+        tokens = fields.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
             raise ValueError(f"vocabulary tokens must be a list of strings, got {tokens!r:.200}")
-        return cls(tuple(tokens), non_negative_int(data.get("num_specials", 0), "num_specials"))
+        return cls(tuple(tokens), non_negative_int(fields.get("num_specials", 0), "num_specials"))
 
 
 class Task(ABC):
@@ -130,17 +135,17 @@ class Task(ABC):
     model_class: ClassVar[str]  # a key of MODEL_CLASSES
     metric: ClassVar[str]  # the key of evaluate()'s result that measures the model
     higher_is_better: ClassVar[bool]
-    defaults: ClassVar[dict[str, object]]  # the parameters and their default values
+    defaults: ClassVar[dict[str, Param]]  # the parameters and their default values
 
     def __init__(self, **params: object) -> None:
         self.params = self.check_params(params)
 
     @classmethod
-    def check_params(cls, params: object) -> dict[str, object]:
+    def check_params(cls, params: object) -> dict[str, Param]:
         """The task's parameters: its defaults with `params` in their place, after checking that each key is
         known and each value of its default's kind (an int >= 1, a finite float >= 0, a bool, a string)."""
-        known_keys(params, sorted(cls.defaults), f"{cls.name} task parameter")
-        for key, value in params.items():
+        given = known_keys(params, sorted(cls.defaults), f"{cls.name} task parameter")
+        for key, value in given.items():
             kind = type(cls.defaults[key])
             fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
             if isinstance(value, bool) != (kind is bool) or not fits or (kind is int and value < 1):
@@ -148,7 +153,7 @@ class Task(ABC):
                 raise ValueError(f"the {cls.name!r} task's parameter {key} must be {wanted}, got {value!r}")
             if kind is float:
                 non_negative_number(value, f"the {cls.name!r} task's parameter {key}")
-        return {**cls.defaults, **params}
+        return {**cls.defaults, **given}
 
     @property
     @abstractmethod
@@ -195,4 +200,12 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's (first) parameters."""
     return next(model.parameters()).device
+
+
+def model_of(model: nn.Module, kind: type[ModelT], task: str) -> ModelT:
+    """`model` if it is a `kind` (the model class the `task` reads), else a TypeError."""
+    if not isinstance(model, kind):
+        raise TypeError(f"the {task!r} task reads a {kind.__name__}, got {type(model).__name__}")
+    return model

