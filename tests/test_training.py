@@ -22,14 +22,13 @@ import torch
 
 import headwise.checks
 from headwise.cli.main import main
-from headwise.train.checkpoint import (
+from headwise.train.checkpoint import load_checkpoint, save_checkpoint
+from headwise.train.checkpoint_json import (
     CONFIG_FILE,
     MODEL_FILE,
     OPTIMIZER_FILE,
     CheckpointError,
     document_sha256,
-    load_checkpoint,
-    save_checkpoint,
 )
 from headwise.train.loop import learning_rate_at, new_run, train
 from headwise.train.options import TrainOptions
