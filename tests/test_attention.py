@@ -15,7 +15,7 @@ from oracle import assert_by_ratio, covering_design, naive_attention, naive_atte
 
 import headwise
 from headwise import masks
-from headwise.backends import BACKENDS, Choice, Request, auto_order, choose, tuning
+from headwise.backends import BACKENDS, Choice, Request, auto_order, choose, flash_cpu, tuning
 
 LENGTHS = (1, 7, 97, 257, 1025)
 HEAD_DIMS = (8, 59, 64, 80)
@@ -387,29 +387,86 @@ def test_the_static_table_follows_the_cpu_kind(kind, monkeypatch):
 
 
 @pytest.mark.parametrize("length", [12, 400])
-def test_auto_differentiates_large_unscaled_scores_as_accurately_as_eager(length):
+@pytest.mark.parametrize("causal", [False, True])
+def test_auto_differentiates_large_unscaled_scores_as_accurately_as_eager(length, causal):
     """Scores of ±1000 (scale=1, as T5): SDPA's CPU flash backward recomputes the weights from a float32
-    lse and carries its rounding (|lse|·2^-24) into each; auto takes dense (short) or chunked (long),
-    whose weights come from the running maximum as eager's do, and holds to eager by the ratio rule."""
+    lse and carries its rounding (|lse|·2^-24) into each; auto's sdpa sees |lse| > flash_cpu.LSE_LIMIT
+    after the forward and takes the chunked backend's backward, whose weights come from the running
+    maximum as eager's do, and holds to eager by the ratio rule."""
     gen = torch.Generator().manual_seed(4)
     q, k, v, d_out = (torch.randn(2, 2, length, 8, generator=gen) for _ in range(4))  # (B, H, N, Dh)
     q, k = q * 11, k * 11  # q·kᵀ up to ±1000
 
     def attention(name):
-        return lambda q, k, v: (headwise.attention(q, k, v, scale=1.0, backend=name), None)
+        return lambda q, k, v: (headwise.attention(q, k, v, scale=1.0, causal=causal, backend=name), None)
 
     assert (q @ k.transpose(-1, -2)).abs().max() > 500
     golden = run_with_grads(attention("reference"), q.double(), k.double(), v.double(), d_out.double())
-    baseline = run_with_grads(lambda q, k, v: (naive_attention(q, k, v, scale=1.0)[0], None), q, k, v, d_out)
+    naive = lambda q, k, v: (naive_attention(q, k, v, scale=1.0, causal=causal)[0], None)  # noqa: E731
+    baseline = run_with_grads(naive, q, k, v, d_out)
     fast = run_with_grads(attention("auto"), q, k, v, d_out)
     keep = (0, 2, 3, 4)  # out, dq, dk, dv (no lse)
     magnitude = max(golden[i].abs().max().item() for i in keep)
     for what, i in zip(("out", "dq", "dk", "dv"), keep, strict=True):
         assert_by_ratio(fast[i], golden[i], baseline[i], 3, what, magnitude)
-    expected = "dense" if length**2 <= tuning.DENSE_FLOAT32_BACKWARD else "chunked"
     shape = {"num_queries": length, "num_keys": length, "requires_grad": True}
-    assert choose("auto", request(**shape)) == Choice(expected, torch.float32)
+    assert choose("auto", request(**shape)) == Choice("sdpa", torch.float32)
     assert choose("auto", request(**shape, dtype=torch.float64)).backend == "sdpa"  # a float64 lse
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("group", [1, 2])
+def test_sdpa_float32_backward_is_the_kernels_below_the_lse_limit_and_eagers_beyond(causal, group):
+    """flash_cpu decides from the forward's lse: with every |lse| <= LSE_LIMIT the gradients are the flash
+    kernel's own (F.scaled_dot_product_attention's, bit for bit), beyond it the dense backend's."""
+    gen = torch.Generator().manual_seed(5)
+    q, d_out = (torch.randn(1, 4, 48, 16, generator=gen) for _ in range(2))  # (B, Hq, N, Dh)
+    k, v = (torch.randn(1, 4 // group, 48, 16, generator=gen) for _ in range(2))  # (B, Hkv, N, Dh)
+
+    def gradients(factor, name):
+        inputs = [t.clone().requires_grad_() for t in (q * factor, k, v)]
+        if name == "torch":
+            out = torch.nn.functional.scaled_dot_product_attention(*inputs, is_causal=causal, enable_gqa=True)
+        else:
+            out = headwise.attention(*inputs, causal=causal, backend=name)
+        return torch.autograd.grad(out, inputs, d_out)
+
+    small, large = 1.0, 400.0
+    lse = headwise.attention(q * large, k, v, causal=causal, return_lse=True, backend="chunked")[1]
+    assert (
+        lse.abs().max() > flash_cpu.LSE_LIMIT >= headwise.attention(q, k, v, return_lse=True)[1].abs().max()
+    )
+    for ours, kernel in zip(gradients(small, "sdpa"), gradients(small, "torch"), strict=True):
+        assert torch.equal(ours, kernel)
+    for ours, exact in zip(gradients(large, "sdpa"), gradients(large, "dense"), strict=True):
+        assert torch.equal(ours, exact)
+    assert not torch.equal(gradients(large, "sdpa")[0], gradients(large, "torch")[0])
+
+
+@pytest.mark.parametrize("length", [64, 512])
+def test_sdpa_float32_backward_holds_to_eager_up_to_the_lse_limit(length):
+    """Rows dominated by one key, the case where the kernel's backward is least accurate, scaled so that
+    max |lse| is just under flash_cpu.LSE_LIMIT: the kernel's own backward holds to eager's by the ratio
+    rule."""
+    gen = torch.Generator().manual_seed(6)
+    k, v, d_out = (torch.randn(1, 4, length, 64, generator=gen) for _ in range(3))  # (B, H, N, Dh)
+    partner = torch.randint(0, length, (length,), generator=gen)
+    q = 0.3 * torch.randn(1, 4, length, 64, generator=gen) + k[:, :, partner]  # query i aligned with a key
+    lse = headwise.attention(q.double(), k.double(), v.double(), return_lse=True, backend="reference")[1]
+    q = q * (0.95 * flash_cpu.LSE_LIMIT / lse.abs().max().item())
+
+    def attention(name):
+        return lambda q, k, v: (headwise.attention(q, k, v, backend=name), None)
+
+    golden = run_with_grads(attention("reference"), q.double(), k.double(), v.double(), d_out.double())
+    baseline = run_with_grads(lambda q, k, v: (naive_attention(q, k, v)[0], None), q, k, v, d_out)
+    fast = run_with_grads(attention("sdpa"), q, k, v, d_out)
+    lse = headwise.attention(q.double(), k.double(), v.double(), return_lse=True, backend="reference")[1]
+    assert 0.8 * flash_cpu.LSE_LIMIT < lse.abs().max() <= flash_cpu.LSE_LIMIT
+    keep = (0, 2, 3, 4)  # out, dq, dk, dv
+    magnitude = max(golden[i].abs().max().item() for i in keep)
+    for what, i in zip(("out", "dq", "dk", "dv"), keep, strict=True):
+        assert_by_ratio(fast[i], golden[i], baseline[i], 3, what, magnitude)
 
 
 def test_auto_computes_bf16_in_float32_where_it_chose_so(monkeypatch):

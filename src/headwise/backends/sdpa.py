@@ -3,14 +3,16 @@
 SDPA's `is_causal` is aligned top-left and cannot be combined with a mask: causal() alone on a square
 call runs as is_causal (the fast special case); any other predicate is materialised into the mask.
 Fully masked rows already give zeros and zero gradients in torch >= 2.5 (checked by the tests). GQA uses
-`enable_gqa`, which does not repeat k and v in torch's fused kernels.
+`enable_gqa`, which does not repeat k and v in torch's fused kernels. Float32 training on the CPU calls
+the flash kernel through flash_cpu, whose backward checks lse's size first.
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..masks import Causal, with_predicate
+from ..masks import Causal, to_additive, with_predicate
+from . import flash_cpu
 from .capabilities import Capabilities, Rank
 
 CAPABILITIES = Capabilities(predicates=True, mask_grad=True, rank=Rank(cpu=10, cuda=10))
@@ -23,6 +25,9 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
     is_causal = type(predicate) is Causal and mask is None and bool(num_queries == k.shape[2])  # top-left
     if predicate is not None and not is_causal:
         mask = with_predicate(mask, predicate, (batch, heads, num_queries, k.shape[2]), q.dtype, q.device)
+    if flash_cpu.serves(q, k, v, mask, dropout_p):
+        mask = None if mask is None else to_additive(mask, q.dtype)  # the kernel adds a mask of q's dtype
+        return flash_cpu.attention(q, k, v, mask, is_causal, scale), None, None
     context = F.scaled_dot_product_attention(
         q,
         k,

@@ -45,7 +45,7 @@ from collections.abc import Callable
 import torch
 
 from ..masks import Causal
-from . import blocksparse
+from . import blocksparse, flash_cpu
 from .cachefile import FORMAT, MAX_CACHE_BYTES, cache_path, read_choices, write_choices
 from .capabilities import Choice, Request
 from .plan import make_plan
@@ -172,16 +172,18 @@ DENSE_FLOAT32_BACKWARD = 384 * 384  # float32 forward + backward on the CPU: den
 
 def accurate_backward(choice: Choice, request: Request) -> bool:
     """Whether `choice` differentiates `request` as accurately as eager attention does. Not SDPA on the
-    CPU for float32 inputs that a backward follows: its flash kernel recomputes each weight as
-    exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24 relative,
-    where eager's softmax subtracts each row's maximum exactly. With unscaled scores (T5 at 4× its init:
-    ±700) dq came out 300 times less accurate than eager's on some CPUs. In bf16/fp16 computed in float32
-    that rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
+    CPU for float32 inputs that a backward follows unless flash_cpu serves it: the flash kernel recomputes
+    each weight as exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24
+    relative, where eager's softmax subtracts each row's maximum exactly (T5's unscaled scores of ±700
+    gave dq 300 times less accurate than eager's); flash_cpu takes the kernel's backward only where lse is
+    small enough, and eager's (dense; chunked when long) beyond. In bf16/fp16 computed in float32 that
+    rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
     return not (
         choice.backend == "sdpa"
         and request.device.type == "cpu"
         and request.requires_grad
         and request.dtype == choice.compute_dtype == torch.float32
+        and not flash_cpu.checks(request)
     )
 
 
