@@ -33,7 +33,8 @@ from ..train.checkpoint import (
     load_checkpoint,
     recover_checkpoint,
 )
-from ..train.loop import PLOT_FILE, SLOW_IMPORTS, new_run, resolve_device, train
+from ..train.display import PLOT_FILE
+from ..train.loop import SLOW_IMPORTS, new_run, resolve_device, train
 from ..train.options import TrainOptions
 from ..train.tasks import TASKS, task_class
 from ..train.tasks.base import MAX_SEED

@@ -1,5 +1,5 @@
 """The training loop of `headwise train`: AdamW with a linear warmup and a cosine decay, gradient clipping,
-periodic evaluation and checkpoints, a progress bar on stderr, and a loss-curve PNG.
+periodic evaluation and checkpoints, a progress bar on stderr, and a loss-curve PNG (display.py).
 
     run = new_run(task, config, options, seed)          # or load_checkpoint(out) to resume
     result = train(run, task, out)                       # -> out/checkpoint/, out/loss.png
@@ -22,13 +22,12 @@ P continues with other masks.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -38,18 +37,17 @@ from torch import nn
 
 from ..checks import fits_in_memory
 from ..distributed.data_parallel import Ranks
-from ..files import file_target, replacing
+from ..files import file_target
 from ..nn.config import TransformerConfig
 from ..optional import require
 from .checkpoint import CHECKPOINT_FOLDER, INSTALL, Checkpoint, check_checkpoint_target, save_checkpoint
+from .display import PLOT_FILE, describe_evaluation, plot_losses, progress_bar
 from .options import TrainOptions
 from .tasks.base import Task, check_seed, derive_seed, to_device
 
-PLOT_FILE = "loss.png"
 # What train() imports at its first use, slowly: a fork server that starts ranks imports them for all
 # (AdamW's constructor imports torch._dynamo; the loss curve, matplotlib).
 SLOW_IMPORTS = ("torch._dynamo", "matplotlib.pyplot")
-METRIC_LABELS = {"exact_match": "held-out exact match (%)", "bpc": "validation bits per character"}
 
 
 @dataclass
@@ -184,7 +182,7 @@ def train(
         ranks.from_rank_zero(write)
 
     silent = quiet or not ranks.is_zero
-    with _progress(silent, options.steps, run.step) as progress, _Interrupts() as interrupts:
+    with progress_bar(silent, options.steps, run.step) as progress, _Interrupts() as interrupts:
         for step in range(run.step, options.steps):
             loss = _train_step(model, trained, optimizer, task, run, step, options, device, ranks)
             run.step = step + 1
@@ -194,7 +192,7 @@ def train(
                     lambda: _evaluate(model, task, run, options, started, elapsed_before)
                 )
                 run.metrics.append(metrics)
-                progress.log(_describe(task, metrics, options))
+                progress.log(describe_evaluation(task, metrics, options))
             if run.step % options.checkpoint_every == 0 or run.step == options.steps:
                 save()
             progress.advance(loss, metrics, task)
@@ -300,63 +298,6 @@ def _evaluate(
     return metrics
 
 
-def _describe(task: Task, metrics: dict[str, float], options: TrainOptions) -> str:
-    """One evaluation as a line: the training loss (the mean over the last min(step, eval_every) steps, as
-    _evaluate takes it), the held-out loss and the task's metric."""
-    steps = min(metrics["step"], options.eval_every)
-    return (
-        f"step {metrics['step']}: train loss {metrics['train_loss']:.4f} (mean of the last {steps} "
-        f"steps), held-out loss {metrics['loss']:.4f}, {_metric(task, metrics)}"
-    )
-
-
-def _metric(task: Task, metrics: dict[str, float]) -> str:
-    value = metrics[task.metric]
-    shown = f"{100 * value:.2f}%" if task.metric == "exact_match" else f"{value:.4f}"
-    return f"{task.metric} {shown}"
-
-
-def plot_losses(run: Checkpoint, task: Task, path: Path) -> Path:
-    """The loss curve: training loss per step (and its running mean), held-out loss and the task's metric at
-    each evaluation; written to a temporary file, then renamed to `path`."""
-    require("matplotlib", purpose="the loss curve", install=INSTALL)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 4.5), dpi=110)
-    try:
-        steps = range(1, len(run.losses) + 1)
-        axis.plot(steps, run.losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="training loss")
-        window = max(1, len(run.losses) // 50)
-        smooth = torch.tensor(run.losses).unfold(0, window, 1).mean(1).tolist() if run.losses else []
-        axis.plot(
-            range(window, len(run.losses) + 1), smooth, color="tab:blue", label=f"running mean ({window})"
-        )
-        evaluated = [m for m in run.metrics if m.get("loss") is not None]
-        axis.plot([m["step"] for m in evaluated], [m["loss"] for m in evaluated], "o-", color="tab:orange",
-                  label="held-out loss")  # fmt: skip
-        axis.set(xlabel="step", ylabel="cross-entropy (nats per token)", yscale="log")
-        axis.set_title(f"headwise train --task {run.task}: {run.step} steps, {run.elapsed_s:.0f} s")
-        axis.grid(alpha=0.3)
-        right = axis.twinx()
-        scale = 100 if task.metric == "exact_match" else 1
-        label = METRIC_LABELS.get(task.metric, f"held-out {task.metric}")
-        right.plot([m["step"] for m in evaluated], [scale * m[task.metric] for m in evaluated], "s--",
-                   color="tab:green", label=label)  # fmt: skip
-        right.set_ylabel(label)
-        lines = axis.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        axis.legend(lines, [line.get_label() for line in lines], loc="center right")
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as temporary:
-            figure.savefig(temporary)
-    finally:
-        plt.close(figure)
-    return path
-
-
 class _Interrupts:
     """While active (in the main thread), the first Ctrl-C sets `requested`; a second raises
     KeyboardInterrupt at once."""
@@ -378,48 +319,3 @@ class _Interrupts:
     def __exit__(self, *exc_info: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-class _Progress:
-    """The progress bar (rich, on stderr), or nothing when quiet."""
-
-    def __init__(self, progress, task_id) -> None:
-        self._progress, self._task_id = progress, task_id
-
-    def advance(self, loss: float, metrics: dict[str, float] | None, task: Task) -> None:
-        if self._progress is not None:
-            shown = "" if metrics is None else f" · {_metric(task, metrics)}"
-            self._progress.update(self._task_id, advance=1, status=f"this step's loss {loss:.4f}{shown}")
-
-    def log(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text, highlight=False)
-
-
-@contextlib.contextmanager
-def _progress(quiet: bool, total: int, done: int) -> Iterator[_Progress]:
-    if quiet:
-        yield _Progress(None, None)
-        return
-    require("rich", purpose="headwise train's progress bar", install=INSTALL)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        yield _Progress(progress, progress.add_task("training", total=total, completed=done, status=""))
