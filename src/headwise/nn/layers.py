@@ -168,10 +168,11 @@ class DecoderLayer(EncoderLayer):
             ),
         )  # (B, N, D)
         cross_weights = None
-        if self.cross_attn is not None:
-            x, cross_weights = self.cross_attn_block(
+        cross_attn, cross_attn_block = self.cross_attn, self.cross_attn_block  # both, or neither
+        if cross_attn is not None and cross_attn_block is not None:
+            x, cross_weights = cross_attn_block(
                 x,
-                lambda h: self.cross_attn(
+                lambda h: cross_attn(
                     h,
                     memory,
                     key_padding_mask=memory_padding_mask,

@@ -46,7 +46,7 @@ def _check_padding(mask: object, name: str, tokens: torch.Tensor) -> None:
     """Check a padding mask against the tokens (B, N) or embeddings (B, N, D) it covers, by its caller's
     name (a wrong source_padding_mask is not reported as the attention's key_padding_mask)."""
     if mask is not None:
-        check_padding_mask(mask, name, tuple(tokens.shape[:2]), tokens.device)
+        check_padding_mask(mask, name, (tokens.shape[0], tokens.shape[1]), tokens.device)
 
 
 class Encoder(nn.Module):
@@ -62,7 +62,7 @@ class Encoder(nn.Module):
     ) -> StackOutput:
         """x (B, N, D), padding_mask (B, N) bool, True = a real token -> StackOutput."""
         _check_padding(padding_mask, "padding_mask", x)
-        outputs = []
+        outputs: list[LayerOutput] = []
         for layer in self.layers:
             outputs.append(
                 layer(
@@ -101,7 +101,7 @@ class Decoder(nn.Module):
         if padding_mask is not None:  # over the keys: the cached tokens, then x's
             keys = x.shape[1] + (0 if cache is None else cache.length)
             check_padding_mask(padding_mask, "padding_mask", (x.shape[0], keys), x.device)
-        outputs = []
+        outputs: list[LayerOutput] = []
         for index, layer in enumerate(self.layers):
             outputs.append(
                 layer(
@@ -121,15 +121,25 @@ class Decoder(nn.Module):
         return KVCache(len(self.layers), max_length=max_length)
 
 
-def _stack_output(x, outputs: list[LayerOutput], norm, need_weights: bool, *, cross: bool) -> StackOutput:
+def _stack_output(
+    x: torch.Tensor, outputs: list[LayerOutput], norm: nn.Module | None, need_weights: bool, *, cross: bool
+) -> StackOutput:
+    """The stack's output from its input x (B, N, D) and its layers' outputs, normed by `norm` if any."""
     hidden_states = (x, *(output.hidden for output in outputs))  # L + 1 × (B, N, D)
     last = hidden_states[-1] if norm is None else norm(hidden_states[-1])  # (B, N, D)
     return StackOutput(
         last,
         hidden_states,
-        tuple(output.self_attention for output in outputs) if need_weights else None,
-        tuple(output.cross_attention for output in outputs) if need_weights and cross else None,
+        tuple(_asked(output.self_attention) for output in outputs) if need_weights else None,
+        tuple(_asked(output.cross_attention) for output in outputs) if need_weights and cross else None,
     )
+
+
+def _asked(weights: torch.Tensor | None) -> torch.Tensor:
+    """A layer's attention weights, which it returns when need_weights is set."""
+    if weights is None:
+        raise RuntimeError("a layer returned no attention weights, though need_weights was set")
+    return weights
 
 
 class EncoderDecoder(nn.Module):

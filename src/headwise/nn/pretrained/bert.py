@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,7 +73,7 @@ _EMBEDDING_MODULES = {
 _QKV = ("query", "key", "value")  # the rows of in_proj_weight, in this order: [W_q; W_k; W_v]
 
 
-def config_from_bert(data: dict[str, object]) -> TransformerConfig:
+def config_from_bert(data: dict[str, Any]) -> TransformerConfig:
     """The TransformerConfig of a Hugging Face BERT config.json (as a dict): post-norm layers, learned
     positions, token types and a LayerNorm after the embeddings, no final norm, no decoder.
 

@@ -117,7 +117,7 @@ def embed(
         raise ValueError(
             "pass both model and tokenizer (from load_minilm()), or neither for all-MiniLM-L6-v2"
         )
-    if model is None:
+    if model is None or tokenizer is None:  # both, as checked above
         model, tokenizer = _default_minilm()
     if not isinstance(model, BertEncoder):
         raise TypeError(f"model must be a headwise.nn.pretrained.BertEncoder, got {type(model).__name__}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -14,7 +15,7 @@ from ...optional import require
 from .bert import INSTALL_EXTRA
 
 
-def _tokenizers():
+def _tokenizers() -> ModuleType:
     """The `tokenizers` library, or an ImportError with the install command."""
     return require("tokenizers", purpose="headwise.nn.pretrained (the tokenizer)", install=INSTALL_EXTRA)
 
