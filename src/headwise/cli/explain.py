@@ -19,18 +19,16 @@ from ..explain.example import (
     LECTURE_HEADS,
     LECTURE_SEED,
     LECTURE_TOKENS,
-    Example,
-    default_head_dim,
     run_example,
 )
 from ..files import file_target, kind_of
-from ..inspection.folder import MINILM
 from ..inspection.words import PIECES
 from .arguments import integer_in, path, text
+from .explain_sources import example_from, make_report, read_input
 from .heads import model_argument
 
 if TYPE_CHECKING:
-    from ..pages.model import Report
+    pass
 
 NEEDS_RICH = "headwise explain draws its tables with rich, which is missing: pip install 'headwise[cli]'"
 MAX_WIDTH = 512  # D and Dh: wider, a walkthrough shows little but elided columns
@@ -201,21 +199,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=partial(run, parser, walkthrough_options))
 
 
-def example_from(args: argparse.Namespace) -> Example:
-    """The example the options describe: --example's (book without options), or wide changed by them."""
-    if args.example == "book" or (args.example is None and not args.options_given):
-        return EXAMPLES["book"]
-    return Example(
-        tokens=args.tokens,
-        kv_tokens=args.cross,
-        dim=args.dim,
-        heads=args.heads,
-        head_dim=default_head_dim(args.dim, args.heads) if args.head_dim is None else args.head_dim,
-        seed=args.seed,
-        causal=args.cross is None if args.causal is None else args.causal,
-    )
-
-
 def run(
     parser: argparse.ArgumentParser, walkthrough_options: list[argparse.Action], args: argparse.Namespace
 ) -> int:
@@ -301,38 +284,6 @@ def run(
     return 0 if terminal.walkthrough(run_example(example_from(args)), console) else 1
 
 
-def read_input(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """The exercise --input or --example names (a by_hand.Exercise), the lectures' without them; an
-    unreadable file, or rules that destroy the exercise (teaching.refusal), are argument errors, before
-    anything is computed. Needs rich (by_hand draws with it). A sample's file is named on stdout."""
-    from ..explain.exercise import LECTURE, read_exercise
-    from ..explain.teaching import SAMPLES, read_sample, refusal
-
-    if args.input is not None and args.example is not None:
-        parser.error(
-            f"--input ({args.input!r}) and --example ({args.example!r}) both give the exercise: keep one"
-        )
-    if args.example is not None and args.example not in SAMPLES:
-        names = "; ".join(f"{name}: {what}" for name, what in SAMPLES.items())
-        parser.error(
-            f"argument --example: with --by-hand, expected a sample exercise ({names}), got {args.example!r}"
-        )
-    if args.example is not None:
-        exercise, where = read_sample(args.example)
-        print(f"sample {args.example}: {where} (.csv beside it); copy one to edit, then --input")
-        return exercise
-    if args.input is None:
-        return LECTURE
-    try:
-        exercise = read_exercise(args.input)
-    except (OSError, ValueError) as error:
-        parser.error(f"argument --input: {printable(str(error))}")
-    reason = refusal(exercise)
-    if reason is not None:
-        parser.error(f"argument --input: {printable(reason)}")
-    return exercise
-
-
 def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, before anything is computed, an --html or --worksheet that is not a file to write (a
     directory, a device, a FIFO, a missing folder) and a --png that is not a folder."""
@@ -368,40 +319,6 @@ def summarize_model(parser: argparse.ArgumentParser, args: argparse.Namespace, c
         parser.error(f"argument --token: {printable(str(error))}")
     model_summary(console, report, queries)
     return 0
-
-
-def make_report(args: argparse.Namespace, exercise) -> Report | None:
-    """The report of the chosen source; None, with a one-line message, when it cannot be made (a missing
-    package, an unreadable folder, ...)."""
-    from ..explain.walkthrough import lecture_report
-
-    try:
-        if args.book:
-            from ..explain.book.chapter import book_report
-
-            report = book_report()
-        elif args.by_hand:
-            from ..explain.by_hand import by_hand_report
-
-            report = by_hand_report(exercise)
-        elif args.model == MINILM:
-            from ..inspection.reports import minilm_report
-
-            report = minilm_report(args.text, args.pieces or "words")
-        elif args.model:
-            from ..inspection.reports import folder_report
-
-            report = folder_report(args.model, args.text, args.pieces or "words")
-        elif args.checkpoint:
-            from ..inspection.reports import checkpoint_report
-
-            report = checkpoint_report(args.checkpoint, args.text)
-        else:
-            report = lecture_report(run_example(example_from(args)))
-    except (ImportError, OSError, ValueError) as error:
-        print(f"headwise explain: {printable(str(error))}", file=sys.stderr)
-        return None
-    return report
 
 
 def draw(args: argparse.Namespace, exercise) -> int:
