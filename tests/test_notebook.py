@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def executed() -> nbformat.NotebookNode:
-    """The notebook after running every cell in a fresh kernel (the file itself is left unexecuted)."""
+    """The notebook after running every cell in a fresh kernel (the file itself is not written)."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
@@ -83,6 +83,20 @@ def test_the_heads_show_inline_and_the_table_names_them(executed: nbformat.Noteb
     steps = read_report_data(html.unescape(re.match(r'<iframe srcdoc="([^"]*)"', neurons).group(1)))["steps"]
     assert [step["name"] for step in steps] == ["query", "keys", "query × key", "scores", "weights"]
     assert len(re.findall("<iframe ", side)) == 2
+
+
+def test_the_committed_outputs_are_a_fresh_runs(executed: nbformat.NotebookNode) -> None:
+    """The site shows the outputs committed in the notebook (mkdocs-jupyter, execute: false): they are a
+    fresh run's, so the page cannot go stale. `make notebook` writes them again after a change."""
+    committed = nbformat.read(NOTEBOOK, as_version=4)
+    assert outputs(committed, "text/plain") == outputs(executed, "text/plain")  # reprs, lists, the table
+    assert outputs(committed, "text/html")[1] == outputs(executed, "text/html")[1]  # the head table
+
+    def streams(notebook: nbformat.NotebookNode) -> list[str]:
+        return [o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+
+    assert streams(committed) == streams(executed)
+    assert len(outputs(committed, "text/html")) == len(outputs(executed, "text/html"))
 
 
 @pytest.mark.browser
