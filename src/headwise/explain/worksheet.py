@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..files import write_text
-from ..pages.html import asset, sha256_source
+from ..pages.html import asset, page
 from .exercise import LECTURE, Exercise
 from .hand_steps import HandStep, Panel, describe, rules_sentence, work
 
@@ -71,8 +71,6 @@ def render_worksheet(exercise: Exercise = LECTURE) -> str:
     """The worksheet of `exercise` as one HTML page (a str): the questions, then the answers."""
     worked = work(exercise)
     steps = worked.steps
-    css = asset(STYLE, __package__)
-    policy = f"default-src 'none'; style-src {sha256_source(css)}; base-uri 'none'; form-action 'none'"
     parts = (
         f"{describe(exercise)}. Every vector is a column, so each query's scores and weights are a "
         "column too.",
@@ -87,18 +85,7 @@ def render_worksheet(exercise: Exercise = LECTURE) -> str:
     answers = "".join(
         step_section(i, step, answers=True) for i, step in enumerate(steps, start=1) if not step.given
     )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{policy}">
-<meta name="generator" content="headwise">
-<title>Self-attention by hand: worksheet · headwise</title>
-<style>{css}</style>
-</head>
-<body>
-<main>
+    body = f"""<main>
 <section class="questions">
 <h1>Self-attention by hand: worksheet</h1>
 <p>{html.escape(introduction)}</p>
@@ -112,9 +99,8 @@ def render_worksheet(exercise: Exercise = LECTURE) -> str:
 {answers}
 </section>
 </main>
-</body>
-</html>
 """
+    return page("Self-attention by hand: worksheet", asset(STYLE, __package__), body)
 
 
 def write_worksheet(exercise: Exercise, path: str | os.PathLike[str]) -> Path:

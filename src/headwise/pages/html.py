@@ -269,13 +269,15 @@ def sha256_source(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-def render_html(report: Report) -> str:
-    """The report as one HTML page (a str) that needs no network to view."""
-    css, js = asset(STYLE), _script()
+def page(title: str, css: str, body: str, js: str | None = None) -> str:
+    """One self-contained HTML page (a str): `title` (plain text, escaped here), the inline `css`, the
+    `body` (HTML), and the inline script `js` when there is one; a Content-Security-Policy lets only that
+    style and script run (by hash) and forbids every request."""
+    script = f"script-src {sha256_source(js)}; " if js is not None else ""
     policy = (
-        f"default-src 'none'; script-src {sha256_source(js)}; style-src {sha256_source(css)}; "
-        "base-uri 'none'; form-action 'none'"
+        f"default-src 'none'; {script}style-src {sha256_source(css)}; base-uri 'none'; form-action 'none'"
     )
+    script_element = "" if js is None else f"<script>{js}</script>\n"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -283,16 +285,23 @@ def render_html(report: Report) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="{policy}">
 <meta name="generator" content="headwise">
-<title>{html.escape(report.title)} · headwise</title>
+<title>{html.escape(title)} · headwise</title>
 <style>{css}</style>
 </head>
 <body>
-<noscript>This report draws its views with JavaScript; please enable it to see them.</noscript>
-<script type="application/json" id="{DATA_ID}">{script_json(report_data(report))}</script>
-<script>{js}</script>
-</body>
+{body}{script_element}</body>
 </html>
 """
+
+
+def render_html(report: Report) -> str:
+    """The report as one HTML page (a str) that needs no network to view."""
+    js = _script()
+    body = (
+        "<noscript>This report draws its views with JavaScript; please enable it to see them.</noscript>\n"
+        f'<script type="application/json" id="{DATA_ID}">{script_json(report_data(report))}</script>\n'
+    )
+    return page(report.title, asset(STYLE), body, js)
 
 
 def write_html(report: Report, path: str | os.PathLike[str]) -> Path:
