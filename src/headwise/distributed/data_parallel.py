@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -100,7 +100,7 @@ class Ranks:
         that no rank waits for a rank that failed (the result and the error are pickled)."""
         if self.world == 1:
             return fn()
-        outcome: list[object] = [None]
+        outcome: list[Any] = [None]  # rank 0's (kind, value), as broadcast_object_list unpickles it
         if self.is_zero:
             try:
                 outcome[0] = ("result", fn())
@@ -113,7 +113,11 @@ class Ranks:
         return value
 
     def _group(self) -> dist.ProcessGroup:
-        return dist.group.WORLD if self.group is None else self.group
+        """The process group of the collectives: self.group, else the default (WORLD) group."""
+        group = dist.group.WORLD if self.group is None else self.group
+        if group is None:
+            raise RuntimeError("torch.distributed has no default process group: call init_process_group")
+        return group
 
     def _device(self) -> torch.device:
         """Where this group's collectives take tensors: the current GPU for NCCL, else the CPU."""
@@ -128,7 +132,7 @@ def backend_for(device: torch.device) -> str:
 
 def start_local_ranks(
     fn: Callable[..., T],
-    args: tuple,
+    args: tuple[object, ...],
     world: int,
     device: torch.device,
     *,
@@ -172,7 +176,17 @@ def _wait_for_the_ranks(signum: int, frame: object) -> None:
     """SIGINT while the ranks run: theirs to handle (a first Ctrl-C saves after the step)."""
 
 
-def _rank_main(rank, world, folder, device_type, threads, timeout_s, fn, args) -> None:
+def _rank_main(
+    rank: int,
+    world: int,
+    folder: str,
+    device_type: str,
+    threads: int,
+    timeout_s: float,
+    fn: Callable[..., object],
+    args: tuple[object, ...],
+) -> None:
+    """One rank of start_local_ranks: fn(rank, *args) in the process group, its result pickled to folder."""
     torch.set_num_threads(threads)
     if device_type == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
@@ -191,6 +205,7 @@ def _rank_main(rank, world, folder, device_type, threads, timeout_s, fn, args) -
         pickle.dump(result, file)
 
 
-def _read_result(folder: str, rank: int):
+def _read_result(folder: str, rank: int) -> Any:
+    """What rank `rank` pickled into `folder`."""
     with open(os.path.join(folder, f"rank{rank}.pickle"), "rb") as file:
         return pickle.load(file)

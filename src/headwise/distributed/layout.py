@@ -13,6 +13,8 @@ rank comes before its position j exactly when i < j.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 
@@ -53,7 +55,7 @@ def chunk_starts(layout: str, rank: int, world: int, length: int) -> tuple[int, 
     return tuple(chunk * size for chunk in chunks)
 
 
-def ring_position(group, what: str) -> tuple[int, int]:
+def ring_position(group: dist.ProcessGroup | None, what: str) -> tuple[int, int]:
     """(P, r): the size of the process group (None: the default one) and this process's rank in it; a
     RuntimeError naming `what` when torch.distributed is not initialised or this process is not in it."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -67,7 +69,9 @@ def ring_position(group, what: str) -> tuple[int, int]:
     return world, rank
 
 
-def shard(x: torch.Tensor, dim: int, layout: str = "contiguous", group=None) -> torch.Tensor:
+def shard(
+    x: torch.Tensor, dim: int, layout: str = "contiguous", group: dist.ProcessGroup | None = None
+) -> torch.Tensor:
     """This rank's shard of a full sequence: x (..., N, ...) along `dim` -> (..., N/P, ...).
 
     Every rank passes the same x; with layout="zigzag" the shard is the two chunks r and 2P-1-r joined
@@ -82,7 +86,9 @@ def shard(x: torch.Tensor, dim: int, layout: str = "contiguous", group=None) -> 
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)  # (..., N/P, ...)
 
 
-def unshard(x: torch.Tensor, dim: int, layout: str = "contiguous", group=None) -> torch.Tensor:
+def unshard(
+    x: torch.Tensor, dim: int, layout: str = "contiguous", group: dist.ProcessGroup | None = None
+) -> torch.Tensor:
     """The full sequence from every rank's shard (a collective: every rank calls it):
     x (..., N/P, ...) along `dim` -> (..., N, ...), on every rank. Not differentiable."""
     layout = check_layout(layout)
@@ -92,7 +98,7 @@ def unshard(x: torch.Tensor, dim: int, layout: str = "contiguous", group=None) -
     dist.all_gather(shards, x, group=group)
     length = x.shape[dim] * world
     size = length // chunk_count(layout, world)
-    placed = {}  # global start -> chunk (..., N/P or N/2P, ...)
+    placed: dict[int, torch.Tensor] = {}  # global start -> chunk (..., N/P or N/2P, ...)
     for rank, local in enumerate(shards):
         for index, start in enumerate(chunk_starts(layout, rank, world, length)):
             placed[start] = local.narrow(dim, index * size, size)
@@ -115,20 +121,32 @@ class Placed(Predicate):
     def title(self) -> str:
         return f"{self.inner.title} at queries from {self.query_starts}, keys from {self.key_starts}"
 
-    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         queries = self._global(q_idx, self.query_starts)  # (Nq_block, 1)
         keys = self._global(kv_idx, self.key_starts)  # (1, Nk_block)
         return self.inner.allowed(batch_idx, head_idx, queries, keys, self.length, self.length)
 
-    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+    def block_is_empty(
+        self, q_start: int, q_end: int, k_start: int, k_end: int, num_queries: int, num_keys: int
+    ) -> bool:
         local = (q_start, q_end, k_start, k_end)
         return all(self.inner.block_is_empty(*block) for block in self._global_blocks(*local))
 
-    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys):
+    def block_is_full(
+        self, q_start: int, q_end: int, k_start: int, k_end: int, num_queries: int, num_keys: int
+    ) -> bool:
         local = (q_start, q_end, k_start, k_end)
         return all(self.inner.block_is_full(*block) for block in self._global_blocks(*local))
 
-    def check(self, batch, heads, num_queries, num_keys):
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
         """Nothing here: the inner predicate is checked once, at the global sizes."""
 
     def _global(self, index: torch.Tensor, starts: tuple[int, ...]) -> torch.Tensor:
@@ -146,7 +164,9 @@ class Placed(Predicate):
             start = stop
         return ranges
 
-    def _global_blocks(self, q_start, q_end, k_start, k_end):
+    def _global_blocks(
+        self, q_start: int, q_end: int, k_start: int, k_end: int
+    ) -> Iterator[tuple[int, int, int, int, int, int]]:
         """The local block as global blocks (q_start, q_end, k_start, k_end, N, N), one per pair of chunks."""
         for queries in self._ranges(q_start, q_end, self.query_starts):
             for keys in self._ranges(k_start, k_end, self.key_starts):

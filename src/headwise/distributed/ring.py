@@ -21,13 +21,14 @@ before each block's compute), and the chunked kernel's O(N/P · block) pieces.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
+from ..arguments import check_inputs, check_scale
 from ..backends.chunked import BLOCK, attention_with_lse
-from ..functional import _check_inputs, _check_scale
 from ..masks import Predicate, split_causal
 from ..merge import merge
 from .layout import Placed, check_layout, check_length, chunk_count, chunk_starts, ring_position
@@ -75,11 +76,11 @@ def context_parallel_attention(
     Every rank must pass shards of one shape; N must be a multiple of P (of 2P for zigzag). Both are
     checked with one all_gather of seven integers per call (a ValueError on every rank naming the sizes).
     """
-    _check_inputs(q, k, v)
+    check_inputs(q, k, v)
     layout = check_layout(layout)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    scale = _check_scale(scale, q.shape[-1])
+    scale = check_scale(scale, q.shape[-1])
     _check_mask(mask, q, k)
     if q.shape[2] != k.shape[2]:
         raise ValueError(
@@ -110,7 +111,15 @@ def _check_mask(mask: object, q: torch.Tensor, k: torch.Tensor) -> None:
         raise ValueError(f"mask must be {expected}, got shape {tuple(mask.shape)} on {mask.device}")
 
 
-def _agreed_length(q, k, v, mask, group, world: int, layout: str) -> int:
+def _agreed_length(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | Predicate | None,
+    group: dist.ProcessGroup | None,
+    world: int,
+    layout: str,
+) -> int:
     """The global N, once every rank's shard has the same shape (one all_gather); else a ValueError."""
     kind = 0 if mask is None else (2 if isinstance(mask, Predicate) else 1)  # none, key padding, predicate
     mine = [q.shape[2], q.shape[0], q.shape[1], k.shape[1], q.shape[3], v.shape[3], kind]
@@ -159,15 +168,18 @@ class _Plan:
         to evaluate inside it: None where the predicate masks nothing in it)."""
         if self.predicate is None:
             return True, None
-        starts = (chunk_starts(self.layout, rank, self.world, self.length) for rank in (self.rank, source))
-        placed = Placed(self.predicate, *starts, self.chunk, self.length)
+        query_starts = chunk_starts(self.layout, self.rank, self.world, self.length)
+        key_starts = chunk_starts(self.layout, source, self.world, self.length)
+        placed = Placed(self.predicate, query_starts, key_starts, self.chunk, self.length)
         local = self.length // self.world  # N/P
         whole = (0, local, 0, local, local, local)
         if placed.block_is_empty(*whole):
             return False, None
         return True, (None if placed.block_is_full(*whole) else placed)
 
-    def attend(self, q, block, predicate):
+    def attend(
+        self, q: torch.Tensor, block: tuple[torch.Tensor, ...], predicate: Predicate | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's queries q (B, Hq, N/P, Dh) against one block (k, v[, key mask (B, N/P)]) ->
         (out (B, Hq, N/P, Dv), lse (B, Hq, N/P)), differentiable. The kernel's blocks are no larger than
         a chunk, so that they never straddle two zigzag chunks and the predicate skips whole ones."""
@@ -182,6 +194,8 @@ class _Plan:
         if self.world == 1:
             return _Transfer([], [], tensors)
         world = dist.group.WORLD if self.group is None else self.group
+        if world is None:
+            raise RuntimeError("torch.distributed has no default process group: call init_process_group")
         after, before = (dist.get_global_rank(world, (self.rank + step) % self.world) for step in (1, -1))
         received = tuple(torch.empty_like(t) for t in tensors)
         operations = [dist.P2POp(dist.isend, t, after, self.group, tag) for t in tensors]
@@ -223,10 +237,19 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 class _RingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, key_mask, plan: _Plan):
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        plan: _Plan,
+    ) -> torch.Tensor:
         acc = _accumulation_dtype(q.dtype)
-        block = (k, v) if key_mask is None else (k, v, key_mask)  # what travels: (B, Hkv, N/P, ·), (B, N/P)
-        out = lse = None  # (B, Hq, N/P, Dv) in acc, (B, Hq, N/P): over the blocks so far
+        # what travels: (B, Hkv, N/P, ·), (B, N/P)
+        block: tuple[torch.Tensor, ...] = (k, v) if key_mask is None else (k, v, key_mask)
+        out: torch.Tensor | None = None  # (B, Hq, N/P, Dv) in acc: over the blocks so far
+        lse: torch.Tensor | None = None  # (B, Hq, N/P)
         for step, source in enumerate(plan.sources()):
             arriving = plan.pass_on(block, KV_TAG) if step < plan.world - 1 else None
             visible, predicate = plan.rule(source)
@@ -234,7 +257,7 @@ class _RingAttention(torch.autograd.Function):
                 out, lse = _merged(out, lse, plan.attend(q, block, predicate), acc)
             if arriving is not None:
                 block = arriving.received()
-        if out is None:  # no query of this rank sees any key
+        if out is None or lse is None:  # no query of this rank sees any key
             out = q.new_zeros(*q.shape[:3], v.shape[-1], dtype=acc)  # (B, Hq, N/P, Dv)
             lse = q.new_full(q.shape[:3], float("-inf"), dtype=acc)  # (B, Hq, N/P)
         out = out.to(q.dtype)
@@ -244,22 +267,24 @@ class _RingAttention(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, d_out):
+    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, v, key_mask, out, lse = ctx.saved_tensors
         plan: _Plan = ctx.plan
         acc = _accumulation_dtype(q.dtype)
         row_term = (d_out.to(acc) * out.to(acc)).sum(-1)  # (B, Hq, N/P): D = rowsum(d_out ∘ out)
         safe_lse = lse.masked_fill(lse == float("-inf"), 0.0)  # (B, Hq, N/P)
         d_q = torch.zeros(q.shape, dtype=acc, device=q.device)  # (B, Hq, N/P, Dh)
-        block = (k, v) if key_mask is None else (k, v, key_mask)
-        returning = None  # the accumulators passed on last step, and the previous rank's arriving
+        block: tuple[torch.Tensor, ...] = (k, v) if key_mask is None else (k, v, key_mask)
+        returning: _Transfer | None = (
+            None  # the accumulators passed on last step, the previous rank's arriving
+        )
         for step, source in enumerate(plan.sources()):
             arriving = plan.pass_on(block, KV_TAG) if step < plan.world - 1 else None
             if returning is not None:  # the accumulators passed on leave before the compute's pieces come
                 returning.release_sent()
             visible, predicate = plan.rule(source)
             # this rank's (d_k, d_v) of the block (B, Hkv, N/P, Dh|Dv) in acc, its d_q added to d_q
-            mine = (
+            mine: tuple[torch.Tensor, ...] | None = (
                 _block_grads(q, block, predicate, plan, d_out, row_term, safe_lse, d_q) if visible else None
             )
             if returning is not None:  # add the accumulators of the ranks that held this block before
@@ -272,18 +297,33 @@ class _RingAttention(torch.autograd.Function):
             del mine  # held by the transfer alone, until its send is done
             if arriving is not None:
                 block = arriving.received()
+        assert returning is not None  # the ring has at least one step
         d_k, d_v = returning.received()  # back home: every rank's share of this rank's own block
         return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype), None, None
 
 
-def _merged(out, lse, part: tuple[torch.Tensor, torch.Tensor], acc: torch.dtype):
+def _merged(
+    out: torch.Tensor | None,
+    lse: torch.Tensor | None,
+    part: tuple[torch.Tensor, torch.Tensor],
+    acc: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) over the blocks so far, merged with one more block's part (out_b, lse_b): (B, Hq, N/P,
     Dv) in acc and (B, Hq, N/P); out and lse are None before the first block."""
     part_out, part_lse = part[0].to(acc), part[1]
-    return (part_out, part_lse) if out is None else merge(out, lse, part_out, part_lse)
+    return (part_out, part_lse) if out is None or lse is None else merge(out, lse, part_out, part_lse)
 
 
-def _block_grads(q, block, predicate, plan: _Plan, d_out, row_term, safe_lse, d_q):
+def _block_grads(
+    q: torch.Tensor,
+    block: tuple[torch.Tensor, ...],
+    predicate: Predicate | None,
+    plan: _Plan,
+    d_out: torch.Tensor,
+    row_term: torch.Tensor,
+    safe_lse: torch.Tensor,
+    d_q: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's queries against one block: adds their d_q to `d_q` (B, Hq, N/P, Dh) and returns the
     block's (d_k, d_v) (B, Hkv, N/P, Dh|Dv), all in the accumulation dtype.
 
