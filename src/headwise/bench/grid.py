@@ -85,7 +85,11 @@ def flops(config: Config, level: str) -> float:
 
 
 def grid(
-    sizes: tuple[int, ...], dtypes: tuple[str, ...], modes: tuple[str, ...], masks: tuple[str, ...], **shape
+    sizes: tuple[int, ...],
+    dtypes: tuple[str, ...],
+    modes: tuple[str, ...],
+    masks: tuple[str, ...],
+    **shape: int,
 ) -> list[Config]:
     """Every configuration, N innermost and ascending, so that a configuration's memory can be predicted from
     the same one at the previous N. `shape` sets batch, heads and head_dim."""

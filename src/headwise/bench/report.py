@@ -7,11 +7,16 @@ import math
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..files import file_target, replacing, write_text
 from .contenders import HEADWISE
 from .grid import LEVELS, Config
 from .measure import GB, MB
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
 
 NEEDS_MATPLOTLIB = "the plot needs matplotlib, which is missing: pip install 'headwise[bench]'"
 BUSY_LOAD = 0.5  # a load average above this share of the cores means other work was running
@@ -186,7 +191,7 @@ def _groups(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def _figure(panels: int):
+def _figure(panels: int) -> tuple[Figure, np.ndarray]:
     """A matplotlib Figure with `panels` axes in two columns (no pyplot, so no global state)."""
     try:
         from matplotlib.figure import Figure
