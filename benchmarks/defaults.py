@@ -11,7 +11,8 @@ B=4, H=8, Dh=64, Nq = Nk = N. auto runs with an empty dispatch cache and HEADWIS
 gets: the calls that tuning.tunes_by_default measure on first use; "first call" is that call's time, in s,
 "static" where it measured nothing), or with --static the static order alone (HEADWISE_TUNE=0). "static
 order" is the choice auto made before issue 23's defaults (the static order, tuning off), timed as the
-candidate it is (a static choice timed "slow" shows as such).
+candidate it is (a static choice timed "slow" shows as such); "best / auto's choice" times auto's choice
+as a candidate too, which separates the choice from the noise of auto's own timings on a busy machine.
 A candidate whose faster warm-up call takes --slower times the fastest one is not timed further ("slow").
 """
 
@@ -26,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 import headwise
+from headwise.arguments import describe
 from headwise.backends import choose
 from headwise.backends.dispatch import candidates
 from headwise.backends.tuning import TUNER, enable, forget
 from headwise.bench.measure import machine, time_interleaved
-from headwise.functional import _prepare
+from headwise.running import run
 
 
 def naive(q, k, v, causal: bool):
@@ -45,7 +47,8 @@ def contenders(q, k, v, causal: bool) -> tuple[dict, dict]:
     """-> ({label: f(q, k, v) -> out} for auto and every candidate, {"static": the static order's choice
     (what auto was before issue 23's defaults), "auto": auto's choice, "first_call": its first call's
     seconds, "measured": whether that call measured (tuning.tunes_by_default)})."""
-    request, call = _prepare(q, k, v, None, causal, None, 0.0, False, False, None, False)
+    scale = q.shape[-1] ** -0.5
+    request, options = describe(q, k, v, None, causal, scale, 0.0, False, False, None, False)
     dtype = q.dtype
     setting = TUNER.enabled
     enable(False)
@@ -54,7 +57,7 @@ def contenders(q, k, v, causal: bool) -> tuple[dict, dict]:
     found = {"auto": lambda q, k, v: headwise.attention(q, k, v, causal=causal)}
     first_call = time_interleaved({"auto": lambda: _call(found["auto"], q, k, v)}, 0.0, 1, 1)["auto"][0]
     for choice in candidates(request):
-        found[f"headwise {choice.label(dtype)}"] = lambda q, k, v, c=choice: call(c, q, k, v)[0]
+        found[f"headwise {choice.label(dtype)}"] = lambda q, k, v, c=choice: run(c, q, k, v, **options)[0]
     found["torch sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     if dtype != torch.float32:
         found["torch sdpa@float32"] = lambda q, k, v: F.scaled_dot_product_attention(
@@ -118,12 +121,13 @@ def point(dtype, backward: bool, size: int, causal: bool, reps: int, slower: flo
     slow = ", ".join(sorted(set(steps) - set(timed)))
     mode = "fwd+bwd" if backward else "fwd"
     name = str(dtype).removeprefix("torch.")
-    static = ms.get(f"headwise {picked['static']}")
+    static, chosen = ms.get(f"headwise {picked['static']}"), ms.get(f"headwise {picked['auto']}")
     before = "slow | -" if static is None else f"{static:.2f} | {ms[best] / static:.2f}"
+    choice = "slow" if chosen is None else f"{ms[best] / chosen:.2f}"
     mask = "causal" if causal else "none"
     return (
         f"| {name} | {mode} | {size} | {mask} | {picked['auto']} {ms['auto']:.2f} | "
-        f"{best} {ms[best]:.2f} | {ms[best] / ms['auto']:.2f} | {picked['static']} {before} | "
+        f"{best} {ms[best]:.2f} | {ms[best] / ms['auto']:.2f} | {choice} | {picked['static']} {before} | "
         f"{picked['first_call']:.2f}{'' if picked['measured'] else ' static'} | {slow or '-'} |"
     )
 
@@ -152,10 +156,10 @@ def main() -> None:
             f"auto {'static' if args.static else 'default'}"
         )
         print(
-            "| dtype | pass | N | mask | auto (ms) | best other (ms) | best / auto | static order (ms) | "
-            "best / static | first call (s) | not timed (slow) |"
+            "| dtype | pass | N | mask | auto (ms) | best other (ms) | best / auto | best / auto's choice | "
+            "static order (ms) | best / static | first call (s) | not timed (slow) |"
         )
-        print("|---|---|---:|---|---|---|---:|---|---:|---:|---|")
+        print("|---|---|---:|---|---|---|---:|---:|---|---:|---:|---|")
         for name in args.dtypes:
             for mode in args.passes:
                 for size in args.sizes:
