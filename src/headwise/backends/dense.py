@@ -10,18 +10,35 @@ forward or backward.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from ..masks import ALiBi, Softcap
 from .capabilities import Capabilities, Rank, score_dtype
 
+if TYPE_CHECKING:
+    from ..masks import Predicate, ScoreModifier
+
 CAPABILITIES = Capabilities(
     weights=True, lse=True, score_mods=frozenset({ALiBi, Softcap}), mask_grad=True, rank=Rank(cpu=40, cuda=40)
 )
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    score_mod: ScoreModifier | None,
+    return_weights: bool,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv)
     -> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk) or None, lse (B, Hq, Nq) or None)."""
     group = q.shape[1] // k.shape[1]

@@ -4,12 +4,18 @@ backend that records a trace. `masked_scores` is the one scoring pipeline: `atte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from ..masks import ALiBi, Softcap
 from ..trace import record
 from .capabilities import Capabilities, Rank, score_dtype
+
+if TYPE_CHECKING:
+    from ..masks import Predicate, ScoreModifier
 
 CAPABILITIES = Capabilities(
     weights=True,
@@ -26,8 +32,18 @@ def keep_nothing(name: str, tensor: torch.Tensor) -> None:
 
 
 def masked_scores(
-    queries, keys, *, scale, mask, score_mod, heads, rows, num_queries, dtype=None, recorder=record
-):
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    scale: float,
+    mask: torch.Tensor | None,
+    score_mod: ScoreModifier | None,
+    heads: torch.Tensor,
+    rows: torch.Tensor,
+    num_queries: int,
+    dtype: torch.dtype | None = None,
+    recorder: Callable[[str, torch.Tensor], None] = record,
+) -> torch.Tensor:
     """The scoring steps of the lectures: scores = q·kᵀ, scaled by `scale`, modified, masked.
 
     queries (B, H', R, Dh): the query rows `rows` (R,) of the query heads `heads` (H',); keys
@@ -83,7 +99,19 @@ def log_sum_exp(masked: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(precise.masked_fill(empty, 0.0), dim=-1).masked_fill(empty[..., 0], float("-inf"))
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    score_mod: ScoreModifier | None,
+    return_weights: bool,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv)
     -> (context (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk) or None, lse (B, Hq, Nq) or None)."""
     group = q.shape[1] // k.shape[1]  # G = Hq / Hkv query heads share each key/value head

@@ -9,16 +9,35 @@ the flash kernel through flash_cpu, whose backward checks lse's size first.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 
 from ..masks import Causal, to_additive, with_predicate
 from . import flash_cpu
 from .capabilities import Capabilities, Rank
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..masks import Predicate, ScoreModifier
+
 CAPABILITIES = Capabilities(predicates=True, mask_grad=True, rank=Rank(cpu=10, cuda=10))
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    score_mod: ScoreModifier | None,
+    return_weights: bool,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (context (B, Hq, Nq, Dv), None, None)."""
     batch, heads, num_queries = q.shape[:3]
     # bool(): while torch.jit.trace runs, sizes are 0-D tensors, which SDPA's flags do not take.
