@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 import headwise
+from headwise.arguments import describe
 from headwise.backends import choose
 from headwise.backends.dispatch import candidates
 from headwise.backends.tuning import TUNER, enable, forget
 from headwise.bench.measure import machine, time_interleaved
-from headwise.functional import _prepare
+from headwise.running import run
 
 
 def naive(q, k, v, causal: bool):
@@ -46,7 +47,8 @@ def contenders(q, k, v, causal: bool) -> tuple[dict, dict]:
     """-> ({label: f(q, k, v) -> out} for auto and every candidate, {"static": the static order's choice
     (what auto was before issue 23's defaults), "auto": auto's choice, "first_call": its first call's
     seconds, "measured": whether that call measured (tuning.tunes_by_default)})."""
-    request, call = _prepare(q, k, v, None, causal, None, 0.0, False, False, None, False)
+    scale = q.shape[-1] ** -0.5
+    request, options = describe(q, k, v, None, causal, scale, 0.0, False, False, None, False)
     dtype = q.dtype
     setting = TUNER.enabled
     enable(False)
@@ -55,7 +57,7 @@ def contenders(q, k, v, causal: bool) -> tuple[dict, dict]:
     found = {"auto": lambda q, k, v: headwise.attention(q, k, v, causal=causal)}
     first_call = time_interleaved({"auto": lambda: _call(found["auto"], q, k, v)}, 0.0, 1, 1)["auto"][0]
     for choice in candidates(request):
-        found[f"headwise {choice.label(dtype)}"] = lambda q, k, v, c=choice: call(c, q, k, v)[0]
+        found[f"headwise {choice.label(dtype)}"] = lambda q, k, v, c=choice: run(c, q, k, v, **options)[0]
     found["torch sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     if dtype != torch.float32:
         found["torch sdpa@float32"] = lambda q, k, v: F.scaled_dot_product_attention(

@@ -26,10 +26,10 @@ import sys
 import torch
 
 import headwise
-from headwise import functional
+from headwise import running
 from headwise.bench.measure import machine, time_interleaved
 
-RULE = functional._follows_rule  # after issue 23: out's rows and k, after the run
+RULE = running.follows_rule  # after issue 23: out's rows and k, after the run
 
 
 def old_all_finite(*tensors) -> bool:
@@ -39,7 +39,7 @@ def old_all_finite(*tensors) -> bool:
 
 
 def variants(q, k, v, kv_finite: bool) -> dict:
-    """What functional._follows_rule becomes for each variant (only it: torch.compile guards on _run,
+    """What running.follows_rule becomes for each variant (only it: torch.compile guards on running.run,
     which _prepare names, but not on what _run calls when headwise's op runs). "before" does the work of
     the check as it was (one sum each over q, k and v, q alone with kv_finite; before the run then, after
     it here) and accepts the run, as it did for finite inputs."""
@@ -90,7 +90,7 @@ def row(label, num_queries, num_keys, backward, kv_finite, dtype, compiled, reps
 
     def step(variant):
         def run():
-            functional._follows_rule = rules[variant]
+            running.follows_rule = rules[variant]
             out = call(q, k, v)
             if backward:
                 out.backward(grad)
@@ -105,7 +105,7 @@ def row(label, num_queries, num_keys, backward, kv_finite, dtype, compiled, reps
         steps["check after"] = lambda: RULE(out, q, None if kv_finite else k)
         steps["check before"] = lambda: old_all_finite(*((q,) if kv_finite else (q, k, v)))
         times = time_interleaved(steps, budget_s=0.0, min_reps=reps, max_reps=reps)
-    functional._follows_rule = RULE
+    running.follows_rule = RULE
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     return (
         f"| {label} | {ms['before']:.2f} | {ms['after']:.2f} | {ms['none']:.2f} | "

@@ -1,4 +1,4 @@
-"""Issue 23: the non-finite rule decided from what the kernel produced (functional._run). Finite inputs pay
+"""Issue 23: the non-finite rule decided from what the kernel produced (running.run). Finite inputs pay
 one pass over out (and one over k unless k and v are known finite), never the passes over q, k and v that
 checked them before; the inputs that out alone cannot reveal (a -inf score from a non-finite q or k, a
 NaN query in a fully masked row) still follow the rule, on every backend, with finite gradients."""

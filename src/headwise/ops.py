@@ -32,14 +32,15 @@ backward than an eager call: the price of keeping every backend's own autograd b
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 
 import torch
 from torch import Tensor
 
-from . import functional
+from .arguments import describe
 from .masks import Causal, with_predicate
 from .masks.spec import decode, encode
+from .running import generator, pick, replaying, rng_state, run
 from .trace import untraced
 
 # On the CPU, a call with dropout to these is traced through instead: the op's backward would draw every
@@ -78,38 +79,44 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, kv_finite, backend,
     return attention_op(q, k, v, mask, causal, *options)[0]
 
 
+def _resolve(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite):
+    """The op's call described (arguments.describe: its arguments were checked when it was traced, or
+    come from a module's own weights under TorchScript) and its choice picked, differentiated when
+    `training` (the same choice in the forward and its backward) -> (choice, options for running.run)."""
+    request, options = describe(q, k, v, mask, causal, scale, dropout_p, False, False, None, kv_finite)
+    request = dataclasses.replace(request, requires_grad=training)
+    return pick(backend, request, q, k, v, options), options
+
+
 def _forward(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite):
     """Both ops' forward. mask: a tensor mask, a predicate or None. -> (out (B, Hq, Nq, Dv), rng_state):
     the chosen backend's forward, its dropout drawn as an eager call draws it, and the generator's state
     before the draws (for the backward)."""
     with _autograd_available(), untraced():
         # Chosen before the state is taken: a first call may measure (leaving the generator as it was).
-        choice, call = functional.resolve(
-            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
-        )
-        rng_state = _rng_state(dropout_p, q.device)
+        choice, options = _resolve(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite)
+        state = rng_state(dropout_p, q.device)
         with torch.no_grad():
-            out, _, _ = call(choice, q, k, v)  # (B, Hq, Nq, Dv)
-    return out.contiguous(), rng_state  # the layout the fake promises
+            out, _, _ = run(choice, q, k, v, **options)  # (B, Hq, Nq, Dv)
+    return out.contiguous(), state  # the layout the fake promises
 
 
-def _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, rng_state):
+def _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, state):
     """Both ops' backward: the same backend's forward recomputed (the same dropout masks, redrawn from
-    `rng_state`) and differentiated. -> (dq, dk, dv), shaped as q, k, v."""
+    `state`, the generator's before the forward's draws) and differentiated. -> (dq, dk, dv), shaped as
+    q, k, v."""
     with _autograd_available(), untraced():
-        choice, call = functional.resolve(
-            q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite
-        )
-        with _replaying(rng_state, dropout_p, q.device), torch.enable_grad():
+        choice, options = _resolve(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite)
+        with replaying(state, dropout_p, q.device), torch.enable_grad():
             inputs = [t.detach().requires_grad_() for t in (q, k, v)]
-            out, _, _ = call(choice, *inputs)  # (B, Hq, Nq, Dv)
+            out, _, _ = run(choice, *inputs, **options)  # (B, Hq, Nq, Dv)
             grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
     return tuple(g.contiguous() for g in grads)  # the layout the fake promises
 
 
 def _fake_forward(q, v, dropout_p):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
-    size = _generator(q.device).get_state().numel() if dropout_p > 0.0 else 0
+    size = generator(q.device).get_state().numel() if dropout_p > 0.0 else 0
     return out, torch.empty(size, dtype=torch.uint8)
 
 
@@ -244,37 +251,6 @@ def _backward_of_predicate_attention(ctx, d_out, _d_rng_state):
 predicate_attention_op.register_autograd(
     _backward_of_predicate_attention, setup_context=_setup_predicate_context
 )
-
-
-def _generator(device: torch.device) -> torch.Generator:
-    """The default generator of `device`: the one dropout draws from."""
-    if device.type == "cpu":
-        return torch.default_generator
-    index = torch.cuda.current_device() if device.index is None else device.index
-    return torch.cuda.default_generators[index]
-
-
-def _rng_state(dropout_p: float, device: torch.device) -> Tensor:
-    """The state of `device`'s generator now (uint8), or an empty tensor when there is no dropout."""
-    if dropout_p == 0.0:
-        return torch.empty(0, dtype=torch.uint8)
-    return _generator(device).get_state()
-
-
-@contextlib.contextmanager
-def _replaying(rng_state: Tensor, dropout_p: float, device: torch.device):
-    """The generator of `device` set to `rng_state` inside (the forward's draws replayed) and restored after,
-    no other; nothing when there is no dropout."""
-    if dropout_p == 0.0:
-        yield
-        return
-    generator = _generator(device)
-    state = generator.get_state()
-    generator.set_state(rng_state)
-    try:
-        yield
-    finally:
-        generator.set_state(state)
 
 
 def _autograd_available():
