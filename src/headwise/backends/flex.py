@@ -16,12 +16,23 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..masks import ALiBi, Softcap
 from .capabilities import Capabilities
 from .plan import Plan, make_plan
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from ..masks import Predicate, ScoreModifier
+
+# FlexAttention's mask_mod(b, h, q_idx, kv_idx) -> may attend, and score_mod(score, b, h, q_idx, kv_idx)
+MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ScoreMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 BLOCK = 128  # FlexAttention's block size, queries and keys
 
@@ -36,7 +47,19 @@ CAPABILITIES = Capabilities(
 )
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    score_mod: ScoreModifier | None,
+    return_weights: bool,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
     from torch.nn.attention import flex_attention as flex
 
@@ -72,12 +95,13 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
     return out, None, (aux.lse if return_lse else None)
 
 
-def block_mask_of(plan: Plan, allowed, device):
+def block_mask_of(plan: Plan, allowed: MaskMod, device: torch.device) -> BlockMask:
     """FlexAttention's BlockMask of a plan (one for every batch element and head, which it bounds): its
     partial blocks, where mask_mod `allowed` is read, and its full blocks, where it is not."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    def blocks(chosen):  # (Qn, Kn) bool -> counts (1, 1, Qn), indices (1, 1, Qn, Kn), the chosen first
+    def blocks(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Qn, Kn) bool -> counts (1, 1, Qn), indices (1, 1, Qn, Kn), the chosen first."""
         counts = chosen.sum(1, dtype=torch.int32)  # (Qn,)
         indices = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True).to(torch.int32)  # (Qn, Kn)
         return counts[None, None].to(device), indices[None, None].to(device)
@@ -90,7 +114,7 @@ def block_mask_of(plan: Plan, allowed, device):
 
 
 @functools.cache
-def _flex_attention(device_type: str):
+def _flex_attention(device_type: str) -> Callable[..., Any]:
     """flex_attention compiled for CUDA; on the CPU, torch's eager implementation without its warning
     that it is not compiled (see the module's docstring for why)."""
     from torch.nn.attention.flex_attention import flex_attention
@@ -98,7 +122,7 @@ def _flex_attention(device_type: str):
     if device_type == "cuda":
         return torch.compile(flex_attention, dynamic=False)
 
-    def eager(*args, **kwargs):
+    def eager(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
             return flex_attention(*args, **kwargs)
@@ -106,19 +130,23 @@ def _flex_attention(device_type: str):
     return eager
 
 
-def _at(tensor, b, h, q_idx, kv_idx):
+def _at(
+    tensor: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+) -> torch.Tensor:
     """tensor (B|1, Hq|1, Nq|1, Nk|1) at FlexAttention's indices, a broadcast axis read at 0."""
     index = (b, h, q_idx, kv_idx)
     return tensor[tuple(i if size > 1 else 0 for i, size in zip(index, tensor.shape, strict=True))]
 
 
-def _mask_mod(mask, predicate, num_queries, num_keys):
+def _mask_mod(
+    mask: torch.Tensor | None, predicate: Predicate | None, num_queries: int, num_keys: int
+) -> MaskMod | None:
     """FlexAttention's mask_mod(b, h, q_idx, kv_idx) -> bool for the predicate and the tensor mask (True =
     may attend), or None when nothing is masked."""
     if predicate is None and mask is None:
         return None
 
-    def allowed(b, h, q_idx, kv_idx):
+    def allowed(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
         keep = None
         if predicate is not None:
             keep = predicate.allowed(b, h, q_idx, kv_idx, num_queries, num_keys)
@@ -126,20 +154,26 @@ def _mask_mod(mask, predicate, num_queries, num_keys):
             value = _at(mask, b, h, q_idx, kv_idx)
             term = value if mask.dtype == torch.bool else value > float("-inf")
             keep = term if keep is None else keep & term
+        assert keep is not None  # a predicate or a mask, as checked above
         return keep
 
     return allowed
 
 
-def _score_mod(mask, score_mod, num_queries, num_keys):
+def _score_mod(
+    mask: torch.Tensor | None, score_mod: ScoreModifier | None, num_queries: int, num_keys: int
+) -> ScoreMod | None:
     """FlexAttention's score_mod(score, b, h, q_idx, kv_idx) for the score modifier, then a float mask's
     finite values; None when there is neither."""
     additive = mask is not None and mask.dtype != torch.bool
     if score_mod is None and not additive:
         return None
-    finite = mask.masked_fill(mask == float("-inf"), 0.0) if additive else None  # -inf: in the mask_mod
+    # -inf: in the mask_mod
+    finite = mask.masked_fill(mask == float("-inf"), 0.0) if mask is not None and additive else None
 
-    def modified(score, b, h, q_idx, kv_idx):
+    def modified(
+        score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
         if score_mod is not None:
             score = score_mod.apply(score, b, h, q_idx, kv_idx, num_queries, num_keys)
         if finite is not None:
