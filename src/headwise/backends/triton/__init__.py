@@ -36,9 +36,9 @@ import functools
 import importlib
 import importlib.util
 import math
-import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -55,6 +55,10 @@ from ...masks import (
     combine,
 )
 from ..capabilities import Capabilities, Rank
+from .interpreter import interpreting
+
+if TYPE_CHECKING:
+    from ...masks import ScoreModifier
 
 INSTALL = "pip install 'headwise[gpu]'"
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -77,7 +81,19 @@ CAPABILITIES = Capabilities(
 )
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    score_mod: ScoreModifier | None,
+    return_weights: bool,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
     out, lse = attention_with_lse(
         q, k, v, mask=mask, predicate=predicate, scale=scale, dropout_p=dropout_p, score_mod=score_mod
@@ -280,11 +296,6 @@ def _device_limits(device: torch.device, dtype: torch.dtype) -> str | None:
     if dtype not in INTERPRETER_DTYPES:
         return f"run in {dtype} under Triton's interpreter (it takes float32, float16 and float64)"
     return None
-
-
-def interpreting() -> bool:
-    """Whether TRITON_INTERPRET asks for Triton's CPU interpreter (read as Triton reads it)."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on")
 
 
 def _kernels():

@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-from . import interpreting, jit
+from . import jit
+from .interpreter import interpreting
 
 if interpreting() != jit.INTERPRETED:  # jit.py was built under the other TRITON_INTERPRET: decorate again
     importlib.reload(jit)
