@@ -16,28 +16,60 @@ redraws the same masks.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from ..masks import ALiBi, Predicate, to_additive
 from .capabilities import Capabilities, Rank, score_dtype
 from .plan import make_plan
 
+if TYPE_CHECKING:
+    from ..masks import ScoreModifier
+
 BLOCK = 256  # queries and keys per block
+Running = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a query block's (context, m, l) so far
 # Not under torch.func's transforms: its autograd.Function writes blocks into preallocated tensors in place.
 CAPABILITIES = Capabilities(
     lse=True, predicates=True, score_mods=frozenset({ALiBi}), transforms=False, rank=Rank(cpu=20, cuda=30)
 )
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    score_mod: ScoreModifier | None,
+    return_weights: bool,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
+    if score_mod is not None and not isinstance(score_mod, ALiBi):  # added to the blocks' bias: ALiBi only
+        raise ValueError(f"score_mod: the chunked backend applies alibi() only, got {score_mod.title}")
     out, lse = attention_with_lse(
         q, k, v, mask=mask, predicate=predicate, scale=scale, dropout_p=dropout_p, alibi=score_mod
     )
     return out, None, (lse if return_lse else None)
 
 
-def attention_with_lse(q, k, v, *, mask=None, predicate=None, scale, dropout_p=0.0, block=BLOCK, alibi=None):
+def attention_with_lse(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    predicate: Predicate | None = None,
+    scale: float,
+    dropout_p: float = 0.0,
+    block: int = BLOCK,
+    alibi: ALiBi | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """As `attention`, and lse (B, Hq, Nq): log Σ exp(scaled, masked scores), -inf for a query that sees
     no key. Both are differentiable (lse too, so that merged results train). mask: a tensor mask as for
     `attention`; predicate: a masks.Predicate evaluated block by block (causal() for causal attention);
@@ -49,7 +81,18 @@ def attention_with_lse(q, k, v, *, mask=None, predicate=None, scale, dropout_p=0
 class _Blocks:
     """The fixed arguments of one call, and the pieces of it that each (query block, key block) needs."""
 
-    def __init__(self, q, k, mask, predicate, scale, dropout_p, block, seed, alibi=None):
+    def __init__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        mask: torch.Tensor | None,
+        predicate: Predicate | None,
+        scale: float,
+        dropout_p: float,
+        block: int,
+        seed: int,
+        alibi: ALiBi | None = None,
+    ) -> None:
         self.batch, self.q_heads, self.num_queries, _ = q.shape
         self.alibi = alibi
         self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
@@ -64,7 +107,7 @@ class _Blocks:
         self.acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
         self.score_dtype = score_dtype(q.dtype)
 
-    def pairs(self):
+    def pairs(self) -> Iterator[tuple[int, int, int, int]]:
         """(q_start, q_end, k_start, k_end) for every block pair the predicate does not rule out, in row
         order (from the plan: one vectorised bound for all blocks)."""
         for q_index, k_index in self.plan.visible.nonzero().tolist():
@@ -76,16 +119,16 @@ class _Blocks:
                 min(k_start + self.block, self.num_keys),
             )
 
-    def query_rows(self, x, q_start, q_end):
+    def query_rows(self, x: torch.Tensor, q_start: int, q_end: int) -> torch.Tensor:
         """x (B, Hq, Nq, ·) -> the block's rows grouped by key/value head: (B, Hkv, G·Qb, ·)."""
         rows = x[:, :, q_start:q_end].unflatten(1, (self.kv_heads, self.group))  # (B, Hkv, G, Qb, ·)
         return rows.flatten(2, 3)  # (B, Hkv, G·Qb, ·)
 
-    def heads_back(self, rows, q_start, q_end):
+    def heads_back(self, rows: torch.Tensor, q_start: int, q_end: int) -> torch.Tensor:
         """(B, Hkv, G·Qb, ·) -> (B, Hq, Qb, ·)."""
         return rows.unflatten(2, (self.group, q_end - q_start)).flatten(1, 2)  # (B, Hq, Qb, ·)
 
-    def scores(self, raw, q_start, q_end, k_start, k_end):
+    def scores(self, raw: torch.Tensor, q_start: int, q_end: int, k_start: int, k_end: int) -> torch.Tensor:
         """The block's scaled, masked scores (B, Hkv, G·Qb, Kb) in the accumulation dtype, from the raw
         q·kᵀ (B, Hkv, G·Qb, Kb): -inf where a query may not attend."""
         scores = raw.to(self.acc_dtype) * self.scale  # a new tensor: the bias is added in place
@@ -94,7 +137,9 @@ class _Blocks:
             scores.unflatten(2, (self.group, -1)).add_(bias)
         return scores
 
-    def bias(self, q_start, q_end, k_start, k_end, device):
+    def bias(
+        self, q_start: int, q_end: int, k_start: int, k_end: int, device: torch.device
+    ) -> torch.Tensor | None:
         """What the block adds to its scores: 0 where allowed, -inf where masked (plus a float mask), as
         one tensor broadcastable to (B, Hkv, G, Qb, Kb); None when nothing in the block is masked."""
         bias = None
@@ -117,37 +162,41 @@ class _Blocks:
             bias = _add(bias, _group_heads(penalty, self.q_heads, self.kv_heads))
         return bias
 
-    def keep(self, shape, q_start, k_start, device):
+    def keep(self, shape: torch.Size, q_start: int, k_start: int, device: torch.device) -> torch.Tensor:
         """The block's dropout factors (0 or 1 / (1 - p)), redrawn identically in the backward pass."""
         generator = torch.Generator(device=device).manual_seed(self.seed + q_start * 1_000_003 + k_start)
         kept = torch.rand(shape, generator=generator, device=device) >= self.dropout_p
         return kept.to(self.acc_dtype) / (1 - self.dropout_p)
 
 
-def _add(bias, more):
+def _add(bias: torch.Tensor | None, more: torch.Tensor) -> torch.Tensor:
+    """bias + more, where a None bias is nothing yet."""
     return more if bias is None else bias + more
 
 
-def _group_heads(piece, q_heads, kv_heads):
+def _group_heads(piece: torch.Tensor, q_heads: int, kv_heads: int) -> torch.Tensor:
     """A mask piece (B|1, Hq|1, Qb|1, Kb|1) -> (B|1, Hkv|1, G|1, Qb|1, Kb|1), matching the grouped scores."""
     if piece.shape[1] == q_heads:
         return piece.unflatten(1, (kv_heads, q_heads // kv_heads))  # (B|1, Hkv, G, Qb|1, Kb|1)
     return piece.unsqueeze(2)  # (B|1, 1, 1, Qb|1, Kb|1)
 
 
-def _finite(row_max):
+def _finite(row_max: torch.Tensor) -> torch.Tensor:
     """The running maximum with -inf (a row that sees no key yet) as 0, so that exp(-inf - 0) = 0."""
     return torch.where(row_max == float("-inf"), 0.0, row_max)
 
 
-def _forward(q, k, v, blocks: _Blocks):
+def _forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: _Blocks
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> out (B, Hq, Nq, Dv) in q's dtype; row_max m and row_sum l = Σ exp(score - m), (B, Hq, Nq) in
     the accumulation dtype (m = -inf and l = 0 for a query that sees no key)."""
     acc = blocks.acc_dtype
     out = q.new_zeros(*q.shape[:3], v.shape[-1], dtype=acc)  # (B, Hq, Nq, Dv)
     row_max = q.new_full(q.shape[:3], float("-inf"), dtype=acc)  # (B, Hq, Nq)
     row_sum = q.new_zeros(q.shape[:3], dtype=acc)  # (B, Hq, Nq)
-    current = running = None  # the query block, and its (context, m, l) over the key blocks so far
+    current: tuple[int, int] | None = None  # the query block (q_start, q_end)
+    running: Running | None = None  # its (context, m, l) over the key blocks so far
     for q_start, q_end, k_start, k_end in blocks.pairs():
         if current != (q_start, q_end):  # a new block of queries
             if current is not None:
@@ -178,8 +227,17 @@ def _forward(q, k, v, blocks: _Blocks):
     return out.to(q.dtype), row_max, row_sum
 
 
-def _store(out, row_max, row_sum, running, blocks, q_start, q_end):
+def _store(
+    out: torch.Tensor,
+    row_max: torch.Tensor,
+    row_sum: torch.Tensor,
+    running: Running | None,
+    blocks: _Blocks,
+    q_start: int,
+    q_end: int,
+) -> None:
     """Write one query block's (context, m, l) (B, Hkv, G·Qb, ·) into out, row_max and row_sum."""
+    assert running is not None  # a query block is stored after its first key block
     context, block_max, block_sum = running
     context = context / torch.where(block_sum == 0, 1.0, block_sum)[..., None]  # rows that see nothing: 0
     out[:, :, q_start:q_end] = blocks.heads_back(context, q_start, q_end)  # (B, Hq, Qb, Dv)
@@ -187,12 +245,22 @@ def _store(out, row_max, row_sum, running, blocks, q_start, q_end):
     row_sum[:, :, q_start:q_end] = blocks.heads_back(block_sum[..., None], q_start, q_end)[..., 0]
 
 
-def _log_sum_exp(row_max, row_sum):
+def _log_sum_exp(row_max: torch.Tensor, row_sum: torch.Tensor) -> torch.Tensor:
     """lse = m + log l (B, Hq, Nq); -inf where a query sees no key."""
     return torch.where(row_sum > 0, _finite(row_max) + row_sum.log(), float("-inf"))
 
 
-def _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, blocks: _Blocks):
+def _backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    row_max: torch.Tensor,
+    row_sum: torch.Tensor,
+    d_out: torch.Tensor,
+    d_lse: torch.Tensor,
+    blocks: _Blocks,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FlashAttention-2's backward: per block, weights = exp(scores - m) / l and
     d_scores = weights · (d_weights - D + d_lse) with D = rowsum(d_out · out)."""
     acc = blocks.acc_dtype
@@ -233,7 +301,19 @@ def _backward(q, k, v, out, row_max, row_sum, d_out, d_lse, blocks: _Blocks):
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, predicate, scale, dropout_p, block, seed, alibi):
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        predicate: Predicate | None,
+        scale: float,
+        dropout_p: float,
+        block: int,
+        seed: int,
+        alibi: ALiBi | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         blocks = _Blocks(q, k, mask, predicate, scale, dropout_p, block, seed, alibi)
         out, row_max, row_sum = _forward(q, k, v, blocks)
         ctx.save_for_backward(q, k, v, out, row_max, row_sum)
@@ -241,7 +321,9 @@ class _ChunkedAttention(torch.autograd.Function):
         return out, _log_sum_exp(row_max, row_sum)
 
     @staticmethod
-    def backward(ctx, d_out, d_lse):
+    def backward(
+        ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
         q, k, v, out, row_max, row_sum = ctx.saved_tensors
         d_out = torch.zeros_like(out) if d_out is None else d_out
         d_lse = torch.zeros_like(row_max) if d_lse is None else d_lse
