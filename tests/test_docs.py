@@ -191,11 +191,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_the_api_reference_documents_every_public_name(site: Path) -> None:
     documented = inventory(site)
+    # A function named as the submodule that defines it (headwise.inspection.rollout) is documented at
+    # its module's path: mkdocstrings resolves the package's name to the submodule.
     missing = [
         f"{module}.{public}"
         for module in PUBLIC
         for public in importlib.import_module(module).__all__
-        if f"{module}.{public}" not in documented
+        if not {f"{module}.{public}", f"{module}.{public}.{public}"} & documented
     ]
     assert not missing, f"not in the API reference: {missing}"
 
