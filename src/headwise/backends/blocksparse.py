@@ -19,11 +19,17 @@ c key blocks (c·Bk gathered keys).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn.functional as F
 
 from .capabilities import Capabilities, Rank, score_dtype
 from .plan import Group, Plan, make_plan
+
+if TYPE_CHECKING:
+    from ..masks import Predicate, ScoreModifier
 
 BLOCK = 64  # queries and keys per block
 CHUNK_BYTES = 4 * 2**20  # the scores of one chunk, in bytes of the accumulation dtype
@@ -32,7 +38,19 @@ CAPABILITIES = Capabilities(
 )
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_weights, return_lse):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    score_mod: ScoreModifier | None,
+    return_weights: bool,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
     plan = make_plan(predicate, q.shape[2], k.shape[2], BLOCK, BLOCK)
     out, lse = _BlockSparseAttention.apply(q, k, v, mask, predicate, plan, scale, return_lse)
@@ -42,7 +60,15 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, score_mod, return_w
 class _Layout:
     """One call's tensors in blocks, and the pieces of them that a chunk of a group reads and writes."""
 
-    def __init__(self, q, k, mask, predicate, plan: Plan, scale: float):
+    def __init__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        mask: torch.Tensor | None,
+        predicate: Predicate | None,
+        plan: Plan,
+        scale: float,
+    ) -> None:
         self.batch, self.q_heads, self.num_queries, _ = q.shape
         self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
         self.group = self.q_heads // self.kv_heads  # G
@@ -55,7 +81,7 @@ class _Layout:
             mask = mask if mask.dtype == torch.bool else mask.to(self.acc)
         self.mask = mask
 
-    def query_side(self, x):
+    def query_side(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, Hq, Nq, ·) -> padded row blocks (B, Hkv, Qn, G·Bq, ·): each block's rows of the G query
         heads that share a key/value head, side by side (a copy)."""
         plan = self.plan
@@ -63,31 +89,31 @@ class _Layout:
         x = x.reshape(self.batch, self.kv_heads, self.group, plan.query_blocks, plan.q_block, x.shape[-1])
         return x.transpose(2, 3).flatten(3, 4).contiguous()  # (B, Hkv, Qn, G·Bq, ·)
 
-    def unpad(self, blocks):
+    def unpad(self, blocks: torch.Tensor) -> torch.Tensor:
         """Row blocks (B, Hkv, Qn, G·Bq, ·) -> (B, Hq, Nq, ·)."""
         blocks = blocks.unflatten(3, (self.group, self.plan.q_block))  # (B, Hkv, Qn, G, Bq, ·)
         blocks = blocks.transpose(2, 3)  # (B, Hkv, G, Qn, Bq, ·)
         flat = blocks.flatten(3, 4).flatten(1, 2)[:, :, : self.num_queries]  # (B, Hq, Nq, ·)
         return flat
 
-    def key_side(self, x):
+    def key_side(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, Hkv, Nk, ·) -> padded blocks (B, Hkv, Kn, Bk, ·)."""
         plan = self.plan
         x = _pad(x, plan.key_blocks * plan.k_block)  # (B, Hkv, Kn·Bk, ·)
         return x.reshape(self.batch, self.kv_heads, plan.key_blocks, plan.k_block, x.shape[-1])
 
     @staticmethod
-    def rows(blocks, query_blocks):
+    def rows(blocks: torch.Tensor, query_blocks: torch.Tensor) -> torch.Tensor:
         """Row blocks (B, Hkv, Qn, G·Bq, ·) -> the chunk's (B, Hkv, n, G·Bq, ·), a copy."""
         return blocks[:, :, query_blocks]
 
     @staticmethod
-    def put_rows(blocks, query_blocks, rows):
+    def put_rows(blocks: torch.Tensor, query_blocks: torch.Tensor, rows: torch.Tensor) -> None:
         """Write the chunk's rows (B, Hkv, n, G·Bq, ·) into row blocks (B, Hkv, Qn, G·Bq, ·)."""
         blocks.index_copy_(2, query_blocks, rows.to(blocks.dtype))
 
     @staticmethod
-    def band(key_blocks) -> slice | None:
+    def band(key_blocks: torch.Tensor) -> slice | None:
         """The keys a chunk of one query block reads, as one slice of positions when its key blocks are
         consecutive (a document's causal prefix, a window), else None."""
         first, last = int(key_blocks[0, 0]), int(key_blocks[0, -1])
@@ -97,7 +123,7 @@ class _Layout:
             else None
         )
 
-    def gathered(self, blocks, key_blocks):
+    def gathered(self, blocks: torch.Tensor, key_blocks: torch.Tensor) -> torch.Tensor:
         """Key-side blocks (B, Hkv, Kn, Bk, ·) -> the chunk's keys side by side (B, Hkv, n, c·Bk, ·): a view
         of the keys for one query block whose key blocks are consecutive (the long rows of long documents,
         which a copy per query block would repeat up to c times), else a copy of the blocks."""
@@ -107,7 +133,7 @@ class _Layout:
         picked = blocks.index_select(2, key_blocks.flatten())  # (B, Hkv, n·c, Bk, ·): block copies
         return picked.view(*blocks.shape[:2], key_blocks.shape[0], -1, blocks.shape[-1])
 
-    def add_keys(self, d_blocks, key_blocks, d_keys):
+    def add_keys(self, d_blocks: torch.Tensor, key_blocks: torch.Tensor, d_keys: torch.Tensor) -> None:
         """Add the chunk's key gradients (B, Hkv, n, c·Bk, ·) into key-side blocks (B, Hkv, Kn, Bk, ·): a key
         block read by several query blocks adds up."""
         band = self.band(key_blocks)
@@ -117,7 +143,7 @@ class _Layout:
         pieces = d_keys.unflatten(3, (-1, self.plan.k_block)).flatten(2, 3)  # (B, Hkv, n·c, Bk, ·)
         d_blocks.index_add_(2, key_blocks.flatten(), pieces.to(d_blocks.dtype))
 
-    def scores(self, queries, keys, group: Group, chunk):
+    def scores(self, queries: torch.Tensor, keys: torch.Tensor, group: Group, chunk: slice) -> torch.Tensor:
         """The chunk's scaled, masked scores (B, Hkv, n, G·Bq, c·Bk) in the accumulation dtype, from the
         scaled queries (B, Hkv, n, G·Bq, Dh) and gathered keys (B, Hkv, n, c·Bk, Dh): a float mask added,
         -inf where a query may not attend (the predicate's and a bool mask's refusals, and the padding past
@@ -136,7 +162,7 @@ class _Layout:
             keys = keys.to(scores.device)[:, None]  # (n, 1, Bk)
             inside = keys < self.num_keys  # (n, 1, Bk)
             keys = keys.clamp(max=max(self.num_keys - 1, 0))
-            allowed = inside if self.predicate is None else self.rule(queries, keys) & inside
+            allowed = inside if self.predicate is None else self.rule(self.predicate, queries, keys) & inside
             piece = grouped[
                 ..., column * plan.k_block : (column + 1) * plan.k_block
             ]  # (B, Hkv, n, G, Bq, Bk)
@@ -149,16 +175,16 @@ class _Layout:
             piece.masked_fill_(~self.by_heads(allowed), float("-inf"))
         return scores
 
-    def rule(self, queries, keys):
-        """The predicate at the chunk's positions, queries (n, Bq, 1) and keys (n, 1, Bk), with index
-        tensors that broadcast as in `Predicate.allowed` plus the chunk's axis n -> bool, broadcastable
+    def rule(self, predicate: Predicate, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """`predicate` (the call's) at the chunk's positions, queries (n, Bq, 1) and keys (n, 1, Bk), with
+        index tensors that broadcast as in `Predicate.allowed` plus the chunk's axis n -> bool, broadcastable
         to (B, Hq, n, Bq, Bk)."""
         device = queries.device
         batch_idx = torch.arange(self.batch, device=device).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
         head_idx = torch.arange(self.q_heads, device=device).view(1, -1, 1, 1, 1)  # (1, Hq, 1, 1, 1)
-        return self.predicate.allowed(batch_idx, head_idx, queries, keys, self.num_queries, self.num_keys)
+        return predicate.allowed(batch_idx, head_idx, queries, keys, self.num_queries, self.num_keys)
 
-    def by_heads(self, piece):
+    def by_heads(self, piece: torch.Tensor) -> torch.Tensor:
         """A mask piece broadcastable to (B, Hq, n, Bq, Bk) -> (B|1, Hkv|1, n, G|1, Bq|1, Bk), as the
         grouped scores."""
         piece = piece[(None,) * (5 - piece.dim())]  # (B|1, Hq|1, n|1, Bq|1, Bk)
@@ -166,7 +192,7 @@ class _Layout:
             return piece.unflatten(1, (self.kv_heads, self.group)).transpose(2, 3)  # (B|1, Hkv, n, G, ..)
         return piece.unsqueeze(3)  # (B|1, 1, n, 1, Bq|1, Bk)
 
-    def chunks(self, group: Group):
+    def chunks(self, group: Group) -> Iterator[slice]:
         """Slices of the group's query blocks, each with scores of at most CHUNK_BYTES."""
         row_bytes = self.batch * self.q_heads * self.plan.q_block * torch.finfo(self.acc).bits // 8
         per_block = row_bytes * group.width * self.plan.k_block  # one query block's scores
@@ -175,12 +201,14 @@ class _Layout:
             yield slice(start, start + step)
 
 
-def _pad(x, length):
+def _pad(x: torch.Tensor, length: int) -> torch.Tensor:
     """x (B, H, N, ·) with zero rows appended up to `length` (itself when N is that already)."""
     return x if x.shape[2] == length else F.pad(x, (0, 0, 0, length - x.shape[2]))
 
 
-def _softmax(scores, layout: _Layout, group: Group, chunk):
+def _softmax(
+    scores: torch.Tensor, layout: _Layout, group: Group, chunk: slice
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The chunk's weights softmax(scores) (B, Hkv, n, G·Bq, c·Bk), with rows that see no key (every
     score -inf) as zeros instead of torch's NaN, and the row maximum m (B, Hkv, n, G·Bq, 1) when such a
     row may exist (a row with a full key block never is one), else None."""
@@ -192,7 +220,9 @@ def _softmax(scores, layout: _Layout, group: Group, chunk):
     return weights.masked_fill_(row_max == float("-inf"), 0.0), row_max
 
 
-def _forward(q, k, v, layout: _Layout, want_lse: bool):
+def _forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: _Layout, want_lse: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """-> out (B, Hq, Nq, Dv) in the accumulation dtype, and lse (B, Hq, Nq) (-inf for a query that sees no
     key) when `want_lse`, else None. lse = m - log(max weight), read off the weights: no second pass of
     exp over the scores."""
@@ -210,14 +240,22 @@ def _forward(q, k, v, layout: _Layout, want_lse: bool):
             weights, row_max = _softmax(scores, layout, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
             values = layout.gathered(v_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dv)
             layout.put_rows(out, query_blocks, weights.to(v.dtype) @ values)  # (B, Hkv, n, G·Bq, Dv)
-            if want_lse:
+            if lse is not None:
                 row_max = scores.amax(-1, keepdim=True) if row_max is None else row_max
                 top = weights.amax(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1): exp(m - lse), 0 for no key
                 layout.put_rows(lse, query_blocks, torch.where(top > 0, row_max - top.log(), float("-inf")))
     return layout.unpad(out), (None if lse is None else layout.unpad(lse)[..., 0])
 
 
-def _backward(q, k, v, out, d_out, d_lse, layout: _Layout):
+def _backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    d_out: torch.Tensor,
+    d_lse: torch.Tensor | None,
+    layout: _Layout,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FlashAttention-2's backward, chunk by chunk: the weights recomputed as the forward made them (the
     same softmax of the same scores, bit for bit), d_scores = weights · (d_weights - D + d_lse) with
     D = rowsum(d_out · out)."""
@@ -256,7 +294,17 @@ def _backward(q, k, v, out, d_out, d_lse, layout: _Layout):
 
 class _BlockSparseAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, predicate, plan, scale, want_lse):
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        predicate: Predicate | None,
+        plan: Plan,
+        scale: float,
+        want_lse: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         layout = _Layout(q, k, mask, predicate, plan, scale)
         out, lse = _forward(q, k, v, layout, want_lse)
         ctx.save_for_backward(q, k, v, out)
@@ -264,7 +312,9 @@ class _BlockSparseAttention(torch.autograd.Function):
         return out.to(q.dtype), lse
 
     @staticmethod
-    def backward(ctx, d_out, d_lse):
+    def backward(
+        ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
         q, k, v, out = ctx.saved_tensors
         d_out = torch.zeros_like(out) if d_out is None else d_out
         d_q, d_k, d_v = _backward(q, k, v, out, d_out, d_lse, ctx.layout)
