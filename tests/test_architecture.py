@@ -34,7 +34,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 APPS = frozenset({"explain", "inspection", "train", "bench", "cli", "pages", "__main__"})
-DOCUMENTS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.ipynb")))
+DOCUMENTS = (  # the README, the site's pages (docs/, mkdocs.yml) and its notebook, the benchmarks' README
+    ROOT / "README.md",
+    ROOT / "benchmarks" / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),
+    *sorted((ROOT / "docs").glob("*.ipynb")),
+)
 
 
 def module_name(path: Path) -> str:
@@ -236,14 +241,14 @@ def test_every_public_name_imports(module):
 
 def documented_paths() -> tuple[set[tuple[str, str]], set[str]]:
     """(module, name) from each `from headwise... import a, b` and the dotted `headwise.x.y` names in the
-    README, benchmarks/README.md and the notebooks."""
+    README, the site's pages, benchmarks/README.md and the notebooks."""
     names, dotted = set(), set()
     for document in DOCUMENTS:
         text = document.read_text(encoding="utf-8").replace("\\n", "\n")
         for module, imports in re.findall(r"from (headwise[\w.]*) import ([\w, ()]+)", text):
             for name in re.findall(r"\w+", imports.split(" as ")[0] if " as " in imports else imports):
                 names.add((module, name))
-        dotted.update(re.findall(r"(?<![\w.])headwise(?:\.\w+)+", text))
+        dotted.update(re.findall(r"(?<![\w./])headwise(?:\.(?!md\b)\w+)+", text))  # not a link to headwise.md
     return names, dotted
 
 
