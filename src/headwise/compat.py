@@ -60,7 +60,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .backends.reference import softmax_over_keys
 from .masks import check_mask, combine, to_additive
-from .modules import AttentionProjections
+from .projections import AttentionProjections
 
 
 class ValueAssertionError(ValueError, AssertionError):
