@@ -22,10 +22,15 @@ at |lse| ≈ 100-116 in rows dominated by one key. Gaussian scores of unit varia
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from ..masks import Causal, with_predicate
 from . import chunked, dense
+
+if TYPE_CHECKING:
+    from .capabilities import Request
 
 LSE_LIMIT = 32.0  # the largest max |lse| whose backward the kernel computes itself
 DENSE_FALLBACK = 384 * 384  # beyond it, the chunked backend recomputes (memory linear in N)
@@ -34,7 +39,9 @@ _forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 
-def serves(q, k, v, mask, dropout_p) -> bool:
+def serves(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
+) -> bool:
     """Whether a call of the sdpa backend goes through here: float32 on the CPU, differentiated, no
     dropout, no mask that needs a gradient, outside torch.func's transforms (no vmap rule here)."""
     return (
@@ -48,12 +55,19 @@ def serves(q, k, v, mask, dropout_p) -> bool:
     )
 
 
-def checks(request) -> bool:
+def checks(request: Request) -> bool:
     """Whether a float32 CPU `request` that a backward follows would go through here (`serves`)."""
     return request.dropout_p == 0.0 and not request.mask_requires_grad and not request.transforms
 
 
-def attention(q, k, v, mask, is_causal, scale):
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    scale: float,
+) -> torch.Tensor:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv); mask None or float (B|1, Hq|1, Nq, Nk)
     to add to the scores; is_causal aligned top-left -> context (B, Hq, Nq, Dv), differentiable in q, k, v."""
     return _CheckedFlash.apply(q, k, v, mask, is_causal, scale)
@@ -61,7 +75,15 @@ def attention(q, k, v, mask, is_causal, scale):
 
 class _CheckedFlash(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, is_causal, scale):
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        scale: float,
+    ) -> torch.Tensor:
         out, lse = _forward(
             q, k, v, 0.0, is_causal, attn_mask=mask, scale=scale
         )  # (B, Hq, Nq, Dv), (B, Hq, Nq)
@@ -70,7 +92,7 @@ class _CheckedFlash(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, d_out):
+    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, v, mask, out, lse = ctx.saved_tensors
         finite = torch.where(torch.isfinite(lse), lse, 0.0)  # a fully masked row's lse is -inf or 0
         if finite.abs().max() <= LSE_LIMIT:
@@ -81,7 +103,15 @@ class _CheckedFlash(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
-def _exact_gradients(d_out, q, k, v, mask, is_causal, scale):
+def _exact_gradients(
+    d_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    scale: float,
+) -> tuple[torch.Tensor, ...]:
     """(dq, dk, dv) of the same call through the dense backend (eager's softmax backward) or, beyond
     Nq·Nk = DENSE_FALLBACK, the chunked one (weights from the running maximum)."""
     predicate = Causal() if is_causal else None
@@ -91,8 +121,16 @@ def _exact_gradients(d_out, q, k, v, mask, is_causal, scale):
         if num_queries * num_keys <= DENSE_FALLBACK:
             target = (q.shape[0], q.shape[1], num_queries, num_keys)  # (B, Hq, Nq, Nk)
             full = mask if predicate is None else with_predicate(mask, predicate, target, q.dtype, q.device)
-            options = {"dropout_p": 0.0, "score_mod": None, "return_weights": False, "return_lse": False}
-            out, _, _ = dense.attention(*inputs, mask=full, predicate=None, scale=scale, **options)
+            out, _, _ = dense.attention(
+                *inputs,
+                mask=full,
+                predicate=None,
+                scale=scale,
+                dropout_p=0.0,
+                score_mod=None,
+                return_weights=False,
+                return_lse=False,
+            )
         else:
             out, _ = chunked.attention_with_lse(*inputs, mask=mask, predicate=predicate, scale=scale)
         return torch.autograd.grad(out, inputs, d_out)
