@@ -10,7 +10,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +31,7 @@ MB = 1024**2
 
 
 def time_interleaved(
-    steps: dict[str, Callable[[], object]], budget_s: float, min_reps: int, max_reps: int, seed: int = 0
+    steps: Mapping[str, Callable[[], object]], budget_s: float, min_reps: int, max_reps: int, seed: int = 0
 ) -> dict[str, list[float]]:
     """Seconds per call of each step. Every repetition runs every step once, in a freshly shuffled order,
     so that a slow spell of the machine hits all of them alike; repetitions stop at `max_reps`, or once
