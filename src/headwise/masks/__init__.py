@@ -6,21 +6,21 @@ decoding). When Nq > Nk the first Nq - Nk queries see nothing and their output i
 
 The package, in the order of the data flow:
 - tensors: tensor masks (causal_mask, combine, to_additive, check_mask, check_padding_mask);
-- predicates: masks as rules of the indices, evaluated block by block (causal, sliding_window,
-  key_lengths, documents, prefix_lm, combined with &, | and ~);
+- predicates: masks as rules of the indices, evaluated block by block: the Predicate base class, its
+  block bounds and the combinators &, | and ~ (And, Or, Not);
+- rules: the predicates users build (causal, sliding_window, key_lengths, documents, prefix_lm) and
+  split_causal (causal=True becoming causal());
+- spec: a predicate as a string and tensors, for torch's custom op (torch.compile, TorchScript);
 - score_mods: changes to the scaled scores before masking (alibi, softcap, chained with .then());
 - pictures: what print() shows of a predicate or a modifier;
 - common: the index tensors and argument checks they share.
 """
 
-from .predicates import (
-    And,
+from .predicates import And, Not, Or, Predicate
+from .rules import (
     Causal,
     Documents,
     KeyLengths,
-    Not,
-    Or,
-    Predicate,
     PrefixLM,
     SlidingWindow,
     causal,

@@ -14,18 +14,8 @@ from typing import Any
 import torch
 
 from .common import non_decreasing
-from .predicates import (
-    And,
-    Causal,
-    Documents,
-    KeyLengths,
-    Not,
-    Or,
-    Predicate,
-    PrefixLM,
-    SlidingWindow,
-    _key_lengths,
-)
+from .predicates import And, Not, Or, Predicate
+from .rules import Causal, Documents, KeyLengths, PrefixLM, SlidingWindow, _key_lengths
 
 
 def encode(predicate: Predicate) -> tuple[str, list[torch.Tensor]] | None:
