@@ -38,6 +38,7 @@ import importlib.util
 import math
 import sys
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,13 +60,14 @@ from .interpreter import interpreting
 
 if TYPE_CHECKING:
     from ...masks import ScoreModifier
+    from ..capabilities import Request
 
 INSTALL = "pip install 'headwise[gpu]'"
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INTERPRETER_DTYPES = (torch.float32, torch.float16, torch.float64)
 
 
-def _limits(request) -> str | None:
+def _limits(request: Request) -> str | None:
     """What depends on the environment (Triton installed, its interpreter on) and on the modifier chain."""
     return _device_limits(request.device, request.dtype) or _modifier_limits(request.score_mod)
 
@@ -102,18 +104,18 @@ def attention(
 
 
 def attention_with_lse(
-    q,
-    k,
-    v,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
     *,
-    mask=None,
-    predicate=None,
-    scale=None,
-    dropout_p=0.0,
-    score_mod=None,
-    deterministic=None,
-    tiles=None,
-):
+    mask: torch.Tensor | None = None,
+    predicate: Predicate | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    score_mod: ScoreModifier | None = None,
+    deterministic: bool | None = None,
+    tiles: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """As `headwise.attention(..., backend="triton", return_lse=True)`: (out (B, Hq, Nq, Dv), lse (B, Hq,
     Nq)), both differentiable. q, k, v as validated by `headwise.attention`; mask None or a bool/float
     tensor broadcastable to (B, Hq, Nq, Nk); predicate None or a masks.Predicate (causal() for causal
@@ -128,13 +130,13 @@ def attention_with_lse(
     kernels = _kernels()  # imports Triton, builds the kernels
     from .autograd import TritonAttention
 
-    tiles = None if tiles is None else kernels.Tiles(*tiles)
+    launch = None if tiles is None else kernels.Tiles(*tiles)
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scaled = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     seed = int(torch.randint(2**62, (1,)).item()) if dropout_p > 0 else 0  # from torch's RNG: reproducible
-    plan = make_plan(q, k, mask, predicate, scale, float(dropout_p), seed, score_mod)
-    return TritonAttention.apply(q, k, v, plan, bool(deterministic), tiles)
+    plan = make_plan(q, k, mask, predicate, scaled, float(dropout_p), seed, score_mod)
+    return TritonAttention.apply(q, k, v, plan, bool(deterministic), launch)
 
 
 @dataclass(frozen=True)
@@ -161,39 +163,50 @@ class Plan:
     softcap: float | None = None
 
 
-def make_plan(q, k, mask, predicate, scale, dropout_p, seed, score_mod) -> Plan:
+def make_plan(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    seed: int,
+    score_mod: ScoreModifier | None,
+) -> Plan:
     """Compile the tensor mask, the predicate and the score modifiers of a call into a Plan."""
     batch, heads, num_queries = q.shape[:3]
     num_keys, device = k.shape[2], q.device
     far = num_queries + num_keys  # a window side this long does not limit that side
     left, right, windowed = far, far, False
-    lo = hi = docs = None
+    lo: torch.Tensor | None = None  # (B, Nq): the first key each query sees
+    hi: torch.Tensor | None = None  # (B, Nq): past the last
+    docs: tuple[torch.Tensor, torch.Tensor] | None = None
     dense = mask
     for term in _conjuncts(predicate) if predicate is not None else ():
-        kind = type(term)
-        if kind is Causal:
+        if type(term) is Causal:
             right, windowed = min(right, 0), True
-        elif kind is SlidingWindow:
+        elif type(term) is SlidingWindow:
             left, right, windowed = min(left, term.left), min(right, term.right), True
-        elif kind is KeyLengths:
+        elif type(term) is KeyLengths:
             lengths = term.lengths.to(device, torch.int64).expand(batch)  # (B,)
             lo, hi = _intersect(
                 lo, hi, torch.zeros(batch, num_queries, dtype=torch.int64, device=device),
                 lengths[:, None].expand(batch, num_queries),
             )  # fmt: skip
-        elif kind is Documents and term.packed:
+        elif type(term) is Documents and term.packed:
             query_ids = term.query_doc_ids.to(device, torch.int64).contiguous()  # (B, Nq)
             key_ids = term.key_doc_ids.to(device, torch.int64).contiguous()  # (B, Nk), sorted
             first = torch.searchsorted(key_ids, query_ids)  # (B, Nq): the first key of each query's document
             lo, hi = _intersect(lo, hi, first, torch.searchsorted(key_ids, query_ids, right=True))
-        elif kind is Documents and docs is None:
-            docs = tuple(
-                ids.to(device, torch.int32).contiguous() for ids in (term.query_doc_ids, term.key_doc_ids)
+        elif type(term) is Documents and docs is None:
+            docs = (
+                term.query_doc_ids.to(device, torch.int32).contiguous(),
+                term.key_doc_ids.to(device, torch.int32).contiguous(),
             )
         else:  # prefix_lm, |, ~, a second unsorted documents(): read as a dense mask
             dense = combine(dense, term.materialize(batch, heads, num_queries, num_keys, device), q.dtype)
     row_range = col_range = None
-    if lo is not None:
+    if lo is not None and hi is not None:
         keys = torch.arange(num_keys, device=device).expand(batch, num_keys).contiguous()  # (B, Nk)
         lo, hi = lo.contiguous(), hi.contiguous()
         # The queries that see key j: those with lo <= j (a prefix, lo being non-decreasing) and hi > j.
@@ -207,6 +220,7 @@ def make_plan(q, k, mask, predicate, scale, dropout_p, seed, score_mod) -> Plan:
         dense = dense.expand(batch, heads, num_queries, num_keys)  # (B, Hq, Nq, Nk), stride 0: broadcast
         dense = dense.view(torch.uint8) if dense.dtype == torch.bool else dense
     kinds = _modifier_kinds(score_mod)
+    assert kinds is not None  # attention_with_lse refused the others (_modifier_limits)
     slopes = next((m.slopes for m in _modifiers(score_mod) if isinstance(m, ALiBi)), None)
     softcap = next((m.cap for m in _modifiers(score_mod) if isinstance(m, Softcap)), None)
     alibi = 0 if "alibi" not in kinds else (1 if kinds[0] == "alibi" and "softcap" in kinds else 2)
@@ -225,9 +239,11 @@ def make_plan(q, k, mask, predicate, scale, dropout_p, seed, score_mod) -> Plan:
     )
 
 
-def _intersect(lo, hi, new_lo, new_hi):
+def _intersect(
+    lo: torch.Tensor | None, hi: torch.Tensor | None, new_lo: torch.Tensor, new_hi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two key intervals per query, (B, Nq) each -> their intersection."""
-    if lo is None:
+    if lo is None or hi is None:
         return new_lo, new_hi
     return torch.maximum(lo, new_lo), torch.minimum(hi, new_hi)
 
@@ -239,7 +255,7 @@ def _conjuncts(predicate: Predicate) -> list[Predicate]:
     return [predicate]
 
 
-def _modifiers(score_mod) -> list:
+def _modifiers(score_mod: ScoreModifier | None) -> list[ScoreModifier]:
     """A chain of score modifiers, flattened in the order they apply."""
     if score_mod is None:
         return []
@@ -248,16 +264,17 @@ def _modifiers(score_mod) -> list:
     return [score_mod]
 
 
-def _modifier_kinds(score_mod) -> tuple[str, ...] | None:
+def _modifier_kinds(score_mod: ScoreModifier | None) -> tuple[str, ...] | None:
     """("alibi",), ("softcap", "alibi"), ...: what the kernels apply, in order; None if they cannot."""
-    names = {ALiBi: "alibi", Softcap: "softcap"}
-    kinds = tuple(names.get(type(m)) for m in _modifiers(score_mod))
-    return kinds if None not in kinds and len(set(kinds)) == len(kinds) else None
+    names: dict[type[ScoreModifier], str] = {ALiBi: "alibi", Softcap: "softcap"}
+    modifiers = _modifiers(score_mod)
+    kinds = tuple(names[type(m)] for m in modifiers if type(m) in names)
+    return kinds if len(kinds) == len(modifiers) and len(set(kinds)) == len(kinds) else None
 
 
-def _modifier_limits(score_mod) -> str | None:
+def _modifier_limits(score_mod: ScoreModifier | None) -> str | None:
     """Why the kernels cannot apply this score modifier, or None."""
-    if _modifier_kinds(score_mod) is None:
+    if score_mod is not None and _modifier_kinds(score_mod) is None:
         return (
             f"apply the score modifier {score_mod.title} (it takes alibi and softcap, at most one of each, "
             "chained in either order)"
@@ -298,7 +315,7 @@ def _device_limits(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
-def _kernels():
+def _kernels() -> ModuleType:
     """The kernels module, built for the interpreter or the GPU as TRITON_INTERPRET says now: Triton reads
     the variable when its decorators run, so a module built the other way is rebuilt (importlib.reload)."""
     module = sys.modules.get(f"{__name__}.kernels")
@@ -319,6 +336,7 @@ def _library_interpreted() -> bool | None:
 
 @functools.cache
 def _triton_installed() -> bool:
+    """Whether triton can be imported."""
     try:
         return importlib.util.find_spec("triton") is not None
     except (ImportError, ValueError):  # sys.modules["triton"] = None hides it

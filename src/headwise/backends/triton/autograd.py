@@ -5,9 +5,15 @@ Importing this module imports Triton (through `kernels`); the package imports it
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from . import kernels
+
+if TYPE_CHECKING:
+    from . import Plan
+    from .kernels import Tiles
 
 
 class TritonAttention(torch.autograd.Function):
@@ -17,14 +23,24 @@ class TritonAttention(torch.autograd.Function):
     saved; `deterministic` picks the atomics-free dQ kernel (bitwise reproducible)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, plan, deterministic, tiles):
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        plan: Plan,
+        deterministic: bool,
+        tiles: Tiles | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out, lse = kernels.forward(q, k, v, plan, tiles)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.plan, ctx.deterministic, ctx.tiles = plan, deterministic, tiles
         return out, lse
 
     @staticmethod
-    def backward(ctx, d_out, d_lse):
+    def backward(
+        ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
         q, k, v, out, lse = ctx.saved_tensors
         d_out = torch.zeros_like(out) if d_out is None else d_out  # (B, Hq, Nq, Dv)
         d_lse = torch.zeros_like(lse) if d_lse is None else d_lse  # (B, Hq, Nq)

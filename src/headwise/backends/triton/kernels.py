@@ -9,7 +9,9 @@ TRITON_INTERPRET has changed since; jit.py, whose decorators read the variable, 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import triton
@@ -18,6 +20,9 @@ from triton.runtime.errors import OutOfResources
 
 from . import jit
 from .interpreter import interpreting
+
+if TYPE_CHECKING:
+    from . import Plan
 
 if interpreting() != jit.INTERPRETED:  # jit.py was built under the other TRITON_INTERPRET: decorate again
     importlib.reload(jit)
@@ -66,7 +71,16 @@ def _candidates(kernel: str, width: int, dtype: torch.dtype) -> list[Tiles]:
 _CHOSEN: dict[tuple, int] = {}  # the index in `_candidates` that compiled, per kernel and specialisation
 
 
-def _launch(kernel, name: str, count, args, flags: dict, width: int, dtype, tiles: Tiles | None) -> None:
+def _launch(
+    kernel: Any,
+    name: str,
+    count: Callable[[Tiles], int],
+    args: tuple[object, ...],
+    flags: dict[str, object],
+    width: int,
+    dtype: torch.dtype,
+    tiles: Tiles | None,
+) -> None:
     """kernel[grid](*args, **flags) with the first configuration that fits; count(tiles) -> programs."""
     candidates = [tiles] if tiles is not None else _candidates(name, width, dtype)
     key = (name, width, dtype, tuple(sorted(flags.items())))
@@ -89,7 +103,9 @@ def _launch(kernel, name: str, count, args, flags: dict, width: int, dtype, tile
     )
 
 
-def _run(kernel, programs: int, args, constexprs: dict, tile: Tiles) -> None:
+def _run(
+    kernel: Any, programs: int, args: tuple[object, ...], constexprs: dict[str, object], tile: Tiles
+) -> None:
     """kernel[(programs,)](*args, **constexprs) with `tile`'s warps and stages."""
     kernel[(programs,)](*args, **constexprs, num_warps=tile.num_warps, num_stages=tile.num_stages)
 
@@ -102,7 +118,7 @@ def _block_width(width: int) -> int:
 class _Call:
     """The arguments every kernel shares, from q, k, v and a Plan (see the package's `Plan`)."""
 
-    def __init__(self, q, k, v, plan):
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan) -> None:
         self.batch, self.heads, self.num_queries, self.head_dim = q.shape
         self.kv_heads, self.num_keys, self.value_dim = k.shape[1], k.shape[2], v.shape[-1]
         self.block_d, self.block_dv = _block_width(self.head_dim), _block_width(self.value_dim)
@@ -141,23 +157,29 @@ class _Call:
             "BLOCK_DV": self.block_dv,
         }
 
-    def device(self, tensor):
+    def device(self, tensor: torch.Tensor) -> torch.cuda.device | _Nothing:
+        """The CUDA device context of `tensor`, or one that does nothing (the interpreter's CPU tensors)."""
         return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else _Nothing()
 
 
 class _Nothing:
-    def __enter__(self):
+    """A context that does nothing."""
+
+    def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
 
 def _last_stride_one(t: torch.Tensor) -> torch.Tensor:
+    """t, or a contiguous copy when its last dimension is strided (the kernels read rows whole)."""
     return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
 
 
-def forward(q, k, v, plan, tiles: Tiles | None = None):
+def forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, tiles: Tiles | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> out (B, Hq, Nq, Dv) in q's dtype and
     lse (B, Hq, Nq) in float32 (float64 for float64 inputs). tiles: a fixed launch configuration."""
     q, k, v = (_last_stride_one(t) for t in (q, k, v))
@@ -174,7 +196,18 @@ def forward(q, k, v, plan, tiles: Tiles | None = None):
     return out, lse
 
 
-def backward(q, k, v, out, lse, d_out, d_lse, plan, deterministic: bool, tiles: Tiles | None = None):
+def backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    d_out: torch.Tensor,
+    d_lse: torch.Tensor,
+    plan: Plan,
+    deterministic: bool,
+    tiles: Tiles | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients (dq, dk, dv) of q, k and v, in their dtypes, given d_out (B, Hq, Nq, Dv) and d_lse
     (B, Hq, Nq) (the gradient reaching lse, or zeros)."""
     q, k, v = (_last_stride_one(t) for t in (q, k, v))
