@@ -66,7 +66,7 @@ class Example:
     seed: int = LECTURE_SEED
     causal: bool = True
     batch: int = 1  # B: copies of the sequence in the batch (the book's hands-on test stacks two)
-    book_weights: bool = False  # drawn as the book's MultiHeadAttention draws them (see book.py)
+    book_weights: bool = False  # drawn as the book's MultiHeadAttention draws them (see book/weights.py)
 
     @property
     def d_out(self) -> int:
