@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import numbers
 from collections.abc import Sequence
+from typing import Any, Literal, overload
 
 import torch
 
@@ -40,6 +41,96 @@ from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
 from .masks import Predicate, ScoreModifier, with_predicate
 from .running import measure, pick, run
+
+
+@overload
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | Predicate | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: Literal[False] = False,
+    return_lse: Literal[False] = False,
+    score_mod: ScoreModifier | None = None,
+    backend: str = "auto",
+    kv_finite: bool = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | Predicate | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: Literal[True],
+    return_lse: Literal[False] = False,
+    score_mod: ScoreModifier | None = None,
+    backend: str = "auto",
+    kv_finite: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | Predicate | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: Literal[False] = False,
+    return_lse: Literal[True],
+    score_mod: ScoreModifier | None = None,
+    backend: str = "auto",
+    kv_finite: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | Predicate | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: Literal[True],
+    return_lse: Literal[True],
+    score_mod: ScoreModifier | None = None,
+    backend: str = "auto",
+    kv_finite: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | Predicate | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+    return_lse: bool = False,
+    score_mod: ScoreModifier | None = None,
+    backend: str = "auto",
+    kv_finite: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
 
 
 def attention(
@@ -112,7 +203,7 @@ def attention(
     return (out, *extras) if extras else out
 
 
-def tune(q, k, v, **options) -> dict:
+def tune(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options: Any) -> dict[str, Any]:
     """Measure now which backend and compute dtype "auto" should take for calls like
     `attention(q, k, v, **options)` on this machine (the inputs' requires_grad says whether a backward is
     timed too), keep the fastest for the call's key and write it to the dispatch cache
@@ -124,7 +215,7 @@ def tune(q, k, v, **options) -> dict:
     given = {**_DEFAULTS, **options}
     arguments = [given[name] for name in _DEFAULTS]  # in attention()'s order
     scale = check(q, k, v, *arguments)
-    request, described = describe(q, k, v, *arguments[:2], scale, *arguments[3:])
+    request, described = describe(q, k, v, **{**given, "scale": scale})  # the checked scale
     return TUNER.tune(
         request, candidates(request), lambda c: measure(c, described, q, k, v, request.requires_grad)
     )
@@ -203,7 +294,7 @@ def attention_weights(
     return torch.exp(scores - row_lse.masked_fill(row_lse == float("-inf"), 0.0)[..., None])
 
 
-def _selection(chosen: object, name: str, size: int, axis: str, device) -> torch.Tensor:
+def _selection(chosen: object, name: str, size: int, axis: str, device: torch.device) -> torch.Tensor:
     """The indices (n,) that `chosen` (None for all, a slice, a sequence of ints or an integer tensor)
     selects of range(size), or a TypeError / IndexError naming the argument. A sequence is checked in
     Python, a tensor by its values (while torch.compile traces: when the graph runs, not to break it)."""
@@ -211,21 +302,25 @@ def _selection(chosen: object, name: str, size: int, axis: str, device) -> torch
     if chosen is None or isinstance(chosen, slice):  # as Python indexes: a negative step counts down
         picked = range(size) if chosen is None else range(size)[chosen]
         return torch.arange(picked.start, picked.stop, picked.step, device=device)  # (n,)
-    integers = isinstance(chosen, Sequence) and all(_is_int(i) for i in chosen)
-    tensor = isinstance(chosen, torch.Tensor) and chosen.dim() == 1
-    if not (integers or (tensor and not chosen.dtype.is_floating_point and chosen.dtype != torch.bool)):
+    if (
+        isinstance(chosen, torch.Tensor)
+        and chosen.dim() == 1
+        and not chosen.dtype.is_floating_point
+        and chosen.dtype != torch.bool
+    ):
+        in_range = ((chosen >= -size) & (chosen < size)).all()
+        if torch.compiler.is_compiling():
+            torch._assert_async(in_range, f"{name} must index range({size}) ({axis} = {size})")
+        elif not bool(in_range):
+            raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {chosen.tolist()}")
+        return every[chosen.to(device)]
+    if not (isinstance(chosen, Sequence) and all(_is_int(i) for i in chosen)):
         raise TypeError(f"{name} must be None, a slice, or a sequence or 1-D tensor of ints, got {chosen!r}")
-    if integers:
-        if not all(-size <= i < size for i in chosen):
-            raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {list(chosen)}")
-        return every[torch.tensor(list(chosen), dtype=torch.int64, device=device)]
-    in_range = ((chosen >= -size) & (chosen < size)).all()
-    if torch.compiler.is_compiling():
-        torch._assert_async(in_range, f"{name} must index range({size}) ({axis} = {size})")
-    elif not bool(in_range):
-        raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {chosen.tolist()}")
-    return every[chosen.to(device)]
+    if not all(-size <= i < size for i in chosen):
+        raise IndexError(f"{name} must index range({size}) ({axis} = {size}), got {list(chosen)}")
+    return every[torch.tensor(list(chosen), dtype=torch.int64, device=device)]
 
 
 def _is_int(value: object) -> bool:
+    """Whether `value` is an integer and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
