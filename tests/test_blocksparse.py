@@ -278,3 +278,51 @@ def test_flex_block_mask_from_the_plan_matches_torchs_own(nq, nk):
                 q.double(), k.double(), v.double(), mask=predicate, backend="reference"
             )
         torch.testing.assert_close(out.double(), golden, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_long_packed_documents_run_as_one_kernel_call_per_run_of_equal_lengths(causal):
+    """documents(ids) (& causal()) with documents of at least varlen.MIN_LENGTH: each document's output is
+    the sdpa backend's on that document alone, bit for bit (two packings in one batch, grouped-query
+    heads), and out and the gradients hold to the float64 reference by the ratio rule."""
+    lengths = [[128, 128, 384], [256, 384]]  # two rows of N = 640: runs (128 x 2, 384) and (256, 384)
+    ids = torch.stack([torch.arange(len(row)).repeat_interleave(torch.tensor(row)) for row in lengths])
+    gen = torch.Generator().manual_seed(7)
+    q, d_out = (torch.randn(2, 4, 640, 16, generator=gen) for _ in range(2))  # (B, Hq, N, Dh)
+    k, v = (torch.randn(2, 2, 640, 16, generator=gen) for _ in range(2))  # (B, Hkv, N, Dh)
+    predicate = masks.documents(ids) & masks.causal() if causal else masks.documents(ids)
+    assert blocksparse.varlen.runs(predicate.first if causal else predicate) is not None
+
+    def gradients(dtype, backend, mask=predicate):
+        inputs = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out = headwise.attention(*inputs, mask=mask, backend=backend)
+        return [out, *torch.autograd.grad(out, inputs, d_out.to(dtype))]
+
+    ours = gradients(torch.float32, "blocksparse")
+    for row, row_lengths in enumerate(lengths):
+        start = 0
+        for length in row_lengths:
+            piece = slice(start, start + length)
+            alone = headwise.attention(
+                *(t[row : row + 1, :, piece] for t in (q, k, v)), causal=causal, backend="sdpa"
+            )  # (1, Hq, L, Dh)
+            assert torch.equal(ours[0][row : row + 1, :, piece], alone)
+            start += length
+    golden = gradients(F64, "reference")
+    dense = predicate.materialize(2, 4, 640, 640)  # (B, 1, N, N) bool
+    naive = lambda q, k, v: naive_attention(q, k, v, mask=dense)[0]  # noqa: E731
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    baseline_out = naive(*inputs)
+    baseline = [baseline_out, *torch.autograd.grad(baseline_out, inputs, d_out)]
+    magnitude = max(t.abs().max().item() for t in golden)
+    for what, fast, want, base in zip(("out", "dq", "dk", "dv"), ours, golden, baseline, strict=True):
+        assert_by_ratio(fast, want, base, 3, what, magnitude)
+
+
+def test_short_or_many_documents_stay_on_the_block_path():
+    """A document under varlen.MIN_LENGTH, or more than MAX_RUNS runs, keeps the block-sparse loop."""
+    short = masks.documents(torch.arange(4).repeat_interleave(100)[None])  # 4 documents of 100
+    many = masks.documents(torch.arange(40).repeat_interleave(torch.tensor([128, 129] * 20))[None])
+    assert blocksparse.varlen.runs(short) is None and blocksparse.varlen.runs(many) is None
+    both = masks.documents(torch.arange(2).repeat_interleave(128)[None]) & masks.sliding_window(8)
+    assert blocksparse.varlen.documents_of(both) is None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from . import varlen
 from .capabilities import Capabilities, Rank, score_dtype
 from .plan import Group, Plan, make_plan
 
@@ -51,7 +52,12 @@ def attention(
     return_weights: bool,
     return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse)."""
+    """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv) -> (out (B, Hq, Nq, Dv), None, lse).
+    Packed documents long enough for a kernel call each run as varlen attention instead (varlen.py)."""
+    found = None if mask is not None or return_lse else varlen.documents_of(predicate)
+    pieces = None if found is None else varlen.runs(found[0])
+    if pieces is not None:
+        return varlen.attention(q, k, v, pieces, found[1], scale), None, None
     plan = make_plan(predicate, q.shape[2], k.shape[2], BLOCK, BLOCK)
     out, lse = _BlockSparseAttention.apply(q, k, v, mask, predicate, plan, scale, return_lse)
     return out, None, lse
