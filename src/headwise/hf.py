@@ -150,7 +150,7 @@ def headwise_attention(
         return_weights=want_weights,
         score_mod=softcap(cap) if cap is not None else None,
     )  # out (B, Hq, Nq, Dv), and weights (B, Hq, Nq, Nk) if asked
-    out, weights = result if want_weights else (result, None)
+    out, weights = result if isinstance(result, tuple) else (result, None)  # a tuple when weights were asked
     return out.transpose(1, 2).contiguous(), weights  # (B, Nq, Hq, Dv): transformers merges the heads next
 
 

@@ -105,7 +105,7 @@ class MultiHeadAttention(AttentionProjections):
     def computes_in(self) -> torch.dtype:
         """The dtype a call computes in now (see compute_dtype)."""
         weights = self.out_proj.weight
-        if self.compute_dtype == "auto":
+        if isinstance(self.compute_dtype, str):  # "auto", the one string __init__ takes
             return weights.dtype if fast_low_precision(weights.device, weights.dtype) else torch.float32
         return weights.dtype if self.compute_dtype is None else self.compute_dtype
 
@@ -254,7 +254,7 @@ class MultiHeadAttention(AttentionProjections):
         return converted.train(self.training)
 
 
-def _layer_of(cache: object, cache_layer: object, *, cross_attention: bool) -> LayerCache | None:
+def _layer_of(cache: object, cache_layer: int, *, cross_attention: bool) -> LayerCache | None:
     """The layer of `cache` that a forward call appends to, or None without a cache."""
     if cache is None:
         if cache_layer != 0:
