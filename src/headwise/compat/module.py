@@ -58,9 +58,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from .backends.reference import softmax_over_keys
-from .masks import check_mask, combine, to_additive
-from .projections import AttentionProjections
+from ..backends.reference import softmax_over_keys
+from ..masks import check_mask, combine, to_additive
+from ..projections import AttentionProjections
 
 
 class ValueAssertionError(ValueError, AssertionError):
