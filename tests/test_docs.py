@@ -34,7 +34,7 @@ FILE = re.compile(r"<!-- docs-test: file: (?P<name>[\w.-]+) -->[ \t]*$")
 RUN = ("headwise ", "torchrun ")  # the command lines that run
 SHELL = {"bash", "console", "sh", "shell"}
 NOT_RUN = {  # command lines that are not run, and why
-    r"\bheadwise train\b": "a training run takes minutes (tests/test_training.py runs short ones)",
+    r"\bheadwise train\b": "a training run takes minutes (tests/train/test_training.py runs short ones)",
     r"--nnodes": "needs several machines",
     r"^headwise tune\b": "measures a grid of shapes for a minute or more",
     r"^headwise bench\b": "a benchmark of minutes",
@@ -161,6 +161,22 @@ def test_the_sample_exercises_are_shown_from_the_package_not_copied() -> None:
         assert f'--8<-- "src/headwise/explain/exercises/{sample.name}"' in page, sample.name
         longest = max(sample.read_text().split("\n"), key=len)
         assert longest not in page  # its text lives in the package only
+
+
+NAMED_FILE = re.compile(
+    r"(?<![\w/.-])((?:tests|benchmarks|src/headwise|headwise)/[\w./-]*\w\.(?:py|md|json|png|ipynb|csv))"
+)
+
+
+def test_every_file_a_page_names_exists() -> None:
+    """tests/..., benchmarks/..., src/headwise/... (or headwise/..., inside src/) as the pages name them."""
+    missing = [
+        f"{name(page)}: {named}"
+        for page in PAGES
+        for named in NAMED_FILE.findall(page.read_text())
+        if not (ROOT / ("src/" + named if named.startswith("headwise/") else named)).exists()
+    ]
+    assert not missing
 
 
 def inventory(site: Path) -> set[str]:
