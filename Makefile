@@ -54,8 +54,8 @@ test: lint typecheck pytest
 docs: $(VENV)/.dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-# The notebook's outputs, which the site shows as they are committed (tests/test_notebook.py holds them to a
-# fresh run): run it again after changing it or what it shows.
+# The notebook's outputs, which the site shows as they are committed (tests/inspection/test_notebook.py
+# holds them to a fresh run): run it again after changing it or what it shows.
 notebook: $(VENV)/.dev
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False \
 		docs/inspect-heads.ipynb
@@ -65,7 +65,7 @@ test-fast: $(VENV)/.dev
 	$(INDUCTOR) $(BIN)/pytest -n $(JOBS) -q -m "not slow and not browser and not gpu"
 
 # The numerical tests as a CPU without AVX-512 runs them, on any x86 machine: ATen's kernels, MKL and oneDNN
-# each capped at AVX2 (all three take effect on torch 2.13: see the README's Tests section).
+# each capped at AVX2 (all three take effect on torch 2.13: see docs/design/oracle.md).
 # Inductor keeps its own kernel cache: torch 2.13 reuses kernels built for AVX-512 under the caps (wrong
 # numbers: tests/test_compile.py's weights 9.4 off), so the capped run compiles into a cache of its own.
 AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \

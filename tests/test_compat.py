@@ -738,7 +738,7 @@ def test_a_parameter_of_another_dtype_is_refused_by_its_name() -> None:
     """An in_proj_bias in float16 beside float64 weights: torch raises RuntimeError sequence first (and
     computes batch first, promoting the bias in its projection of a transposed input); compat refuses both
     with a RuntimeError that names the parameter (torch's test_multihead_attn_fast_path_query_and_bias_have_
-    different_dtypes: a difference, listed in the README)."""
+    different_dtypes: a difference, listed in docs/use/drop-in.md)."""
     theirs, ours = make_pair(embed_dim=4, num_heads=2)
     for module in (theirs, ours):
         module.in_proj_bias = nn.Parameter(module.in_proj_bias.detach().half())

@@ -420,8 +420,9 @@ def test_work_beyond_the_cpu_bound_is_refused_before_it_starts():
 
 @pytest.mark.parametrize("backend", capable(torch.float32))
 def test_finite_inputs_whose_scores_overflow_touch_only_their_own_rows(backend):
-    """Outside the non-finite rule (README, Conventions): q·kᵀ of 1e19 · 1e19 overflows float32, and the
-    query whose scores overflow may come out NaN (or not: backends differ); every other row is exact."""
+    """Outside the non-finite rule (docs/design/index.md, Conventions): q·kᵀ of 1e19 · 1e19 overflows
+    float32, and the query whose scores overflow may come out NaN (or not: backends differ); every other
+    row is exact."""
     gen = torch.Generator().manual_seed(8)
     q, k, v = (torch.randn(1, 2, 5, 8, generator=gen) for _ in range(3))  # (B, H, N, Dh)
     q[0, 1, 3] *= 1e19
