@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from .capabilities import Request
 from .registry import BACKENDS
-from .tuning import TUNER, Choice, accurate_backward, slow_here, static_choices
+from .tuning import TUNER, Choice, accurate_backward, ranked_backends, slow_here, static_choices
 
 
 def auto_order(request: Request) -> tuple[str, ...]:
@@ -41,13 +41,13 @@ def candidates(request: Request) -> list[Choice]:
 def first_use_candidates(request: Request) -> list[Choice]:
     """What a measurement on first use times: the choices of the static table that the backends can
     serve, without the reference (unless nothing else serves) and without those `slow_here`; the table's
-    first, then the backends in their rank's order, each in the input dtype and then in float32, so that
-    the measurement's budget reaches both dtypes of the likeliest backends first."""
-    served = [c for c in static_choices(request) if _serves(c, request)]
+    first, then the backends in the order of their declared rank (SDPA first), each in the input dtype
+    and then in float32, so that the measurement's budget reaches both dtypes of the likeliest first."""
+    served = list(dict.fromkeys(c for c in static_choices(request) if _serves(c, request)))
     fast = [c for c in served if c.backend != "reference" and not slow_here(c, request)]
     if not fast:
         return served[:1]
-    order = auto_order(request)
+    order = ranked_backends(request)
     rest = sorted(fast[1:], key=lambda c: (order.index(c.backend), c.compute_dtype != request.dtype))
     return [fast[0], *rest]
 

@@ -19,11 +19,12 @@ way) as well as matmul rates and bandwidths, each to a few %, to rank candidates
   (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16 matmuls none
   computed in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and keeps the
   fastest. Its cost, once per key and process-wide cached in the file: one warm-up call of each of the
-  first two candidates, of the others while under BUDGET_S (1 s), then interleaved rounds (ROUNDS at
-  most) while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than half a second
-  two calls' time (the first two candidates' warm-ups, which rank them). The first such call of a
-  process emits one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache file and the
-  off switch.
+  first three candidates, of the others while under BUDGET_S (1 s), then one interleaved round of each
+  and more rounds while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than
+  0.3 s six calls' time (three candidates' warm-up and timed calls: bf16 N=1024 forward + backward,
+  B=4, H=8, 2 threads, ~3 s). The first such call of a process
+  emits one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache file and the off
+  switch.
 HEADWISE_TUNE=0 (or `enable(False)`) turns measuring off (the static order decides); HEADWISE_TUNE=1 (or
 `enable()`) measures every new key with more than one candidate, float32 forward and CUDA included. No
 measurement runs while torch.compile or torch.jit.trace traces, under torch.func's transforms or
@@ -45,7 +46,7 @@ from collections.abc import Callable
 import torch
 
 from ..masks import Causal
-from . import blocksparse, flash_cpu
+from . import blocksparse
 from .cachefile import FORMAT, MAX_CACHE_BYTES, cache_path, read_choices, write_choices
 from .capabilities import Choice, Request
 from .plan import make_plan
@@ -64,8 +65,9 @@ __all__ = [
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 ROUNDS = 15  # interleaved rounds of timed calls at most, after one warm-up call each; the fastest counts
-SLOWER = 2.0  # a candidate whose warm-up call is this many times the fastest warm-up is not timed further
+SLOWER = 2.0  # after a round, a candidate this many times the fastest is not timed further
 BUDGET_S = 1.0  # once a key's measurement has taken this long, no further candidate or round starts
+ALWAYS = 3  # the first candidates, timed whatever the budget (the static choice and SDPA's two dtypes)
 
 
 # The device kind ---------------------------------------------------------------------------------------
@@ -151,9 +153,9 @@ def static_choices(request: Request) -> list[Choice]:
     - otherwise: SDPA; weights asked for go to dense, lse to chunked, traces to the reference.
     """
     dtype, device = request.dtype, request.device
-    same = [Choice(name, dtype) for name in _names(request)]
+    same = [Choice(name, dtype) for name in ranked_backends(request)]
     if device.type == "cpu" and dtype in LOW_PRECISION:
-        upcast = [Choice(name, torch.float32) for name in _names(request)]
+        upcast = [Choice(name, torch.float32) for name in ranked_backends(request)]
         if not fast_low_precision(device, dtype):
             if not request.requires_grad:
                 return [*same, *upcast]
@@ -172,18 +174,16 @@ DENSE_FLOAT32_BACKWARD = 384 * 384  # float32 forward + backward on the CPU: den
 
 def accurate_backward(choice: Choice, request: Request) -> bool:
     """Whether `choice` differentiates `request` as accurately as eager attention does. Not SDPA on the
-    CPU for float32 inputs that a backward follows unless flash_cpu serves it: the flash kernel recomputes
-    each weight as exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24
-    relative, where eager's softmax subtracts each row's maximum exactly (T5's unscaled scores of ±700
-    gave dq 300 times less accurate than eager's); flash_cpu takes the kernel's backward only where lse is
-    small enough, and eager's (dense; chunked when long) beyond. In bf16/fp16 computed in float32 that
-    rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
+    CPU for float32 inputs that a backward follows: its flash kernel recomputes each weight as
+    exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24 relative,
+    where eager's softmax subtracts each row's maximum exactly. With unscaled scores (T5 at 4× its init:
+    ±700) dq came out 300 times less accurate than eager's on some CPUs. In bf16/fp16 computed in float32
+    that rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
     return not (
         choice.backend == "sdpa"
         and request.device.type == "cpu"
         and request.requires_grad
         and request.dtype == choice.compute_dtype == torch.float32
-        and not flash_cpu.checks(request)
     )
 
 
@@ -199,7 +199,7 @@ def _accurate_backward_first(request: Request, choices: list[Choice]) -> list[Ch
     return [Choice("dense", request.dtype), *(c for c in kept if c.backend != "dense")]
 
 
-def _names(request: Request) -> tuple[str, ...]:
+def ranked_backends(request: Request) -> tuple[str, ...]:
     """The backends ranked on the request's device, in the order of their declared Rank (ties: MODULES'
     order), each at its `structured` rank for a structured call."""
     placed = structured(request)
@@ -327,28 +327,29 @@ class Tuner:
 
     def tune(self, request: Request, candidates: list[Choice], run: Callable[[Choice], None]) -> dict:
         """Time `run(choice)` for each candidate, keep the fastest for `request`'s key and persist it. One
-        warm-up call each, in order (the first two always, the others while the measurement is under
-        BUDGET_S); a candidate whose warm-up takes SLOWER times the fastest one's is not timed further;
-        then, while the measurement is under BUDGET_S, up to ROUNDS rounds that call each candidate left
-        once, interleaved so that a slow spell of the machine hits them alike; a candidate's fastest call,
-        warm-up included, counts (calls long enough to spend the budget in their warm-ups are ranked by
-        those). -> {"choice": Choice, "ms": {label: fastest ms, or None (not timed)},
+        warm-up call each, in order (the first ALWAYS always, the others while the measurement is under
+        BUDGET_S; a first call may pay set-up costs several times its own, so it decides nothing alone);
+        then rounds that call each candidate still timed once, interleaved so that a slow spell of the
+        machine hits them alike: the first always, the others while under BUDGET_S (ROUNDS at most); after
+        each round a candidate SLOWER times the fastest is not timed further. A candidate's fastest call,
+        warm-up included, counts. -> {"choice": Choice, "ms": {label: fastest ms, or None (not timed)},
         "cost_s": seconds}."""
         start = time.perf_counter()
-        warm: dict[Choice, float | None] = {}
+        fastest: dict[Choice, float] = {}
         for index, choice in enumerate(candidates):
-            over = index >= 2 and time.perf_counter() - start > BUDGET_S
-            warm[choice] = None if over else _seconds(run, choice)
-        fastest = min(t for t in warm.values() if t is not None)
-        best = {c: t for c, t in warm.items() if t is not None and t <= SLOWER * fastest}
-        for _ in range(ROUNDS):
-            if time.perf_counter() - start > BUDGET_S:
+            if index < ALWAYS or time.perf_counter() - start <= BUDGET_S:
+                fastest[choice] = _seconds(run, choice)
+        timing = list(fastest)
+        for round_ in range(ROUNDS):
+            if round_ > 0 and time.perf_counter() - start > BUDGET_S:
                 break
-            for choice in best:
-                best[choice] = min(best[choice], _seconds(run, choice))
-        chosen = min(best, key=best.get)
+            for choice in timing:
+                fastest[choice] = min(fastest[choice], _seconds(run, choice))
+            best = min(fastest.values())
+            timing = [c for c in timing if fastest[c] <= SLOWER * best]
+        chosen = min(fastest, key=fastest.get)
         self._choices = {**self.choices(), **write_choices(cache_path(), {key(request): chosen})}
-        labels = {c.label(request.dtype): best[c] * 1e3 if c in best else None for c in candidates}
+        labels = {c.label(request.dtype): fastest[c] * 1e3 if c in fastest else None for c in candidates}
         return {"choice": chosen, "ms": labels, "cost_s": time.perf_counter() - start}
 
 
