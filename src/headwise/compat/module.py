@@ -1,56 +1,14 @@
-"""A drop-in for torch.nn.MultiheadAttention, computed by headwise.
-
-Same constructor and forward signatures, defaults, mask polarity (True = blocked), state_dict keys and
-results (outputs, returned weights and gradients match torch's in float64). The masks are converted to
-headwise's polarity (True = may attend) here, at the edge, and nowhere else.
-
-`is_causal=True` needs `attn_mask`, as in torch (the same RuntimeError and words without one). torch
-treats it as an unchecked hint that attn_mask is causal; compat applies a causal mask (bottom-right aligned)
-itself and combines it with attn_mask. The results agree when attn_mask is the square causal mask, with one
-exception in torch: with bias_k or add_zero_attn, need_weights=False and no key_padding_mask, torch follows
-the hint with a top-left causal mask over the S + 1 keys and hides the appended key, where its
-need_weights=True path (and compat) keep it visible.
-
-Where it differs from torch, on purpose:
-- a query whose keys are all masked gets zeros, where torch returns NaN (with need_weights=True);
-- nested tensors (batch first, ragged lengths) are accepted wherever torch accepts them (its inference fast
-  path) and also in training and for cross-attention: they are padded, the padding masked, and the output
-  nested again. torch takes them only without masks, and so does compat; is_causal (there without
-  attn_mask, which nested tensors cannot take) only where each query sequence is as long as its keys (a
-  padded batch would align the causal diagonal to the longest).
-- torch.nn.MultiheadAttention's own fused kernel (torch._native_multi_head_attention, its inference fast
-  path) is never called: compat always computes with headwise.
-
-Invalid shapes are refused in torch's order and with torch's words first (its ranks check: "For batched
-(3-D) `query`, expected `key` and `value` to be 3-D but found ..."), then headwise's account of the shape
-expected and the one received.
-
-Errors a torch user catches are caught: each error compat raises for an input that torch also refuses is an
-instance of torch's exception class for it as well as of headwise's usual one (ValueError, TypeError), e.g.
-ValueAssertionError for a query of the wrong shape, ValueRuntimeError for an attn_mask of the wrong shape.
-
-TorchScript: `torch.jit.script` compiles forward's scripted path (no checks, no nested tensors, no trace),
-where the attention is the custom op torch.ops.headwise.attention (headwise's backends, chosen as in an
-eager call), or the reference's steps when the weights are asked for; `import headwise` before
-`torch.jit.load` registers the op. Dynamic quantization: out_proj is torch's NonDynamicallyQuantizableLinear,
-which `torch.ao.quantization.quantize_dynamic` leaves in floating point, as in torch's module.
-
-When torch does not call this module at all: torch.nn.TransformerEncoderLayer (and TransformerEncoder) in
-eval mode, with no gradient needed, runs its own fused kernel (torch._transformer_encoder_layer_fwd) on this
-module's weights instead of calling it, whenever its fast path conditions hold: torch.backends.mha's fast
-path enabled, a batched (3-D) src, batch_first=True, bias=True, kdim = vdim = embed_dim, an even num_heads,
-a relu or gelu activation, norm1.eps == norm2.eps, no autocast, no forward hooks or pre-hooks on the layer
-or its submodules, src and the weights on cpu, cuda, xpu or a privateuse1 device, and (for a nested src)
-no masks. The results are then torch's: NaN for a query whose keys are all masked.
-`torch.backends.mha.set_fastpath_enabled(False)` makes every layer call compat; a forward hook on the layer
-(or its self_attn) does too, for that layer.
+"""compat's MultiheadAttention: torch.nn.MultiheadAttention's constructor, parameters and initialisation,
+and its forward by two paths: the eager one (the inputs checked in torch's order by checks.py, nested tensors
+padded and nested again, the attention by headwise.attention, traced under headwise.trace()) and the one
+TorchScript compiles (no checks, nested tensors or trace; the custom op torch.ops.headwise.attention, or the
+reference's steps when the weights are asked for). Both convert torch's masks (True = blocked) to
+headwise's polarity (True = may attend) in _headwise_masks and lay the inputs out batch first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -59,42 +17,11 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from ..backends.reference import softmax_over_keys
-from ..masks import check_mask, combine, to_additive
+from ..masks import combine, to_additive
 from ..projections import AttentionProjections
-
-
-class ValueAssertionError(ValueError, AssertionError):
-    """A ValueError where torch.nn.MultiheadAttention raises AssertionError (wrong query, key or value shape,
-    wrong key_padding_mask shape, embed_dim not divisible by num_heads)."""
-
-
-class ValueRuntimeError(ValueError, RuntimeError):
-    """A ValueError where torch raises RuntimeError (an attn_mask of the wrong 2-D or 3-D shape; query and
-    key of different batch sizes)."""
-
-
-class TypeAssertionError(TypeError, AssertionError):
-    """A TypeError where torch raises AssertionError (a mask neither bool nor floating, e.g. uint8)."""
-
-
-class TypeRuntimeError(TypeError, RuntimeError):
-    """A TypeError where torch raises RuntimeError (inputs of another dtype than the weights)."""
-
-
-class TypeAttributeError(TypeError, AttributeError):
-    """A TypeError where torch raises AttributeError (a query, key or value that is not a tensor)."""
-
-
-@contextmanager
-def _like_torch(ours: type[Exception], twin: type[Exception]) -> Iterator[None]:
-    """Re-raise an `ours` error of the block as `twin`, its subclass that is also torch's class for the same
-    input, with the same message and traceback."""
-    try:
-        yield
-    except ours as error:
-        if isinstance(error, twin):
-            raise
-        raise twin(*error.args).with_traceback(error.__traceback__) from None
+from .checks import Sizes, check_layout, check_masks, check_parameter_dtypes, check_ranks
+from .errors import TypeRuntimeError, ValueAssertionError, ValueRuntimeError, causal_needs_mask, like_torch
+from .nested import forward_nested
 
 
 class MultiheadAttention(AttentionProjections):
@@ -122,7 +49,7 @@ class MultiheadAttention(AttentionProjections):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        with _like_torch(ValueError, ValueAssertionError):  # torch asserts embed_dim % num_heads == 0
+        with like_torch(ValueError, ValueAssertionError):  # torch asserts embed_dim % num_heads == 0
             super().__init__(
                 embed_dim,
                 num_heads,
@@ -208,18 +135,16 @@ class MultiheadAttention(AttentionProjections):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """forward() in Python: the inputs checked, nested tensors accepted, the attention by
         headwise.attention (traced under headwise.trace())."""
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(t, torch.Tensor):
-                raise TypeAttributeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        self._check_ranks(query, key, value, key_padding_mask, attn_mask)
+        sizes = Sizes(self.embed_dim, self.kdim, self.vdim, self.num_heads, self.batch_first)
+        check_ranks(sizes, query, key, value, key_padding_mask, attn_mask)
         if query.is_nested or key.is_nested or value.is_nested:
-            return self._forward_nested(
-                query, key, value, key_padding_mask, attn_mask, need_weights=need_weights,
-                average_attn_weights=average_attn_weights, is_causal=is_causal,
+            return forward_nested(
+                self.forward, self.batch_first, query, key, value, key_padding_mask, attn_mask,
+                need_weights=need_weights, average_attn_weights=average_attn_weights, is_causal=is_causal,
             )  # fmt: skip
-        batched = self._check_layout(query, key, value)
+        batched = check_layout(sizes, query, key, value)
         if is_causal and attn_mask is None:
-            raise ValueRuntimeError(_causal_needs_mask())
+            raise ValueRuntimeError(causal_needs_mask())
         if key is query and value is query:  # one tensor, so that the fused projection applies
             query = key = value = self._to_batch_first(query, batched)  # (B, L, E)
         else:
@@ -228,11 +153,12 @@ class MultiheadAttention(AttentionProjections):
             )  # (B, L|S, ..)
         # Left to check: query's batch size against key's, and the dtypes, which torch finds in its reshapes
         # and matmuls (RuntimeError).
-        with _like_torch(ValueError, ValueRuntimeError), _like_torch(TypeError, TypeRuntimeError):
+        with like_torch(ValueError, ValueRuntimeError), like_torch(TypeError, TypeRuntimeError):
             self._check_inputs(query, key, value)
-        self._check_parameter_dtypes()
+        check_parameter_dtypes(self.named_parameters(), self.out_proj.weight)
         batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
-        self._check_masks(key_padding_mask, attn_mask, batched, batch, num_queries, num_keys)
+        device = self.out_proj.weight.device
+        check_masks(sizes, key_padding_mask, attn_mask, batched, batch, num_queries, num_keys, device)
         parts = self._headwise_masks(key_padding_mask, attn_mask, is_causal, batch, num_queries, num_keys)
         mask = None
         for part in parts:
@@ -266,7 +192,7 @@ class MultiheadAttention(AttentionProjections):
         when the weights are asked for, by the reference's steps (scores, softmax_over_keys, dropout,
         weights · values)."""
         if is_causal and attn_mask is None:
-            raise RuntimeError(_causal_needs_mask())
+            raise RuntimeError(causal_needs_mask())
         batched = query.dim() == 3
         query = self._to_batch_first(query, batched)  # (B, L, E)
         key, value = self._to_batch_first(key, batched), self._to_batch_first(value, batched)  # (B, S, ..)
@@ -355,175 +281,6 @@ class MultiheadAttention(AttentionProjections):
             mask = torch.cat([mask, ~added if mask.dtype == torch.bool else added], dim=-1)  # (.., L, S')
         return keys, values, mask
 
-    def _forward_nested(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        key_padding_mask: torch.Tensor | None,
-        attn_mask: torch.Tensor | None,
-        **options: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """forward() for nested query (B, ragged L, E), key (B, ragged S, kdim), value (B, ragged S, vdim):
-        each padded to its longest sequence, the padded keys masked, the padded queries cut from the output
-        (nested like query); the weights stay padded, (B, max L, max S) or (B, H, max L, max S)."""
-        if not (query.is_nested and key.is_nested and value.is_nested):
-            raise ValueAssertionError(
-                "query, key and value must be all nested tensors or none, got "
-                f"is_nested = {query.is_nested}, {key.is_nested}, {value.is_nested}"
-            )
-        if not self.batch_first:
-            raise ValueAssertionError(
-                "nested tensors need batch_first=True (a nested tensor's first dimension is the batch), "
-                "got a module with batch_first=False"
-            )
-        for name, mask in (("key_padding_mask", key_padding_mask), ("attn_mask", attn_mask)):
-            if mask is not None:
-                raise ValueAssertionError(
-                    f"{name} must be None with nested tensors, which carry their own padding (as in torch), "
-                    f"got a mask of shape {tuple(mask.shape)}"
-                )
-        if options["is_causal"] and [len(t) for t in query.unbind()] != [len(t) for t in key.unbind()]:
-            raise ValueAssertionError(
-                "is_causal with nested tensors needs each query sequence as long as its key sequence: the "
-                "causal diagonal of a padded batch would be aligned to the longest sequences, not to each"
-            )
-        # One padded tensor per distinct input, so that self-attention keeps its fused projection.
-        padded = {id(t): t.to_padded_tensor(0.0) for t in (query, key, value)}
-        padded_query, padded_key = padded[id(query)], padded[id(key)]  # (B, max L, E), (B, max S, kdim)
-        query_padding = _padding(query, padded_query.shape[1])  # (B, max L), True = padding
-        key_padding = _padding(key, padded_key.shape[1])  # (B, max S)
-        causal = None  # with each query sequence as long as its keys: the square causal mask (max L, max L)
-        if options["is_causal"]:
-            causal = torch.ones(
-                padded_query.shape[1], padded_key.shape[1], dtype=torch.bool, device=query.device
-            )
-            causal = causal.triu(1)  # (max L, max S): True = blocked, torch's polarity
-        output, weights = self.forward(
-            padded_query,
-            padded_key,
-            padded[id(value)],
-            key_padding_mask=key_padding,
-            attn_mask=causal,
-            **options,
-        )  # (B, max L, E), weights (B, [H,] max L, max S) or None
-        lengths = (~query_padding).sum(dim=1).tolist()
-        rows = [row[:length] for row, length in zip(output, lengths, strict=True)]  # B × (L_b, E)
-        if weights is not None:  # the padded queries' rows are zeros, as in torch
-            padded_rows = query_padding[:, None, :, None] if weights.dim() == 4 else query_padding[..., None]
-            weights = weights.masked_fill(padded_rows, 0.0)
-        return torch.nested.as_nested_tensor(rows, layout=query.layout), weights
-
-    def _check_ranks(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        key_padding_mask: object,
-        attn_mask: object,
-    ) -> None:
-        """torch's first checks (its _mha_shape_check), in its order and its words, each followed by
-        headwise's account: the ranks of query, key, value and the masks, and the shape of an unbatched 3-D
-        attn_mask. Each a ValueAssertionError (torch asserts)."""
-        if query.dim() not in (2, 3):
-            raise ValueAssertionError(
-                "query should be unbatched 2D or batched 3D tensor but received "
-                f"{query.dim()}-D query tensor; query must have shape {self._layout('query', 3)} or "
-                f"{self._layout('query', 2)} unbatched, got {_shape(query)}"
-            )
-        rank = query.dim()
-        kind = "For batched (3-D) `query`" if rank == 3 else "For unbatched (2-D) `query`"
-        if key.dim() != rank or value.dim() != rank:
-            raise ValueAssertionError(
-                f"{kind}, expected `key` and `value` to be {rank}-D but found {key.dim()}-D and "
-                f"{value.dim()}-D tensors respectively; key and value must have shapes "
-                f"{self._layout('key', rank)} and {self._layout('value', rank)} like query, got "
-                f"{_shape(key)} and {_shape(value)}"
-            )
-        padding_rank = rank - 1  # (B, S) or (S,)
-        if isinstance(key_padding_mask, torch.Tensor) and key_padding_mask.dim() != padding_rank:
-            raise ValueAssertionError(
-                f"{kind}, expected `key_padding_mask` to be `None` or {padding_rank}-D but found "
-                f"{key_padding_mask.dim()}-D tensor instead; key_padding_mask must have shape "
-                f"{'(B, S)' if rank == 3 else '(S,)'}, got {_shape(key_padding_mask)}"
-            )
-        if not isinstance(attn_mask, torch.Tensor):
-            return
-        if attn_mask.dim() not in (2, 3):
-            raise ValueAssertionError(
-                f"{kind}, expected `attn_mask` to be `None`, 2-D or 3-D but found {attn_mask.dim()}-D "
-                f"tensor instead; attn_mask must have shape (L, S) or (B·num_heads, L, S), got "
-                f"{_shape(attn_mask)}"
-            )
-        expected = (self.num_heads, query.shape[0], key.shape[0])  # unbatched: (num_heads, L, S)
-        if rank == 2 and attn_mask.dim() == 3 and tuple(attn_mask.shape) != expected:
-            raise ValueAssertionError(
-                f"Expected `attn_mask` shape to be {expected} but got {attn_mask.shape}; an unbatched "
-                "attn_mask has shape (L, S) or (num_heads, L, S)"
-            )
-
-    def _layout(self, name: str, rank: int) -> str:
-        """The shape torch's layout gives `name` ("query", "key" or "value") batched (rank 3) or not."""
-        length, width = {"query": ("L", self.embed_dim), "key": ("S", self.kdim), "value": ("S", self.vdim)}[
-            name
-        ]
-        if rank == 2:
-            return f"({length}, {width})"
-        return f"(B, {length}, {width})" if self.batch_first else f"({length}, B, {width})"
-
-    def _check_parameter_dtypes(self) -> None:
-        """A TypeRuntimeError unless every parameter has the weights' dtype. torch computes with an
-        in_proj_bias of another dtype only batch first (its projection of a transposed input adds the bias
-        with type promotion) and raises RuntimeError for the same module sequence first; compat refuses both,
-        saying which parameter."""
-        weight = self.out_proj.weight
-        for name, parameter in self.named_parameters():
-            if parameter.dtype != weight.dtype:
-                raise TypeRuntimeError(
-                    f"{name} has dtype {parameter.dtype} but the module's weights are {weight.dtype}; "
-                    f"convert it, e.g. module.to({weight.dtype})"
-                )
-
-    def _check_layout(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> bool:
-        """Raise ValueAssertionError unless query, key and value (of ranks _check_ranks let through) have the
-        module's widths, key and value the same length and batch size; return whether they are batched."""
-        for name, t, width in (
-            ("query", query, self.embed_dim),
-            ("key", key, self.kdim),
-            ("value", value, self.vdim),
-        ):
-            if t.shape[-1] != width:
-                expected = self._layout(name, query.dim())
-                like = "" if name == "query" else " like query"
-                raise ValueAssertionError(f"{name} must have shape {expected}{like}, got {tuple(t.shape)}")
-        if key.shape[:-1] != value.shape[:-1]:
-            raise ValueAssertionError(
-                "key and value must have the same length S (and batch size B), got shapes "
-                f"{tuple(key.shape)} and {tuple(value.shape)}"
-            )
-        return query.dim() == 3
-
-    def _check_masks(
-        self,
-        key_padding_mask: object,
-        attn_mask: object,
-        batched: bool,
-        batch: int,
-        num_queries: int,
-        num_keys: int,
-    ) -> None:
-        """torch's rules for its masks, with torch's exception classes (see _check_exact_mask)."""
-        device = self.out_proj.weight.device
-        if key_padding_mask is not None:
-            expected = (batch, num_keys) if batched else (num_keys,)  # (B, S) or (S,)
-            _check_exact_mask(key_padding_mask, "key_padding_mask", [expected], device)
-        if attn_mask is not None:
-            shapes = [(num_queries, num_keys), (batch * self.num_heads, num_queries, num_keys)]
-            # torch asserts the rank and an unbatched 3-D mask's sizes, and checks the others' sizes with
-            # RuntimeError.
-            runtime_ranks = (2, 3) if batched else (2,)
-            _check_exact_mask(attn_mask, "attn_mask", shapes, device, runtime_ranks)  # (L, S) or (B·H, L, S)
-
     def _headwise_masks(
         self,
         key_padding_mask: torch.Tensor | None,
@@ -549,43 +306,3 @@ class MultiheadAttention(AttentionProjections):
             causal = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device)
             masks.append(causal.tril(num_keys - num_queries))  # (L, S): query i sees keys j <= i + S - L
         return masks
-
-
-def _causal_needs_mask() -> str:
-    """torch's words (torch.nn.functional.multi_head_attention_forward) for is_causal without attn_mask; a
-    function, since TorchScript takes no global string."""
-    return (
-        "Need attn_mask if specifying the is_causal hint. You may use the Transformer module method "
-        "`generate_square_subsequent_mask` to create this mask."
-    )
-
-
-def _shape(t: torch.Tensor) -> str:
-    """t's shape for a message; a nested tensor's ragged sizes have none, so only its rank."""
-    return f"a {t.dim()}-D nested tensor" if t.is_nested else str(tuple(t.shape))
-
-
-def _padding(nested: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, length) bool, True where the sequences of `nested` (B, ragged N, width) are padded to `length`."""
-    lengths = torch.tensor([len(t) for t in nested.unbind()], device=nested.device)  # (B,)
-    return torch.arange(length, device=nested.device) >= lengths[:, None]
-
-
-def _check_exact_mask(
-    mask: object,
-    name: str,
-    shapes: list[tuple[int, ...]],
-    device: torch.device,
-    runtime_ranks: tuple[int, ...] = (),
-) -> None:
-    """torch's rule for its masks: a bool or float tensor on `device` with exactly one of `shapes` (torch does
-    not broadcast them). A mask of the wrong shape is a ValueRuntimeError if its rank is in `runtime_ranks`
-    (where torch checks the sizes with RuntimeError), else a ValueAssertionError (torch asserts)."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
-    if tuple(mask.shape) not in shapes:
-        expected = " or ".join(str(shape) for shape in shapes)
-        error = ValueRuntimeError if mask.dim() in runtime_ranks else ValueAssertionError
-        raise error(f"{name} must have shape {expected}, got {tuple(mask.shape)}")
-    with _like_torch(TypeError, TypeAssertionError):  # torch asserts a bool or floating dtype
-        check_mask(mask, name, tuple(mask.shape), device, true_means="may not attend, torch's polarity")
