@@ -13,6 +13,7 @@ A backend module defines
     lse (B, Hq, Nq) are None unless asked for.
 
 How to add a backend, in four steps (docs/design/extending.md has a worked one):
+
 1. Its module, backends/NAME.py, with `CAPABILITIES = Capabilities(...)`: the facts of what it computes
    (devices, dtypes, weights, lse, predicates, score_mods, dropout, mask_grad, backward, deterministic,
    transforms; capabilities.py says what each means), from which `Capabilities.unsupported(request)`

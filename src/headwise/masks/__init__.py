@@ -16,6 +16,7 @@ The package, in the order of the data flow:
 - common: the index tensors and argument checks they share.
 
 How to add a mask (a new predicate), in five steps:
+
 1. The class, in rules.py beside the others: a subclass of predicates.Predicate made a frozen dataclass by
    common.rule (fields of plain numbers: equal by value) or common.data_rule (fields holding tensors: equal
    only to itself). It must define `title` (a property: the call that makes it, e.g. "causal()", which
