@@ -590,9 +590,9 @@ def test_the_book_replaces_the_lectures_example(capsys: pytest.CaptureFixture[st
 
 @pytest.mark.browser
 def test_the_book_page_in_a_browser(tmp_path) -> None:
-    """--book --html in Chromium (as tests/test_browser.py drives it): the steps in the book's order, the
+    """--book --html in Chromium (as tests/chromium.py drives it): the steps in the book's order, the
     ✓ checks beside them, 3.5.1's -inf printed as −∞; and the model view's choice of colour scale."""
-    browsing = pytest.importorskip("test_browser")  # Playwright, and the system's Chromium
+    browsing = pytest.importorskip("chromium")  # Playwright, and the system's Chromium
     if not browsing.CHROMIUM.exists():
         pytest.skip(f"{browsing.CHROMIUM} is missing")
     page_path = tmp_path / "book.html"

@@ -702,8 +702,8 @@ def test_a_model_folders_summary_covers_every_kind_of_attention(tmp_path, capsys
     """An encoder-decoder's three kinds of attention, each for its own query "animal", against the weights
     of the model's own transformers class."""
     pytest.importorskip("transformers")
-    from test_any_model import SENTENCE as TEXT
-    from test_any_model import reference_weights, save_tiny
+    from tiny_models import SENTENCE as TEXT
+    from tiny_models import reference_weights, save_tiny
 
     folder = save_tiny("bart", tmp_path)
     capsys.readouterr()  # what saving the folder printed

@@ -209,7 +209,7 @@ def test_worksheet_options_are_checked(tmp_path, capsys) -> None:
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} (Debian's chromium package) is missing")
 def test_printed_the_answers_start_a_page_of_their_own(tmp_path, capsys) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    from test_browser import screenshot  # HEADWISE_SCREENSHOTS=docs: the README's copy too
+    from chromium import screenshot  # HEADWISE_SCREENSHOTS=docs: the README's copy too
 
     write(tmp_path, capsys)
     requests, errors = [], []

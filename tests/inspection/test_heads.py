@@ -117,7 +117,7 @@ def test_heads_command_prints_the_table_and_the_link(capsys: pytest.CaptureFixtu
 
 def test_heads_command_on_a_folder_and_bad_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("transformers")
-    from test_any_model import SENTENCE, save_tiny
+    from tiny_models import SENTENCE, save_tiny
 
     folder = save_tiny("t5", tmp_path)
     capsys.readouterr()  # what saving the folder printed
@@ -139,7 +139,7 @@ def test_heads_command_gives_the_decoder_its_target(
     """--target: the decoder's table is that of the decoder reading the target (compared with analyse() of
     read(..., target=...)); one target per text; a decoder-only model refuses it."""
     pytest.importorskip("transformers")
-    from test_any_model import SENTENCE, TARGET, save_tiny
+    from tiny_models import SENTENCE, TARGET, save_tiny
 
     from headwise.inspection import load_model, read
 

