@@ -60,6 +60,18 @@ def test_the_plan_never_skips_a_visible_pair_nor_calls_a_block_full_that_is_not(
                 assert not plan.full[qb, kb] or (block.all() and block.shape[-1] == 4), (predicate, qb, kb)
 
 
+@pytest.mark.parametrize("nq, nk", SIZES)
+def test_the_plans_key_bounds_hold_every_visible_key_and_never_decrease(nq, nk):
+    """Plan.key_bounds (what bounds the Triton kernels' loops for the predicates they read as a dense
+    mask): each query's visible keys lie in [lo, hi), and lo and hi never decrease along the queries."""
+    keys = torch.arange(nk)
+    for predicate, expected in everything(nq, nk):  # expected (B, 1, Nq, Nk)
+        lo, hi = make_plan(predicate, nq, nk, 3, 4).key_bounds()  # (Nq,) each
+        inside = (keys >= lo[:, None]) & (keys < hi[:, None])  # (Nq, Nk)
+        assert not (expected & ~inside).any(), predicate
+        assert (lo.diff() >= 0).all() and (hi.diff() >= 0).all() and (lo <= hi).all(), predicate
+
+
 def test_the_plan_groups_query_blocks_by_their_key_block_count():
     plan = make_plan(masks.sliding_window(8) & masks.causal(), 64, 64, 4, 4)
     groups = plan.groups()

@@ -157,6 +157,11 @@ CASES = [
         "prefix-lm-dense",
         2, 2, 2, 32, 32, 32, 32, False, lambda b, nq, nk: masks.prefix_lm(torch.tensor([5, 20])), None, None,
     ),
+    (
+        "not-causal-or-window-planned",  # dense, its loops bounded by the block plan's key range
+        1, 2, 2, 160, 160, 32, 32, False, lambda b, nq, nk: ~masks.causal() | masks.sliding_window(3, 0),
+        None, (16, 16),
+    ),
     ("bool-mask", 2, 2, 1, 24, 40, 32, 32, False, lambda b, nq, nk: bool_mask(b, nq, nk), None, None),
     ("float-mask-causal", 1, 2, 2, 24, 24, 48, 48, True, lambda b, nq, nk: float_mask(b, nq, nk), None, None),
     ("alibi-causal", 1, 4, 2, 32, 40, 32, 32, True, None, slopes, None),

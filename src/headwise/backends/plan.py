@@ -78,6 +78,23 @@ class Plan:
             groups.append(Group(rows, columns, partial))
         return groups
 
+    def key_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lo, hi) int64 (Nq,): every key a query sees lies in lo <= j < hi, from the first and last visible
+        key block of its query block, widened so that both never decrease along the queries (the form of
+        Triton's per-query key ranges, whose inverse bounds the backward's loops); (0, 0) where nothing
+        is visible after the last query that sees a key."""
+        any_visible = self.visible.any(1)  # (Qn,)
+        keys = torch.arange(self.key_blocks)  # (Kn,)
+        first = torch.where(self.visible, keys, self.key_blocks).amin(1)  # (Qn,): Kn where none
+        last = torch.where(self.visible, keys, -1).amax(1) + 1  # (Qn,): 0 where none
+        first = torch.where(any_visible, first, self.key_blocks)  # a block that sees nothing bounds nothing
+        first = first.flip(0).cummin(0).values.flip(0)  # non-decreasing: the least of the blocks after
+        last = last.cummax(0).values  # non-decreasing: the most of the blocks before
+        lo = (first * self.k_block).clamp(max=self.num_keys)  # (Qn,)
+        hi = (last * self.k_block).clamp(max=self.num_keys)  # (Qn,)
+        rows = torch.arange(self.num_queries) // self.q_block  # (Nq,): each query's block
+        return lo[rows].minimum(hi[rows]), hi[rows]
+
     def visible_blocks(self) -> int:
         """How many blocks are computed."""
         return int(self.visible.sum())

@@ -56,6 +56,7 @@ from ...masks import (
     combine,
 )
 from ..capabilities import Capabilities, Rank
+from ..plan import make_plan as block_plan
 from .interpreter import interpreting
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from ..capabilities import Request
 
 INSTALL = "pip install 'headwise[gpu]'"
+PLAN_BLOCK = 64  # the block plan's blocks, for the key ranges of the predicates read as a dense mask
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INTERPRETER_DTYPES = (torch.float32, torch.float16, torch.float64)
 
@@ -203,8 +205,11 @@ def make_plan(
                 term.query_doc_ids.to(device, torch.int32).contiguous(),
                 term.key_doc_ids.to(device, torch.int32).contiguous(),
             )
-        else:  # prefix_lm, |, ~, a second unsorted documents(): read as a dense mask
+        else:  # prefix_lm, |, ~, a second unsorted documents(): read as a dense mask, the loops bounded
             dense = combine(dense, term.materialize(batch, heads, num_queries, num_keys, device), q.dtype)
+            # by the key range of the blocks the block plan finds visible (backends/plan.py)
+            bounds = block_plan(term, num_queries, num_keys, PLAN_BLOCK, PLAN_BLOCK).key_bounds()  # (Nq,) x2
+            lo, hi = _intersect(lo, hi, *(b.to(device).expand(batch, num_queries) for b in bounds))
     row_range = col_range = None
     if lo is not None and hi is not None:
         keys = torch.arange(num_keys, device=device).expand(batch, num_keys).contiguous()  # (B, Nk)
