@@ -33,6 +33,7 @@ backward than an eager call: the price of keeping every backend's own autograd b
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -43,13 +44,17 @@ from .masks.spec import decode, encode
 from .running import generator, pick, replaying, rng_state, run
 from .trace import untraced
 
+if TYPE_CHECKING:
+    from .backends import Choice, Request
+    from .masks import Predicate
+
 # On the CPU, a call with dropout to these is traced through instead: the op's backward would draw every
 # mask again (bernoulli_ was 31% of a compiled LanguageModel step, 1740 vs 1378 ms traced through:
 # benchmarks/compile.py). The others keep the op (chunked draws from generators dynamo cannot trace).
 TRACED_WITH_DROPOUT = frozenset({"auto", "sdpa", "dense"})
 
 
-def covers(request, backend: str) -> bool:
+def covers(request: Request, backend: str) -> bool:
     """Whether an `attention` call becomes the custom op: while torch.compile traces, for calls that
     return only `out`, with no score modifier and no mask gradient, and without dropout unless `backend`
     on the CPU is one that is traced through with it (TRACED_WITH_DROPOUT)."""
@@ -64,7 +69,19 @@ def covers(request, backend: str) -> bool:
     )
 
 
-def attention(q, k, v, *, mask, predicate, scale, dropout_p, kv_finite, backend, training) -> Tensor:
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    predicate: Predicate | None,
+    scale: float,
+    dropout_p: float,
+    kv_finite: bool,
+    backend: str,
+    training: bool,
+) -> Tensor:
     """The custom op's call for a checked `headwise.attention` call: a predicate with a spec (and no tensor
     mask beside it) goes to headwise::predicate_attention as data; causal() alone, or any other predicate
     materialised into the tensor mask, to headwise::attention. -> out (B, Hq, Nq, Dv)."""
@@ -79,7 +96,18 @@ def attention(q, k, v, *, mask, predicate, scale, dropout_p, kv_finite, backend,
     return attention_op(q, k, v, mask, causal, *options)[0]
 
 
-def _resolve(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite):
+def _resolve(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | Predicate | None,
+    causal: bool,
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+    kv_finite: bool,
+) -> tuple[Choice, dict[str, Any]]:
     """The op's call described (arguments.describe: its arguments were checked when it was traced, or
     come from a module's own weights under TorchScript) and its choice picked, differentiated when
     `training` (the same choice in the forward and its backward) -> (choice, options for running.run)."""
@@ -88,7 +116,18 @@ def _resolve(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_fini
     return pick(backend, request, q, k, v, options), options
 
 
-def _forward(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite):
+def _forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | Predicate | None,
+    causal: bool,
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+    kv_finite: bool,
+) -> tuple[Tensor, Tensor]:
     """Both ops' forward. mask: a tensor mask, a predicate or None. -> (out (B, Hq, Nq, Dv), rng_state):
     the chosen backend's forward, its dropout drawn as an eager call draws it, and the generator's state
     before the draws (for the backward)."""
@@ -101,7 +140,20 @@ def _forward(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_fini
     return out.contiguous(), state  # the layout the fake promises
 
 
-def _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite, state):
+def _backward(
+    d_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | Predicate | None,
+    causal: bool,
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+    kv_finite: bool,
+    state: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Both ops' backward: the same backend's forward recomputed (the same dropout masks, redrawn from
     `state`, the generator's before the forward's draws) and differentiated. -> (dq, dk, dv), shaped as
     q, k, v."""
@@ -111,10 +163,12 @@ def _backward(d_out, q, k, v, mask, causal, scale, dropout_p, backend, training,
             inputs = [t.detach().requires_grad_() for t in (q, k, v)]
             out, _, _ = run(choice, *inputs, **options)  # (B, Hq, Nq, Dv)
             grads = torch.autograd.grad(out, inputs, d_out)  # dq, dk, dv
-    return tuple(g.contiguous() for g in grads)  # the layout the fake promises
+    dq, dk, dv = (g.contiguous() for g in grads)  # the layout the fake promises
+    return dq, dk, dv
 
 
-def _fake_forward(q, v, dropout_p):
+def _fake_forward(q: Tensor, v: Tensor, dropout_p: float) -> tuple[Tensor, Tensor]:
+    """The ops' outputs as shapes: out (B, Hq, Nq, Dv) and the generator's state (empty without dropout)."""
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
     size = generator(q.device).get_state().numel() if dropout_p > 0.0 else 0
     return out, torch.empty(size, dtype=torch.uint8)
@@ -141,7 +195,18 @@ def attention_op(
 
 
 @attention_op.register_fake
-def _(q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite=False):
+def _(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    causal: bool,
+    scale: float,
+    dropout_p: float,
+    backend: str,
+    training: bool,
+    kv_finite: bool = False,
+) -> tuple[Tensor, Tensor]:
     return _fake_forward(q, v, dropout_p)
 
 
@@ -165,17 +230,17 @@ def attention_backward_op(
 
 
 @attention_backward_op.register_fake
-def _(d_out, q, k, v, *options):
+def _(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, *options: object) -> tuple[Tensor, ...]:
     return tuple(t.new_empty(t.shape) for t in (q, k, v))
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
     q, k, v, mask, causal, scale, dropout_p, backend, training, kv_finite = inputs
     ctx.save_for_backward(q, k, v, mask, output[1])  # output[1]: the generator's state
     ctx.options = (causal, scale, dropout_p, backend, training, kv_finite)
 
 
-def _backward_of_attention(ctx, d_out, _d_rng_state):
+def _backward_of_attention(ctx: Any, d_out: Tensor, _d_rng_state: Tensor | None) -> tuple[Tensor | None, ...]:
     q, k, v, mask, rng_state = ctx.saved_tensors
     dq, dk, dv = attention_backward_op(d_out, q, k, v, mask, *ctx.options, rng_state)
     return dq, dk, dv, *(None,) * 7
@@ -206,7 +271,16 @@ def predicate_attention_op(
 
 
 @predicate_attention_op.register_fake
-def _(q, k, v, predicate, predicate_tensors, scale, dropout_p, *options):
+def _(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    predicate: str,
+    predicate_tensors: list[Tensor],
+    scale: float,
+    dropout_p: float,
+    *options: object,
+) -> tuple[Tensor, Tensor]:
     return _fake_forward(q, v, dropout_p)
 
 
@@ -231,17 +305,19 @@ def predicate_attention_backward_op(
 
 
 @predicate_attention_backward_op.register_fake
-def _(d_out, q, k, v, *options):
+def _(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, *options: object) -> tuple[Tensor, ...]:
     return tuple(t.new_empty(t.shape) for t in (q, k, v))
 
 
-def _setup_predicate_context(ctx, inputs, output) -> None:
+def _setup_predicate_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
     q, k, v, predicate, tensors, *options = inputs
     ctx.save_for_backward(q, k, v, output[1], *tensors)
     ctx.predicate, ctx.options = predicate, options
 
 
-def _backward_of_predicate_attention(ctx, d_out, _d_rng_state):
+def _backward_of_predicate_attention(
+    ctx: Any, d_out: Tensor, _d_rng_state: Tensor | None
+) -> tuple[Tensor | list[None] | None, ...]:
     q, k, v, rng_state, *tensors = ctx.saved_tensors
     options = (ctx.predicate, tensors, *ctx.options, rng_state)
     dq, dk, dv = predicate_attention_backward_op(d_out, q, k, v, *options)
@@ -253,7 +329,7 @@ predicate_attention_op.register_autograd(
 )
 
 
-def _autograd_available():
+def _autograd_available() -> torch._C._ForceDispatchKeyGuard:
     """A custom op's implementation runs below autograd (its dispatch keys excluded): the backends'
     own autograd (and the tuner's timed backward) need it back inside."""
     excluded = torch._C._dispatch_tls_local_exclude_set()

@@ -10,6 +10,8 @@ dtype, materialises a predicate for a backend that takes none, and calls the bac
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -19,8 +21,13 @@ from .checks import all_finite, fits_in_memory, one_thread, row_total
 from .masks import with_predicate
 from .trace import tracing
 
+if TYPE_CHECKING:
+    from .masks import Predicate
 
-def run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
+Result = tuple[Tensor, Tensor | None, Tensor | None]  # out, weights or None, lse or None
+
+
+def run(choice: Choice, q: Tensor, k: Tensor, v: Tensor, *, kv_finite: bool, **options: Any) -> Result:
     """Run `choice` on q, k, v (validated), holding every backend to one rule for non-finite inputs (NaN
     or ±inf anywhere in q, k or v): a masked-out key never contributes, to values or gradients, and a
     query's row of out, weights and lse is NaN exactly when the query itself is non-finite or it attends
@@ -64,7 +71,7 @@ def run(choice: Choice, q, k, v, *, kv_finite: bool, **options):
     result = run_finite(choice, q, k, v, **options)
     if follows_rule(result[0], q, None if kv_finite else k):
         return result
-    if dropout:  # the careful run draws the weights' dropout as the finite run did
+    if state is not None:  # dropout: the careful run draws the weights' dropout as the finite run did
         generator(q.device).set_state(state)
     return run_careful(choice, q, k, v, **options)
 
@@ -89,7 +96,7 @@ def transforms_active() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
-def run_careful(choice: Choice, q, k, v, **options):
+def run_careful(choice: Choice, q: Tensor, k: Tensor, v: Tensor, **options: Any) -> Result:
     """The non-finite rule without a data-dependent branch: non-finite entries zeroed (torch.where), each key
     flagged in an extra value column (1 where its k or v is non-finite), and the rows that see a flagged key
     with nonzero weight, or whose query is non-finite, set to NaN. -> (out, weights or None, lse or None)."""
@@ -106,7 +113,16 @@ def run_careful(choice: Choice, q, k, v, **options):
     return out, weights, lse
 
 
-def run_finite(choice: Choice, q, k, v, *, mask, predicate, **options):
+def run_finite(
+    choice: Choice,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    predicate: Predicate | None,
+    **options: Any,
+) -> Result:
     """Run `choice` on q, k, v (validated, finite): the predicate materialised into the mask for a backend
     that does not take predicates; the inputs cast to the choice's compute dtype and out and weights cast
     back (lse stays in its float32/float64). -> (out, weights or None, lse or None)."""
@@ -126,7 +142,7 @@ def run_finite(choice: Choice, q, k, v, *, mask, predicate, **options):
     return out, weights, lse
 
 
-def pick(backend: str, request: Request, q, k, v, options: dict) -> Choice:
+def pick(backend: str, request: Request, q: Tensor, k: Tensor, v: Tensor, options: dict[str, Any]) -> Choice:
     """The choice for `request` (backends.choose: by name, measured, or the static table; a first call
     may measure on random inputs shaped as q, k, v), refused before any work if it cannot finish."""
     choice = choose(backend, request, measure=lambda c: measure(c, options, q, k, v, request.requires_grad))
@@ -134,7 +150,7 @@ def pick(backend: str, request: Request, q, k, v, options: dict) -> Choice:
     return choice
 
 
-def measure(choice: Choice, options: dict, q, k, v, backward: bool) -> None:
+def measure(choice: Choice, options: dict[str, Any], q: Tensor, k: Tensor, v: Tensor, backward: bool) -> None:
     """One run of `choice` with `options` (arguments.describe's) on random inputs shaped as q, k, v, and
     its backward when the call has one: what the tuner times."""
     devices = [q.device] if q.device.type == "cuda" else []
@@ -197,7 +213,7 @@ def rng_state(dropout_p: float, device: torch.device) -> Tensor:
 
 
 @contextlib.contextmanager
-def replaying(state: Tensor, dropout_p: float, device: torch.device):
+def replaying(state: Tensor, dropout_p: float, device: torch.device) -> Iterator[None]:
     """The generator of `device` set to `state` inside (the forward's draws replayed) and restored after,
     no other; nothing when there is no dropout."""
     if dropout_p == 0.0:
