@@ -259,8 +259,8 @@ SCRIPTED_OPTIONS = [
 @pytest.mark.parametrize("options", SCRIPTED_OPTIONS, ids=str)
 def test_scripted_compat_agrees_with_torchs_module(options: dict, need_weights: bool) -> None:
     """torch.jit.script(compat.MultiheadAttention) runs headwise's attention (torch.ops.headwise.attention,
-    or the reference's steps when the weights are asked for): outputs, weights and gradients, with
-    padding and a mask, batched and unbatched."""
+    or torch.ops.headwise.attention_with_weights when the weights are asked for): outputs, weights and
+    gradients, with padding and a mask, batched and unbatched."""
     theirs64, ours64 = make_pair(embed_dim=8, num_heads=2, **options)
     scripted, theirs, golden = float32_and_golden(theirs64, ours64)
     batch_first, kdim, vdim = (
@@ -281,6 +281,27 @@ def test_scripted_compat_agrees_with_torchs_module(options: dict, need_weights: 
             for module, dtype in ((scripted, torch.float32), (golden, F64), (theirs, torch.float32))
         ]
         check_results_by_ratio(*results)
+
+
+def test_scripted_weights_take_the_eager_route_dropout_and_gradients_included() -> None:
+    """need_weights=True in training with dropout: the scripted module (headwise::attention_with_weights)
+    gives the eager module's output, weights and gradients bit for bit from the same seed (one route,
+    the same backend, the same dropout draws, and its backward redraws them)."""
+    _, ours = make_pair(embed_dim=8, num_heads=2, dropout=0.3, batch_first=True)
+    ours.train()
+    scripted = torch.jit.script(ours)
+    x = randn(2, 5, 8).double()
+    results = []
+    for module in (ours, scripted):
+        inputs = x.clone().requires_grad_()
+        torch.manual_seed(11)
+        output, weights = module(inputs, inputs, inputs, need_weights=True, average_attn_weights=False)
+        (output.sum() + (weights * torch.arange(5.0, dtype=F64)).sum()).backward()
+        results.append((output, weights, inputs.grad, *(p.grad for p in module.parameters())))
+        ours.zero_grad()
+    assert 0.0 < float((results[0][1] == 0).double().mean()) < 1.0  # dropout zeroed some weights
+    for eager, scripted_result in zip(*results, strict=True):
+        assert torch.equal(eager, scripted_result)
 
 
 def test_scripted_compat_survives_a_save_and_load(tmp_path) -> None:

@@ -23,6 +23,8 @@ from .masks import ScoreModifier
 from .positions import Rotary
 from .trace import record, tracing
 
+Projection = tuple[torch.Tensor, torch.Tensor | None]  # a weight and its bias (None: no bias)
+
 
 class AttentionProjections(nn.Module):
     """The parameters and the data flow shared by MultiHeadAttention and compat.MultiheadAttention.
@@ -110,21 +112,18 @@ class AttentionProjections(nn.Module):
         if self.out_proj.bias is not None:
             nn.init.zeros_(self.out_proj.bias)
 
-    def projections(
-        self, dtype: torch.dtype | None = None
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+    def projections(self, dtype: torch.dtype | None = None) -> tuple[Projection, Projection, Projection]:
         """((W_q, b_q), (W_k, b_k), (W_v, b_v)): W_q (Hq·Dh, D), W_k (Hkv·Dh, kdim), W_v (Hkv·Dh, vdim),
         biases (Hq·Dh,), (Hkv·Dh,), (Hkv·Dh,) or None; views of the parameters (cast to `dtype` if given),
-        so gradients flow."""
-        if self._qkv_same_embed_dim:
-            weights = _cast(self.in_proj_weight, dtype).split(self._split)  # W_q, W_k, W_v stacked in one
-        else:
-            weights = tuple(
-                _cast(w, dtype) for w in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
-            )
-        bias = _cast(self.in_proj_bias, dtype)
-        biases = (None, None, None) if bias is None else bias.split(self._split)
-        return tuple(zip(weights, biases, strict=True))
+        so gradients flow. TorchScript compiles it (compat's scripted forward)."""
+        fused, w_q, w_k, w_v = self.in_proj_weight, self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        if fused is not None:
+            w_q, w_k, w_v = _cast(fused, dtype).split(self._split)  # W_q, W_k, W_v stacked in one matrix
+        assert w_q is not None and w_k is not None and w_v is not None  # for TorchScript's types
+        b_q, b_k, b_v, bias = None, None, None, self.in_proj_bias
+        if bias is not None:
+            b_q, b_k, b_v = _cast(bias, dtype).split(self._split)
+        return (_cast(w_q, dtype), b_q), (_cast(w_k, dtype), b_k), (_cast(w_v, dtype), b_v)
 
     def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
         for name, t, width in (
@@ -159,33 +158,38 @@ class AttentionProjections(nn.Module):
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """query (B, Nq, D), key (B, Nk, kdim), value (B, Nk, vdim) -> queries (B, Nq, Hq·Dh),
-        keys (B, Nk, Hkv·Dh), values (B, Nk, Hkv·Dh), in query's dtype (the weights cast to it)."""
-        record("inputs", query)
+        keys (B, Nk, Hkv·Dh), values (B, Nk, Hkv·Dh), in query's dtype (the weights cast to it). Eager and
+        TorchScript (compat's scripted forward) alike; the trace records outside TorchScript only."""
         self_attention = key is query and value is query
-        if not self_attention:
-            record("kv_inputs", key)
-        if self._qkv_same_embed_dim and self_attention:
+        if not torch.jit.is_scripting():
+            record("inputs", query)
+            if not self_attention:
+                record("kv_inputs", key)
+        fused = self.in_proj_weight
+        if fused is not None and self_attention:
             # One fused projection makes all heads' queries, keys and values at once.
-            weight, bias = _cast(self.in_proj_weight, query.dtype), _cast(self.in_proj_bias, query.dtype)
-            fused = F.linear(query, weight, bias)  # (B, N, (Hq + 2·Hkv)·Dh)
-            queries, keys, values = fused.split(self._split, dim=-1)  # (B, N, Hq·Dh), 2 × (B, N, Hkv·Dh)
+            weight, bias = _cast(fused, query.dtype), self.in_proj_bias
+            bias = None if bias is None else _cast(bias, query.dtype)
+            # (B, N, Hq·Dh), 2 × (B, N, Hkv·Dh), from (B, N, (Hq + 2·Hkv)·Dh)
+            queries, keys, values = F.linear(query, weight, bias).split(self._split, dim=-1)
         else:
             (w_q, b_q), (w_k, b_k), (w_v, b_v) = self.projections(query.dtype)
             queries = F.linear(query, w_q, b_q)  # (B, Nq, Hq·Dh)
             keys = F.linear(key, w_k, b_k)  # (B, Nk, Hkv·Dh)
             values = F.linear(value, w_v, b_v)  # (B, Nk, Hkv·Dh)
-        record("queries", queries)
-        record("keys", keys)
-        record("values", values)
+        if not torch.jit.is_scripting():
+            record("queries", queries)
+            record("keys", keys)
+            record("values", values)
         return queries, keys, values
 
     def _project_out(self, context: torch.Tensor) -> torch.Tensor:
         """context (B, Nq, Hq·Dh) -> output (B, Nq, out_dim) by out_proj, in context's dtype: out_proj
         itself in its own dtype (a quantised or replaced out_proj keeps working), its weights cast else."""
-        weight = self.out_proj.weight
+        weight, bias = self.out_proj.weight, self.out_proj.bias
         if context.dtype == weight.dtype:
             return self.out_proj(context)
-        return F.linear(context, weight.to(context.dtype), _cast(self.out_proj.bias, context.dtype))
+        return F.linear(context, weight.to(context.dtype), None if bias is None else bias.to(context.dtype))
 
     def _attend(
         self,
@@ -251,9 +255,9 @@ class AttentionProjections(nn.Module):
         return output, weights
 
 
-def _cast(parameter: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+def _cast(parameter: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     """A parameter in `dtype` (a differentiable copy), itself when it has it or dtype is None."""
-    return parameter if parameter is None or dtype is None else parameter.to(dtype)
+    return parameter if dtype is None else parameter.to(dtype)
 
 
 def _weights(q, k, mask, causal, score_mod, average):

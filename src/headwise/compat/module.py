@@ -1,9 +1,10 @@
 """compat's MultiheadAttention: torch.nn.MultiheadAttention's constructor, parameters and initialisation,
 and its forward by two paths: the eager one (the inputs checked in torch's order by checks.py, nested tensors
 padded and nested again, the attention by headwise.attention, traced under headwise.trace()) and the one
-TorchScript compiles (no checks, nested tensors or trace; the custom op torch.ops.headwise.attention, or the
-reference's steps when the weights are asked for). Both convert torch's masks (True = blocked) to
-headwise's polarity (True = may attend) in _headwise_masks and lay the inputs out batch first.
+TorchScript compiles (no checks, nested tensors or trace; the custom ops torch.ops.headwise.attention and,
+when the weights are asked for, torch.ops.headwise.attention_with_weights, which take an eager call's
+route). Both convert torch's masks (True = blocked) to headwise's polarity (True = may attend) in
+_headwise_masks and lay the inputs out batch first.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import math
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from ..backends.reference import softmax_over_keys
+from .. import script_ops  # noqa: F401  (registers headwise::attention_with_weights for the scripted path)
 from ..masks import combine, to_additive
 from ..projections import AttentionProjections
 from .checks import Sizes, check_layout, check_masks, check_parameter_dtypes, check_ranks
@@ -188,21 +188,26 @@ class MultiheadAttention(AttentionProjections):
         is_causal: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """forward() as TorchScript runs it, without the checks, nested tensors and the trace: the attention
-        by the custom op torch.ops.headwise.attention (headwise's backends, chosen as in an eager call) or,
-        when the weights are asked for, by the reference's steps (scores, softmax_over_keys, dropout,
-        weights · values)."""
+        by the custom ops torch.ops.headwise.attention and, when the weights are asked for,
+        torch.ops.headwise.attention_with_weights (headwise.script_ops): headwise's backends, chosen and
+        run by the route of an eager call."""
         if is_causal and attn_mask is None:
             raise RuntimeError(causal_needs_mask())
         batched = query.dim() == 3
-        query = self._to_batch_first(query, batched)  # (B, L, E)
-        key, value = self._to_batch_first(key, batched), self._to_batch_first(value, batched)  # (B, S, ..)
+        if key is query and value is query:  # one tensor, so that the fused projection applies
+            query = self._to_batch_first(query, batched)  # (B, L, E)
+            key = value = query
+        else:
+            query = self._to_batch_first(query, batched)  # (B, L, E)
+            key = self._to_batch_first(key, batched)  # (B, S, kdim)
+            value = self._to_batch_first(value, batched)  # (B, S, vdim)
         batch, num_queries, num_keys = query.shape[0], query.shape[1], key.shape[1]
         parts = self._headwise_masks(key_padding_mask, attn_mask, is_causal, batch, num_queries, num_keys)
         mask: torch.Tensor | None = None
         for part in parts:
             additive = to_additive(part, query.dtype)
             mask = additive if mask is None else mask + additive  # broadcastable to (B, H, L, S)
-        queries, keys, values = self._scripted_project(query, key, value)  # (B, L, E), (B, S, E) twice
+        queries, keys, values = self._project(query, key, value)  # (B, L, E), (B, S, E) twice
         keys, values, mask = self._append_keys(keys, values, mask)  # (B, S', E) twice, (.., L, S')
         q = queries.view(batch, num_queries, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
         k = keys.view(batch, keys.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, S', Dh)
@@ -210,37 +215,20 @@ class MultiheadAttention(AttentionProjections):
         scale = 1.0 / math.sqrt(self.head_dim)
         dropout_p = self.dropout if self.training else 0.0
         weights: torch.Tensor | None = None
-        if need_weights:
-            scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, L, S')
-            by_head = softmax_over_keys(scores if mask is None else scores + mask)  # (B, H, L, S')
-            if dropout_p > 0.0:
-                by_head = F.dropout(by_head, p=dropout_p)
-            context = by_head @ v  # (B, H, L, Dh)
+        inputs_need_grad = q.requires_grad or k.requires_grad or v.requires_grad
+        differentiated = torch.is_grad_enabled() and inputs_need_grad
+        if need_weights:  # headwise.script_ops: the route of an eager call, with its weights
+            context, by_head, _ = torch.ops.headwise.attention_with_weights(
+                q, k, v, mask, scale, dropout_p, differentiated
+            )  # (B, H, L, Dh), (B, H, L, S')
             weights = by_head.mean(dim=1) if average_attn_weights else by_head  # (B, L, S') or (B, H, L, S')
         else:
-            inputs_need_grad = q.requires_grad or k.requires_grad or v.requires_grad
-            differentiated = torch.is_grad_enabled() and inputs_need_grad
             context = torch.ops.headwise.attention(
                 q, k, v, mask, False, scale, dropout_p, "auto", differentiated
             )[0]  # (B, H, L, Dh)
         context = context.transpose(1, 2).reshape(batch, num_queries, self.embed_dim)  # (B, L, H·Dh)
         output = self.out_proj(context)  # (B, L, E)
         return self._from_batch_first(output, weights, batched)
-
-    def _scripted_project(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """_project for TorchScript, without the trace: query (B, L, E), key (B, S, kdim), value (B, S, vdim)
-        -> queries, keys, values (B, L|S, E), each by its own part of the weights."""
-        w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-        in_proj_weight, in_proj_bias = self.in_proj_weight, self.in_proj_bias
-        if in_proj_weight is not None:
-            w_q, w_k, w_v = in_proj_weight.split(self._split)  # W_q, W_k, W_v stacked in one matrix
-        b_q, b_k, b_v = None, None, None
-        if in_proj_bias is not None:
-            b_q, b_k, b_v = in_proj_bias.split(self._split)
-        assert w_q is not None and w_k is not None and w_v is not None  # for TorchScript's types
-        return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
 
     def _to_batch_first(self, t: torch.Tensor, batched: bool) -> torch.Tensor:
         """An input in torch's layout -> (B, N, width)."""

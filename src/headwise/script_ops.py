@@ -1,0 +1,80 @@
+"""headwise::attention_with_weights: the custom op that TorchScript calls when the weights are asked for.
+
+TorchScript cannot call Python, so a scripted module reaches headwise's route through custom ops only:
+headwise::attention (headwise.ops) for the output alone, and this op for the output with the weights, so
+that a scripted compat.MultiheadAttention computes need_weights=True by the same route as an eager call
+(arguments.describe -> running.pick -> running.run, with return_weights: the dense backend under auto)
+instead of scoring on its own.
+
+    headwise::attention_with_weights(q, k, v, mask, scale, dropout_p, training)
+        -> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk), rng_state)
+
+mask None or a float mask broadcastable to (B, Hq, Nq, Nk), added to the scores. The weights are those
+that multiplied v (after dropout). As headwise::attention, the forward draws its dropout from torch's
+generator as an eager call does and returns the generator's state before the draws; the backward
+recomputes the forward from it and differentiates out and weights together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from .arguments import describe
+from .ops import _autograd_available
+from .running import generator, pick, replaying, rng_state, run
+from .trace import untraced
+
+
+def _resolve(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float, training: bool
+):
+    """The call described with return_weights and its choice picked (the same in forward and backward)."""
+    request, options = describe(q, k, v, mask, False, scale, dropout_p, True, False, None, False)
+    request = dataclasses.replace(request, requires_grad=training)
+    return pick("auto", request, q, k, v, options), options
+
+
+@torch.library.custom_op("headwise::attention_with_weights", mutates_args=())
+def attention_with_weights_op(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float, training: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk), rng_state): see the module's docstring."""
+    with _autograd_available(), untraced():
+        choice, options = _resolve(q, k, v, mask, scale, dropout_p, training)
+        state = rng_state(dropout_p, q.device)
+        with torch.no_grad():
+            out, weights, _ = run(choice, q, k, v, **options)  # (B, Hq, Nq, Dv), (B, Hq, Nq, Nk)
+    return out.contiguous(), weights.contiguous(), state
+
+
+@attention_with_weights_op.register_fake
+def _(q, k, v, mask, scale, dropout_p, training):
+    out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
+    weights = q.new_empty((*q.shape[:-1], k.shape[2]))  # (B, Hq, Nq, Nk)
+    size = generator(q.device).get_state().numel() if dropout_p > 0.0 else 0
+    return out, weights, torch.empty(size, dtype=torch.uint8)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, mask, scale, dropout_p, training = inputs
+    ctx.save_for_backward(q, k, v, mask, output[2])  # output[2]: the generator's state
+    ctx.options = (scale, dropout_p, training)
+
+
+def _backward(ctx, d_out, d_weights, _d_rng_state):
+    """The forward recomputed (its dropout redrawn from the saved state) and differentiated."""
+    q, k, v, mask, state = ctx.saved_tensors
+    scale, dropout_p, training = ctx.options
+    with _autograd_available(), untraced():
+        choice, options = _resolve(q, k, v, mask, scale, dropout_p, training)
+        with replaying(state, dropout_p, q.device), torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+            out, weights, _ = run(choice, *inputs, **options)  # (B, Hq, Nq, Dv), (B, Hq, Nq, Nk)
+            dq, dk, dv = torch.autograd.grad((out, weights), inputs, (d_out, d_weights))
+    return dq, dk, dv, None, None, None, None
+
+
+attention_with_weights_op.register_autograd(_backward, setup_context=_setup_context)
