@@ -443,6 +443,29 @@ def test_sdpa_float32_backward_is_the_kernels_below_the_lse_limit_and_eagers_bey
     assert not torch.equal(gradients(large, "sdpa")[0], gradients(large, "torch")[0])
 
 
+def test_sdpa_float32_training_with_values_wider_than_queries_and_a_nan():
+    """The flash kernel needs Dv = Dh: values of another width (and the non-finite rule's careful rerun,
+    which appends a column to v) train through SDPA's math path, held to the reference."""
+    gen = torch.Generator().manual_seed(8)
+    q, k = (torch.randn(1, 2, 20, 8, generator=gen) for _ in range(2))  # (B, H, N, Dh)
+    v, d_out = (torch.randn(1, 2, 20, 5, generator=gen) for _ in range(2))  # (B, H, N, Dv)
+
+    def attention(name):
+        return lambda q, k, v: (headwise.attention(q, k, v, causal=True, backend=name), None)
+
+    golden = run_with_grads(attention("reference"), q.double(), k.double(), v.double(), d_out.double())
+    naive = lambda q, k, v: (naive_attention(q, k, v, causal=True)[0], None)  # noqa: E731
+    baseline = run_with_grads(naive, q, k, v, d_out)
+    fast = run_with_grads(attention("sdpa"), q, k, v, d_out)
+    for what, i in zip(("out", "dq", "dk", "dv"), (0, 2, 3, 4), strict=True):
+        assert_by_ratio(fast[i], golden[i], baseline[i], 3, what)
+    v[0, 0, 3, 1] = float("nan")  # key 3 of head 0: the rows that see it become NaN, the others not
+    out = headwise.attention(q.requires_grad_(), k, v, causal=True, backend="sdpa")
+    assert out[0, 0, 3:].isnan().all() and not out[0, 0, :3].isnan().any() and not out[0, 1].isnan().any()
+    (dq,) = torch.autograd.grad(out.nan_to_num().sum(), q)
+    assert torch.isfinite(dq).all()
+
+
 @pytest.mark.parametrize("length", [64, 512])
 def test_sdpa_float32_backward_holds_to_eager_up_to_the_lse_limit(length):
     """Rows dominated by one key, the case where the kernel's backward is least accurate, scaled so that

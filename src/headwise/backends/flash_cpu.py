@@ -42,10 +42,12 @@ _backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 def serves(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
 ) -> bool:
-    """Whether a call of the sdpa backend goes through here: float32 on the CPU, differentiated, no
-    dropout, no mask that needs a gradient, outside torch.func's transforms (no vmap rule here)."""
+    """Whether a call of the sdpa backend goes through here: float32 on the CPU, differentiated, values as
+    wide as the queries (the flash kernel's condition; SDPA runs Dv != Dh by its math path), no dropout,
+    no mask that needs a gradient, outside torch.func's transforms (no vmap rule here)."""
     return (
         q.device.type == "cpu"
+        and v.shape[-1] == q.shape[-1]
         and q.dtype == torch.float32
         and torch.is_grad_enabled()
         and any(t.requires_grad for t in (q, k, v))
@@ -56,8 +58,15 @@ def serves(
 
 
 def checks(request: Request) -> bool:
-    """Whether a float32 CPU `request` that a backward follows would go through here (`serves`)."""
-    return request.dropout_p == 0.0 and not request.mask_requires_grad and not request.transforms
+    """Whether a float32 CPU `request` that a backward follows would go through here (`serves`). (The
+    non-finite rule's careful rerun appends a column to v, which then runs by SDPA's math path: only for
+    inputs holding NaN or inf.)"""
+    return (
+        request.value_dim == request.head_dim
+        and request.dropout_p == 0.0
+        and not request.mask_requires_grad
+        and not request.transforms
+    )
 
 
 def attention(
