@@ -40,7 +40,7 @@ from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
 from .masks import Predicate, ScoreModifier, with_predicate
-from .running import measure, pick, run
+from .running import measurer, pick, run
 
 
 @overload
@@ -216,9 +216,7 @@ def tune(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options: Any) -> d
     arguments = [given[name] for name in _DEFAULTS]  # in attention()'s order
     scale = check(q, k, v, *arguments)
     request, described = describe(q, k, v, **{**given, "scale": scale})  # the checked scale
-    return TUNER.tune(
-        request, candidates(request), lambda c: measure(c, described, q, k, v, request.requires_grad)
-    )
+    return TUNER.tune(request, candidates(request), measurer(described, q, k, v, request.requires_grad))
 
 
 # attention()'s options and their defaults, for tune(): derived, so that the two never drift apart.

@@ -10,7 +10,7 @@ dtype, materialises a predicate for a backend that takes none, and calls the bac
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -145,24 +145,35 @@ def run_finite(
 def pick(backend: str, request: Request, q: Tensor, k: Tensor, v: Tensor, options: dict[str, Any]) -> Choice:
     """The choice for `request` (backends.choose: by name, measured, or the static table; a first call
     may measure on random inputs shaped as q, k, v), refused before any work if it cannot finish."""
-    choice = choose(backend, request, measure=lambda c: measure(c, options, q, k, v, request.requires_grad))
+    choice = choose(backend, request, measure=measurer(options, q, k, v, request.requires_grad))
     check_size(request, choice)
     return choice
 
 
-def measure(choice: Choice, options: dict[str, Any], q: Tensor, k: Tensor, v: Tensor, backward: bool) -> None:
-    """One run of `choice` with `options` (arguments.describe's) on random inputs shaped as q, k, v, and
-    its backward when the call has one: what the tuner times."""
+def measurer(
+    options: dict[str, Any], q: Tensor, k: Tensor, v: Tensor, backward: bool
+) -> Callable[[Choice], None]:
+    """What the tuner times: measure(choice) runs `choice` with `options` (arguments.describe's) on random
+    inputs shaped as q, k, v, and its backward when the call has one, leaving the caller's random stream
+    where it was. The inputs are drawn once, on the first call, and not timed after: drawing them took as
+    long as the call (3 randn_like at B=4, H=8, N=512, Dh=64: ~30 ms on one thread; SDPA's fp16
+    forward: ~22 ms), which hid the candidates' differences under the same added time."""
     devices = [q.device] if q.device.type == "cuda" else []
-    # Its random inputs (and dropout) leave the caller's random stream where it was.
-    with (
-        torch.random.fork_rng(devices, device_type=q.device.type),
-        torch.enable_grad() if backward else contextlib.nullcontext(),
-    ):
-        inputs = [torch.randn_like(t).requires_grad_(backward) for t in (q, k, v)]  # (B, H, N, D) each
-        out, _, _ = run(choice, *inputs, **options)
-        if backward:
-            out.backward(torch.ones_like(out))
+    drawn: list[Tensor] = []
+
+    def measure(choice: Choice) -> None:
+        with (
+            torch.random.fork_rng(devices, device_type=q.device.type),
+            torch.enable_grad() if backward else contextlib.nullcontext(),
+        ):
+            if not drawn:
+                drawn.extend(torch.randn_like(t) for t in (q, k, v))  # (B, H, N, D) each
+            inputs = [t.detach().requires_grad_(backward) for t in drawn]  # fresh leaves: no grads pile up
+            out, _, _ = run(choice, *inputs, **options)
+            if backward:
+                out.backward(torch.ones_like(out))
+
+    return measure
 
 
 MAX_CPU_FLOP = 10**17  # a CPU call's forward work at most: about a day at 1 TFLOP/s
