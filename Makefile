@@ -70,9 +70,9 @@ test-fast: $(VENV)/.dev
 # numbers: tests/test_compile.py's weights 9.4 off), so the capped run compiles into a cache of its own.
 AVX2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
 	TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/$(VENV)/inductor-avx2
-NUMERICAL := tests/test_attention.py tests/test_chunked.py tests/test_masks.py tests/test_cache.py \
-	tests/test_modules.py tests/test_module_precision.py tests/test_compat.py tests/test_compile.py \
-	tests/test_hf_models.py tests/test_blocksparse.py
+NUMERICAL := tests/test_attention.py tests/backends/test_chunked.py tests/masks/test_masks.py \
+	tests/test_cache.py tests/test_modules.py tests/test_module_precision.py tests/compat/test_compat.py \
+	tests/test_compile.py tests/test_hf_models.py tests/backends/test_blocksparse.py
 test-avx2: $(VENV)/.dev
 	$(AVX2) $(BIN)/python -c "import torch; print('CPU capability:', torch.backends.cpu.get_cpu_capability())"
 	$(AVX2) $(BIN)/pytest -n $(JOBS) -q $(NUMERICAL)

@@ -233,7 +233,7 @@ PUBLIC = sorted(
 
 @pytest.mark.parametrize("module", PUBLIC)
 def test_every_public_name_imports(module):
-    """Each name in each module's __all__ (Triton's modules need triton and a GPU: tests/test_triton.py)."""
+    """Each name in each module's __all__ (Triton's need triton and a GPU: tests/backends/test_triton.py)."""
     imported_module = importlib.import_module(module)
     missing = [name for name in imported_module.__all__ if not hasattr(imported_module, name)]
     assert missing == []

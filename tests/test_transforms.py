@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from oracle import assert_by_ratio
-from test_compat import F64, make_pair, randn, randomize
+from pairs import F64, make_pair, randn, randomize
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 

@@ -32,7 +32,7 @@ How to add a backend, in four steps (docs/design/extending.md has a worked one):
    backend × the covering design, against the float64 reference by the ratio rule, out, lse and the
    gradients; a case its capabilities refuse is skipped with its reason) and the per-backend tests there
    (gradcheck, fully masked rows, empty sequences, dropout), with no test edits. Add a test file only for
-   what is its own (tests/test_blocksparse.py, tests/test_chunked.py are examples).
+   what is its own (tests/backends/test_blocksparse.py, tests/backends/test_chunked.py are examples).
 """
 
 from __future__ import annotations

@@ -36,11 +36,11 @@ How to add a mask (a new predicate), in five steps:
 4. Its spec, in spec.py: a branch in `_encode` (by exact type) and one in `_build`, so that torch.compile
    keeps it as data (headwise::predicate_attention) instead of materialising it into a dense (B, H, Nq, Nk)
    mask. The Triton backend compiles the kinds its make_plan knows and materialises the others.
-5. Its tests: a case in tests/test_masks.py's catalogue(), the predicate and its dense reference by
-   loops(), which holds it to that reference elementwise, block by block and in its bounds
-   (test_block_bounds_are_never_wrong), and, through `everything`, in tests/test_blocksparse.py: the plan
-   never skips a visible pair, blocksparse equals the reference with gradients, the spec round-trips; and
-   its refusals in test_bad_arguments_raise_with_a_message.
+5. Its tests: a case in tests/mask_catalogue.py's catalogue(), the predicate and its dense reference by
+   loops(); tests/masks/test_masks.py holds it to that reference elementwise, block by block and in its
+   bounds (test_block_bounds_are_never_wrong), and, through `everything`, tests/backends/test_blocksparse.py
+   checks that the plan never skips a visible pair, blocksparse equals the reference with gradients, the
+   spec round-trips; and its refusals are in test_bad_arguments_raise_with_a_message.
 """
 
 from .predicates import And, Not, Or, Predicate

@@ -70,7 +70,7 @@ def test_in_a_fresh_process():
     result = subprocess.run(
         [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
         env={**os.environ, "TRITON_INTERPRET": "1"},
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],  # the repository root
         capture_output=True,
         text=True,
         timeout=600,

@@ -12,8 +12,8 @@ import dataclasses
 
 import pytest
 import torch
+from mask_catalogue import B, everything
 from oracle import assert_by_ratio, naive_attention
-from test_masks import B, everything
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import headwise

@@ -12,15 +12,8 @@ import copy
 import pytest
 import torch
 from oracle import assert_by_ratio
-from test_compat import (
-    layer_inputs,
-    make_pair,
-    randomize,
-    run,
-    run_function,
-    swap_attention,
-    transformer_layers,
-)
+from pairs import make_pair, randomize
+from test_compat import layer_inputs, run, run_function, swap_attention, transformer_layers
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pairs import F64, make_pair, randn, randomize
 from torch import nn
 
 from headwise import compat
 
-F64 = torch.float64
 EXACT = {"atol": 1e-10, "rtol": 0.0}
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Support for mismatched key_padding_mask and attn_mask", "ignore:`torch.jit.script` is deprecated"
@@ -28,27 +28,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and biases (torch starts its biases at zero, which would hide bias bugs)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.5)
-    return module
-
-
-def make_pair(seed: int = 0, **options) -> tuple[nn.MultiheadAttention, compat.MultiheadAttention]:
-    """torch's module with random weights and a compat module that loaded its state_dict."""
-    theirs = randomize(nn.MultiheadAttention(**options, dtype=F64), seed)
-    ours = compat.MultiheadAttention(**options, dtype=F64)
-    ours.load_state_dict(theirs.state_dict())
-    return theirs, ours
 
 
 def cotangent(t: torch.Tensor) -> torch.Tensor:
