@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import torch
 
@@ -22,7 +23,19 @@ from .masks import Predicate, ScoreModifier, check_mask, split_causal
 from .trace import tracing
 
 
-def check(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite) -> float:
+def check(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | Predicate | None,
+    causal: bool,
+    scale: float | None,
+    dropout_p: float,
+    return_weights: bool,
+    return_lse: bool,
+    score_mod: ScoreModifier | None,
+    kv_finite: bool,
+) -> float:
     """Check a call's arguments (headwise.attention's) -> the scale to use (1 / sqrt(Dh) for None)."""
     check_inputs(q, k, v)
     target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])  # (B, Hq, Nq, Nk)
@@ -37,7 +50,19 @@ def check(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, s
     return check_scale(scale, q.shape[-1])
 
 
-def describe(q, k, v, mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite):
+def describe(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | Predicate | None,
+    causal: bool,
+    scale: float,
+    dropout_p: float,
+    return_weights: bool,
+    return_lse: bool,
+    score_mod: ScoreModifier | None,
+    kv_finite: bool,
+) -> tuple[Request, dict[str, Any]]:
     """Checked arguments -> (Request, options for running.run: mask, predicate, scale, dropout_p,
     score_mod, return_weights, return_lse, kv_finite). mask: a tensor mask, a Predicate or None."""
     mask, predicate = normalise_masks(mask, causal, q)
@@ -90,7 +115,9 @@ def check_masks(mask: object, causal: object, target: tuple[int, int, int, int],
         check_mask(mask, "mask", target, q.device)
 
 
-def normalise_masks(mask, causal: bool, q: torch.Tensor) -> tuple[torch.Tensor | None, Predicate | None]:
+def normalise_masks(
+    mask: torch.Tensor | Predicate | None, causal: bool, q: torch.Tensor
+) -> tuple[torch.Tensor | None, Predicate | None]:
     """A checked `mask` and `causal`, in the one form every later step takes: -> (tensor mask or None,
     predicate or None). A float mask is cast to q's dtype and any tensor mask viewed as 4-D; causal=True
     becomes the causal() predicate, combined (&) with a predicate mask. Backends that take predicates get
@@ -102,7 +129,8 @@ def normalise_masks(mask, causal: bool, q: torch.Tensor) -> tuple[torch.Tensor |
     return split_causal(mask, causal)
 
 
-def check_inputs(q: object, k: object, v: object) -> None:
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """A TypeError or ValueError unless q, k and v are 4-D floating tensors of one attention call."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

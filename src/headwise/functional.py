@@ -199,7 +199,10 @@ def attention(
         return ops.attention(q, k, v, **passed, backend=backend, training=request.requires_grad)
     choice = pick(backend, request, q, k, v, options)
     out, weights, lse = run(choice, q, k, v, **options)
-    extras = [t for t, asked in ((weights, return_weights), (lse, return_lse)) if asked]
+    asked = [t for t, wanted in ((weights, return_weights), (lse, return_lse)) if wanted]
+    extras = [t for t in asked if t is not None]
+    if len(extras) != len(asked):  # a backend's capabilities promise what dispatch let it be asked for
+        raise RuntimeError(f"backend {choice.backend!r} returned no weights or lse, though asked for them")
     return (out, *extras) if extras else out
 
 
