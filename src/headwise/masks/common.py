@@ -26,7 +26,13 @@ def data_rule(cls: type[T]) -> type[T]:
 
 
 def block_indices(
-    batch: int, heads: int, q_start: int, q_end: int, k_start: int, k_end: int, device: torch.device | str
+    batch: int,
+    heads: int,
+    q_start: int,
+    q_end: int,
+    k_start: int,
+    k_end: int,
+    device: torch.device | str | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Index tensors of one block, broadcasting to (B, H, q_end - q_start, k_end - k_start)."""
     batch_idx = torch.arange(batch, device=device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
@@ -59,9 +65,9 @@ def check_block(q_start: int, q_end: int, k_start: int, k_end: int, num_queries:
 
 def check_tensor(
     value: object, name: str, expected: str, dims: tuple[int, ...], floating: bool = False
-) -> None:
+) -> torch.Tensor:
     """Raise unless `value` is a tensor of floating (or, by default, integer) dtype with `dims` dimensions;
-    `expected` says what was asked for."""
+    `expected` says what was asked for. -> `value`, a tensor."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
     integer = not (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool)
@@ -70,6 +76,7 @@ def check_tensor(
     if value.dim() not in dims:
         raise ValueError(f"{name} must be {expected}, got shape {tuple(value.shape)}")
     check_holds_values(value, name)
+    return value
 
 
 def check_holds_values(value: torch.Tensor, name: str) -> None:

@@ -13,6 +13,8 @@ key position i + Nk - Nq.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from . import pictures
@@ -33,24 +35,44 @@ class Predicate:
         """The call that makes this predicate, e.g. 'sliding_window(left=2, right=0)'."""
         raise NotImplementedError
 
-    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries: int, num_keys: int) -> torch.Tensor:
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         """The mask at broadcasting indices: batch_idx (B, 1, 1, 1), head_idx (1, H, 1, 1), q_idx
         (Nq_block, 1), kv_idx (1, Nk_block) -> bool, broadcastable to (B, H, Nq_block, Nk_block)."""
         raise NotImplementedError
 
-    def block_is_empty(self, q_start, q_end, k_start, k_end, num_queries, num_keys) -> bool:
+    def block_is_empty(
+        self, q_start: int, q_end: int, k_start: int, k_end: int, num_queries: int, num_keys: int
+    ) -> bool:
         """True only when no query in [q_start, q_end) may see any key in [k_start, k_end), in any batch
         element or head: the block can be skipped. Cheap and conservative (False is always safe); the
         arguments are as for block() and, as this runs once per block, not checked. A subclass defines
         this or `blocks_empty`."""
         return bool(self.blocks_empty(*_one_block(q_start, q_end, k_start, k_end), num_queries, num_keys))
 
-    def block_is_full(self, q_start, q_end, k_start, k_end, num_queries, num_keys) -> bool:
+    def block_is_full(
+        self, q_start: int, q_end: int, k_start: int, k_end: int, num_queries: int, num_keys: int
+    ) -> bool:
         """True only when every query in the block may see every key in it: the block needs no mask. A
         subclass defines this or `blocks_full`."""
         return bool(self.blocks_full(*_one_block(q_start, q_end, k_start, k_end), num_queries, num_keys))
 
-    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys) -> torch.Tensor:
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         """block_is_empty for many blocks at once: q_starts, q_ends (Qn, 1) and k_starts, k_ends (1, Kn),
         int64 -> bool broadcastable to (Qn, Kn). The built-in predicates compute it with tensor ops
         (a plan of 512 × 512 blocks in milliseconds); by default it asks block_is_empty block by block."""
@@ -66,7 +88,15 @@ class Predicate:
             num_keys,
         )
 
-    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys) -> torch.Tensor:
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         """block_is_full for many blocks at once, as blocks_empty."""
         return _each_block(
             type(self).block_is_full,
@@ -87,7 +117,18 @@ class Predicate:
         """(B, Nq, Nk) as fixed by the predicate's data, None where any size fits."""
         return (None, None, None)
 
-    def block(self, q_start, q_end, k_start, k_end, num_queries, num_keys, batch=1, heads=1, device=None):
+    def block(
+        self,
+        q_start: int,
+        q_end: int,
+        k_start: int,
+        k_end: int,
+        num_queries: int,
+        num_keys: int,
+        batch: int = 1,
+        heads: int = 1,
+        device: torch.device | str | None = None,
+    ) -> Mask:
         """The mask of queries [q_start, q_end) and keys [k_start, k_end) of attention with Nq =
         num_queries, Nk = num_keys: bool (B|1, H|1, Nq_block|1, Nk_block|1), broadcastable to
         (B, H, q_end - q_start, k_end - k_start), built on `device` (default CPU)."""
@@ -98,7 +139,14 @@ class Predicate:
         allowed = self.allowed(*indices, num_queries, num_keys)  # broadcastable to (B, H, Nq_block, Nk_block)
         return allowed[(None,) * (4 - allowed.dim())]  # 4-D
 
-    def materialize(self, batch: int, heads: int, num_queries: int, num_keys: int, device=None) -> Mask:
+    def materialize(
+        self,
+        batch: int,
+        heads: int,
+        num_queries: int,
+        num_keys: int,
+        device: torch.device | str | None = None,
+    ) -> Mask:
         """The dense mask, bool (B|1, H|1, Nq, Nk) on `device` (default CPU): for dense backends and tests."""
         mask = self.block(0, num_queries, 0, num_keys, num_queries, num_keys, batch, heads, device)  # 4-D
         return mask.expand(*mask.shape[:2], num_queries, num_keys).contiguous()  # (B|1, H|1, Nq, Nk)
@@ -134,19 +182,47 @@ class Not(Predicate):
     def title(self) -> str:
         return f"~{_grouped(self.inner)}"
 
-    def allowed(self, *index):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        index = (batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys)
         return ~self.inner.allowed(*index)
 
-    def blocks_empty(self, *blocks):
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        blocks = (q_starts, q_ends, k_starts, k_ends, num_queries, num_keys)
         return self.inner.blocks_full(*blocks)
 
-    def blocks_full(self, *blocks):
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        blocks = (q_starts, q_ends, k_starts, k_ends, num_queries, num_keys)
         return self.inner.blocks_empty(*blocks)
 
-    def check(self, *sizes):
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
+        sizes = (batch, heads, num_queries, num_keys)
         self.inner.check(*sizes)
 
-    def sizes(self):
+    def sizes(self) -> tuple[int | None, int | None, int | None]:
         return self.inner.sizes()
 
 
@@ -162,13 +238,15 @@ class _Pair(Predicate):
     def title(self) -> str:
         return f"{_grouped(self.first)} {self.operator} {_grouped(self.second)}"
 
-    def check(self, *sizes):
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
+        sizes = (batch, heads, num_queries, num_keys)
         self.first.check(*sizes)
         self.second.check(*sizes)
 
-    def sizes(self):
+    def sizes(self) -> tuple[int | None, int | None, int | None]:
         pairs = zip(self.first.sizes(), self.second.sizes(), strict=True)  # (B, Nq, Nk) of each
-        return tuple(first(mine, theirs) for mine, theirs in pairs)
+        batch, num_queries, num_keys = (first(mine, theirs) for mine, theirs in pairs)
+        return batch, num_queries, num_keys
 
 
 class And(_Pair):
@@ -176,13 +254,40 @@ class And(_Pair):
 
     operator = "&"
 
-    def allowed(self, *index):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        index = (batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys)
         return self.first.allowed(*index) & self.second.allowed(*index)
 
-    def blocks_empty(self, *blocks):
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        blocks = (q_starts, q_ends, k_starts, k_ends, num_queries, num_keys)
         return self.first.blocks_empty(*blocks) | self.second.blocks_empty(*blocks)
 
-    def blocks_full(self, *blocks):
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        blocks = (q_starts, q_ends, k_starts, k_ends, num_queries, num_keys)
         return self.first.blocks_full(*blocks) & self.second.blocks_full(*blocks)
 
 
@@ -191,22 +296,62 @@ class Or(_Pair):
 
     operator = "|"
 
-    def allowed(self, *index):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        index = (batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys)
         return self.first.allowed(*index) | self.second.allowed(*index)
 
-    def blocks_empty(self, *blocks):
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        blocks = (q_starts, q_ends, k_starts, k_ends, num_queries, num_keys)
         return self.first.blocks_empty(*blocks) & self.second.blocks_empty(*blocks)
 
-    def blocks_full(self, *blocks):
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
+        blocks = (q_starts, q_ends, k_starts, k_ends, num_queries, num_keys)
         return self.first.blocks_full(*blocks) | self.second.blocks_full(*blocks)
 
 
-def _one_block(q_start, q_end, k_start, k_end) -> tuple[torch.Tensor, ...]:
+def _one_block(
+    q_start: int, q_end: int, k_start: int, k_end: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One block's bounds as the (1, 1) tensors that blocks_empty/blocks_full take."""
-    return tuple(torch.tensor([[int(bound)]]) for bound in (q_start, q_end, k_start, k_end))
+    q_first, q_last, k_first, k_last = (torch.tensor([[int(b)]]) for b in (q_start, q_end, k_start, k_end))
+    return q_first, q_last, k_first, k_last
 
 
-def _each_block(method, default, predicate, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+def _each_block(
+    method: Callable[..., bool],
+    default: Callable[..., bool],
+    predicate: Predicate,
+    q_starts: torch.Tensor,
+    q_ends: torch.Tensor,
+    k_starts: torch.Tensor,
+    k_ends: torch.Tensor,
+    num_queries: int,
+    num_keys: int,
+) -> torch.Tensor:
     """A subclass's scalar bound `method` asked block by block, as a bool tensor (Qn, Kn); all False
     when the subclass leaves it at the base class's `default` (nothing known)."""
     if method is default:

@@ -28,13 +28,37 @@ class Causal(Predicate):
     def title(self) -> str:
         return "causal()"
 
-    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         return kv_idx <= q_idx + (num_keys - num_queries)  # (Nq_block, Nk_block)
 
-    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         return k_starts > q_ends - 1 + (num_keys - num_queries)  # a block's last query sees none of its keys
 
-    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         return k_ends - 1 <= q_starts + (num_keys - num_queries)  # its first query sees all of its keys
 
 
@@ -49,15 +73,39 @@ class SlidingWindow(Predicate):
     def title(self) -> str:
         return f"sliding_window(left={self.left}, right={self.right})"
 
-    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         own = q_idx + (num_keys - num_queries)  # (Nq_block, 1): each query's own key position
         return (kv_idx >= own - self.left) & (kv_idx <= own + self.right)  # (Nq_block, Nk_block)
 
-    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         shift = num_keys - num_queries
         return (k_ends - 1 < q_starts + shift - self.left) | (k_starts > q_ends - 1 + shift + self.right)
 
-    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         shift = num_keys - num_queries
         return (k_starts >= q_ends - 1 + shift - self.left) & (k_ends - 1 <= q_starts + shift + self.right)
 
@@ -75,26 +123,50 @@ class KeyLengths(Predicate):
     def title(self) -> str:
         return f"key_lengths({describe(self.lengths)})"
 
-    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         lengths = self.lengths.to(kv_idx.device)  # () or (B,)
         if lengths.dim() == 1:
             lengths = lengths[batch_idx]  # (B, 1, 1, 1)
         return kv_idx < lengths  # (B|1, 1, 1, Nk_block)
 
-    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         return k_starts >= self.longest
 
-    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         return k_ends <= self.shortest
 
-    def check(self, batch, heads, num_queries, num_keys):
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
         if self.lengths.dim() == 1 and self.lengths.shape[0] != batch:
             raise ValueError(
                 f"{self.argument} has {self.lengths.shape[0]} entries but the batch has B = {batch}; "
                 "expected one length per batch element"
             )
 
-    def sizes(self):
+    def sizes(self) -> tuple[int | None, int | None, int | None]:
         return (self.lengths.shape[0] if self.lengths.dim() == 1 else None, None, None)
 
 
@@ -111,26 +183,52 @@ class Documents(Predicate):
         keys = "" if self.key_doc_ids is self.query_doc_ids else f", {describe(self.key_doc_ids)}"
         return f"documents({describe(self.query_doc_ids)}{keys})"
 
-    def allowed(self, batch_idx, head_idx, q_idx, kv_idx, num_queries, num_keys):
+    def allowed(
+        self,
+        batch_idx: torch.Tensor,
+        head_idx: torch.Tensor,
+        q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         query_ids = self.query_doc_ids.to(q_idx.device)[batch_idx, q_idx]  # (B, 1, Nq_block, 1)
         key_ids = self.key_doc_ids.to(kv_idx.device)[batch_idx, kv_idx]  # (B, 1, 1, Nk_block)
         return query_ids == key_ids  # (B, 1, Nq_block, Nk_block)
 
-    def blocks_empty(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_empty(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         ends = self._block_ends(q_starts, q_ends, k_starts, k_ends)
         if ends is None:
             return torch.tensor(False)
         q_first, q_last, k_first, k_last = ends  # each (B, Qn, 1) or (B, 1, Kn)
         return ((q_last < k_first) | (k_last < q_first)).all(0)  # (Qn, Kn): no overlap of the id ranges
 
-    def blocks_full(self, q_starts, q_ends, k_starts, k_ends, num_queries, num_keys):
+    def blocks_full(
+        self,
+        q_starts: torch.Tensor,
+        q_ends: torch.Tensor,
+        k_starts: torch.Tensor,
+        k_ends: torch.Tensor,
+        num_queries: int,
+        num_keys: int,
+    ) -> torch.Tensor:
         ends = self._block_ends(q_starts, q_ends, k_starts, k_ends)
         if ends is None:
             return torch.tensor(False)
         q_first, q_last, k_first, k_last = ends  # each (B, Qn, 1) or (B, 1, Kn)
         return ((q_first == q_last) & (q_last == k_first) & (k_first == k_last)).all(0)  # one document
 
-    def _block_ends(self, q_starts, q_ends, k_starts, k_ends) -> tuple[torch.Tensor, ...] | None:
+    def _block_ends(
+        self, q_starts: torch.Tensor, q_ends: torch.Tensor, k_starts: torch.Tensor, k_ends: torch.Tensor
+    ) -> tuple[torch.Tensor, ...] | None:
         """The ids of each block's first and last query, (B, Qn, 1), and first and last key, (B, 1, Kn),
         when the ids are packed (so they bound the ids in between); else None. An empty block's ends are
         clamped into the sequence: it is then judged as a neighbour, which no caller relies on."""
@@ -142,7 +240,7 @@ class Documents(Predicate):
         k_index = [t.to(device).clamp(0, keys.shape[1] - 1) for t in (k_starts, k_ends - 1)]  # (1, Kn)
         return (*(queries[:, i] for i in q_index), *(keys[:, i] for i in k_index))
 
-    def check(self, batch, heads, num_queries, num_keys):
+    def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
         for name, ids, axis, length in (
             ("query_doc_ids", self.query_doc_ids, "Nq", num_queries),
             ("key_doc_ids", self.key_doc_ids, "Nk", num_keys),
@@ -151,7 +249,7 @@ class Documents(Predicate):
                 expected = f"(B, {axis}) = {(batch, length)}"
                 raise ValueError(f"{name} has shape {tuple(ids.shape)}, expected {expected}")
 
-    def sizes(self):
+    def sizes(self) -> tuple[int | None, int | None, int | None]:
         return (self.query_doc_ids.shape[0], self.query_doc_ids.shape[1], self.key_doc_ids.shape[1])
 
 
@@ -160,7 +258,9 @@ class PrefixLM(Or):
 
     @property
     def title(self) -> str:
-        return f"prefix_lm({describe(self.second.lengths)})"
+        second = self.second
+        assert isinstance(second, KeyLengths)  # as prefix_lm() makes it
+        return f"prefix_lm({describe(second.lengths)})"
 
 
 def causal() -> Causal:
@@ -228,18 +328,17 @@ def _key_lengths(lengths: object, name: str) -> KeyLengths:
     """KeyLengths from an int or an integer tensor () or (B,) of non-negative lengths, checked as `name`."""
     if isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
         lengths = torch.tensor(int(lengths))  # ()
-    check_tensor(lengths, name, "an int or an integer tensor of shape (B,)", dims=(0, 1))
+    lengths = check_tensor(lengths, name, "an int or an integer tensor of shape (B,)", dims=(0, 1))
     if (lengths < 0).any():
         raise ValueError(f"{name} must be >= 0, got {lengths.tolist()}")
     shortest, longest = (int(lengths.min()), int(lengths.max())) if lengths.numel() else (0, 0)
     return KeyLengths(lengths, shortest, longest, name)
 
 
-def split_causal(mask, causal: bool) -> tuple[Mask | None, Predicate | None]:
+def split_causal(mask: Mask | Predicate | None, causal: bool) -> tuple[Mask | None, Predicate | None]:
     """A mask argument (a tensor, a Predicate or None) and a causal flag, normalised as headwise.attention
     does: -> (tensor mask or None, predicate or None), causal=True becoming causal() (& a predicate mask)."""
-    predicate = mask if isinstance(mask, Predicate) else None
-    tensor = None if predicate is not None else mask
+    predicate, tensor = (mask, None) if isinstance(mask, Predicate) else (None, mask)
     if causal:
         predicate = Causal() if predicate is None else predicate & Causal()
     return tensor, predicate
