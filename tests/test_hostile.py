@@ -408,7 +408,7 @@ def test_a_whole_score_matrix_beyond_memory_is_refused_and_auto_passes_over_it()
 
 def test_work_beyond_the_cpu_bound_is_refused_before_it_starts():
     """One query block against 10^11 expanded keys: little memory, 8·10^17 operations."""
-    from headwise.functional import MAX_CPU_FLOP
+    from headwise.running import MAX_CPU_FLOP
 
     q = torch.randn(1, 8, 4096, 64)
     k = torch.randn(1, 1, 1, 64).expand(1, 8, 10**11, 64)  # (B, Hkv, Nk, Dh)

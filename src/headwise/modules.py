@@ -178,8 +178,16 @@ class MultiHeadAttention(AttentionProjections):
             padding = key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
         dtype = query.dtype
         compute = dtype if layer_cache is not None else self.computes_in()  # a cache computes in its own
-        casts: dict[int, torch.Tensor] = {}  # one copy per distinct input, so self-attention stays fused
-        query, key, value = (casts.setdefault(id(t), t.to(compute)) for t in (query, key, value))
+        if compute != dtype:  # one copy per distinct input, so that self-attention stays fused
+            given_query, given_key, given_value = query, key, value
+            query = given_query.to(compute)  # (B, Nq, D)
+            key = query if given_key is given_query else given_key.to(compute)  # (B, Nk, kdim)
+            if given_value is given_query:
+                value = query
+            elif given_value is given_key:  # cross-attention to one tensor of keys and values
+                value = key
+            else:
+                value = given_value.to(compute)  # (B, Nk, vdim)
         mask = combine(padding, attn_mask, compute)
         queries, keys, values = self._project(query, key, value)  # in `compute`, the weights cast to it
         output, weights = self._attend(
