@@ -12,6 +12,8 @@ The projections compute in their inputs' dtype: a module that computes in anothe
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +21,7 @@ from torch import nn
 from .cache import LayerCache
 from .checks import positive_int, probability
 from .functional import attention, attention_weights
-from .masks import ScoreModifier
+from .masks import Predicate, ScoreModifier
 from .positions import Rotary
 from .trace import record, tracing
 
@@ -80,26 +82,30 @@ class AttentionProjections(nn.Module):
             raise TypeError(
                 f"dtype must be a floating torch.dtype (float32, bfloat16, ...) or None, got {dtype!r}"
             )
-        factory = {"device": device, "dtype": dtype}
         q_width = self.num_heads * self.head_dim  # Hq·Dh
         kv_width = self.num_kv_heads * self.head_dim  # Hkv·Dh
         self._split = [q_width, kv_width, kv_width]
         self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = nn.Parameter(torch.empty(sum(self._split), self.embed_dim, **factory))
+            self.in_proj_weight = nn.Parameter(
+                torch.empty(sum(self._split), self.embed_dim, device=device, dtype=dtype)
+            )
             self.register_parameter("q_proj_weight", None)
             self.register_parameter("k_proj_weight", None)
             self.register_parameter("v_proj_weight", None)
         else:
-            self.q_proj_weight = nn.Parameter(torch.empty(q_width, self.embed_dim, **factory))
-            self.k_proj_weight = nn.Parameter(torch.empty(kv_width, self.kdim, **factory))
-            self.v_proj_weight = nn.Parameter(torch.empty(kv_width, self.vdim, **factory))
+            self.q_proj_weight = nn.Parameter(
+                torch.empty(q_width, self.embed_dim, device=device, dtype=dtype)
+            )
+            self.k_proj_weight = nn.Parameter(torch.empty(kv_width, self.kdim, device=device, dtype=dtype))
+            self.v_proj_weight = nn.Parameter(torch.empty(kv_width, self.vdim, device=device, dtype=dtype))
             self.register_parameter("in_proj_weight", None)
         if bias if qkv_bias is None else qkv_bias:
-            self.in_proj_bias = nn.Parameter(torch.empty(sum(self._split), **factory))
+            self.in_proj_bias = nn.Parameter(torch.empty(sum(self._split), device=device, dtype=dtype))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = self.out_proj_class(q_width, self.out_dim, bias=bias, **factory)  # Hq·Dh -> out_dim
+        # Hq·Dh -> out_dim
+        self.out_proj = self.out_proj_class(q_width, self.out_dim, bias=bias, device=device, dtype=dtype)
         self._reset_projections()
 
     def _reset_projections(self) -> None:
@@ -168,8 +174,8 @@ class AttentionProjections(nn.Module):
         fused = self.in_proj_weight
         if fused is not None and self_attention:
             # One fused projection makes all heads' queries, keys and values at once.
-            weight, bias = _cast(fused, query.dtype), self.in_proj_bias
-            bias = None if bias is None else _cast(bias, query.dtype)
+            weight, in_bias = _cast(fused, query.dtype), self.in_proj_bias
+            bias = None if in_bias is None else _cast(in_bias, query.dtype)
             # (B, N, Hq·Dh), 2 × (B, N, Hkv·Dh), from (B, N, (Hq + 2·Hkv)·Dh)
             queries, keys, values = F.linear(query, weight, bias).split(self._split, dim=-1)
         else:
@@ -241,9 +247,8 @@ class AttentionProjections(nn.Module):
             score_mod=score_mod,
             kv_finite=kv_finite,
         )
-        context_by_head, weights = (
-            (result, None) if not need_weights or weights_apart else result
-        )  # (B, Hq, Nq, Dh)
+        # (B, Hq, Nq, Dh), and (B, Hq, Nq, Nk) when attention returned the weights
+        context_by_head, weights = result if isinstance(result, tuple) else (result, None)
         if weights_apart:
             weights = _weights(q, k, mask, causal, score_mod, average_attn_weights)
         context = context_by_head.transpose(1, 2).flatten(2)  # (B, Nq, Hq·Dh): heads side by side
@@ -260,12 +265,21 @@ def _cast(parameter: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return parameter if dtype is None else parameter.to(dtype)
 
 
-def _weights(q, k, mask, causal, score_mod, average):
+def _weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor | Predicate | None,
+    causal: bool,
+    score_mod: ScoreModifier | None,
+    average: bool,
+) -> torch.Tensor:
     """The softmax weights of q (B, Hq, Nq, Dh) against k (B, Hkv, Nk, Dh): averaged over heads
     (B, Nq, Nk), computed one head at a time, or per head (B, Hq, Nq, Nk)."""
-    options = {"mask": mask, "causal": causal, "score_mod": score_mod}
+    weights_of = functools.partial(attention_weights, q, k, mask=mask, causal=causal, score_mod=score_mod)
     if not average:
-        return attention_weights(q, k, **options).to(q.dtype)  # (B, Hq, Nq, Nk)
+        return weights_of().to(q.dtype)  # (B, Hq, Nq, Nk)
     heads = q.shape[1]
-    total = sum(attention_weights(q, k, heads=[h], **options) for h in range(heads))  # (B, 1, Nq, Nk)
+    total = weights_of(heads=[0])  # (B, 1, Nq, Nk), then the other heads added
+    for h in range(1, heads):
+        total = total + weights_of(heads=[h])
     return (total / heads)[:, 0].to(q.dtype)  # (B, Nq, Nk)
