@@ -251,7 +251,7 @@ def asset(name: str, package: str = __package__) -> str:
     """assets/<name> of `package` (headwise.pages: the report page's; headwise.explain has the worksheet's),
     which must not contain what could end (or change how HTML reads) the element it is inlined in:
     </script, </style, <script or <!--."""
-    text = importlib.resources.files(package).joinpath("assets", name).read_text(encoding="utf-8")
+    text = (importlib.resources.files(package) / "assets" / name).read_text(encoding="utf-8")
     found = re.search(r"</?script|</style|<!--", text, flags=re.IGNORECASE)
     if found:
         raise ValueError(f"assets/{name} contains {found.group()!r} and cannot be inlined in the page")

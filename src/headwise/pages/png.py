@@ -11,13 +11,20 @@ Files, in `folder`:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..files import replacing
 from ..optional import require
 from .model import HeadMaps, Matrix, Report, WalkStep
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
 
 NEEDS_MATPLOTLIB = "pip install 'headwise[bench]' (or any matplotlib >= 3.8)"
 NUMBERS_UP_TO = 12  # print the values in the cells of matrices at most this many rows and columns
@@ -51,7 +58,7 @@ def write_pngs(report: Report, folder: str | Path) -> list[Path]:
     return written
 
 
-def _step_figure(step: WalkStep):
+def _step_figure(step: WalkStep) -> Figure:
     """One heatmap per matrix of the step, side by side, on one colour scale (so that hand-made and exact
     panels compare), under the step's name, shape and formula."""
     from matplotlib import pyplot as plt
@@ -73,7 +80,7 @@ def _step_figure(step: WalkStep):
     return figure
 
 
-def _map_figure(maps: HeadMaps, layer: int, head: int):
+def _map_figure(maps: HeadMaps, layer: int, head: int) -> Figure:
     """One head's weights: queries down the side, keys along the top, a colour bar."""
     from matplotlib import pyplot as plt
 
@@ -90,7 +97,7 @@ def _map_figure(maps: HeadMaps, layer: int, head: int):
     return figure
 
 
-def _model_view_figure(maps: HeadMaps):
+def _model_view_figure(maps: HeadMaps) -> Figure:
     """Every layer (rows) and head (columns) as a small map without labels, one shared colour scale."""
     from matplotlib import pyplot as plt
 
@@ -118,7 +125,7 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-def _scale(*matrices: torch.Tensor) -> dict:
+def _scale(*matrices: torch.Tensor) -> dict[str, Any]:
     """imshow's colours for values drawn side by side: the page's white-to-blue scale from 0 to the largest
     magnitude (reversed for values all below 0), blue-white-red symmetric around 0 for signed values."""
     from matplotlib import colormaps
@@ -136,7 +143,15 @@ def _scale(*matrices: torch.Tensor) -> dict:
     return {"cmap": cmap, "vmin": low, "vmax": high if high > low else low + 1}
 
 
-def _heatmap(axis, values: torch.Tensor, rows, columns, *, cells, scale: dict):
+def _heatmap(
+    axis: Axes,
+    values: torch.Tensor,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    *,
+    cells: Sequence[Sequence[str]] | None,
+    scale: dict[str, Any],
+) -> AxesImage:
     """values (R, C) as an image on `scale` (see _scale) with tick labels (thinned past LABELS_UP_TO), -inf
     (masked) grey, and the printed cells over it when given; returns the image, for a colour bar."""
     values = values.to(torch.float64)
@@ -149,7 +164,7 @@ def _heatmap(axis, values: torch.Tensor, rows, columns, *, cells, scale: dict):
     if cells is not None:
         for i, row in enumerate(cells):
             for j, text in enumerate(row):
-                red, green, blue, _ = image.cmap(image.norm(finite[i, j].item()))  # grey where masked
+                red, green, blue, _ = image.cmap(image.norm(finite[i, j].numpy()))  # grey where masked
                 dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on dark cells
                 axis.text(
                     j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black"
@@ -177,7 +192,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "step"
 
 
-def _save(figure, path: Path) -> Path:
+def _save(figure: Figure, path: Path) -> Path:
     """Write `figure` to `path` as headwise.files.replacing does (a temporary file beside it, then a rename;
     an OSError naming `path` if it is a directory, a device or a FIFO, which would block the writer)."""
     from matplotlib import pyplot as plt
