@@ -12,7 +12,7 @@ import numbers
 import os
 import unicodedata
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     import torch
@@ -104,7 +104,11 @@ def strict_from_dict(cls: type[DataclassT], data: object, what: str) -> Dataclas
 KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "a bool"}
 
 
-def of_type(value: T, kind: type | tuple[type, ...], name: str) -> T:
+@overload
+def of_type(value: object, kind: type[T], name: str) -> T: ...
+@overload
+def of_type(value: object, kind: tuple[type, ...], name: str) -> Any: ...
+def of_type(value: object, kind: type | tuple[type, ...], name: str) -> Any:
     """`value` if it is an instance of `kind` (a bool is not an int here), or a TypeError."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):

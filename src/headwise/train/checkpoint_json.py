@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..checks import (
     finite_number,
@@ -26,6 +27,8 @@ from ..nn.config import TransformerConfig
 from .options import TrainOptions
 from .tasks import task_class
 from .tasks.base import CharVocab, check_seed
+
+T = TypeVar("T")
 
 FORMAT = "headwise-checkpoint"
 VERSION = 2  # 2: checkpoint.json covered by its own SHA-256, every key required
@@ -103,7 +106,7 @@ def check_document(document: object) -> None:
     that this headwise writes: every key of KEYS and no other, each of its type and in its range, and the
     keys consistent with each other (the task's model class and parameters, the vocabulary's size, one loss
     per step, AdamW's state only at step 0 left out)."""
-    of_type(document, dict, "the document")
+    document = of_type(document, dict, "the document")
     if document.get("format") != FORMAT:
         raise ValueError(f'not a headwise checkpoint: expected "format": {FORMAT!r}')
     if document.get("version") != VERSION:
@@ -150,7 +153,7 @@ def check_document(document: object) -> None:
             raise ValueError(f"sha256.{name} must be a SHA-256 in hex, got {checksums.get(name)!r:.100}")
 
 
-def _within(key: str, check: Callable, value: object):
+def _within(key: str, check: Callable[[Any], T], value: object) -> T:
     """check(value), with the key named in front of its TypeError or ValueError."""
     try:
         return check(value)
@@ -164,7 +167,7 @@ def _check_metrics(metrics: object, metric: str, step: int) -> None:
     previous = 0
     for index, entry in enumerate(of_type(metrics, list, "metrics")):
         name = f"metrics[{index}]"
-        of_type(entry, dict, name)
+        entry = of_type(entry, dict, name)
         missing = [key for key in (*METRIC_KEYS, metric) if key not in entry]
         if missing:
             raise ValueError(f"{name} lacks {missing}")
@@ -180,7 +183,9 @@ def _check_metrics(metrics: object, metric: str, step: int) -> None:
 
 def _check_optimizer(optimizer: object, step: int) -> None:
     """AdamW's parameter groups (or null at step 0) and its scalar state entries."""
-    known_keys(of_type(optimizer, dict, "optimizer"), ("param_groups", "scalars"), "optimizer key")
+    optimizer = known_keys(
+        of_type(optimizer, dict, "optimizer"), ("param_groups", "scalars"), "optimizer key"
+    )
     groups = optimizer.get("param_groups")
     if groups is None:
         if step:

@@ -6,6 +6,7 @@ loading), each checked for names, shapes and finite values against the model and
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     seen: set[tuple[int, int, tuple[int, ...]]] = set()
     unique = {}
     for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        key = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()), tuple(tensor.shape))
         if key not in seen:
             seen.add(key)
             unique[name] = tensor.detach().cpu().contiguous()
@@ -82,7 +83,8 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], saved: dict, file: Pa
     return {"state": state, "param_groups": groups}
 
 
-def read_tensors(safetensors_torch, file: Path) -> dict[str, torch.Tensor]:
+def read_tensors(safetensors_torch: ModuleType, file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors `file`, or a CheckpointError naming it."""
     try:
         return safetensors_torch.load_file(file)
     except Exception as error:  # safetensors raises its own SafetensorError, and OSError

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +16,9 @@ from ..optional import require
 from .checkpoint import INSTALL, Checkpoint
 from .options import TrainOptions
 from .tasks.base import Task
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 PLOT_FILE = "loss.png"
 METRIC_LABELS = {"exact_match": "held-out exact match (%)", "bpc": "validation bits per character"}
@@ -67,7 +71,7 @@ def plot_losses(run: Checkpoint, task: Task, path: Path) -> Path:
                    color="tab:green", label=label)  # fmt: skip
         right.set_ylabel(label)
         lines = axis.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        axis.legend(lines, [line.get_label() for line in lines], loc="center right")
+        axis.legend(lines, [str(line.get_label()) for line in lines], loc="center right")
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path) as temporary:
@@ -80,11 +84,11 @@ def plot_losses(run: Checkpoint, task: Task, path: Path) -> Path:
 class ProgressBar:
     """The progress bar (rich, on stderr), or nothing when quiet."""
 
-    def __init__(self, progress, task_id) -> None:
+    def __init__(self, progress: Progress | None, task_id: TaskID | None) -> None:
         self.progress_bar, self._task_id = progress, task_id
 
     def advance(self, loss: float, metrics: dict[str, float] | None, task: Task) -> None:
-        if self.progress_bar is not None:
+        if self.progress_bar is not None and self._task_id is not None:
             shown = "" if metrics is None else f" · {metric_text(task, metrics)}"
             self.progress_bar.update(self._task_id, advance=1, status=f"this step's loss {loss:.4f}{shown}")
 
