@@ -172,7 +172,7 @@ def attention(
             softcap(cap), or a chain a.then(b)) applied to the scaled scores before masking.
         backend: "auto" (the fastest backend that computes this function) or a name in
             `headwise.backends.BACKENDS`: "reference" (step by step, float64-capable, records traces) and
-            the fast paths that the README's table lists; a backend asked for what its capabilities
+            the fast paths that docs/use/backends.md lists; a backend asked for what its capabilities
             exclude raises a ValueError that says what.
         kv_finite: the caller knows that k and v hold no NaN or inf (headwise's KV cache knows it of its
             entries): their check is skipped, which matters when one query reads a long cache.
