@@ -18,6 +18,7 @@ recomputes the forward from it and differentiates out and weights together.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -27,14 +28,25 @@ from .ops import _autograd_available
 from .running import generator, pick, replaying, rng_state, run
 from .trace import untraced
 
+if TYPE_CHECKING:
+    from .backends import Choice
+
 
 def _resolve(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float, training: bool
-):
+) -> tuple[Choice, dict[str, Any]]:
     """The call described with return_weights and its choice picked (the same in forward and backward)."""
     request, options = describe(q, k, v, mask, False, scale, dropout_p, True, False, None, False)
     request = dataclasses.replace(request, requires_grad=training)
     return pick("auto", request, q, k, v, options), options
+
+
+def _run(choice: Choice, q: Tensor, k: Tensor, v: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """running.run with the weights asked for -> out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk)."""
+    out, weights, _ = run(choice, q, k, v, **options)
+    if weights is None:
+        raise RuntimeError(f"backend {choice.backend!r} returned no weights, though asked for them")
+    return out, weights
 
 
 @torch.library.custom_op("headwise::attention_with_weights", mutates_args=())
@@ -46,25 +58,29 @@ def attention_with_weights_op(
         choice, options = _resolve(q, k, v, mask, scale, dropout_p, training)
         state = rng_state(dropout_p, q.device)
         with torch.no_grad():
-            out, weights, _ = run(choice, q, k, v, **options)  # (B, Hq, Nq, Dv), (B, Hq, Nq, Nk)
+            out, weights = _run(choice, q, k, v, options)  # (B, Hq, Nq, Dv), (B, Hq, Nq, Nk)
     return out.contiguous(), weights.contiguous(), state
 
 
 @attention_with_weights_op.register_fake
-def _(q, k, v, mask, scale, dropout_p, training):
+def _(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float, training: bool
+) -> tuple[Tensor, Tensor, Tensor]:
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
     weights = q.new_empty((*q.shape[:-1], k.shape[2]))  # (B, Hq, Nq, Nk)
     size = generator(q.device).get_state().numel() if dropout_p > 0.0 else 0
     return out, weights, torch.empty(size, dtype=torch.uint8)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
     q, k, v, mask, scale, dropout_p, training = inputs
     ctx.save_for_backward(q, k, v, mask, output[2])  # output[2]: the generator's state
     ctx.options = (scale, dropout_p, training)
 
 
-def _backward(ctx, d_out, d_weights, _d_rng_state):
+def _backward(
+    ctx: Any, d_out: Tensor, d_weights: Tensor, _d_rng_state: Tensor | None
+) -> tuple[Tensor | None, ...]:
     """The forward recomputed (its dropout redrawn from the saved state) and differentiated."""
     q, k, v, mask, state = ctx.saved_tensors
     scale, dropout_p, training = ctx.options
@@ -72,7 +88,7 @@ def _backward(ctx, d_out, d_weights, _d_rng_state):
         choice, options = _resolve(q, k, v, mask, scale, dropout_p, training)
         with replaying(state, dropout_p, q.device), torch.enable_grad():
             inputs = [t.detach().requires_grad_() for t in (q, k, v)]
-            out, weights, _ = run(choice, *inputs, **options)  # (B, Hq, Nq, Dv), (B, Hq, Nq, Nk)
+            out, weights = _run(choice, inputs[0], inputs[1], inputs[2], options)  # (B, Hq, Nq, Dv), (.., Nk)
             dq, dk, dv = torch.autograd.grad((out, weights), inputs, (d_out, d_weights))
     return dq, dk, dv, None, None, None, None
 

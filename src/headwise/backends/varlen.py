@@ -48,7 +48,8 @@ def runs(documents: Documents) -> list[list[tuple[int, int, int]]] | None:
     found = []
     for ids in documents.query_doc_ids:
         _, lengths = torch.unique_consecutive(ids, return_counts=True)  # (documents in the row,)
-        row, start = [], 0
+        row: list[tuple[int, int, int]] = []  # (start, L, n) of each run
+        start = 0
         for length in lengths.tolist():
             if length < MIN_LENGTH:
                 return None
@@ -61,7 +62,14 @@ def runs(documents: Documents) -> list[list[tuple[int, int, int]]] | None:
     return found if sum(len(row) for row in found) <= MAX_RUNS else None
 
 
-def attention(q, k, v, pieces: list[list[tuple[int, int, int]]], causal: bool, scale: float) -> torch.Tensor:
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pieces: list[list[tuple[int, int, int]]],
+    causal: bool,
+    scale: float,
+) -> torch.Tensor:
     """q (B, Hq, N, Dh), k (B, Hkv, N, Dh), v (B, Hkv, N, Dv), pieces from `runs` -> out (B, Hq, N, Dv),
     differentiable in q, k and v. A run of n documents of length L is one kernel call on views of q, k
     and v (n, H, L, D), no copy."""
