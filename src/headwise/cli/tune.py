@@ -5,10 +5,12 @@ table's choice and SDPA."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..backends import tuning
 from ..bench.console import progress_bar
 from ..bench.contenders import make_inputs
+from ..bench.grid import Config
 from ..bench.options import GridSettings, add_common_arguments, settings_from_args
 from ..functional import tune
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Tune every configuration; print one row each."""
     settings = settings_from_args(args, PRESETS)
     configs = settings.configs()
-    rows = []
+    rows: list[tuple[Config, dict[str, Any]]] = []
     with progress_bar() as progress:
         for done, config in enumerate(configs):
             progress(config.label(), done, len(configs))
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows) -> str:
+def _table(rows: list[tuple[Config, dict[str, Any]]]) -> str:
     """A markdown table: the choice per configuration, its time, and its speed-up over the first candidate
     (the static table's choice) and over SDPA in the input dtype."""
     lines = [

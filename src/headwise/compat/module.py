@@ -65,8 +65,12 @@ class MultiheadAttention(AttentionProjections):
         self.batch_first = batch_first
         self.add_zero_attn = add_zero_attn
         if add_bias_kv:
-            self.bias_k = nn.Parameter(torch.empty(1, 1, self.embed_dim, device=device, dtype=dtype))
-            self.bias_v = nn.Parameter(torch.empty(1, 1, self.embed_dim, device=device, dtype=dtype))
+            self.bias_k: nn.Parameter | None = nn.Parameter(
+                torch.empty(1, 1, self.embed_dim, device=device, dtype=dtype)
+            )
+            self.bias_v: nn.Parameter | None = nn.Parameter(
+                torch.empty(1, 1, self.embed_dim, device=device, dtype=dtype)
+            )
         else:
             self.bias_k = self.bias_v = None
         self._reset_bias_kv()
@@ -80,7 +84,7 @@ class MultiheadAttention(AttentionProjections):
 
     def _reset_bias_kv(self) -> None:
         """torch's initialisation of bias_k and bias_v: Xavier-normal."""
-        if self.bias_k is not None:
+        if self.bias_k is not None and self.bias_v is not None:  # both, or neither
             nn.init.xavier_normal_(self.bias_k)
             nn.init.xavier_normal_(self.bias_v)
 

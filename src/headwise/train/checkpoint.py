@@ -96,7 +96,11 @@ class Checkpoint:
 
     @property
     def config(self) -> TransformerConfig:
-        return self.model.config
+        """The model's TransformerConfig (headwise's Transformer and LanguageModel keep theirs)."""
+        config = self.model.config
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"the checkpoint's model has no TransformerConfig, got {type(config).__name__}")
+        return config
 
     def make_task(self) -> Task:
         """The task object with this checkpoint's parameters (the shakespeare task reads its data)."""

@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from types import FrameType
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -148,8 +149,8 @@ def train(
     options = TrainOptions.from_dict(run.options)
     ranks = Ranks.of()
     ranks.check_batch(options.batch_size)
-    _check_fits(run.model.config, task)
-    check_batch_fits(run.model.config, options)
+    _check_fits(run.config, task)
+    check_batch_fits(run.config, options)
     if run.step and run.optimizer_state is None:
         raise ValueError(
             f"the run is at step {run.step} but has no optimizer state (loaded with with_optimizer=False?): "
@@ -304,7 +305,7 @@ class _Interrupts:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None  # signal's handler
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
