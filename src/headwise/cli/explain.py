@@ -28,7 +28,9 @@ from .explain_sources import example_from, make_report, read_input
 from .heads import model_argument
 
 if TYPE_CHECKING:
-    pass
+    from rich.console import Console
+
+    from ..explain.exercise import Exercise
 
 NEEDS_RICH = "headwise explain draws its tables with rich, which is missing: pip install 'headwise[cli]'"
 MAX_WIDTH = 512  # D and Dh: wider, a walkthrough shows little but elided columns
@@ -259,7 +261,7 @@ def run(
         print(NEEDS_RICH, file=sys.stderr)
         return 1
     exercise = read_input(parser, args) if args.by_hand else None
-    if args.worksheet is not None:
+    if args.worksheet is not None and exercise is not None:  # --worksheet comes with --by-hand (checked)
         from ..explain.worksheet import write_worksheet
 
         try:
@@ -279,7 +281,7 @@ def run(
         return summarize_model(parser, args, console)
     if args.book:
         return 0 if terminal.book_walkthrough(console) else 1
-    if args.by_hand:
+    if exercise is not None:  # --by-hand
         return 0 if by_hand.explain_by_hand(console, exercise) else 1
     return 0 if terminal.walkthrough(run_example(example_from(args)), console) else 1
 
@@ -304,7 +306,7 @@ def check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             )
 
 
-def summarize_model(parser: argparse.ArgumentParser, args: argparse.Namespace, console) -> int:
+def summarize_model(parser: argparse.ArgumentParser, args: argparse.Namespace, console: Console) -> int:
     """Print each head's strongest keys for the --token query of the --model or --checkpoint report; a
     --token that names no token is an argument error."""
     from ..explain.terminal import model_summary
@@ -321,7 +323,7 @@ def summarize_model(parser: argparse.ArgumentParser, args: argparse.Namespace, c
     return 0
 
 
-def draw(args: argparse.Namespace, exercise) -> int:
+def draw(args: argparse.Namespace, exercise: Exercise | None) -> int:
     """Write the report of the chosen source as HTML and/or PNG; print where."""
     report = make_report(args, exercise)
     if report is None:

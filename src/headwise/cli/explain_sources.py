@@ -19,6 +19,7 @@ from ..explain.example import (
 from ..inspection.folder import MINILM
 
 if TYPE_CHECKING:
+    from ..explain.exercise import Exercise
     from ..pages.model import Report
 
 
@@ -37,7 +38,7 @@ def example_from(args: argparse.Namespace) -> Example:
     )
 
 
-def read_input(parser: argparse.ArgumentParser, args: argparse.Namespace):
+def read_input(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Exercise:
     """The exercise --input or --example names (a by_hand.Exercise), the lectures' without them; an
     unreadable file, or rules that destroy the exercise (teaching.refusal), are argument errors, before
     anything is computed. Needs rich (by_hand draws with it). A sample's file is named on stdout."""
@@ -69,7 +70,7 @@ def read_input(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return exercise
 
 
-def make_report(args: argparse.Namespace, exercise) -> Report | None:
+def make_report(args: argparse.Namespace, exercise: Exercise | None) -> Report | None:
     """The report of the chosen source; None, with a one-line message, when it cannot be made (a missing
     package, an unreadable folder, ...)."""
     from ..explain.walkthrough import lecture_report
@@ -79,7 +80,7 @@ def make_report(args: argparse.Namespace, exercise) -> Report | None:
             from ..explain.book.chapter import book_report
 
             report = book_report()
-        elif args.by_hand:
+        elif exercise is not None:  # --by-hand
             from ..explain.by_hand import by_hand_report
 
             report = by_hand_report(exercise)

@@ -29,6 +29,7 @@ from ..files import folder_leftovers, kind_of
 from ..nn.config import TransformerConfig
 from ..train.checkpoint import (
     CHECKPOINT_FOLDER,
+    Checkpoint,
     has_checkpoint,
     load_checkpoint,
     recover_checkpoint,
@@ -37,7 +38,7 @@ from ..train.display import PLOT_FILE
 from ..train.loop import SLOW_IMPORTS, new_run, resolve_device, train
 from ..train.options import TrainOptions
 from ..train.tasks import TASKS, task_class
-from ..train.tasks.base import MAX_SEED
+from ..train.tasks.base import MAX_SEED, Task
 from .arguments import Parser, integer_in, path, text
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
@@ -267,7 +268,7 @@ def _device(device: str) -> torch.device:
     return resolved
 
 
-def _start(args: argparse.Namespace):
+def _start(args: argparse.Namespace) -> tuple[Checkpoint, Task]:
     """A new run from the task's defaults, the command line's --steps / --eval-every and --set."""
     cls = task_class(args.task)
     settings = dict(args.set)
@@ -289,7 +290,7 @@ def _start(args: argparse.Namespace):
     return new_run(task, config, TrainOptions.from_dict(options), 0 if args.seed is None else args.seed), task
 
 
-def _resume(args: argparse.Namespace, folder: Path):
+def _resume(args: argparse.Namespace, folder: Path) -> tuple[Checkpoint, Task]:
     """The run in `folder`, checked against the command line (same task and seed; --set is refused)."""
     run_ = load_checkpoint(folder, device="cpu")
     if run_.task != args.task:
