@@ -221,9 +221,14 @@ def exercise_from(data: object, source: str) -> Exercise:
     `source` and what it got."""
     keys = set(data) if isinstance(data, dict) else set()
     second = keys & set(SECOND_HEAD)
-    if not set(MATRICES) <= keys <= {*MATRICES, *SECOND_HEAD, RULES} or second not in (
-        set(),
-        set(SECOND_HEAD),
+    if (
+        not isinstance(data, dict)
+        or not set(MATRICES) <= keys <= {*MATRICES, *SECOND_HEAD, RULES}
+        or second
+        not in (
+            set(),
+            set(SECOND_HEAD),
+        )
     ):
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(

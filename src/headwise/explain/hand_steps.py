@@ -116,7 +116,9 @@ def work(exercise: Exercise = LECTURE) -> Worked:
 
 def weight_names(head: int) -> tuple[str, str, str]:
     """The names of a head's weights in the exercise file: W_Q, W_K, W_V, then W_Q2, W_K2, W_V2."""
-    return MATRICES[1:] if head == 0 else tuple(f"{name}{head + 1}" for name in MATRICES[1:])
+    w_query, w_key, w_value = MATRICES[1:]
+    suffix = "" if head == 0 else str(head + 1)
+    return f"{w_query}{suffix}", f"{w_key}{suffix}", f"{w_value}{suffix}"
 
 
 def integer_steps(hand: HandWork, exact: ExactWork) -> list[HandStep]:

@@ -15,16 +15,21 @@ PLAYGROUND_MAX = 16  # tokens, d_in and d_out at most: beyond, the page has no "
 def playground_of(run: Run, name: str) -> Playground:
     """The run's inputs (batch 0) and weights in the lecture's layout, for the page to recompute."""
     module = run.module
-    weights, biases = zip(*module.projections(), strict=True)  # W (d_out, d_in) each, b (d_out,) or None
-    width = weights[0].shape[0]
-    zeros = torch.zeros(width, dtype=torch.float64)
+    (w_q, b_q), (w_k, b_k), (w_v, b_v) = module.projections()  # W (d_out, d_in) each, b (d_out,) or None
+    zeros = torch.zeros(w_q.shape[0], dtype=torch.float64)
+    w_query, w_key, w_value = (w.detach().T.to(torch.float64) for w in (w_q, w_k, w_v))  # (d_in, d_out)
+    b_query, b_key, b_value = (zeros if b is None else b.detach().to(torch.float64) for b in (b_q, b_k, b_v))
     out_bias = module.out_proj.bias
     return Playground(
         name,
         tuple(run.example.tokens),
         run.trace["inputs"].tensor[0].to(torch.float64),  # (N, d_in)
-        *(w.detach().T.to(torch.float64) for w in weights),  # (d_in, d_out) each
-        *(zeros if b is None else b.detach().to(torch.float64) for b in biases),  # (d_out,) each
+        w_query,
+        w_key,
+        w_value,
+        b_query,  # (d_out,) each
+        b_key,
+        b_value,
         module.out_proj.weight.detach().T.to(torch.float64),  # (d_out, out)
         torch.zeros(module.out_dim, dtype=torch.float64) if out_bias is None else out_bias.detach().double(),
         module.num_heads,

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..checks import boolean, fits_in_memory, printable
 from ..optional import require
 from .quiet import load_report_silenced
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 MINILM = "minilm"
 INSTALL_TRANSFORMERS = "pip install transformers"
@@ -59,7 +63,7 @@ def load_model(source: str | Path, *, progress: bool = False) -> tuple[torch.nn.
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True)
     except Exception as error:  # whatever transformers raises for a config it cannot use (its own classes)
-        raise ValueError(f"cannot read {source / 'config.json'}: {_first_line(error)}") from None
+        raise ValueError(f"cannot read {Path(source) / 'config.json'}: {_first_line(error)}") from None
     parameters, itemsize = parameter_estimate(config)
     fits_in_memory(parameters * itemsize, f"the model in {source} (at least {parameters:,} parameters)")
     silenced = not progress and logging.is_progress_bar_enabled()
@@ -82,7 +86,7 @@ def load_model(source: str | Path, *, progress: bool = False) -> tuple[torch.nn.
     return model.eval(), tokenizer
 
 
-def parameter_estimate(config) -> tuple[int, int]:
+def parameter_estimate(config: PretrainedConfig) -> tuple[int, int]:
     """A lower bound of the parameter count a Hugging Face config describes, and the bytes per parameter
     (its dtype's, else 2): per layer the four attention projections (4·D²) and the feed-forward's two
     (2·D·F, F = 4·D where the config names none), plus the token embeddings (V·D); biases, norms,

@@ -109,7 +109,7 @@ def checkpoint_report(folder: str | Path, text: str | None = None) -> Report:
         with torch.no_grad():
             out = model(source, target, source_padding_mask=mask, output_attentions=True)
         source_tokens, target_tokens = _characters(text), ("<start>", *_characters(translation))
-        maps = (
+        maps: tuple[HeadMaps, ...] = (
             HeadMaps(
                 "encoder self-attention", source_tokens, source_tokens, _stacked(out.encoder.attentions)
             ),

@@ -98,7 +98,7 @@ class SideBySide:
     def page(self) -> str:
         """One HTML page of the frames side by side, under the framed pages' own Content-Security-Policy
         (see the module's note): what `save` writes."""
-        (policy,) = {POLICY.search(one.page()).group("policy") for one in self.shown}  # one policy for all
+        (policy,) = {_policy(one.page()) for one in self.shown}  # one policy for all
         width = 99 // len(self.shown)  # percent, the frames inline on one line
         frames = "\n".join(one.frame(f'width="{width}%" height="{one.height}"') for one in self.shown)
         title = " | ".join(one.report.title for one in self.shown)
@@ -236,7 +236,8 @@ def show(
         count = maps[0].weights.shape[0 if name == "layers" else 1]
         if asked is not None and max(asked) >= count:
             raise ValueError(f"{name} must be indices below {count}, got {list(asked)}")
-    report = Report(title or "Attention: every head", description, (), maps, *chosen)
+    model_layers, model_heads = chosen
+    report = Report(title or "Attention: every head", description, (), maps, model_layers, model_heads)
     return Shown(report, height)
 
 
@@ -289,3 +290,11 @@ def _maps(
             )
         )
     return tuple(maps)
+
+
+def _policy(page: str) -> str:
+    """The Content-Security-Policy of a page that headwise wrote (each carries one)."""
+    found = POLICY.search(page)
+    if found is None:
+        raise ValueError("a framed page has no Content-Security-Policy <meta>")
+    return found.group("policy")

@@ -52,7 +52,9 @@ def split_words(tokens: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[str
     for i, token in enumerate(tokens):
         special = SPECIAL.fullmatch(token) is not None
         previous = words[-1][0] if words else None
-        previous_closed = previous is None or SPECIAL.fullmatch(previous) or _punctuation(previous)
+        previous_closed = (
+            previous is None or SPECIAL.fullmatch(previous) is not None or _punctuation(previous)
+        )
         if special:
             starts, text = True, token
         elif markers:

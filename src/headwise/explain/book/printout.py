@@ -4,6 +4,7 @@ traced call, a shape as the book prints it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -68,7 +69,7 @@ def features(width: int) -> tuple[str, ...]:
     return tuple(map(str, range(width)))
 
 
-def traced(function, *args, **options) -> Trace:
+def traced(function: Callable[..., object], *args: object, **options: object) -> Trace:
     """The trace of `function(*args, **options)` (headwise.attention or a module), without gradients."""
     with torch.no_grad(), trace() as steps:
         function(*args, **options)

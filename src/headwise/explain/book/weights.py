@@ -4,6 +4,8 @@ torch.manual_seed, in the book's order), loaded into a float64 headwise.MultiHea
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -66,7 +68,9 @@ def headwise_module(
     return module.eval()
 
 
-def linear_module(layers: list[nn.Linear], *, num_heads: int | None = None, **options) -> MultiHeadAttention:
+def linear_module(
+    layers: list[nn.Linear], *, num_heads: int | None = None, **options: Any
+) -> MultiHeadAttention:
     """headwise_module from the book's nn.Linear layers: W_query, W_key, W_value of each of the wrapper's
     heads in turn (one head per three layers), or of one set split into `num_heads` (weight splits)."""
     groups = [layers[i : i + 3] for i in range(0, len(layers), 3)]  # per head: W_query, W_key, W_value
