@@ -67,12 +67,13 @@ def queries_and_keys(
         recorded = zip(
             steps.all("queries_by_head"), steps.all("keys_by_head"), steps.all("masked_scores"), strict=True
         )
-        layers = tuple(
+        found = tuple(
             QueriesAndKeys(*(step.tensor[0].to(torch.float64) for step in three)) for three in recorded
         )
-        return maps, layers
+        return maps, found
     config = getattr(model, "config", None)
-    if not hasattr(model, "set_attn_implementation") or config is None:
+    set_implementation = getattr(model, "set_attn_implementation", None)  # a PreTrainedModel's
+    if set_implementation is None or config is None:
         raise TypeError(
             "model must be headwise's BertEncoder (MiniLM) or a Hugging Face model (a transformers "
             f"PreTrainedModel), got {type(model).__name__}"
@@ -86,10 +87,10 @@ def queries_and_keys(
     layers: list[QueriesAndKeys] = []
     token = _recorded.set(layers)
     try:
-        model.set_attn_implementation(_register())
+        set_implementation(_register())
         (maps,) = read(model, tokenizer, text, pieces=pieces)
     finally:
-        model.set_attn_implementation(previous)
+        set_implementation(previous)
         _recorded.reset(token)
     return maps, tuple(layers)
 
@@ -196,7 +197,10 @@ def neuron_view(
     k = chosen.keys[head // group]  # (N, Dh)
     weights = maps.weights[layer]  # (H, N, N)
     features, query = tuple(str(d) for d in range(q.shape[0])), tokens[i]
-    matrices = (  # name, formula, sentence, axes, values, rows, columns
+    # name, formula, sentence, axes, values, rows, columns
+    matrices: tuple[
+        tuple[str, str, str, tuple[str, ...], torch.Tensor, tuple[str, ...], tuple[str, ...]], ...
+    ] = (
         (
             "query",
             "q_i",

@@ -19,6 +19,7 @@ sub-tokens merged ("merged"): see words.py.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ from .words import as_pieces, pieces_argument
 
 def read(
     model: torch.nn.Module,
-    tokenizer: object,
+    tokenizer: Any,
     text: str,
     *,
     target: str | None = None,
@@ -50,7 +51,7 @@ def read(
 
 
 def _read_pair(
-    model: torch.nn.Module, tokenizer: object, text: str, text_pair: str, target: str | None
+    model: torch.nn.Module, tokenizer: Any, text: str, text_pair: str, target: str | None
 ) -> HeadMaps:
     """A sentence pair through an encoder or a decoder with a Hugging Face tokenizer: one self-attention map
     whose pair_start is the first token of the second sentence (the tokenizer's sequence ids)."""
@@ -71,14 +72,15 @@ def _read_pair(
     return replace(maps, pair_start=second[0] if second else None)
 
 
-def _read(model: torch.nn.Module, tokenizer: object, text: str, target: str | None) -> tuple[HeadMaps, ...]:
+def _read(model: torch.nn.Module, tokenizer: Any, text: str, target: str | None) -> tuple[HeadMaps, ...]:
     """read()'s maps with the tokenizer's own tokens."""
     from ..nn.pretrained import BertEncoder
 
     _text(text, "text", "the text the model reads")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    encoder_decoder = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    config = getattr(model, "config", None)  # a Hugging Face model's
+    encoder_decoder = getattr(config, "is_encoder_decoder", False)
     if target is not None and not encoder_decoder:
         raise ValueError(
             f"target is the text an encoder-decoder's decoder reads; {type(model).__name__} is not an "
@@ -95,7 +97,7 @@ def _read(model: torch.nn.Module, tokenizer: object, text: str, target: str | No
         with torch.no_grad():
             out = model(**batch, output_attentions=True)
         return (head_maps("self-attention", out.attentions, tokens),)
-    start = model.config.decoder_start_token_id
+    start = getattr(config, "decoder_start_token_id", None)
     if start is None:
         raise ValueError(f"the encoder-decoder {type(model).__name__} has no decoder_start_token_id")
     _text(text if target is None else target, "target", "the text the decoder reads")
