@@ -21,10 +21,10 @@ way) as well as matmul rates and bandwidths, each to a few %, to rank candidates
   fastest. Its cost, once per key and process-wide cached in the file: one warm-up call of each of the
   first three candidates, of the others while under BUDGET_S (1 s), then one interleaved round of each
   and more rounds while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than
-  0.3 s six calls' time (three candidates' warm-up and timed calls: bf16 N=1024 forward + backward,
-  B=4, H=8, 2 threads, ~3 s). The first such call of a process
-  emits one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache file and the off
-  switch.
+  0.3 s six calls' time (three candidates' warm-up and timed calls; bf16 N=2048 forward, B=4, H=8, one
+  thread: 4-7 s on a 2-core Xeon at load 3-8, benchmarks/results/defaults-cpu-native.md). The first
+  such call of a process emits one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache
+  file and the off switch.
 HEADWISE_TUNE=0 (or `enable(False)`) turns measuring off (the static order decides); HEADWISE_TUNE=1 (or
 `enable()`) measures every new key with more than one candidate, float32 forward and CUDA included. No
 measurement runs while torch.compile or torch.jit.trace traces, under torch.func's transforms or
@@ -46,7 +46,7 @@ from collections.abc import Callable
 import torch
 
 from ..masks import Causal
-from . import blocksparse
+from . import blocksparse, flash_cpu
 from .cachefile import FORMAT, MAX_CACHE_BYTES, cache_path, read_choices, write_choices
 from .capabilities import Choice, Request
 from .plan import make_plan
@@ -174,16 +174,18 @@ DENSE_FLOAT32_BACKWARD = 384 * 384  # float32 forward + backward on the CPU: den
 
 def accurate_backward(choice: Choice, request: Request) -> bool:
     """Whether `choice` differentiates `request` as accurately as eager attention does. Not SDPA on the
-    CPU for float32 inputs that a backward follows: its flash kernel recomputes each weight as
-    exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24 relative,
-    where eager's softmax subtracts each row's maximum exactly. With unscaled scores (T5 at 4× its init:
-    ±700) dq came out 300 times less accurate than eager's on some CPUs. In bf16/fp16 computed in float32
-    that rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
+    CPU for float32 inputs that a backward follows unless flash_cpu serves it: the flash kernel recomputes
+    each weight as exp(score - lse) from a float32 lse, so every weight carries lse's rounding, |lse|·2^-24
+    relative, where eager's softmax subtracts each row's maximum exactly (T5's unscaled scores of ±700
+    gave dq 300 times less accurate than eager's); flash_cpu takes the kernel's backward only where lse is
+    small enough, and eager's (dense; chunked when long) beyond. In bf16/fp16 computed in float32 that
+    rounding stays below the result's own (2^-9) up to |lse| = 2^15, and float64 keeps a float64 lse."""
     return not (
         choice.backend == "sdpa"
         and request.device.type == "cpu"
         and request.requires_grad
         and request.dtype == choice.compute_dtype == torch.float32
+        and not flash_cpu.checks(request)
     )
 
 
