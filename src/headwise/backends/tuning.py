@@ -206,7 +206,8 @@ def ranked_backends(request: Request) -> tuple[str, ...]:
     order), each at its `structured` rank for a structured call."""
     placed = structured(request)
     ranks = {name: b.capabilities.rank.of(request.device.type, placed) for name, b in BACKENDS.items()}
-    return tuple(sorted((name for name, rank in ranks.items() if rank is not None), key=ranks.get))
+    ranked = {name: rank for name, rank in ranks.items() if rank is not None}  # those ranked on this device
+    return tuple(sorted(ranked, key=ranked.__getitem__))
 
 
 def structured(request: Request) -> bool:
@@ -349,7 +350,7 @@ class Tuner:
                 fastest[choice] = min(fastest[choice], _seconds(run, choice))
             best = min(fastest.values())
             timing = [c for c in timing if fastest[c] <= SLOWER * best]
-        chosen = min(fastest, key=fastest.get)
+        chosen = min(fastest, key=fastest.__getitem__)
         self._choices = {**self.choices(), **write_choices(cache_path(), {key(request): chosen})}
         labels = {c.label(request.dtype): fastest[c] * 1e3 if c in fastest else None for c in candidates}
         return {"choice": chosen, "ms": labels, "cost_s": time.perf_counter() - start}
