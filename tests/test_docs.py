@@ -240,8 +240,12 @@ def test_the_notebook_is_rendered_with_its_outputs(site: Path) -> None:
     assert "heads_linking" in page
 
 
-def test_the_readme_fits_a_screen_per_user() -> None:
-    assert len((ROOT / "README.md").read_text().split("\n")) <= 250
+def test_the_readme_fits_a_screen_per_user_and_links_into_the_site() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.split("\n")) <= 250
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)  # [text](path#anchor), pictures too
+    assert sum(link.startswith("docs/") and link.endswith(".md") for link in links) >= 10
+    assert [link for link in links if "://" not in link and not (ROOT / link).exists()] == []
 
 
 def test_make_docs_is_strict_and_in_ci() -> None:
