@@ -50,9 +50,10 @@ typecheck: $(VENV)/.dev
 test: lint typecheck pytest
 
 # The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link, a missing reference or a
-# docstring that the API reference cannot parse fails it. Offline: no web fonts, no script from a CDN.
+# docstring that the API reference cannot parse fails it (not --quiet: it hides the warnings --strict
+# counts, and the build passes). Offline: no web fonts, no script from a CDN.
 docs: $(VENV)/.dev
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The notebook's outputs, which the site shows as they are committed (tests/inspection/test_notebook.py
 # holds them to a fresh run): run it again after changing it or what it shows.

@@ -194,7 +194,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("mkdocs")
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run(
-        [str(BIN / "mkdocs"), "build", "--strict", "--quiet", "--site-dir", str(out)],
+        [str(BIN / "mkdocs"), "build", "--strict", "--site-dir", str(out)],  # not --quiet: it hides warnings
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -250,7 +250,9 @@ def attention_weights(
     the selected rows). Dropout is not applied: these are the softmax probabilities.
 
     Args:
-        q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), lse (B, Hq, Nq) or None.
+        q: queries (B, Hq, Nq, Dh).
+        k: keys (B, Hkv, Nk, Dh).
+        lse: (B, Hq, Nq), from the run that produced it, or None.
         rows: the query positions to return (default all); heads: the query heads (default all).
     Returns:
         weights (B, len(heads), len(rows), Nk); a query that sees no key gets a row of zeros.

@@ -101,6 +101,9 @@ class MultiheadAttention(AttentionProjections):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As torch.nn.MultiheadAttention.forward.
 
+        Nested tensors: query, key and value all nested (B, ragged L|S, E|kdim|vdim), with batch_first=True
+        and no masks; the output is nested like query, the weights padded (B, max L, max S) as torch's are.
+
         Args:
             query: (L, B, E), or (B, L, E) with batch_first, or unbatched (L, E).
             key, value: (S, B, kdim) and (S, B, vdim), likewise.
@@ -109,10 +112,6 @@ class MultiheadAttention(AttentionProjections):
             attn_mask: (L, S) or (B·num_heads, L, S); bool True = may not attend, or float added.
             average_attn_weights: average the weights over heads: (B, L, S); else (B, num_heads, L, S).
             is_causal: apply a causal mask (combined with attn_mask if one is given).
-
-            Nested tensors: query, key and value all nested (B, ragged L|S, E|kdim|vdim), with
-            batch_first=True and no masks; the output is nested like query, the weights padded
-            (B, max L, max S) as torch's are.
 
         Returns:
             (attn_output shaped like query, weights or None); S counts the bias_k and zero-attention keys.
