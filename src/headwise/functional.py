@@ -6,7 +6,7 @@ One route for every call, in this order, each step once:
    was expected).
 2. arguments.describe: the call as a Request (what backends' capabilities are matched against) and the
    options every run takes; causal=True becomes the causal() predicate here, once.
-3. While torch.compile traces, a call of the common kind becomes headwise's custom op (ops.attention),
+3. While torch.compile traces, a call of the common kind becomes headwise's custom op (ops.call_op),
    whose implementation, when the graph runs, takes steps 2, 4 and 5 (the arguments were checked when
    it was traced; TorchScript's callers build theirs from a module's own weights).
 4. running.pick: backends.choose (the backend named; or auto's measured choice, a first-use measurement,
@@ -196,7 +196,7 @@ def attention(
     request, options = describe(q, k, v, mask, causal, scale, *arguments[3:])
     if ops.covers(request, backend):  # torch.compile is tracing: one opaque op (headwise.ops)
         passed = {name: options[name] for name in ("mask", "predicate", "scale", "dropout_p", "kv_finite")}
-        return ops.attention(q, k, v, **passed, backend=backend, training=request.requires_grad)
+        return ops.call_op(q, k, v, **passed, backend=backend, training=request.requires_grad)
     choice = pick(backend, request, q, k, v, options)
     out, weights, lse = run(choice, q, k, v, **options)
     asked = [t for t, wanted in ((weights, return_weights), (lse, return_lse)) if wanted]

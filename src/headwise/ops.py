@@ -69,7 +69,7 @@ def covers(request: Request, backend: str) -> bool:
     )
 
 
-def attention(
+def call_op(
     q: Tensor,
     k: Tensor,
     v: Tensor,

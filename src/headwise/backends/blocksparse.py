@@ -57,7 +57,7 @@ def attention(
     found = None if mask is not None or return_lse else varlen.documents_of(predicate)
     pieces = None if found is None else varlen.runs(found[0])
     if found is not None and pieces is not None:
-        return varlen.attention(q, k, v, pieces, found[1], scale), None, None
+        return varlen.per_document(q, k, v, pieces, found[1], scale), None, None
     plan = make_plan(predicate, q.shape[2], k.shape[2], BLOCK, BLOCK)
     out, lse = _BlockSparseAttention.apply(q, k, v, mask, predicate, plan, scale, return_lse)
     return out, None, lse

@@ -69,7 +69,7 @@ def checks(request: Request) -> bool:
     )
 
 
-def attention(
+def checked_flash(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,

@@ -46,7 +46,7 @@ def attention(
         mask = with_predicate(mask, predicate, (batch, heads, num_queries, k.shape[2]), q.dtype, q.device)
     if flash_cpu.serves(q, k, v, mask, dropout_p):
         mask = None if mask is None else to_additive(mask, q.dtype)  # the kernel adds a mask of q's dtype
-        return flash_cpu.attention(q, k, v, mask, is_causal, scale), None, None
+        return flash_cpu.checked_flash(q, k, v, mask, is_causal, scale), None, None
     context = F.scaled_dot_product_attention(
         q,
         k,

@@ -62,7 +62,7 @@ def runs(documents: Documents) -> list[list[tuple[int, int, int]]] | None:
     return found if sum(len(row) for row in found) <= MAX_RUNS else None
 
 
-def attention(
+def per_document(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
