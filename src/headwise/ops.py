@@ -107,11 +107,15 @@ def _resolve(
     backend: str,
     training: bool,
     kv_finite: bool,
+    return_weights: bool = False,
 ) -> tuple[Choice, dict[str, Any]]:
     """The op's call described (arguments.describe: its arguments were checked when it was traced, or
     come from a module's own weights under TorchScript) and its choice picked, differentiated when
-    `training` (the same choice in the forward and its backward) -> (choice, options for running.run)."""
-    request, options = describe(q, k, v, mask, causal, scale, dropout_p, False, False, None, kv_finite)
+    `training` (the same choice in the forward and its backward) -> (choice, options for running.run).
+    return_weights: for headwise::attention_with_weights (script_ops)."""
+    request, options = describe(
+        q, k, v, mask, causal, scale, dropout_p, return_weights, False, None, kv_finite
+    )
     request = dataclasses.replace(request, requires_grad=training)
     return pick(backend, request, q, k, v, options), options
 

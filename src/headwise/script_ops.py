@@ -17,28 +17,17 @@ recomputes the forward from it and differentiates out and weights together.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .arguments import describe
-from .ops import _autograd_available
-from .running import generator, pick, replaying, rng_state, run
+from .ops import _autograd_available, _fake_forward, _resolve
+from .running import replaying, rng_state, run
 from .trace import untraced
 
 if TYPE_CHECKING:
     from .backends import Choice
-
-
-def _resolve(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float, training: bool
-) -> tuple[Choice, dict[str, Any]]:
-    """The call described with return_weights and its choice picked (the same in forward and backward)."""
-    request, options = describe(q, k, v, mask, False, scale, dropout_p, True, False, None, False)
-    request = dataclasses.replace(request, requires_grad=training)
-    return pick("auto", request, q, k, v, options), options
 
 
 def _run(choice: Choice, q: Tensor, k: Tensor, v: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -55,7 +44,7 @@ def attention_with_weights_op(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> (out (B, Hq, Nq, Dv), weights (B, Hq, Nq, Nk), rng_state): see the module's docstring."""
     with _autograd_available(), untraced():
-        choice, options = _resolve(q, k, v, mask, scale, dropout_p, training)
+        choice, options = _resolve(q, k, v, mask, False, scale, dropout_p, "auto", training, False, True)
         state = rng_state(dropout_p, q.device)
         with torch.no_grad():
             out, weights = _run(choice, q, k, v, options)  # (B, Hq, Nq, Dv), (B, Hq, Nq, Nk)
@@ -66,10 +55,8 @@ def attention_with_weights_op(
 def _(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float, training: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    out = q.new_empty((*q.shape[:-1], v.shape[-1]))  # (B, Hq, Nq, Dv)
-    weights = q.new_empty((*q.shape[:-1], k.shape[2]))  # (B, Hq, Nq, Nk)
-    size = generator(q.device).get_state().numel() if dropout_p > 0.0 else 0
-    return out, weights, torch.empty(size, dtype=torch.uint8)
+    out, state = _fake_forward(q, v, dropout_p)  # (B, Hq, Nq, Dv), the generator's state
+    return out, q.new_empty((*q.shape[:-1], k.shape[2])), state  # weights (B, Hq, Nq, Nk)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
@@ -85,7 +72,7 @@ def _backward(
     q, k, v, mask, state = ctx.saved_tensors
     scale, dropout_p, training = ctx.options
     with _autograd_available(), untraced():
-        choice, options = _resolve(q, k, v, mask, scale, dropout_p, training)
+        choice, options = _resolve(q, k, v, mask, False, scale, dropout_p, "auto", training, False, True)
         with replaying(state, dropout_p, q.device), torch.enable_grad():
             inputs = [t.detach().requires_grad_() for t in (q, k, v)]
             out, weights = _run(choice, inputs[0], inputs[1], inputs[2], options)  # (B, Hq, Nq, Dv), (.., Nk)
