@@ -16,7 +16,7 @@ import io
 import shutil
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TextIO, cast
 
 import torch
 from rich import box
@@ -52,8 +52,8 @@ class AsciiFallback(io.TextIOBase):
         super().__init__()
         self._stream = stream
 
-    @property
-    def encoding(self) -> str:  # rich reads it: a non-UTF encoding makes it draw ASCII boxes and rules
+    @property  # typeshed declares TextIOBase.encoding an attribute; CPython's is read-only, hence a property
+    def encoding(self) -> str:  # type: ignore[override]  # rich reads it: a non-UTF encoding makes it draw ASCII boxes and rules
         return self._stream.encoding
 
     def write(self, text: str) -> int:
@@ -97,7 +97,7 @@ def make_console(stream: TextIO | None = None) -> Console:
     tokens as typed (no markup) and numbers plainly (no highlighting), in ASCII where it must."""
     stream = sys.stdout if stream is None else stream
     if not encodes(getattr(stream, "encoding", None), SYMBOLS):
-        stream = AsciiFallback(stream)
+        stream = cast(TextIO, AsciiFallback(stream))  # a TextIOBase, which typeshed does not count as TextIO
     width = max(MIN_WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
     return Console(file=stream, width=width, markup=False, highlight=False, emoji=False)
 
