@@ -139,18 +139,22 @@ def row_total(t: torch.Tensor) -> torch.Tensor:
     return t.sum(-1).sum(dtype=wide) if t.dim() and t.dtype != wide else t.sum(dtype=wide)
 
 
+GRAIN_SIZE = 32768  # ATen's at::internal::GRAIN_SIZE: a reduction over fewer elements is not parallelised
+
+
 @contextlib.contextmanager
 def one_thread(*tensors: torch.Tensor) -> Iterator[None]:
     """Inside, torch's CPU ops run on the calling thread alone, for checks that read CPU tensors once: such
     a pass is memory-bound and costs little on one core (a sum over 8 MiB: 0.35 ms, 0.17 ms on two
     threads), but a parallel region waits until the OS runs every worker thread, which on a busy machine
-    took 22 ms for the same sum (2 threads, 2 cores, load average 4.2). Nothing changes for other devices
-    or with one thread already. torch.set_num_threads sets the calling thread's OpenMP count (and MKL's
-    thread-local one), about 1 µs."""
+    took 22 ms for the same sum (2 threads, 2 cores, load average 4.2). Nothing changes for other devices,
+    with one thread already, or for tensors under GRAIN_SIZE elements. torch.set_num_threads sets the
+    calling thread's OpenMP count (and MKL's thread-local one), about 1 µs."""
     import torch
 
     threads = torch.get_num_threads()
-    if threads == 1 or any(t.device.type != "cpu" for t in tensors):
+    small = all(t.numel() < GRAIN_SIZE for t in tensors)  # ATen runs those on the calling thread anyway
+    if threads == 1 or small or any(t.device.type != "cpu" for t in tensors):
         yield
         return
     torch.set_num_threads(1)
@@ -160,6 +164,7 @@ def one_thread(*tensors: torch.Tensor) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@functools.cache  # asked on every CPU call (running.check_size); two sysconf calls took ~3 µs of ~80
 def physical_memory() -> int:
     """This machine's memory (RAM), in bytes."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

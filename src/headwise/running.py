@@ -10,6 +10,7 @@ dtype, materialises a predicate for a backend that takes none, and calls the bac
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -78,17 +79,22 @@ def run(choice: Choice, q: Tensor, k: Tensor, v: Tensor, *, kv_finite: bool, **o
 
 def follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) -> bool:
     """Whether a run as if finite, out (B, Hq, Nq, Dv) of q (B, Hq, Nq, Dh) and k (B, Hkv, Nk, Dh) (None:
-    known finite), is what the non-finite rule gives (see `_run`): out and k finite, and q finite in the
-    rows whose out sums to exactly 0. On one CPU thread (checks.one_thread: a busy machine delays every
-    parallel region); one sync on CUDA (two when some row of out sums to 0)."""
-    wide = torch.promote_types(out.dtype, torch.float32)
-    with one_thread(out), torch.no_grad():
+    known finite), is what the non-finite rule gives (see `run`): out and k finite, and q finite in the
+    rows whose out sums to exactly 0. One pass over out and one over k, on one CPU thread
+    (checks.one_thread: a busy machine delays every parallel region); one sync on CUDA (more when some
+    row of out sums to 0). A row sum r is finite and nonzero exactly when r + 1/r is finite (1/r overflows
+    only for |r| < 2^-126 in float32, or a total for sums past 3e38: those take the exact test below), so
+    one total decides the common case."""
+    out = out.detach()  # the sums record nothing for autograd (cheaper than torch.no_grad's context)
+    with one_thread(out) if k is None else one_thread(out, k):
         rows = out.sum(-1)  # (B, Hq, Nq), in out's dtype (checks.row_total): NaN and ±inf survive a sum
-        total = rows.sum(dtype=wide) if k is None else rows.sum(dtype=wide) + row_total(k)  # ()
-        if bool(rows.all() & total.isfinite()):  # no row sums to 0 (NaN counts as nonzero)
+        wide = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # (B, Hq, Nq)
+        keys = 0.0 if k is None else row_total(k.detach()).item()  # NaN or ±inf if k holds one
+        if math.isfinite(wide.reciprocal().add_(wide).sum().item() + keys):
             return True
+        finite = math.isfinite(wide.sum().item() + keys)
     # A row of out that sums to 0: a fully masked row, or where a non-finite query would hide.
-    return bool(total.isfinite()) and all_finite(q[rows == 0])  # q[rows == 0]: (rows, Dh)
+    return finite and all_finite(q[rows == 0])  # q[rows == 0]: (rows, Dh)
 
 
 def transforms_active() -> bool:

@@ -5,8 +5,10 @@ CPU bf16/fp16 and training calls, never where it must not, with one notice per p
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -75,6 +77,42 @@ def test_a_backend_that_declares_a_better_rank_comes_first(monkeypatch):
     unranked = dataclasses.replace(dense.capabilities, rank=Rank())
     monkeypatch.setitem(BACKENDS, "dense", dataclasses.replace(dense, capabilities=unranked))
     assert "dense" not in auto_order(request_of(q, k))
+
+
+def test_the_remembered_static_choice_follows_the_registry_and_the_cpu_kind(monkeypatch):
+    """auto remembers a plain call's static choice (dispatch.static_choice); a backend replaced in the
+    registry, or another CPU kind, decides again: each answer is the table's first served choice."""
+    q, k, _ = small_call()
+    request = request_of(q, k)
+    assert choose("auto", request) == choose("auto", request) == Choice("sdpa", torch.float32)
+    dense = BACKENDS["dense"]
+    promoted = dataclasses.replace(dense.capabilities, rank=Rank(cpu=0))
+    monkeypatch.setitem(BACKENDS, "dense", dataclasses.replace(dense, capabilities=promoted))
+    assert choose("auto", request) == Choice("dense", torch.float32)
+    monkeypatch.setitem(BACKENDS, "dense", dense)
+    assert choose("auto", request) == Choice("sdpa", torch.float32)
+    low = request_of(q.bfloat16(), k.bfloat16(), requires_grad=True)  # bf16 forward + backward, N=96
+    chosen = {}
+    for kind in ("AVX2", "AVX512-bf16-fp16-amx", "AVX2", "AVX512-bf16-fp16-amx"):
+        monkeypatch.setattr(tuning, "cpu_kind", lambda kind=kind: kind)
+        chosen[kind] = choose("auto", low)
+        assert chosen[kind] == next(c for c in tuning.static_choices(low) if _serves(c, low))
+    assert chosen["AVX2"] == Choice("dense", torch.float32)  # no native bf16: computed in float32
+    assert chosen["AVX512-bf16-fp16-amx"] == Choice("dense", torch.bfloat16)
+
+
+def test_auto_keeps_no_tensor_of_the_callers_alive():
+    """A predicate or score modifier that holds tensors (documents' ids, ALiBi's slopes) is not remembered
+    with the call's choice: once the caller drops them they are freed."""
+    q, k, v = small_call()
+    ids = (torch.arange(96) // 32).expand(2, 96)  # (B, N): three documents
+    slopes = torch.rand(4)  # (Hq,)
+    headwise.attention(q, k, v, mask=masks.documents(ids), score_mod=masks.alibi(slopes))
+    headwise.attention(q, k, v, mask=masks.documents(ids))
+    freed = [weakref.ref(ids), weakref.ref(slopes)]
+    del ids, slopes
+    gc.collect()
+    assert [ref() for ref in freed] == [None, None]
 
 
 # Measuring on first use --------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..masks import Causal
+from . import tuning
 from .capabilities import Request
-from .registry import BACKENDS
+from .registry import BACKENDS, Backend
 from .tuning import TUNER, Choice, accurate_backward, ranked_backends, slow_here, static_choices
 
 
@@ -52,6 +54,52 @@ def first_use_candidates(request: Request) -> list[Choice]:
     return [fast[0], *rest]
 
 
+def static_choice(request: Request) -> Choice | None:
+    """The first choice of the static table that a backend serves (None: not even the reference).
+    Remembered for a plain request (`_plain`), while the registry holds the same backends and the CPU's
+    kind is the same, unless a backend asked has `limits` (what depends on the environment): building
+    the table took ~10 µs of auto's ~80 µs per call."""
+    if not _plain(request):
+        return _first_served(request)[0]
+    backends = tuple(BACKENDS.values())
+    if backends != _REMEMBERED_FOR[0]:  # compared by identity first: fast while nothing was replaced
+        _REMEMBERED.clear()
+        _REMEMBERED_FOR[0] = backends
+    asked = (request, tuning.cpu_kind())  # looked up in tuning: where tests replace it
+    if asked not in _REMEMBERED:
+        served, pure = _first_served(request)
+        if not pure:
+            return served
+        if len(_REMEMBERED) >= REMEMBERED:
+            _REMEMBERED.clear()
+        _REMEMBERED[asked] = served
+    return _REMEMBERED[asked]
+
+
+REMEMBERED = 1024  # kinds of plain call remembered at most (then forgotten at once)
+_REMEMBERED: dict[tuple[Request, str], Choice | None] = {}
+_REMEMBERED_FOR: list[tuple[Backend, ...]] = [()]  # the registry's backends that _REMEMBERED holds for
+
+
+def _plain(request: Request) -> bool:
+    """Whether `request` is made of values alone, and its static choice depends on nothing else: no
+    score modifier (ALiBi holds a tensor), no predicate but causal() without a tensor mask (others hold
+    tensors, or read blocksparse's block size through tuning.structured)."""
+    causal = type(request.predicate) is Causal and request.mask == "none"
+    return request.score_mod is None and (request.predicate is None or causal)
+
+
+def _first_served(request: Request) -> tuple[Choice | None, bool]:
+    """(the static table's first choice that a backend serves, or None; whether no backend asked on the
+    way has `limits`)."""
+    pure = True
+    for choice in static_choices(request):
+        pure = pure and BACKENDS[choice.backend].capabilities.limits is None
+        if _serves(choice, request):
+            return choice, pure
+    return None, pure
+
+
 def _serves(choice: Choice, request: Request) -> bool:
     """Whether the choice's backend can serve `request` computed in the choice's dtype, with a backward as
     accurate as eager's (tuning.accurate_backward)."""
@@ -73,7 +121,7 @@ def choose(name: str, request: Request, measure: Callable[[Choice], None] | None
             capable = first_use_candidates(request)
             if len(capable) > 1:
                 return TUNER.first_use(request, capable, measure)
-        served = next((c for c in static_choices(request) if _serves(c, request)), None)
+        served = static_choice(request)
         if served is None:  # the reference serves every kind of call: only the device or dtype can stop it
             reason = BACKENDS["reference"].unsupported(request)
             raise ValueError(f"auto found no backend for q, k and v: even the reference cannot {reason}")

@@ -303,7 +303,8 @@ class Tuner:
         table decides there (the key reads the thread count and the file, which would break the graph)."""
         if torch.compiler.is_compiling():
             return None
-        return self.choices().get(key(request))
+        choices = self.choices()
+        return choices.get(key(request)) if choices else None  # no measurements: no key to build (~4 µs)
 
     def may_tune(self, request: Request) -> bool:
         """Whether `request`, whose key has no measurement, may be measured now: switched on (enable(),

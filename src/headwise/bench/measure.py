@@ -19,6 +19,7 @@ import torch
 
 from .. import __version__
 from ..backends.tuning import cpu_kind
+from ..checks import physical_memory
 from .grid import DTYPES, Config
 
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")  # set: an emulated kind
@@ -99,7 +100,7 @@ def measure_call(fn: Callable[[], None]) -> Measurement:
 
 def default_memory_cap() -> int:
     """Half of the machine's physical memory, in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    return physical_memory() // 2
 
 
 class Guard:
