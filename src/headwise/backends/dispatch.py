@@ -66,18 +66,18 @@ def static_choice(request: Request) -> Choice | None:
         _REMEMBERED.clear()
         _REMEMBERED_FOR[0] = backends
     asked = (request, tuning.cpu_kind())  # looked up in tuning: where tests replace it
-    if asked not in _REMEMBERED:
+    served = _REMEMBERED.get(asked)
+    if served is None:
         served, pure = _first_served(request)
-        if not pure:
-            return served
         if len(_REMEMBERED) >= REMEMBERED:
             _REMEMBERED.clear()
-        _REMEMBERED[asked] = served
-    return _REMEMBERED[asked]
+        if pure and served is not None:
+            _REMEMBERED[asked] = served
+    return served
 
 
 REMEMBERED = 1024  # kinds of plain call remembered at most (then forgotten at once)
-_REMEMBERED: dict[tuple[Request, str], Choice | None] = {}
+_REMEMBERED: dict[tuple[Request, str], Choice] = {}
 _REMEMBERED_FOR: list[tuple[Backend, ...]] = [()]  # the registry's backends that _REMEMBERED holds for
 
 
