@@ -12,7 +12,10 @@ at 1 MB in the ranks (MALLOC_MMAP_THRESHOLD_), so that a freed tensor leaves the
 peak is that of the live tensors; the check is repeated with glibc's default, whose threshold grows as
 tensors are freed and keeps their memory resident. The doubling stops when twice the last memory would
 pass the cap. The check: a rank's memory at N = 4·n on 4 ranks against one process at N = n (the same
-N/P), which O(N/P) memory puts near 1.
+N/P), which O(N/P) memory puts near 1 (a rank holding the whole sequence near 4); the exit status is 1 when
+the ratio passes --limit (default 1.2, the issue's bound). This machine meets 1.2 only from N/P = 8192
+(benchmarks/results/distributed-cpu.md): below, memory that does not grow with N/P (glibc's heap, gloo's
+buffers, a few MB) weighs more, 1.1-1.4× at N/P = 1024, so a short run (tests/test_docs.py) asks for 2.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from headwise.bench.measure import MB, machine, measure_call
 from headwise.distributed import context_parallel_attention
 
 WARM_LOCAL = 256  # N/P of the unmeasured first step
-LIMIT = 1.2  # the issue's bound on the memory ratio
+LIMIT = 1.2  # the issue's bound on the memory ratio, --limit's default
 MMAP_THRESHOLD = {
     "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)
 }  # glibc: tensors over 1 MB mmapped, unmapped when freed
@@ -127,16 +130,16 @@ def check_size(rows: list[dict]) -> int | None:
     return max((n for ranks, n in measured if ranks == 1 and (4, 4 * n) in measured), default=None)
 
 
-def check(alone: dict, four: dict, allocator: str) -> tuple[str, bool]:
+def check(alone: dict, four: dict, allocator: str, limit: float) -> tuple[str, bool]:
     """The issue's check: a rank at N = 4·n on 4 ranks against one process at N = n; (a sentence, whether
-    within LIMIT)."""
+    within `limit`)."""
     ratio = four["memory"] / alone["memory"]
-    verdict = "within" if ratio <= LIMIT else "over"
+    verdict = "within" if ratio <= limit else "over"
     sentence = (
         f"{allocator}: a rank at N = {four['length']} on 4 ranks / one process at N = {alone['length']}: "
-        f"{four['memory'] / MB:.0f} MB / {alone['memory'] / MB:.0f} MB = {ratio:.2f}× ({verdict} {LIMIT}×)"
+        f"{four['memory'] / MB:.0f} MB / {alone['memory'] / MB:.0f} MB = {ratio:.2f}× ({verdict} {limit:g}×)"
     )
-    return sentence, ratio <= LIMIT
+    return sentence, ratio <= limit
 
 
 def main() -> int:
@@ -149,6 +152,9 @@ def main() -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--no-causal", dest="causal", action="store_false", help="full attention")
     parser.add_argument("--out", type=Path, help="write the report here (markdown)")
+    parser.add_argument(
+        "--limit", type=float, default=LIMIT, help=f"exit 1 above this memory ratio (default {LIMIT})"
+    )
     args = parser.parse_args()
     settings = Settings(kv_heads=args.kv_heads, dtype=args.dtype, causal=args.causal, layout=args.layout)
     where = machine()
@@ -176,9 +182,9 @@ def main() -> int:
         print("no n was measured on 1 process and, as N = 4·n, on 4 ranks: no check")
         return 1
     pair = [next(r for r in rows if (r["ranks"], r["length"]) == key) for key in ((1, n), (4, 4 * n))]
-    sentence, within = check(*pair, "mmap threshold 1 MB (live tensors)")
+    sentence, within = check(*pair, "mmap threshold 1 MB (live tensors)", args.limit)
     default = [measure(world, length, settings, {}) for world, length in ((1, n), (4, 4 * n))]
-    sentence_default, _ = check(*default, "glibc's default allocator")
+    sentence_default, _ = check(*default, "glibc's default allocator", args.limit)
     print(f"{sentence}\n{sentence_default}")
     s = settings
     report = "\n\n".join(
@@ -201,6 +207,7 @@ def main() -> int:
     )
     print("\n" + table(rows))
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report + "\n")
     return 0 if within else 1
 

