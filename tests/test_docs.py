@@ -40,11 +40,14 @@ FENCE = re.compile(
 )
 SKIP = re.compile(r"<!-- docs-test: skip: (?P<reason>\S.*?) -->[ \t]*$")
 FILE = re.compile(r"<!-- docs-test: file: (?P<name>[\w.-]+) -->[ \t]*$")
-RUN = ("headwise ", "torchrun ", "python benchmarks/")  # the command lines that run (.venv/bin/ dropped)
+# the command lines collected (.venv/bin/ dropped): they run, but for those NOT_RUN leaves out
+RUN = ("headwise ", "torchrun ", "python benchmarks/", "pip install ", "make ")
 ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=\S*")  # `NAME=value command ...`: the command's environment
 SHELL = {"bash", "console", "sh", "shell"}
 NOT_RUN = {  # command lines that are not run, and why
     r"--nnodes": "needs several machines",
+    r"^pip install\b": "an install step: the Makefile's dev environment installs the same packages",
+    r"^make\b": "a Makefile target: .ci/run runs make test and make docs; demo: the venv + headwise explain",
 }
 SPEED = r"^headwise bench\b|\bbenchmarks/speed\.py\b"  # the speed benchmark, short or whole
 SHORTER = {  # options the test appends, so that a line of minutes runs in seconds
@@ -112,8 +115,8 @@ def examples(page: Path) -> list[Example]:
 
 
 def commands(example: Example) -> list[str]:
-    """The `headwise ...`, `torchrun ...` and `python benchmarks/...` lines of a shell block (continuations
-    joined, no prompts, .venv/bin/ dropped), with the `NAME=value` words before them."""
+    """The lines of a shell block that RUN collects (continuations joined, no prompts, .venv/bin/ dropped),
+    with the `NAME=value` words before them."""
     lines = example.code.replace("\\\n", " ").split("\n")
     found = []
     for line in lines:
