@@ -94,6 +94,33 @@ def test_every_predicate_matches_the_reference_with_gradients(nq, nk, small_bloc
             torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=f"{predicate!r}: {name}")
 
 
+@pytest.mark.parametrize("nq, nk", [(64, 64), (62, 62), (61, 64)])
+def test_narrow_diagonal_bands_run_as_a_band_and_match_the_reference(nq, nk, small_blocks):
+    """Windows over as many key blocks as query blocks take the band layout (one strided view of the keys,
+    flat over batch and heads, with mask tiles), whose edges are the sequence's and the heads' ends;
+    float64: out, lse and every gradient equal the reference's, rows that see no key included."""
+    shift = nk - nq
+    bands = [
+        (masks.sliding_window(9) & masks.causal(), lambda i, j: i + shift - 9 <= j <= i + shift),
+        (masks.sliding_window(5, 3), lambda i, j: i + shift - 5 <= j <= i + shift + 3),
+        (masks.sliding_window(6) & ~masks.sliding_window(0), lambda i, j: i + shift - 6 <= j < i + shift),
+        (masks.sliding_window(3, 9) & masks.sliding_window(7), lambda i, j: i + shift - 3 <= j <= i + shift),
+    ]
+    for predicate, rule in bands:
+        q, k, v = inputs(nq, nk)
+        plan = make_plan(predicate, nq, nk, blocksparse.BLOCK, blocksparse.BLOCK)
+        assert blocksparse._band_of(predicate, plan) is not None
+        dense = torch.tensor([[rule(i, j) for j in range(nk)] for i in range(nq)])  # (Nq, Nk)
+        fast = outputs_and_grads(q, k, v, "blocksparse", mask=predicate)
+        golden = outputs_and_grads(q, k, v, "reference", mask=dense)
+        for name, got, want in zip(("out", "lse", "dq", "dk", "dv"), fast, golden, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=f"{predicate!r}: {name}")
+    lengths = masks.sliding_window(9) & masks.key_lengths(torch.tensor([50, 64]))  # depends on the batch
+    plan = make_plan(lengths, nq, nk, blocksparse.BLOCK, blocksparse.BLOCK)
+    assert not lengths.translation_invariant
+    assert blocksparse._band_of(lengths, plan) is None
+
+
 @pytest.mark.parametrize("kind", ["bool", "float"])
 def test_a_tensor_mask_beside_a_predicate(kind, small_blocks):
     nq, nk = 13, 17

@@ -9,6 +9,11 @@ query row holds all of its visible keys at once and its softmax is exact and dir
 evaluated only in chunks that hold a partial block; a full block needs no mask. No (Nq, Nk) tensor is ever
 made: a chunk's scores are at most CHUNK_BYTES, and the peak grows linearly with the sequence.
 
+A narrow diagonal band (a sliding window) of a translation-invariant predicate, over as many key blocks
+as query blocks, runs as a band instead (`_Band`): every query block reads the same number of consecutive
+key blocks, so its keys are one strided view of all the keys (no gather), the chunks run over every head's
+query blocks at once, and the mask is a few tiles computed once per call, added inside the scores' matmul.
+
 Grouped-query heads are folded into the query rows, as in the chunked backend: the G query heads that
 share a key/value head multiply its gathered keys in one matmul, and k and v are never repeated.
 
@@ -33,7 +38,8 @@ if TYPE_CHECKING:
     from ..masks import Predicate, ScoreModifier
 
 BLOCK = 64  # queries and keys per block
-CHUNK_BYTES = 4 * 2**20  # the scores of one chunk, in bytes of the accumulation dtype
+BAND_EXTRA = 1.25  # a band may compute at most this many times the plan's visible blocks
+CHUNK_BYTES = 2 * 2**20  # the scores of one chunk, in bytes of the accumulation dtype: about a core's L2
 CAPABILITIES = Capabilities(
     lse=True, predicates=True, dropout=False, transforms=False, rank=Rank(cpu=30, structured=0)
 )
@@ -76,11 +82,13 @@ class _Layout:
         scale: float,
     ) -> None:
         self.batch, self.q_heads, self.num_queries, _ = q.shape
+        self.device = q.device
         self.kv_heads, self.num_keys = k.shape[1], k.shape[2]
         self.group = self.q_heads // self.kv_heads  # G
         self.predicate, self.plan, self.scale = predicate, plan, scale
         self.acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
         self.score_dtype = score_dtype(q.dtype)
+        self.block_rows = self.batch * self.q_heads * plan.q_block  # the score rows of a group's query block
         if mask is not None:
             mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, Hq|1, Nq|1, Nk|1)
             mask = mask.expand(*mask.shape[:3], self.num_keys)  # (B|1, Hq|1, Nq|1, Nk), a view
@@ -95,6 +103,11 @@ class _Layout:
         x = x.reshape(self.batch, self.kv_heads, self.group, plan.query_blocks, plan.q_block, x.shape[-1])
         return x.transpose(2, 3).flatten(3, 4).contiguous()  # (B, Hkv, Qn, G·Bq, ·)
 
+    def new_rows(self, width: int, value: float) -> torch.Tensor:
+        """Row blocks (B, Hkv, Qn, G·Bq, width) of `value` in the accumulation dtype."""
+        shape = (self.batch, self.kv_heads, self.plan.query_blocks, self.group * self.plan.q_block, width)
+        return torch.full(shape, value, dtype=self.acc, device=self.device)
+
     def unpad(self, blocks: torch.Tensor) -> torch.Tensor:
         """Row blocks (B, Hkv, Qn, G·Bq, ·) -> (B, Hq, Nq, ·)."""
         blocks = blocks.unflatten(3, (self.group, self.plan.q_block))  # (B, Hkv, Qn, G, Bq, ·)
@@ -107,6 +120,14 @@ class _Layout:
         plan = self.plan
         x = _pad(x, plan.key_blocks * plan.k_block)  # (B, Hkv, Kn·Bk, ·)
         return x.reshape(self.batch, self.kv_heads, plan.key_blocks, plan.k_block, x.shape[-1])
+
+    def key_unpad(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Key-side blocks (B, Hkv, Kn, Bk, ·) -> (B, Hkv, Nk, ·)."""
+        return blocks.flatten(2, 3)[:, :, : self.num_keys]
+
+    def groups(self) -> list[Group]:
+        """The plan's groups of query blocks, each run in chunks."""
+        return self.plan.groups()
 
     @staticmethod
     def rows(blocks: torch.Tensor, query_blocks: torch.Tensor) -> torch.Tensor:
@@ -151,11 +172,11 @@ class _Layout:
 
     def scores(self, queries: torch.Tensor, keys: torch.Tensor, group: Group, chunk: slice) -> torch.Tensor:
         """The chunk's scaled, masked scores (B, Hkv, n, G·Bq, c·Bk) in the accumulation dtype, from the
-        scaled queries (B, Hkv, n, G·Bq, Dh) and gathered keys (B, Hkv, n, c·Bk, Dh): a float mask added,
+        queries (B, Hkv, n, G·Bq, Dh) and gathered keys (B, Hkv, n, c·Bk, Dh): a float mask added,
         -inf where a query may not attend (the predicate's and a bool mask's refusals, and the padding past
         Nk, whose blocks are partial). Without a tensor mask, only the columns of key blocks that are
         partial in some row of the chunk are masked (a window's two edges, a document's diagonal)."""
-        scores = (queries @ keys.transpose(-2, -1)).to(self.acc)  # (B, Hkv, n, G·Bq, c·Bk)
+        scores = ((queries * self.scale) @ keys.transpose(-2, -1)).to(self.acc)  # (B, Hkv, n, G·Bq, c·Bk)
         partial = group.partial[chunk]  # (n, c)
         columns = range(group.width) if self.mask is not None else partial.any(0).nonzero()[:, 0].tolist()
         plan = self.plan
@@ -200,11 +221,149 @@ class _Layout:
 
     def chunks(self, group: Group) -> Iterator[slice]:
         """Slices of the group's query blocks, each with scores of at most CHUNK_BYTES."""
-        row_bytes = self.batch * self.q_heads * self.plan.q_block * torch.finfo(self.acc).bits // 8
-        per_block = row_bytes * group.width * self.plan.k_block  # one query block's scores
+        per_block = self.block_rows * group.width * self.plan.k_block * torch.finfo(self.acc).bits // 8
         step = max(1, CHUNK_BYTES // per_block)
         for start in range(0, len(group.query_blocks), step):
             yield slice(start, start + step)
+
+
+class _Band(_Layout):
+    """A plan whose visible blocks lie on a narrow diagonal band (query block i reads key blocks
+    i + offset ... i + offset + c - 1), for a translation-invariant predicate over as many key blocks as
+    query blocks (Qn = Kn): a sliding window.
+
+    The (B, Hkv, Qn) query blocks are flattened into one axis f, and the key blocks likewise: query block f
+    reads the L = c·Bk keys from key block f + offset on, in every head alike (a head's first blocks reach
+    into the previous head's last keys, which the mask refuses; the first and last heads', past the keys:
+    zeros). So the keys of a chunk are one strided view of the keys, not a gather, and a chunk is one
+    batched matmul over every head's blocks. The mask is a few tiles (0 where a
+    query may attend, -inf elsewhere), made once per call: the predicate sees only kv_idx - q_idx, so all
+    blocks share one tile but those whose band reaches past the keys or whose rows past the queries.
+    """
+
+    def __init__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        predicate: Predicate,
+        plan: Plan,
+        scale: float,
+        offset: int,
+        c: int,
+    ) -> None:
+        super().__init__(q, k, None, predicate, plan, scale)
+        self.block_rows = self.group * plan.q_block  # G·Bq: a flat query block's score rows
+        tiles, tile_of = self.tiles(predicate, offset, c)  # (T, G·Bq, L), (Qn,)
+        self.mask_tiles = tiles.to(self.device, self.score_dtype)
+        tile_of = tile_of.repeat(self.batch * self.kv_heads)  # (B·Hkv·Qn,): each flat query block's tile
+        self.tile_of = tile_of.to(self.device)
+        blocks = torch.arange(len(tile_of))  # (B·Hkv·Qn,)
+        keys = (blocks + offset)[:, None] + torch.arange(c)  # (B·Hkv·Qn, c): flat key blocks, maybe outside
+        partial = (tiles.unflatten(2, (c, plan.k_block)) != 0).any(-1).any(1)  # (T, c)
+        self.blocks = Group(blocks, keys, partial[tile_of])
+
+    def tiles(self, predicate: Predicate, offset: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The band's masks (T, G·Bq, L) in the accumulation dtype, 0 where a query may attend and -inf
+        elsewhere (the predicate's refusals, keys outside 0 <= j < Nk), and each query block's tile (Qn,):
+        one of its own for each block at the edges, one shared by all the others."""
+        plan, length = self.plan, c * self.plan.k_block  # L
+        blocks = torch.arange(plan.query_blocks)  # (Qn,)
+        first_keys = (blocks + offset) * plan.k_block  # (Qn,): the first key of each block's band
+        past_queries = (blocks + 1) * plan.q_block > self.num_queries  # (Qn,): rows of padding
+        edge = (first_keys < 0) | (first_keys + length > self.num_keys) | past_queries  # (Qn,)
+        chosen = torch.cat([blocks[edge], blocks[~edge][:1]])  # (T,): the edges, then one of the others
+        tile_of = torch.where(edge, edge.cumsum(0) - 1, int(edge.sum()))  # (Qn,)
+        # Padded rows are judged as the last query, keys outside as the nearest key (then refused).
+        queries = chosen[:, None] * plan.q_block + torch.arange(plan.q_block)  # (T, Bq)
+        queries = queries.clamp(max=max(self.num_queries - 1, 0))[:, :, None]  # (T, Bq, 1)
+        keys = (first_keys[chosen][:, None] + torch.arange(length))[:, None]  # (T, 1, L)
+        inside = (keys >= 0) & (keys < self.num_keys)  # (T, 1, L)
+        keys = keys.clamp(min=0, max=max(self.num_keys - 1, 0))
+        allowed = self.rule(predicate, queries, keys) & inside  # (T, Bq, L): no batch or head axis
+        allowed = allowed.expand(1, 1, *allowed.shape[-3:])[0, 0]  # (T, Bq, L)
+        tiles = torch.zeros(allowed.shape, dtype=self.acc).masked_fill_(~allowed, float("-inf"))
+        return tiles.repeat(1, self.group, 1), tile_of  # (T, G·Bq, L): the G heads' rows alike
+
+    def groups(self) -> list[Group]:
+        """The band: every flat query block, with its c key blocks."""
+        return [self.blocks]
+
+    def query_side(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, Hq, Nq, ·) -> flat row blocks (B·Hkv·Qn, G·Bq, ·), as _Layout.query_side."""
+        return super().query_side(x).flatten(0, 2)  # (B·Hkv·Qn, G·Bq, ·)
+
+    def new_rows(self, width: int, value: float) -> torch.Tensor:
+        """Flat row blocks (B·Hkv·Qn, G·Bq, width) of `value` in the accumulation dtype."""
+        return super().new_rows(width, value).flatten(0, 2)  # (B·Hkv·Qn, G·Bq, width)
+
+    def unpad(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Flat row blocks (B·Hkv·Qn, G·Bq, ·) -> (B, Hq, Nq, ·)."""
+        return super().unpad(blocks.unflatten(0, (self.batch, self.kv_heads, -1)))
+
+    def key_side(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, Hkv, Nk, ·) -> flat blocks (B·Hkv·Kn, Bk, ·), a view where Nk is whole blocks."""
+        return super().key_side(x).flatten(0, 2)  # (B·Hkv·Kn, Bk, ·)
+
+    def key_unpad(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Flat blocks (B·Hkv·Kn, Bk, ·) -> (B, Hkv, Nk, ·)."""
+        return super().key_unpad(blocks.unflatten(0, (self.batch, self.kv_heads, -1)))
+
+    @staticmethod
+    def rows(blocks: torch.Tensor, query_blocks: torch.Tensor) -> torch.Tensor:
+        """Flat row blocks (B·Hkv·Qn, G·Bq, ·) -> the chunk's consecutive ones (n, G·Bq, ·), a view."""
+        first = int(query_blocks[0])
+        return blocks[first : first + len(query_blocks)]
+
+    @staticmethod
+    def put_rows(blocks: torch.Tensor, query_blocks: torch.Tensor, rows: torch.Tensor) -> None:
+        """Write the chunk's rows (n, G·Bq, ·) into flat row blocks (B·Hkv·Qn, G·Bq, ·)."""
+        _Band.rows(blocks, query_blocks).copy_(rows)
+
+    def gathered(self, blocks: torch.Tensor, key_blocks: torch.Tensor) -> torch.Tensor:
+        """Flat key blocks (B·Hkv·Kn, Bk, ·) -> the chunk's bands (n, c·Bk, ·): a strided view whose rows
+        overlap (block f's band starts one block after block f - 1's); at the ends of the flat blocks, a
+        view of the chunk's keys with zero blocks added where its bands reach past them (refused keys)."""
+        (count, c), first = key_blocks.shape, int(key_blocks[0, 0])  # n, c; first may be < 0
+        end = first + count + c - 1  # one past the chunk's last key block
+        source = blocks[max(first, 0) : end]  # (.., Bk, ·)
+        if first < 0 or end > blocks.shape[0]:
+            source = F.pad(source, (0, 0, 0, 0, max(-first, 0), max(end - blocks.shape[0], 0)))  # a copy
+        width = blocks.shape[-1]
+        step = self.plan.k_block * width  # one block of keys
+        return source.as_strided(
+            (count, c * self.plan.k_block, width), (step, width, 1), source.storage_offset()
+        )
+
+    def add_keys(self, d_blocks: torch.Tensor, key_blocks: torch.Tensor, d_keys: torch.Tensor) -> None:
+        """Add the chunk's key gradients (n, c·Bk, ·) into flat key blocks (B·Hkv·Kn, Bk, ·): the j-th key
+        block of each band into the blocks j further on, one slice per j (past the ends: refused keys,
+        whose gradients are zero)."""
+        (count, c), first = key_blocks.shape, int(key_blocks[0, 0])
+        pieces = d_keys.unflatten(1, (c, self.plan.k_block)).to(d_blocks.dtype)  # (n, c, Bk, ·)
+        for j in range(c):
+            lo, hi = max(first + j, 0), min(first + j + count, d_blocks.shape[0])  # the blocks inside
+            d_blocks[lo:hi] += pieces[lo - first - j : hi - first - j, j]
+
+    def scores(self, queries: torch.Tensor, keys: torch.Tensor, group: Group, chunk: slice) -> torch.Tensor:
+        """The chunk's scaled, masked scores (n, G·Bq, L) in the accumulation dtype, from the queries
+        (n, G·Bq, Dh) and the bands of keys (n, L, Dh): the scaled matmul added into the chunk's tiles."""
+        scores = self.mask_tiles.index_select(0, self.tile_of[chunk])  # (n, G·Bq, L): 0 or -inf
+        return scores.baddbmm_(queries, keys.transpose(-2, -1), alpha=self.scale).to(self.acc)
+
+
+def _band_of(predicate: Predicate | None, plan: Plan) -> tuple[int, int] | None:
+    """The plan's diagonal band (offset, c) where a _Band runs it (a translation-invariant predicate,
+    Qn = Kn) computing at most BAND_EXTRA times its visible blocks, else None."""
+    diagonals = plan.diagonals()
+    if (
+        predicate is None
+        or not predicate.translation_invariant
+        or diagonals is None
+        or plan.query_blocks != plan.key_blocks
+        or plan.query_blocks * diagonals[1] > BAND_EXTRA * plan.visible_blocks()
+    ):
+        return None
+    return diagonals
 
 
 def _pad(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -232,15 +391,14 @@ def _forward(
     """-> out (B, Hq, Nq, Dv) in the accumulation dtype, and lse (B, Hq, Nq) (-inf for a query that sees no
     key) when `want_lse`, else None. lse = m - log(max weight), read off the weights: no second pass of
     exp over the scores."""
-    plan, acc = layout.plan, layout.acc
     q_blocks = layout.query_side(q.to(layout.score_dtype))  # (B, Hkv, Qn, G·Bq, Dh)
     k_blocks, v_blocks = layout.key_side(k.to(layout.score_dtype)), layout.key_side(v)  # (B, Hkv, Kn, Bk, ·)
-    out = layout.query_side(q.new_zeros(*q.shape[:3], v.shape[-1], dtype=acc))  # (B, Hkv, Qn, G·Bq, Dv)
-    lse = layout.query_side(q.new_full((*q.shape[:3], 1), float("-inf"), dtype=acc)) if want_lse else None
-    for group in plan.groups():
+    out = layout.new_rows(v.shape[-1], 0.0)  # (B, Hkv, Qn, G·Bq, Dv)
+    lse = layout.new_rows(1, float("-inf")) if want_lse else None  # (B, Hkv, Qn, G·Bq, 1)
+    for group in layout.groups():
         for chunk in layout.chunks(group):
             query_blocks, key_blocks = group.query_blocks[chunk], group.key_blocks[chunk]  # (n,), (n, c)
-            queries = layout.rows(q_blocks, query_blocks) * layout.scale  # (B, Hkv, n, G·Bq, Dh)
+            queries = layout.rows(q_blocks, query_blocks)  # (B, Hkv, n, G·Bq, Dh)
             keys = layout.gathered(k_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dh)
             scores = layout.scores(queries, keys, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
             weights, row_max = _softmax(scores, layout, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
@@ -265,7 +423,7 @@ def _backward(
     """FlashAttention-2's backward, chunk by chunk: the weights recomputed as the forward made them (the
     same softmax of the same scores, bit for bit), d_scores = weights · (d_weights - D + d_lse) with
     D = rowsum(d_out · out)."""
-    plan, acc = layout.plan, layout.acc
+    acc = layout.acc
     q_blocks = layout.query_side(q.to(layout.score_dtype))  # (B, Hkv, Qn, G·Bq, Dh)
     k_blocks, v_blocks = layout.key_side(k.to(layout.score_dtype)), layout.key_side(v)  # (B, Hkv, Kn, Bk, ·)
     d_out_blocks = layout.query_side(d_out.to(v.dtype))  # (B, Hkv, Qn, G·Bq, Dv)
@@ -274,10 +432,10 @@ def _backward(
     term_blocks = layout.query_side(row_term[..., None])  # (B, Hkv, Qn, G·Bq, 1)
     d_q = torch.zeros_like(q_blocks, dtype=acc)  # (B, Hkv, Qn, G·Bq, Dh)
     d_k, d_v = torch.zeros_like(k_blocks, dtype=acc), torch.zeros_like(v_blocks, dtype=acc)  # (.., Kn, Bk, ·)
-    for group in plan.groups():
+    for group in layout.groups():
         for chunk in layout.chunks(group):
             query_blocks, key_blocks = group.query_blocks[chunk], group.key_blocks[chunk]  # (n,), (n, c)
-            queries = layout.rows(q_blocks, query_blocks) * layout.scale  # (B, Hkv, n, G·Bq, Dh)
+            queries = layout.rows(q_blocks, query_blocks)  # (B, Hkv, n, G·Bq, Dh)
             keys = layout.gathered(k_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dh)
             values = layout.gathered(v_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dv)
             scores = layout.scores(queries, keys, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
@@ -290,11 +448,11 @@ def _backward(
             term = layout.rows(term_blocks, query_blocks)  # (B, Hkv, n, G·Bq, 1)
             d_scores = d_scores.sub_(term).mul_(weights).to(queries.dtype)  # d of the scaled scores
             layout.put_rows(d_q, query_blocks, (d_scores @ keys).to(acc) * layout.scale)  # (.., G·Bq, Dh)
-            d_keys = d_scores.transpose(-2, -1) @ queries  # (B, Hkv, n, c·Bk, Dh)
+            d_keys = d_scores.transpose(-2, -1) @ queries  # (B, Hkv, n, c·Bk, Dh), unscaled
             layout.add_keys(d_k, key_blocks, d_keys)
             layout.add_keys(d_v, key_blocks, d_values)
     d_q = layout.unpad(d_q)  # (B, Hq, Nq, Dh)
-    d_k, d_v = (t.flatten(2, 3)[:, :, : layout.num_keys] for t in (d_k, d_v))  # (B, Hkv, Nk, ·)
+    d_k, d_v = layout.key_unpad(d_k.mul_(layout.scale)), layout.key_unpad(d_v)  # (B, Hkv, Nk, ·)
     return d_q.to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype)
 
 
@@ -311,7 +469,12 @@ class _BlockSparseAttention(torch.autograd.Function):
         scale: float,
         want_lse: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        layout = _Layout(q, k, mask, predicate, plan, scale)
+        band = None if mask is not None else _band_of(predicate, plan)
+        layout = (
+            _Layout(q, k, mask, predicate, plan, scale)
+            if band is None or predicate is None
+            else _Band(q, k, predicate, plan, scale, *band)
+        )
         out, lse = _forward(q, k, v, layout, want_lse)
         ctx.save_for_backward(q, k, v, out)
         ctx.layout = layout

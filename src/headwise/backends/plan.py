@@ -95,6 +95,17 @@ class Plan:
         rows = torch.arange(self.num_queries) // self.q_block  # (Nq,): each query's block
         return lo[rows].minimum(hi[rows]), hi[rows]
 
+    def diagonals(self) -> tuple[int, int] | None:
+        """(offset, c) of the narrowest diagonal band that holds every visible block: query block i needs
+        at most the key blocks i + offset ... i + offset + c - 1 (a sliding window: c = 1 + its blocks to
+        the left); None when no block is visible."""
+        rows, columns = self.visible.nonzero().unbind(1)  # (visible blocks,) each
+        if len(rows) == 0:
+            return None
+        steps = columns - rows  # (visible blocks,): each one's diagonal
+        offset = int(steps.min())
+        return offset, int(steps.max()) - offset + 1
+
     def visible_blocks(self) -> int:
         """How many blocks are computed."""
         return int(self.visible.sum())

@@ -35,6 +35,13 @@ class Predicate:
         """The call that makes this predicate, e.g. 'sliding_window(left=2, right=0)'."""
         raise NotImplementedError
 
+    @property
+    def translation_invariant(self) -> bool:
+        """True only when the mask depends on a pair's positions through kv_idx - q_idx alone (Nq and Nk
+        fixed) and on no batch element or head, so that blocks on one diagonal share one mask (causal,
+        sliding windows, and their &, | and ~). False is always safe."""
+        return False
+
     def allowed(
         self,
         batch_idx: torch.Tensor,
@@ -182,6 +189,10 @@ class Not(Predicate):
     def title(self) -> str:
         return f"~{_grouped(self.inner)}"
 
+    @property
+    def translation_invariant(self) -> bool:
+        return self.inner.translation_invariant
+
     def allowed(
         self,
         batch_idx: torch.Tensor,
@@ -237,6 +248,10 @@ class _Pair(Predicate):
     @property
     def title(self) -> str:
         return f"{_grouped(self.first)} {self.operator} {_grouped(self.second)}"
+
+    @property
+    def translation_invariant(self) -> bool:
+        return self.first.translation_invariant and self.second.translation_invariant
 
     def check(self, batch: int, heads: int, num_queries: int, num_keys: int) -> None:
         sizes = (batch, heads, num_queries, num_keys)

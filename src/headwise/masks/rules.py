@@ -28,6 +28,10 @@ class Causal(Predicate):
     def title(self) -> str:
         return "causal()"
 
+    @property
+    def translation_invariant(self) -> bool:
+        return True
+
     def allowed(
         self,
         batch_idx: torch.Tensor,
@@ -72,6 +76,10 @@ class SlidingWindow(Predicate):
     @property
     def title(self) -> str:
         return f"sliding_window(left={self.left}, right={self.right})"
+
+    @property
+    def translation_invariant(self) -> bool:
+        return True
 
     def allowed(
         self,
