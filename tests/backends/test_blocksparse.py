@@ -138,12 +138,15 @@ def test_a_tensor_mask_beside_a_predicate(kind, small_blocks):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["documents", "window"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_low_precision_by_the_ratio_rule(dtype, small_blocks):
-    """Against float64, no worse than twice plain PyTorch in the same dtype (3× for gradients)."""
+def test_low_precision_by_the_ratio_rule(dtype, case, small_blocks):
+    """Against float64, no worse than twice plain PyTorch in the same dtype (3× for gradients); the
+    window runs as a band."""
     nq = nk = 40
     ids = torch.arange(nq).div(9, rounding_mode="floor").expand(B, nq)  # (B, N): documents of 9
-    predicate = masks.documents(ids) & masks.causal()
+    window = masks.sliding_window(9) & masks.causal()
+    predicate = masks.documents(ids) & masks.causal() if case == "documents" else window
     dense = predicate.materialize(B, 1, nq, nk)  # (B, 1, Nq, Nk)
     q, k, v = inputs(nq, nk, dtype)
     golden_inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]

@@ -139,6 +139,13 @@ class _Layout:
         """Write the chunk's rows (B, Hkv, n, G·Bq, ·) into row blocks (B, Hkv, Qn, G·Bq, ·)."""
         blocks.index_copy_(2, query_blocks, rows.to(blocks.dtype))
 
+    def put_context(
+        self, out: torch.Tensor, query_blocks: torch.Tensor, weights: torch.Tensor, values: torch.Tensor
+    ) -> None:
+        """Write the chunk's context weights (B, Hkv, n, G·Bq, c·Bk) · values (B, Hkv, n, c·Bk, Dv) into
+        the row blocks `out` (B, Hkv, Qn, G·Bq, Dv)."""
+        self.put_rows(out, query_blocks, weights.to(values.dtype) @ values)  # (B, Hkv, n, G·Bq, Dv)
+
     @staticmethod
     def band(key_blocks: torch.Tensor) -> slice | None:
         """The keys a chunk of one query block reads, as one slice of positions when its key blocks are
@@ -293,8 +300,9 @@ class _Band(_Layout):
         return super().query_side(x).flatten(0, 2)  # (B·Hkv·Qn, G·Bq, ·)
 
     def new_rows(self, width: int, value: float) -> torch.Tensor:
-        """Flat row blocks (B·Hkv·Qn, G·Bq, width) of `value` in the accumulation dtype."""
-        return super().new_rows(width, value).flatten(0, 2)  # (B·Hkv·Qn, G·Bq, width)
+        """Flat row blocks (B·Hkv·Qn, G·Bq, width) in the accumulation dtype, left unset: every flat query
+        block is in the band, so every row is written."""
+        return torch.empty(len(self.tile_of), self.block_rows, width, dtype=self.acc, device=self.device)
 
     def unpad(self, blocks: torch.Tensor) -> torch.Tensor:
         """Flat row blocks (B·Hkv·Qn, G·Bq, ·) -> (B, Hq, Nq, ·)."""
@@ -318,6 +326,16 @@ class _Band(_Layout):
     def put_rows(blocks: torch.Tensor, query_blocks: torch.Tensor, rows: torch.Tensor) -> None:
         """Write the chunk's rows (n, G·Bq, ·) into flat row blocks (B·Hkv·Qn, G·Bq, ·)."""
         _Band.rows(blocks, query_blocks).copy_(rows)
+
+    def put_context(
+        self, out: torch.Tensor, query_blocks: torch.Tensor, weights: torch.Tensor, values: torch.Tensor
+    ) -> None:
+        """Write the chunk's context weights (n, G·Bq, L) · values (n, L, Dv) into flat row blocks
+        (B·Hkv·Qn, G·Bq, Dv): by the matmul itself where their dtypes agree."""
+        if out.dtype != values.dtype:  # float16 / bfloat16 values, float32 rows
+            super().put_context(out, query_blocks, weights, values)
+            return
+        torch.bmm(weights, values, out=self.rows(out, query_blocks))  # (n, G·Bq, Dv)
 
     def gathered(self, blocks: torch.Tensor, key_blocks: torch.Tensor) -> torch.Tensor:
         """Flat key blocks (B·Hkv·Kn, Bk, ·) -> the chunk's bands (n, c·Bk, ·): a strided view whose rows
@@ -403,7 +421,7 @@ def _forward(
             scores = layout.scores(queries, keys, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
             weights, row_max = _softmax(scores, layout, group, chunk)  # (B, Hkv, n, G·Bq, c·Bk)
             values = layout.gathered(v_blocks, key_blocks)  # (B, Hkv, n, c·Bk, Dv)
-            layout.put_rows(out, query_blocks, weights.to(v.dtype) @ values)  # (B, Hkv, n, G·Bq, Dv)
+            layout.put_context(out, query_blocks, weights, values)
             if lse is not None:
                 row_max = scores.amax(-1, keepdim=True) if row_max is None else row_max
                 top = weights.amax(-1, keepdim=True)  # (B, Hkv, n, G·Bq, 1): exp(m - lse), 0 for no key
