@@ -466,7 +466,7 @@ def _backward(
             term = layout.rows(term_blocks, query_blocks)  # (B, Hkv, n, G·Bq, 1)
             d_scores = d_scores.sub_(term).mul_(weights).to(queries.dtype)  # d of the scaled scores
             layout.put_rows(d_q, query_blocks, (d_scores @ keys).to(acc) * layout.scale)  # (.., G·Bq, Dh)
-            d_keys = d_scores.transpose(-2, -1) @ queries  # (B, Hkv, n, c·Bk, Dh), unscaled
+            d_keys = d_scores.transpose(-2, -1) @ queries  # (B, Hkv, n, c·Bk, Dh): d_k is scaled at the end
             layout.add_keys(d_k, key_blocks, d_keys)
             layout.add_keys(d_v, key_blocks, d_values)
     d_q = layout.unpad(d_q)  # (B, Hq, Nq, Dh)
