@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import torch
+
 from ..masks import Causal
 from . import tuning
 from .capabilities import Request
@@ -56,10 +58,10 @@ def first_use_candidates(request: Request) -> list[Choice]:
 
 def static_choice(request: Request) -> Choice | None:
     """The first choice of the static table that a backend serves (None: not even the reference).
-    Remembered for a plain request (`_plain`), while the registry holds the same backends and the CPU's
-    kind is the same, unless a backend asked has `limits` (what depends on the environment): building
-    the table took ~10 µs of auto's ~80 µs per call."""
-    if not _plain(request):
+    Remembered for a plain request (`_plain`) outside torch.compile's tracing, while the registry holds
+    the same backends and the CPU's kind is the same, unless a backend asked has `limits` (what depends
+    on the environment): building the table took ~10 µs of auto's ~80 µs per call."""
+    if torch.compiler.is_compiling() or not _plain(request):  # Dynamo would break the graph on the dict
         return _first_served(request)[0]
     backends = tuple(BACKENDS.values())
     if backends != _REMEMBERED_FOR[0]:  # compared by identity first: fast while nothing was replaced
