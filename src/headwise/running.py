@@ -89,10 +89,10 @@ def follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) -> 
     with one_thread(out) if k is None else one_thread(out, k):
         rows = out.sum(-1)  # (B, Hq, Nq), in out's dtype (checks.row_total): NaN and ±inf survive a sum
         wide = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # (B, Hq, Nq)
-        keys = 0.0 if k is None else row_total(k.detach()).item()  # NaN or ±inf if k holds one
-        if math.isfinite(wide.reciprocal().add_(wide).sum().item() + keys):
+        keys = 0.0 if k is None else row_total(k.detach())  # () tensor: NaN or ±inf if k holds one
+        if math.isfinite((wide.reciprocal().add_(wide).sum() + keys).item()):  # the one sync
             return True
-        finite = math.isfinite(wide.sum().item() + keys)
+        finite = math.isfinite((wide.sum() + keys).item())
     # A row of out that sums to 0: a fully masked row, or where a non-finite query would hide.
     return finite and all_finite(q[rows == 0])  # q[rows == 0]: (rows, Dh)
 
