@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import headwise
 from headwise.backends import BACKENDS, Request
+from headwise.checks import GRAIN_SIZE, PROBE, CheckThreads, PassTimes
 
 aten = torch.ops.aten
 
@@ -141,3 +142,57 @@ def test_a_rerun_draws_the_dropout_of_the_first_run(backend):
     assert torch.equal(torch.get_rng_state(), after_finite)
     torch.testing.assert_close(out[0, 0], finite[0, 0])
     torch.testing.assert_close(out[0, 1, :5], finite[0, 1, :5])
+
+
+# The check's threads: all of torch's on a quiet machine, one on a busy one ------------------------------
+
+
+def test_a_pass_size_takes_whichever_way_was_faster_and_probes_the_other_less_often_while_confirmed():
+    times = PassTimes()
+    times.record(alone=times.alone(), seconds=2e-9)  # the first pass: all threads
+    assert times.alone()  # the second pass: one thread, untimed so far
+    times.record(alone=True, seconds=1e-9)
+    ways = []
+    while times.calls < 200:
+        probing = times.calls == times.next_probe
+        alone = times.alone() != probing
+        ways.append(alone)
+        times.record(alone, 1e-9 if alone else 2e-9)  # one thread stays the faster way
+    probes = [i + 2 for i, alone in enumerate(ways) if not alone]
+    second = PROBE + 1 + 2 * PROBE  # each probe confirmed the choice: the next one twice as far
+    assert probes == [PROBE, second, second + 1 + 4 * PROBE]
+    times.next_probe = times.calls
+    times.record(alone=False, seconds=1e-10)  # the machine went quiet: a probe on all threads wins
+    assert not times.alone() and times.interval == PROBE
+
+
+def test_a_probe_that_overturns_the_choice_probes_again_soon():
+    times = PassTimes(parallel=2e-9, single=1e-9, calls=PROBE, next_probe=PROBE, interval=8 * PROBE)
+    times.record(alone=False, seconds=1e-12)  # the probe: all threads, far faster now
+    assert not times.alone() and times.interval == PROBE and times.next_probe == PROBE + 1 + PROBE
+
+
+@pytest.fixture
+def two_threads():
+    """torch on two threads (a test process may run on one), as before afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(before)
+
+
+def test_the_check_runs_on_one_thread_once_that_was_faster_and_restores_the_thread_count(two_threads):
+    threads = two_threads
+    tensor = torch.zeros(GRAIN_SIZE)
+    chooser = CheckThreads()
+    seen = []
+    for _ in range(2):  # all threads, then one: now both are timed
+        with chooser(tensor):
+            seen.append(torch.get_num_threads())
+    times = chooser.sizes[GRAIN_SIZE.bit_length()]
+    times.parallel, times.single = 1.0, 1e-9  # as on a busy machine
+    with chooser(tensor):
+        seen.append(torch.get_num_threads())
+    assert seen == [threads, 1, 1] and torch.get_num_threads() == threads
+    with chooser(torch.zeros(GRAIN_SIZE - 1)):  # ATen runs this on the calling thread anyway
+        assert torch.get_num_threads() == threads

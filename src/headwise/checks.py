@@ -10,6 +10,7 @@ import functools
 import math
 import numbers
 import os
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -119,11 +120,11 @@ def of_type(value: object, kind: type | tuple[type, ...], name: str) -> Any:
 
 def all_finite(*tensors: torch.Tensor) -> bool:
     """Whether every entry of every tensor is finite: one sum each (NaN and ±inf survive a sum; a sum that
-    overflows says False for finite entries, which callers treat as "check more carefully"), on one thread
-    (one_thread)."""
+    overflows says False for finite entries, which callers treat as "check more carefully"), on all threads or
+    one (check_threads: one on a busy machine)."""
     import torch
 
-    with one_thread(*tensors):
+    with check_threads(*tensors):
         total = functools.reduce(torch.add, (row_total(t) for t in tensors))  # () tensor
         return bool(torch.isfinite(total))  # NaN and ±inf survive the sum of sums too (inf - inf is NaN)
 
@@ -142,26 +143,79 @@ def row_total(t: torch.Tensor) -> torch.Tensor:
 GRAIN_SIZE = 32768  # ATen's at::internal::GRAIN_SIZE: a reduction over fewer elements is not parallelised
 
 
-@contextlib.contextmanager
-def one_thread(*tensors: torch.Tensor) -> Iterator[None]:
-    """Inside, torch's CPU ops run on the calling thread alone, for checks that read CPU tensors once: such
-    a pass is memory-bound and costs little on one core (a sum over 8 MiB: 0.35 ms, 0.17 ms on two
-    threads), but a parallel region waits until the OS runs every worker thread, which on a busy machine
-    took 22 ms for the same sum (2 threads, 2 cores, load average 4.2). Nothing changes for other devices,
-    with one thread already, or for tensors under GRAIN_SIZE elements. torch.set_num_threads sets the
-    calling thread's OpenMP count (and MKL's thread-local one), about 1 µs."""
-    import torch
+PROBE = 16  # CheckThreads times the way not taken after this many passes of a size at first ...
+PROBE_MAX = 1024  # ... and at most this many apart, while such probes keep confirming the choice
 
-    threads = torch.get_num_threads()
-    small = all(t.numel() < GRAIN_SIZE for t in tensors)  # ATen runs those on the calling thread anyway
-    if threads == 1 or small or any(t.device.type != "cpu" for t in tensors):
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+
+@dataclasses.dataclass
+class PassTimes:
+    """What CheckThreads knows of the passes of one size: seconds per element on all threads and on one
+    (the mean of the latest and the earlier mean, or a probe's time alone, which replaces what was timed
+    long before; 0.0 while untimed), the passes so far, the probe interval and the pass that probes next."""
+
+    parallel: float = 0.0
+    single: float = 0.0
+    calls: int = 0
+    interval: int = PROBE
+    next_probe: int = PROBE
+
+    def alone(self) -> bool:
+        """Whether one thread has been the faster way (the first pass runs on all, the second on one)."""
+        return self.single < self.parallel
+
+    def record(self, alone: bool, seconds: float) -> None:
+        """Count a pass that took `seconds` per element on one thread (alone) or on all."""
+        probing = self.calls == self.next_probe  # a probe's time replaces the stale one
+        if alone:
+            self.single = seconds if probing or self.single == 0.0 else 0.5 * (self.single + seconds)
+        else:
+            self.parallel = seconds if probing or self.parallel == 0.0 else 0.5 * (self.parallel + seconds)
+        self.calls += 1
+        if probing:  # the probe confirmed the choice: probe half as often; overturned it: soon again
+            self.interval = min(2 * self.interval, PROBE_MAX) if self.alone() != alone else PROBE
+            self.next_probe = self.calls + self.interval
+
+
+class CheckThreads:
+    """How many threads a check's pass over CPU tensors runs on: all of torch's, or the calling thread
+    alone, whichever has been faster lately for passes of that size (in powers of two of elements). Such
+    a pass is memory-bound: on a quiet machine all threads halve it and leave the kernel's thread team
+    warm (B=4, H=8, N=512, Dh=64, float32, 2 threads on 2 cores: a check of out and k 0.08 ms beside
+    SDPA's 8.2 ms, 0.39 ms on one thread), but a parallel region waits until the OS runs every worker,
+    which a busy machine delays by many ms (the same check with two other processes spinning: 16 ms on
+    two threads, 0.0 on one). So each pass is timed, the faster way so far is taken, and now and then
+    (PROBE passes, doubling up to PROBE_MAX while the probes confirm the choice) the other way is timed
+    again, so that the choice follows the machine's load. Nothing changes for other devices, with one
+    thread already, or for tensors under GRAIN_SIZE elements (ATen runs those on the calling thread
+    anyway). torch.set_num_threads sets the calling thread's OpenMP count (and MKL's), about 1 µs."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, PassTimes] = {}  # by the bit length of the pass's element count
+
+    @contextlib.contextmanager
+    def __call__(self, *tensors: torch.Tensor) -> Iterator[None]:
+        import torch
+
+        threads = torch.get_num_threads()
+        small = all(t.numel() < GRAIN_SIZE for t in tensors)
+        if threads == 1 or small or any(t.device.type != "cpu" for t in tensors):
+            yield
+            return
+        elements = sum(t.numel() for t in tensors)
+        times = self.sizes.setdefault(elements.bit_length(), PassTimes())
+        alone = times.alone() != (times.calls == times.next_probe)  # a probe takes the way not taken
+        start = time.perf_counter()
+        if alone:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if alone:
+                torch.set_num_threads(threads)
+            times.record(alone, (time.perf_counter() - start) / elements)
+
+
+check_threads = CheckThreads()  # the process's one, used by every check
 
 
 @functools.cache  # asked on every CPU call (running.check_size); two sysconf calls took ~3 µs of ~80

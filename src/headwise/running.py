@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .backends import BACKENDS, Choice, Request, choose
-from .checks import all_finite, fits_in_memory, one_thread, row_total
+from .checks import all_finite, check_threads, fits_in_memory, row_total
 from .masks import with_predicate
 from .trace import tracing
 
@@ -80,13 +80,13 @@ def run(choice: Choice, q: Tensor, k: Tensor, v: Tensor, *, kv_finite: bool, **o
 def follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) -> bool:
     """Whether a run as if finite, out (B, Hq, Nq, Dv) of q (B, Hq, Nq, Dh) and k (B, Hkv, Nk, Dh) (None:
     known finite), is what the non-finite rule gives (see `run`): out and k finite, and q finite in the
-    rows whose out sums to exactly 0. One pass over out and one over k, on one CPU thread
-    (checks.one_thread: a busy machine delays every parallel region); one sync on CUDA (more when some
+    rows whose out sums to exactly 0. One pass over out and one over k, on all CPU threads or on one
+    (checks.check_threads: whichever has been faster, one on a busy machine); one sync on CUDA (more when some
     row of out sums to 0). A row sum r is finite and nonzero exactly when r + 1/r is finite (1/r overflows
     only for |r| < 2^-126 in float32, or a total for sums past 3e38: those take the exact test below), so
     one total decides the common case."""
     out = out.detach()  # the sums record nothing for autograd (cheaper than torch.no_grad's context)
-    with one_thread(out) if k is None else one_thread(out, k):
+    with check_threads(out) if k is None else check_threads(out, k):
         rows = out.sum(-1)  # (B, Hq, Nq), in out's dtype (checks.row_total): NaN and ±inf survive a sum
         wide = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # (B, Hq, Nq)
         keys = 0.0 if k is None else row_total(k.detach())  # () tensor: NaN or ±inf if k holds one

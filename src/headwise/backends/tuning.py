@@ -12,21 +12,25 @@ with and without AMX: no rule keyed by the CPU's kind puts auto within 5% of the
 cost model would need the rates of SDPA's fused kernels (which convert, block and parallelise their own
 way) as well as matmul rates and bandwidths, each to a few %, to rank candidates that often lie within
 10-30% of each other. So the defaults are a hybrid:
-- float32/float64 forward, and every CUDA call: the static order (SDPA first, which is what auto is when
-  it is right: SDPA plus headwise's checks), no measurement.
-- CPU calls in bf16/fp16, and CPU calls a backward follows (`tunes_by_default`): measured on first use,
-  once per key (below), unless switched off. The measurement times the static table's capable candidates
-  (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16 matmuls none
-  computed in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and keeps the
-  fastest. Its cost, once per key and process-wide cached in the file: one warm-up call of each of the
-  first three candidates, of the others while under BUDGET_S (1 s), then one interleaved round of each
-  and more rounds while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than
+- float32/float64 forward with Nq or Nk over SHORT (256), and every CUDA call: the static order (SDPA
+  first, which is what auto is when it is right: SDPA plus headwise's checks), no measurement.
+- CPU calls in bf16/fp16, CPU calls a backward follows, and short CPU calls (Nq and Nk up to SHORT, where
+  dense beats SDPA's fused kernel on some CPUs and not on others) (`tunes_by_default`): measured on first
+  use, once per key (below), unless switched off. The measurement times the static table's capable
+  candidates (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16
+  matmuls none computed in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and
+  keeps the fastest. Its cost, once per key and process-wide cached in the file: one warm-up call of each
+  of the first three candidates, of the others while under BUDGET_S (1 s), then one interleaved round of
+  each and more rounds while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than
   0.3 s six calls' time (three candidates' warm-up and timed calls; bf16 N=2048 forward, B=4, H=8, one
-  thread: 4-7 s on a 2-core Xeon at load 3-8, benchmarks/results/defaults-cpu-native.md). The first
-  such call of a process emits one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache
-  file and the off switch.
+  thread: 4-7 s on a 2-core Xeon at load 3-8, benchmarks/results/defaults-cpu-native.md). When the two
+  fastest lie within CLOSE (15%) of each other, they are timed on, alone, until each has SETTLE (3) timed
+  calls, for up to BUDGET_S more: a slow call otherwise gets one or two timed calls, too few to tell 10%
+  apart (fp16 N=2048 forward picked SDPA on float32 copies, 164 ms, over SDPA in fp16, 144 ms, from one
+  timed call each). The first such call of a process emits one TuningNotice (a warnings.warn: stderr,
+  never stdout) naming the cache file and the off switch.
 HEADWISE_TUNE=0 (or `enable(False)`) turns measuring off (the static order decides); HEADWISE_TUNE=1 (or
-`enable()`) measures every new key with more than one candidate, float32 forward and CUDA included. No
+`enable()`) measures every new key with more than one candidate, long float32 forward and CUDA included. No
 measurement runs while torch.compile or torch.jit.trace traces, under torch.func's transforms or
 torch.use_deterministic_algorithms(True); `headwise tune` fills the cache ahead of time.
 
@@ -68,6 +72,8 @@ ROUNDS = 15  # interleaved rounds of timed calls at most, after one warm-up call
 SLOWER = 2.0  # after a round, a candidate this many times the fastest is not timed further
 BUDGET_S = 1.0  # once a key's measurement has taken this long, no further candidate or round starts
 ALWAYS = 3  # the first candidates, timed whatever the budget (the static choice and SDPA's two dtypes)
+CLOSE = 1.15  # two fastest candidates this close ...
+SETTLE = 3  # ... are timed until each has this many calls after its warm-up (for BUDGET_S more at most)
 
 
 # The device kind ---------------------------------------------------------------------------------------
@@ -264,9 +270,18 @@ def _bucket(n: int) -> int:
 
 
 def tunes_by_default(request: Request) -> bool:
-    """Whether a new key is measured on first use when HEADWISE_TUNE is unset: CPU calls in bf16/fp16 or
-    that a backward follows, whose ranking moves from one CPU to the next (the module's docstring)."""
-    return request.device.type == "cpu" and (request.dtype in LOW_PRECISION or request.requires_grad)
+    """Whether a new key is measured on first use when HEADWISE_TUNE is unset: CPU calls in bf16/fp16, that
+    a backward follows, or short (Nq and Nk up to SHORT), whose ranking moves from one CPU to the next
+    (the module's docstring)."""
+    short = _bucket(request.num_queries) <= SHORT and _bucket(request.num_keys) <= SHORT
+    return request.device.type == "cpu" and (request.dtype in LOW_PRECISION or request.requires_grad or short)
+
+
+# Up to this length a float32 forward is measured too: there the whole score matrix fits in a core's cache
+# and dense can beat SDPA's fused kernel, whose fixed costs dominate (B=4, H=8, N=128, Dh=64, 2 threads:
+# 0.55 vs 0.66 ms on a Sapphire Rapids Xeon, but 2.9 vs 1.3 ms on it under the AVX2 caps, and even at
+# one thread); measuring such calls takes about 0.1 s.
+SHORT = 256
 
 
 def slow_here(choice: Choice, request: Request) -> bool:
@@ -335,22 +350,38 @@ class Tuner:
         BUDGET_S; a first call may pay set-up costs several times its own, so it decides nothing alone);
         then rounds that call each candidate still timed once, interleaved so that a slow spell of the
         machine hits them alike: the first always, the others while under BUDGET_S (ROUNDS at most); after
-        each round a candidate SLOWER times the fastest is not timed further. A candidate's fastest call,
+        each round a candidate SLOWER times the fastest is not timed further. Then, while the two fastest
+        lie within CLOSE of each other and either has fewer than SETTLE timed calls (slow calls leave one
+        or two in the budget), rounds of those two alone, up to BUDGET_S more. A candidate's fastest call,
         warm-up included, counts. -> {"choice": Choice, "ms": {label: fastest ms, or None (not timed)},
         "cost_s": seconds}."""
         start = time.perf_counter()
         fastest: dict[Choice, float] = {}
+        calls: dict[Choice, int] = {}  # timed calls after the warm-up
+
+        def timed(choice: Choice) -> None:
+            fastest[choice], calls[choice] = min(fastest[choice], _seconds(run, choice)), calls[choice] + 1
+
         for index, choice in enumerate(candidates):
             if index < ALWAYS or time.perf_counter() - start <= BUDGET_S:
-                fastest[choice] = _seconds(run, choice)
+                fastest[choice], calls[choice] = _seconds(run, choice), 0
         timing = list(fastest)
         for round_ in range(ROUNDS):
             if round_ > 0 and time.perf_counter() - start > BUDGET_S:
                 break
             for choice in timing:
-                fastest[choice] = min(fastest[choice], _seconds(run, choice))
+                timed(choice)
             best = min(fastest.values())
             timing = [c for c in timing if fastest[c] <= SLOWER * best]
+        settle_until = time.perf_counter() + BUDGET_S
+        while time.perf_counter() <= settle_until:
+            close = sorted(fastest, key=fastest.__getitem__)[:2]  # the two fastest
+            if len(close) < 2 or fastest[close[1]] > CLOSE * fastest[close[0]]:
+                break
+            if min(calls[c] for c in close) >= SETTLE:
+                break
+            for choice in close:
+                timed(choice)
         chosen = min(fastest, key=fastest.__getitem__)
         self._choices = {**self.choices(), **write_choices(cache_path(), {key(request): chosen})}
         labels = {c.label(request.dtype): fastest[c] * 1e3 if c in fastest else None for c in candidates}
