@@ -5,13 +5,15 @@ checking, describing and dispatching the call), float32 forward, interleaved med
 .venv/bin/python benchmarks/call_cost.py [--threads 2] [--sizes 128 512 2048] [--budget-s 3]
 
 Rows: a tiny call (B=1, H=1, N=4, Dh=8: the fixed cost alone) and B=4, H=8, Dh=64 at each N. Columns: torch
-SDPA; SDPA followed by headwise's check (running.follows_rule, one pass over out and one over k on one
-thread); headwise.attention (auto, which is SDPA here); auto / SDPA.
+SDPA; SDPA followed by headwise's check (running.follows_rule, one pass over out and one over k, on all
+threads or one as checks.CheckThreads finds faster); headwise.attention (auto with HEADWISE_TUNE=0, which
+this script sets: SDPA here); auto / SDPA.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 
 import torch
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--budget-s", type=float, default=3.0, help="seconds of timing per row")
     args = parser.parse_args()
+    os.environ["HEADWISE_TUNE"] = "0"  # auto from the static order: SDPA, whose cost beyond it is measured
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     about = machine()

@@ -177,22 +177,48 @@ def two_threads():
     """torch on two threads (a test process may run on one), as before afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    if torch.get_num_threads() != 2:  # a torch built without a thread pool
+        pytest.skip("torch cannot run on two threads here")
     yield 2
     torch.set_num_threads(before)
 
 
-def test_the_check_runs_on_one_thread_once_that_was_faster_and_restores_the_thread_count(two_threads):
-    threads = two_threads
-    tensor = torch.zeros(GRAIN_SIZE)
-    chooser = CheckThreads()
+def passes(chooser, tensor, count, body=lambda: None):
+    """The thread count inside each of `count` checks of `tensor`."""
     seen = []
-    for _ in range(2):  # all threads, then one: now both are timed
+    for _ in range(count):
         with chooser(tensor):
             seen.append(torch.get_num_threads())
-    times = chooser.sizes[GRAIN_SIZE.bit_length()]
+            body()
+    return seen
+
+
+def test_the_check_runs_on_one_thread_once_that_was_faster_and_restores_the_thread_count(two_threads):
+    tensor = torch.zeros(GRAIN_SIZE)
+    chooser = CheckThreads()
+    seen = passes(chooser, tensor, 2)  # all threads, then one: now both are timed
+    times = chooser.sizes[(GRAIN_SIZE.bit_length(), tensor.element_size(), two_threads)]
     times.parallel, times.single = 1.0, 1e-9  # as on a busy machine
-    with chooser(tensor):
-        seen.append(torch.get_num_threads())
-    assert seen == [threads, 1, 1] and torch.get_num_threads() == threads
-    with chooser(torch.zeros(GRAIN_SIZE - 1)):  # ATen runs this on the calling thread anyway
-        assert torch.get_num_threads() == threads
+    seen += passes(chooser, tensor, 1)
+    assert seen == [two_threads, 1, 1] and torch.get_num_threads() == two_threads
+    assert passes(chooser, torch.zeros(GRAIN_SIZE - 1), 1) == [two_threads]  # ATen: the calling thread
+
+
+def test_a_probe_through_the_check_runs_the_way_not_taken_and_a_pass_that_raises_restores_threads(
+    two_threads,
+):
+    tensor = torch.zeros(GRAIN_SIZE)
+    chooser = CheckThreads()
+    passes(chooser, tensor, 2)
+    times = chooser.sizes[(GRAIN_SIZE.bit_length(), tensor.element_size(), two_threads)]
+    times.parallel, times.single = 1.0, 1e-9  # one thread is the way ...
+    seen = passes(chooser, tensor, PROBE - 1)  # ... up to the probe, which runs on all threads
+    assert seen == [1] * (PROBE - 2) + [two_threads]
+    calls = times.calls
+
+    def fail():
+        raise RuntimeError("a pass that raised")
+
+    with pytest.raises(RuntimeError, match="raised"):
+        passes(chooser, tensor, 1, fail)
+    assert torch.get_num_threads() == two_threads and times.calls == calls  # restored, and not timed

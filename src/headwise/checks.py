@@ -178,7 +178,8 @@ class PassTimes:
 
 class CheckThreads:
     """How many threads a check's pass over CPU tensors runs on: all of torch's, or the calling thread
-    alone, whichever has been faster lately for passes of that size (in powers of two of elements). Such
+    alone, whichever has been faster lately for passes of that size (in powers of two of elements, per
+    element width and thread count). Such
     a pass is memory-bound: on a quiet machine all threads halve it and leave the kernel's thread team
     warm (B=4, H=8, N=512, Dh=64, float32, 2 threads on 2 cores: a check of out and k 0.08 ms beside
     SDPA's 8.2 ms, 0.39 ms on one thread), but a parallel region waits until the OS runs every worker,
@@ -190,7 +191,8 @@ class CheckThreads:
     anyway). torch.set_num_threads sets the calling thread's OpenMP count (and MKL's), about 1 µs."""
 
     def __init__(self) -> None:
-        self.sizes: dict[int, PassTimes] = {}  # by the bit length of the pass's element count
+        # by the bit length of the pass's element count, the widest element's bytes and torch's threads
+        self.sizes: dict[tuple[int, int, int], PassTimes] = {}
 
     @contextlib.contextmanager
     def __call__(self, *tensors: torch.Tensor) -> Iterator[None]:
@@ -202,7 +204,8 @@ class CheckThreads:
             yield
             return
         elements = sum(t.numel() for t in tensors)
-        times = self.sizes.setdefault(elements.bit_length(), PassTimes())
+        size = (elements.bit_length(), max(t.element_size() for t in tensors), threads)
+        times = self.sizes.setdefault(size, PassTimes())
         alone = times.alone() != (times.calls == times.next_probe)  # a probe takes the way not taken
         start = time.perf_counter()
         if alone:
@@ -212,7 +215,7 @@ class CheckThreads:
         finally:
             if alone:
                 torch.set_num_threads(threads)
-            times.record(alone, (time.perf_counter() - start) / elements)
+        times.record(alone, (time.perf_counter() - start) / elements)  # a pass that raised is not timed
 
 
 check_threads = CheckThreads()  # the process's one, used by every check

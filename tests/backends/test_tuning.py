@@ -154,6 +154,18 @@ def test_a_long_float32_forward_is_not_measured_by_default_but_training_and_shor
     }
 
 
+@pytest.mark.parametrize(
+    ("device", "num_queries", "num_keys", "measured"),
+    [("cpu", 128, 128, True), ("cpu", 64, 256, True), ("cpu", 1, 128, False), ("cpu", 128, 512, False),
+     ("cuda", 128, 128, False)],
+)  # fmt: skip
+def test_short_float32_forward_calls_are_measured_by_default_but_not_decoding_steps(
+    device, num_queries, num_keys, measured
+):
+    request = Request(torch.device(device), torch.float32, num_queries=num_queries, num_keys=num_keys)
+    assert tuning.tunes_by_default(request) == measured
+
+
 def test_the_notice_comes_once_per_process_and_nothing_is_printed(cache, capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -224,16 +236,17 @@ class FakeClock:
 def test_two_close_candidates_of_a_slow_call_are_timed_until_each_has_settle_calls(
     cache, monkeypatch, second, settled
 ):
-    """A call of 0.4 s leaves one timed call each in the budget; two within CLOSE are timed on alone."""
+    """A call of 0.2 s leaves one timed call each in the budget; two within CLOSE are timed on alone,
+    while a round of the two fits in BUDGET_S more."""
     fast, close, slow = (Choice(name, torch.float32) for name in ("sdpa", "dense", "chunked"))
-    clock = FakeClock({fast: 0.4, close: 0.4 * second, slow: 1.0})
+    clock = FakeClock({fast: 0.2, close: 0.2 * second, slow: 1.0})
     monkeypatch.setattr(tuning, "time", clock)
     q, k, _ = small_call()
     report = tuning.TUNER.tune(request_of(q, k), [fast, close, slow], clock.run)
     assert report["choice"] == fast
     timed = 1 + tuning.SETTLE if settled else 2  # the warm-up, then the rounds
     assert clock.calls == {fast: timed, close: timed, slow: 2}  # slow: a warm-up and the first round
-    settle = tuning.BUDGET_S + clock.costs[fast] + clock.costs[close] if settled else 0.0  # one round past
+    settle = tuning.BUDGET_S if settled else 0.0
     assert report["cost_s"] <= 2 * sum(clock.costs.values()) + settle
 
 
@@ -248,7 +261,7 @@ def test_two_close_candidates_of_a_slow_call_are_timed_until_each_has_settle_cal
 def test_a_corrupt_cache_is_ignored_with_a_warning(cache, content):
     cache.parent.mkdir(parents=True)
     cache.write_text(content)
-    q, k, v = small_call()
+    q, k, v = small_call(length=tuning.SHORT + 1)  # a long float32 forward: nothing measured
     with pytest.warns(UserWarning, match="headwise: ignoring"):
         out = headwise.attention(q, k, v)
     assert torch.isfinite(out).all()

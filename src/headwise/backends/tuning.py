@@ -12,9 +12,10 @@ with and without AMX: no rule keyed by the CPU's kind puts auto within 5% of the
 cost model would need the rates of SDPA's fused kernels (which convert, block and parallelise their own
 way) as well as matmul rates and bandwidths, each to a few %, to rank candidates that often lie within
 10-30% of each other. So the defaults are a hybrid:
-- float32/float64 forward with Nq or Nk over SHORT (256), and every CUDA call: the static order (SDPA
-  first, which is what auto is when it is right: SDPA plus headwise's checks), no measurement.
-- CPU calls in bf16/fp16, CPU calls a backward follows, and short CPU calls (Nq and Nk up to SHORT, where
+- float32/float64 forward with Nq or Nk outside SHORT_FROM..SHORT (64..256), and every CUDA call: the
+  static order (SDPA first, which is what auto is when it is right: SDPA plus headwise's checks), no
+  measurement.
+- CPU calls in bf16/fp16, CPU calls a backward follows, and short CPU calls (Nq and Nk in 64..256, where
   dense beats SDPA's fused kernel on some CPUs and not on others) (`tunes_by_default`): measured on first
   use, once per key (below), unless switched off. The measurement times the static table's capable
   candidates (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16
@@ -25,10 +26,10 @@ way) as well as matmul rates and bandwidths, each to a few %, to rank candidates
   0.3 s six calls' time (three candidates' warm-up and timed calls; bf16 N=2048 forward, B=4, H=8, one
   thread: 4-7 s on a 2-core Xeon at load 3-8, benchmarks/results/defaults-cpu-native.md). When the two
   fastest lie within CLOSE (15%) of each other, they are timed on, alone, until each has SETTLE (3) timed
-  calls, for up to BUDGET_S more: a slow call otherwise gets one or two timed calls, too few to tell 10%
-  apart (fp16 N=2048 forward picked SDPA on float32 copies, 164 ms, over SDPA in fp16, 144 ms, from one
-  timed call each). The first such call of a process emits one TuningNotice (a warnings.warn: stderr,
-  never stdout) naming the cache file and the off switch.
+  calls, while a round fits in BUDGET_S more: a slow call otherwise gets one or two timed calls, too few
+  to tell 10% apart (fp16 N=2048 forward picked SDPA on float32 copies, 164 ms, over SDPA in fp16, 144 ms,
+  from one timed call each). The first such call of a process emits one TuningNotice (a warnings.warn:
+  stderr, never stdout) naming the cache file and the off switch.
 HEADWISE_TUNE=0 (or `enable(False)`) turns measuring off (the static order decides); HEADWISE_TUNE=1 (or
 `enable()`) measures every new key with more than one candidate, long float32 forward and CUDA included. No
 measurement runs while torch.compile or torch.jit.trace traces, under torch.func's transforms or
@@ -271,17 +272,23 @@ def _bucket(n: int) -> int:
 
 def tunes_by_default(request: Request) -> bool:
     """Whether a new key is measured on first use when HEADWISE_TUNE is unset: CPU calls in bf16/fp16, that
-    a backward follows, or short (Nq and Nk up to SHORT), whose ranking moves from one CPU to the next
-    (the module's docstring)."""
-    short = _bucket(request.num_queries) <= SHORT and _bucket(request.num_keys) <= SHORT
-    return request.device.type == "cpu" and (request.dtype in LOW_PRECISION or request.requires_grad or short)
+    a backward follows, or short (Nq and Nk from SHORT_FROM to SHORT), whose ranking moves from one CPU to
+    the next (the module's docstring)."""
+    if request.device.type != "cpu":
+        return False
+    if request.dtype in LOW_PRECISION or request.requires_grad:
+        return True
+    lengths = (_bucket(request.num_queries), _bucket(request.num_keys))
+    return all(SHORT_FROM <= n <= SHORT for n in lengths)
 
 
 # Up to this length a float32 forward is measured too: there the whole score matrix fits in a core's cache
 # and dense can beat SDPA's fused kernel, whose fixed costs dominate (B=4, H=8, N=128, Dh=64, 2 threads:
 # 0.55 vs 0.66 ms on a Sapphire Rapids Xeon, but 2.9 vs 1.3 ms on it under the AVX2 caps, and even at
-# one thread); measuring such calls takes about 0.1 s.
+# one thread); measuring such calls takes about 0.1 s at B=4, H=8. Not below SHORT_FROM: a decoding step
+# (Nq = 1) would pause at each power of two its cache passes, for a choice that fixed costs dominate.
 SHORT = 256
+SHORT_FROM = 64
 
 
 def slow_here(choice: Choice, request: Request) -> bool:
@@ -326,10 +333,11 @@ class Tuner:
         HEADWISE_TUNE=1) or, unset, a call `tunes_by_default`; never switched off (enable(False),
         HEADWISE_TUNE=0), while torch.compile or torch.jit.trace traces, under torch.func's transforms or
         under torch.use_deterministic_algorithms(True)."""
-        setting = os.environ.get("HEADWISE_TUNE", "") if self.enabled is None else str(int(self.enabled))
-        wanted = setting == "1" or (setting != "0" and tunes_by_default(request))
         tracing = torch.compiler.is_compiling() or torch.jit.is_tracing() or request.transforms
-        return wanted and not tracing and not torch.are_deterministic_algorithms_enabled()
+        if tracing or torch.are_deterministic_algorithms_enabled():  # first: reads no size while tracing
+            return False
+        setting = os.environ.get("HEADWISE_TUNE", "") if self.enabled is None else str(int(self.enabled))
+        return setting == "1" or (setting != "0" and tunes_by_default(request))
 
     def first_use(self, request: Request, candidates: list[Choice], run: Callable[[Choice], None]) -> Choice:
         """Measure a call's key on first use (`tune`); the process's first one emits the TuningNotice."""
@@ -374,11 +382,12 @@ class Tuner:
             best = min(fastest.values())
             timing = [c for c in timing if fastest[c] <= SLOWER * best]
         settle_until = time.perf_counter() + BUDGET_S
-        while time.perf_counter() <= settle_until:
+        while True:
             close = sorted(fastest, key=fastest.__getitem__)[:2]  # the two fastest
             if len(close) < 2 or fastest[close[1]] > CLOSE * fastest[close[0]]:
                 break
-            if min(calls[c] for c in close) >= SETTLE:
+            round_s = fastest[close[0]] + fastest[close[1]]
+            if min(calls[c] for c in close) >= SETTLE or time.perf_counter() + round_s > settle_until:
                 break
             for choice in close:
                 timed(choice)
