@@ -154,8 +154,7 @@ def test_a_pass_size_takes_whichever_way_was_faster_and_probes_the_other_less_of
     times.record(alone=True, seconds=1e-9)
     ways = []
     while times.calls < 200:
-        probing = times.calls == times.next_probe
-        alone = times.alone() != probing
+        alone = times.next_alone()
         ways.append(alone)
         times.record(alone, 1e-9 if alone else 2e-9)  # one thread stays the faster way
     probes = [i + 2 for i, alone in enumerate(ways) if not alone]

@@ -163,9 +163,17 @@ class PassTimes:
         """Whether one thread has been the faster way (the first pass runs on all, the second on one)."""
         return self.single < self.parallel
 
+    def probing(self) -> bool:
+        """Whether the next pass is a probe."""
+        return self.calls == self.next_probe
+
+    def next_alone(self) -> bool:
+        """Whether the next pass runs on one thread: the faster way, or the other one when probing."""
+        return self.alone() != self.probing()
+
     def record(self, alone: bool, seconds: float) -> None:
         """Count a pass that took `seconds` per element on one thread (alone) or on all."""
-        probing = self.calls == self.next_probe  # a probe's time replaces the stale one
+        probing = self.probing()  # a probe's time replaces the stale one
         if alone:
             self.single = seconds if probing or self.single == 0.0 else 0.5 * (self.single + seconds)
         else:
@@ -179,16 +187,16 @@ class PassTimes:
 class CheckThreads:
     """How many threads a check's pass over CPU tensors runs on: all of torch's, or the calling thread
     alone, whichever has been faster lately for passes of that size (in powers of two of elements, per
-    element width and thread count). Such
-    a pass is memory-bound: on a quiet machine all threads halve it and leave the kernel's thread team
-    warm (B=4, H=8, N=512, Dh=64, float32, 2 threads on 2 cores: a check of out and k 0.08 ms beside
-    SDPA's 8.2 ms, 0.39 ms on one thread), but a parallel region waits until the OS runs every worker,
-    which a busy machine delays by many ms (the same check with two other processes spinning: 16 ms on
-    two threads, 0.0 on one). So each pass is timed, the faster way so far is taken, and now and then
-    (PROBE passes, doubling up to PROBE_MAX while the probes confirm the choice) the other way is timed
-    again, so that the choice follows the machine's load. Nothing changes for other devices, with one
-    thread already, or for tensors under GRAIN_SIZE elements (ATen runs those on the calling thread
-    anyway). torch.set_num_threads sets the calling thread's OpenMP count (and MKL's), about 1 µs."""
+    element width and thread count). Such a pass is memory-bound: on a quiet machine all threads halve it
+    and leave the kernel's thread team warm (B=4, H=8, N=512, Dh=64, float32, 2 threads on 2 cores: a
+    check of out and k 0.08 ms beside SDPA's 8.2 ms, 0.39 ms on one thread), but a parallel region waits
+    until the OS runs every worker, which a busy machine delays by many ms (the same check with two other
+    processes spinning: 16 ms on two threads, 0.0 on one). So each pass is timed, the faster way so far is
+    taken, and now and then (PROBE passes, doubling up to PROBE_MAX while the probes confirm the choice)
+    the other way is timed again, so that the choice follows the machine's load. Nothing changes for other
+    devices, with one thread already, or for tensors under GRAIN_SIZE elements (ATen runs those on the
+    calling thread anyway). torch.set_num_threads sets the calling thread's OpenMP count (and MKL's),
+    about 1 µs."""
 
     def __init__(self) -> None:
         # by the bit length of the pass's element count, the widest element's bytes and torch's threads
@@ -206,7 +214,7 @@ class CheckThreads:
         elements = sum(t.numel() for t in tensors)
         size = (elements.bit_length(), max(t.element_size() for t in tensors), threads)
         times = self.sizes.setdefault(size, PassTimes())
-        alone = times.alone() != (times.calls == times.next_probe)  # a probe takes the way not taken
+        alone = times.next_alone()
         start = time.perf_counter()
         if alone:
             torch.set_num_threads(1)

@@ -360,9 +360,9 @@ class Tuner:
         machine hits them alike: the first always, the others while under BUDGET_S (ROUNDS at most); after
         each round a candidate SLOWER times the fastest is not timed further. Then, while the two fastest
         lie within CLOSE of each other and either has fewer than SETTLE timed calls (slow calls leave one
-        or two in the budget), rounds of those two alone, up to BUDGET_S more. A candidate's fastest call,
-        warm-up included, counts. -> {"choice": Choice, "ms": {label: fastest ms, or None (not timed)},
-        "cost_s": seconds}."""
+        or two in the budget), rounds of those two alone, while a round fits in BUDGET_S more. A
+        candidate's fastest call, warm-up included, counts. -> {"choice": Choice, "ms": {label: fastest
+        ms, or None (not timed)}, "cost_s": seconds}."""
         start = time.perf_counter()
         fastest: dict[Choice, float] = {}
         calls: dict[Choice, int] = {}  # timed calls after the warm-up
