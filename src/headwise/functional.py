@@ -2,6 +2,8 @@
 
 One route for every call, in this order, each step once:
 
+0. routes.find: a plain call (no mask but causal, no score modifier) of a kind already routed, under the
+   same dispatch state, takes the route kept for it (steps 1, 2 and 4 are skipped but the size check).
 1. arguments.check: every argument checked on entry (an error names the argument, what it got and what
    was expected).
 2. arguments.describe: the call as a Request (what backends' capabilities are matched against) and the
@@ -26,7 +28,7 @@ from typing import Any, Literal, overload
 
 import torch
 
-from . import ops
+from . import ops, routes
 from .arguments import (
     check,
     check_inputs,
@@ -40,7 +42,7 @@ from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
 from .masks import Predicate, ScoreModifier, with_predicate
-from .running import measurer, pick, run
+from .running import check_size, measurer, pick, run
 
 
 @overload
@@ -189,20 +191,28 @@ def attention(
         out (B, Hq, Nq, Dv), or a tuple (out, weights) / (out, lse) / (out, weights, lse) as asked. A query
         with nothing to attend to (every key masked) gets a row of zeros and zero gradients, never NaN.
     """
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     arguments = (mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite)
-    scale = check(q, k, v, *arguments)
-    request, options = describe(q, k, v, mask, causal, scale, *arguments[3:])
-    if ops.covers(request, backend):  # torch.compile is tracing: one opaque op (headwise.ops)
-        passed = {name: options[name] for name in ("mask", "predicate", "scale", "dropout_p", "kv_finite")}
-        return ops.call_op(q, k, v, **passed, backend=backend, training=request.requires_grad)
-    choice = pick(backend, request, q, k, v, options)
-    out, weights, lse = run(choice, q, k, v, **options)
+    key = routes.plain_key(q, k, v, backend, arguments)
+    route = routes.find(key)
+    if route is None:
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+        scale = check(q, k, v, *arguments)
+        request, options = describe(q, k, v, mask, causal, scale, *arguments[3:])
+        if ops.covers(request, backend):  # torch.compile is tracing: one opaque op (headwise.ops)
+            names = ("mask", "predicate", "scale", "dropout_p", "kv_finite")
+            passed = {name: options[name] for name in names}
+            return ops.call_op(q, k, v, **passed, backend=backend, training=request.requires_grad)
+        choice = pick(backend, request, q, k, v, options)
+        route = routes.keep(key, routes.Route(scale, request, options, choice))
+    else:
+        check_size(route.request, route.choice)
+    out, weights, lse = run(route.choice, q, k, v, **route.options)
     asked = [t for t, wanted in ((weights, return_weights), (lse, return_lse)) if wanted]
     extras = [t for t in asked if t is not None]
     if len(extras) != len(asked):  # a backend's capabilities promise what dispatch let it be asked for
-        raise RuntimeError(f"backend {choice.backend!r} returned no weights or lse, though asked for them")
+        backend = route.choice.backend
+        raise RuntimeError(f"backend {backend!r} returned no weights or lse, though asked for them")
     return (out, *extras) if extras else out
 
 

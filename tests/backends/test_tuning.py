@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import warnings
 import weakref
 
@@ -26,6 +27,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("HEADWISE_TUNE", raising=False)
     monkeypatch.setattr(tuning.TUNER, "enabled", None)
+    monkeypatch.setattr(tuning, "STEADY", math.inf)  # every measurement written (steadiness: its own tests)
     monkeypatch.setattr(tuning.TUNER, "noticed", False)
     tuning.forget()
     yield tmp_path / "headwise" / "dispatch.json"
@@ -248,6 +250,78 @@ def test_two_close_candidates_of_a_slow_call_are_timed_until_each_has_settle_cal
     assert clock.calls == {fast: timed, close: timed, slow: 2}  # slow: a warm-up and the first round
     settle = tuning.BUDGET_S if settled else 0.0
     assert report["cost_s"] <= 2 * sum(clock.costs.values()) + settle
+
+
+class BusyClock(FakeClock):
+    """A FakeClock whose calls of one choice cost, in turn, the values of a list: the stalls of a busy
+    machine, where a descheduled thread holds up a parallel kernel."""
+
+    def __init__(self, costs):
+        super().__init__({choice: 0.0 for choice in costs})
+        self.sequences = {choice: list(values) for choice, values in costs.items()}
+
+    def run(self, choice):
+        values = self.sequences[choice]
+        self.now += values[self.calls[choice] % len(values)]
+        self.calls[choice] += 1
+
+
+def test_a_candidate_with_one_lucky_call_does_not_replace_the_static_choice(cache, monkeypatch):
+    """Round by round the static choice is faster (1.0 against 1.2 ms); the other's one call of 0.9 ms
+    (its fastest) does not make it the choice: candidates are compared by their per-round ratio."""
+    monkeypatch.setattr(tuning, "STEADY", 1.5)
+    static, lucky = Choice("sdpa", torch.float32), Choice("dense", torch.float32)
+    clock = BusyClock({static: [1e-3], lucky: [1.2e-3, 1.2e-3, 0.9e-3, 1.2e-3]})
+    monkeypatch.setattr(tuning, "time", clock)
+    q, k, _ = small_call()
+    report = tuning.TUNER.tune(request_of(q, k), [static, lucky], clock.run)
+    assert report["ms"]["dense"] < report["ms"]["sdpa"]  # by its fastest call, the lucky one wins ...
+    assert report["choice"] == static and report["steady"]  # ... but not round by round
+    assert saved_choices(cache) == {
+        tuning.key(request_of(q, k)): {"backend": "sdpa", "compute_dtype": "float32"}
+    }
+
+
+@pytest.mark.parametrize(("gain", "replaced"), [(1.10, True), (1.01, False)])
+def test_the_static_choice_is_replaced_only_when_beaten_clearly(cache, monkeypatch, gain, replaced):
+    monkeypatch.setattr(tuning, "STEADY", 1.5)
+    static, other = Choice("sdpa", torch.float32), Choice("dense", torch.float32)
+    clock = FakeClock({static: 1e-3, other: 1e-3 / gain})
+    monkeypatch.setattr(tuning, "time", clock)
+    q, k, _ = small_call()
+    report = tuning.TUNER.tune(request_of(q, k), [static, other], clock.run)
+    assert report["choice"] == (other if replaced else static) and report["steady"]
+
+
+def test_an_unsteady_measurement_keeps_the_static_choice_for_this_process_and_writes_nothing(
+    cache, monkeypatch
+):
+    """Calls of every candidate that move 1-5x from one to the next (a busy machine): the static choice,
+    kept in memory (no second measurement in this process), nothing in the file for a later one."""
+    monkeypatch.setattr(tuning, "STEADY", 1.5)
+    static, other = Choice("sdpa", torch.float32), Choice("dense", torch.float32)
+    stalls = [1e-3, 5e-3, 4e-3, 1.2e-3, 3e-3]
+    clock = BusyClock({static: stalls, other: [0.5 * s for s in reversed(stalls)]})
+    monkeypatch.setattr(tuning, "time", clock)
+    q, k, _ = small_call()
+    report = tuning.TUNER.tune(request_of(q, k), [static, other], clock.run)
+    assert report["choice"] == static and not report["steady"]
+    assert not cache.exists() and tuning.TUNER.lookup(request_of(q, k)) == static
+
+
+@pytest.mark.parametrize(("rounds_left", "steady"), [(0, False), (14, True)])
+def test_a_measurement_is_steady_only_with_enough_calls(cache, monkeypatch, rounds_left, steady):
+    """A short call that stalls so long that the budget leaves one round (the warm-up and one timed call):
+    too few to trust, however alike."""
+    monkeypatch.setattr(tuning, "STEADY", 1.5)
+    static, other = Choice("sdpa", torch.float32), Choice("dense", torch.float32)
+    warm_up = tuning.BUDGET_S if rounds_left == 0 else 1e-3
+    clock = BusyClock({static: [warm_up, 1e-3], other: [2e-3]})
+    monkeypatch.setattr(tuning, "time", clock)
+    q, k, _ = small_call()
+    report = tuning.TUNER.tune(request_of(q, k), [static, other], clock.run)
+    assert report["steady"] == steady and report["choice"] == static
+    assert clock.calls[static] == 2 + rounds_left
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import headwise
+from headwise.backends import tuning
 from headwise.bench import contenders, measure, memory, report, speed
 from headwise.bench.grid import Config, attention_flops, flops, projection_flops
 from headwise.cli.main import build_parser, main
@@ -227,3 +228,18 @@ def test_outputs_write_through_links_and_refuse_fifos(tiny_results, tmp_path):
     with pytest.raises(OSError, match=r"fifo\.md is a FIFO"):
         report.write_outputs(tiny_results, markdown, tmp_path / "fifo", report.plot_speed)
     assert not (tmp_path / "fifo.json").exists()  # nothing written when one of the three cannot be
+
+
+def test_headwise_tune_prints_each_choice_and_whether_it_was_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tuning.forget()
+    try:
+        code = main(["tune", "--sizes", "32", "--dtypes", "fp32", "--modes", "fwd", "--masks", "none"])
+    finally:
+        tuning.forget()
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("| fp32 | fwd |")]
+    written = row.endswith("| yes |")
+    assert code == 0 and (written or row.endswith("| no: unsteady |"))
+    assert (tmp_path / "headwise" / "dispatch.json").exists() == written
+    assert ("measurements were unsteady" in out) == (not written)

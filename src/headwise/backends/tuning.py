@@ -20,7 +20,9 @@ way) as well as matmul rates and bandwidths, each to a few %, to rank candidates
   use, once per key (below), unless switched off. The measurement times the static table's capable
   candidates (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16
   matmuls none computed in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and
-  keeps the fastest. Its cost, once per key and process-wide cached in the file: one warm-up call of each
+  keeps the static choice unless another beats it clearly round by round, writing it only when the
+  measurement was steady (`decide`: a busy machine's stalls once made the fastest single call pick a
+  candidate 3x slower). Its cost, once per key and process-wide cached in the file: one warm-up call of each
   of the first three candidates, of the others while under BUDGET_S (1 s), then one interleaved round of
   each and more rounds while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than
   0.3 s six calls' time (three candidates' warm-up and timed calls; bf16 N=2048 forward, B=4, H=8, one
@@ -44,6 +46,7 @@ backward follows and whether dropout is on. They live in memory and in the cache
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -75,6 +78,9 @@ BUDGET_S = 1.0  # once a key's measurement has taken this long, no further candi
 ALWAYS = 3  # the first candidates, timed whatever the budget (the static choice and SDPA's two dtypes)
 CLOSE = 1.15  # two fastest candidates this close ...
 SETTLE = 3  # ... are timed until each has this many calls after its warm-up (for BUDGET_S more at most)
+CLEARLY = 1.03  # another candidate replaces the static choice when this many times faster, round by round
+STEADY = 1.5  # a measurement is steady when the fastest candidate's median call is this close to its fastest
+LONG_S = 0.1  # ... and has SETTLE calls, or two for calls this long
 
 
 # The device kind ---------------------------------------------------------------------------------------
@@ -360,25 +366,27 @@ class Tuner:
         machine hits them alike: the first always, the others while under BUDGET_S (ROUNDS at most); after
         each round a candidate SLOWER times the fastest is not timed further. Then, while the two fastest
         lie within CLOSE of each other and either has fewer than SETTLE timed calls (slow calls leave one
-        or two in the budget), rounds of those two alone, while a round fits in BUDGET_S more. A
-        candidate's fastest call, warm-up included, counts. -> {"choice": Choice, "ms": {label: fastest
-        ms, or None (not timed)}, "cost_s": seconds}."""
+        or two in the budget), rounds of those two alone, while a round fits in BUDGET_S more. What is
+        kept and whether it is written: `decide`. -> {"choice": Choice, "ms": {label: fastest ms, warm-up
+        included, or None (not timed)}, "steady": whether the fastest candidate's calls agreed (only then
+        is the choice written to the file), "cost_s": seconds}."""
         start = time.perf_counter()
         fastest: dict[Choice, float] = {}
-        calls: dict[Choice, int] = {}  # timed calls after the warm-up
+        rounds: list[dict[Choice, float]] = []  # each round's seconds per candidate timed in it
 
-        def timed(choice: Choice) -> None:
-            fastest[choice], calls[choice] = min(fastest[choice], _seconds(run, choice)), calls[choice] + 1
+        def timed_round(choices: list[Choice]) -> None:
+            rounds.append({choice: _seconds(run, choice) for choice in choices})
+            fastest.update({choice: min(fastest[choice], rounds[-1][choice]) for choice in choices})
 
         for index, choice in enumerate(candidates):
             if index < ALWAYS or time.perf_counter() - start <= BUDGET_S:
-                fastest[choice], calls[choice] = _seconds(run, choice), 0
+                fastest[choice] = _seconds(run, choice)
+        warm_up = dict(fastest)  # the first call of each
         timing = list(fastest)
         for round_ in range(ROUNDS):
             if round_ > 0 and time.perf_counter() - start > BUDGET_S:
                 break
-            for choice in timing:
-                timed(choice)
+            timed_round(timing)
             best = min(fastest.values())
             timing = [c for c in timing if fastest[c] <= SLOWER * best]
         settle_until = time.perf_counter() + BUDGET_S
@@ -387,14 +395,55 @@ class Tuner:
             if len(close) < 2 or fastest[close[1]] > CLOSE * fastest[close[0]]:
                 break
             round_s = fastest[close[0]] + fastest[close[1]]
-            if min(calls[c] for c in close) >= SETTLE or time.perf_counter() + round_s > settle_until:
+            settled = min(_timed_calls(c, rounds) for c in close) >= SETTLE
+            if settled or time.perf_counter() + round_s > settle_until:
                 break
-            for choice in close:
-                timed(choice)
-        chosen = min(fastest, key=fastest.__getitem__)
-        self._choices = {**self.choices(), **write_choices(cache_path(), {key(request): chosen})}
+            timed_round(close)
+        chosen, steady = decide(candidates[0], warm_up, fastest, rounds)
+        kept = {key(request): chosen}
+        self._choices = {**self.choices(), **(write_choices(cache_path(), kept) if steady else kept)}
         labels = {c.label(request.dtype): fastest[c] * 1e3 if c in fastest else None for c in candidates}
-        return {"choice": chosen, "ms": labels, "cost_s": time.perf_counter() - start}
+        return {"choice": chosen, "ms": labels, "steady": steady, "cost_s": time.perf_counter() - start}
+
+
+def decide(
+    first: Choice,
+    warm_up: dict[Choice, float],
+    fastest: dict[Choice, float],
+    rounds: list[dict[Choice, float]],
+) -> tuple[Choice, bool]:
+    """(the choice to keep, whether to write it to the file) from a measurement, `first` being the static
+    table's choice. On a busy machine single calls move 2-10x (a descheduled thread stalls a parallel
+    kernel): the fastest of a few calls picked a candidate 3x slower (blocksparse over SDPA, float32,
+    N=128, two processes spinning on two cores), and its stalls can leave one round in the budget. So:
+
+    - steady: the fastest candidate (timed in every round) has at least SETTLE calls, its warm-up
+      included (2 for a call of LONG_S or more: the budget leaves no more), whose median is within STEADY
+      of their fastest. On this 2-core Xeon the median / fastest of the static choice's calls was, quiet,
+      1.03-1.14 forward and 1.27-1.40 forward + backward; with two processes spinning, 1.2-5.3, and often
+      one round in the budget.
+    - chosen: `first` unless the measurement is steady and another candidate beats it clearly, by a
+      median per-round ratio of at least CLEARLY over the rounds that timed both (calls made moments
+      apart), with a faster fastest call; of those, the one that beats it most.
+
+    Only a steady measurement is written; otherwise the static choice serves this process, and a later
+    process measures again."""
+    best = min(fastest, key=fastest.__getitem__)
+    own = [warm_up[best], *(times[best] for times in rounds if best in times)]
+    enough = SETTLE if min(own) < LONG_S else 2
+    if len(own) < enough or statistics.median(own) > STEADY * min(own):
+        return first, False
+
+    def gain(choice: Choice) -> float:  # how many times faster than `first`, round by round
+        ratios = [times[first] / times[choice] for times in rounds if first in times and choice in times]
+        return statistics.median(ratios) if ratios else fastest[first] / fastest[choice]
+
+    beating = [c for c in fastest if c != first and fastest[c] < fastest[first] and gain(c) >= CLEARLY]
+    return max(beating, key=gain, default=first), True
+
+
+def _timed_calls(choice: Choice, rounds: list[dict[Choice, float]]) -> int:
+    return sum(choice in times for times in rounds)
 
 
 def _seconds(run: Callable[[Choice], None], choice: Choice) -> float:

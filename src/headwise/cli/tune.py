@@ -54,16 +54,23 @@ def run(args: argparse.Namespace) -> int:
             rows.append((config, report))
         progress("done", len(configs), len(configs))
     print(_table(rows))
+    unsteady = sum(not report["steady"] for _, report in rows)
     print(f"\nCPU kind {tuning.cpu_kind()}; choices written to {tuning.cache_path()}")
+    if unsteady:
+        print(
+            f"{unsteady} of {len(rows)} measurements were unsteady (the machine was busy): not written, "
+            "the static choice kept there; run `headwise tune` again when the machine is quiet"
+        )
     return 0
 
 
 def _table(rows: list[tuple[Config, dict[str, Any]]]) -> str:
-    """A markdown table: the choice per configuration, its time, and its speed-up over the first candidate
-    (the static table's choice) and over SDPA in the input dtype."""
+    """A markdown table: the choice per configuration, its time, its speed-up over the first candidate
+    (the static table's choice) and over SDPA in the input dtype, and whether it was written (steady)."""
     lines = [
-        "| dtype | pass | causal | N | chosen | ms | static choice | × static | × sdpa | tuning s |",
-        "| --- | --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |",
+        "| dtype | pass | causal | N | chosen | ms | static choice | × static | × sdpa | tuning s "
+        "| written |",
+        "| --- | --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for config, report in rows:
         times = report["ms"]
@@ -72,6 +79,7 @@ def _table(rows: list[tuple[Config, dict[str, Any]]]) -> str:
         cells = [config.dtype, config.mode, "causal" if config.causal else "", str(config.n), chosen]
         cells += [f"{times[chosen]:.3g}", static, _ratio(times.get(static), times[chosen])]
         cells += [_ratio(times.get("sdpa"), times[chosen]), f"{report['cost_s']:.2f}"]
+        cells += ["yes" if report["steady"] else "no: unsteady"]
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
