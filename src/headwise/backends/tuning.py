@@ -80,7 +80,7 @@ CLOSE = 1.15  # two fastest candidates this close ...
 SETTLE = 3  # ... are timed until each has this many calls after its warm-up (for BUDGET_S more at most)
 CLEARLY = 1.03  # another candidate replaces the static choice when this many times faster, round by round
 STEADY = 1.5  # a measurement is steady when the fastest candidate's median call is this close to its fastest
-LONG_S = 0.1  # ... and has SETTLE calls, or two for calls this long
+LONG_S = 0.01  # ... and has SETTLE calls, or two for calls this long
 
 
 # The device kind ---------------------------------------------------------------------------------------
@@ -366,8 +366,11 @@ class Tuner:
         machine hits them alike: the first always, the others while under BUDGET_S (ROUNDS at most); after
         each round a candidate SLOWER times the fastest is not timed further. Then, while the two fastest
         lie within CLOSE of each other and either has fewer than SETTLE timed calls (slow calls leave one
-        or two in the budget), rounds of those two alone, while a round fits in BUDGET_S more. What is
-        kept and whether it is written: `decide`. -> {"choice": Choice, "ms": {label: fastest ms, warm-up
+        or two in the budget), rounds of those two alone, while a round fits in BUDGET_S more. Then, while
+        the measurement is not `steady` (a busy machine), rounds of the static choice (the first
+        candidate) and the two fastest, while a round fits in BUDGET_S more. What is kept: `decide`;
+        written to the file only when steady (else it serves this process alone, and a later one measures
+        again). -> {"choice": Choice, "ms": {label: fastest ms, warm-up
         included, or None (not timed)}, "steady": whether the fastest candidate's calls agreed (only then
         is the choice written to the file), "cost_s": seconds}."""
         start = time.perf_counter()
@@ -399,47 +402,48 @@ class Tuner:
             if settled or time.perf_counter() + round_s > settle_until:
                 break
             timed_round(close)
-        chosen, steady = decide(candidates[0], warm_up, fastest, rounds)
+        first = candidates[0]
+        steady_until = time.perf_counter() + BUDGET_S
+        while not steady(warm_up, fastest, rounds):  # a busy machine: more rounds of the contenders
+            contenders = list(dict.fromkeys([first, *sorted(fastest, key=fastest.__getitem__)[:2]]))
+            if time.perf_counter() + sum(fastest[c] for c in contenders) > steady_until:
+                break
+            timed_round(contenders)
+        chosen, trusted = decide(first, fastest, rounds), steady(warm_up, fastest, rounds)
         kept = {key(request): chosen}
-        self._choices = {**self.choices(), **(write_choices(cache_path(), kept) if steady else kept)}
+        self._choices = {**self.choices(), **(write_choices(cache_path(), kept) if trusted else kept)}
         labels = {c.label(request.dtype): fastest[c] * 1e3 if c in fastest else None for c in candidates}
-        return {"choice": chosen, "ms": labels, "steady": steady, "cost_s": time.perf_counter() - start}
+        return {"choice": chosen, "ms": labels, "steady": trusted, "cost_s": time.perf_counter() - start}
 
 
-def decide(
-    first: Choice,
-    warm_up: dict[Choice, float],
-    fastest: dict[Choice, float],
-    rounds: list[dict[Choice, float]],
-) -> tuple[Choice, bool]:
-    """(the choice to keep, whether to write it to the file) from a measurement, `first` being the static
-    table's choice. On a busy machine single calls move 2-10x (a descheduled thread stalls a parallel
-    kernel): the fastest of a few calls picked a candidate 3x slower (blocksparse over SDPA, float32,
-    N=128, two processes spinning on two cores), and its stalls can leave one round in the budget. So:
-
-    - steady: the fastest candidate (timed in every round) has at least SETTLE calls, its warm-up
-      included (2 for a call of LONG_S or more: the budget leaves no more), whose median is within STEADY
-      of their fastest. On this 2-core Xeon the median / fastest of the static choice's calls was, quiet,
-      1.03-1.14 forward and 1.27-1.40 forward + backward; with two processes spinning, 1.2-5.3, and often
-      one round in the budget.
-    - chosen: `first` unless the measurement is steady and another candidate beats it clearly, by a
-      median per-round ratio of at least CLEARLY over the rounds that timed both (calls made moments
-      apart), with a faster fastest call; of those, the one that beats it most.
-
-    Only a steady measurement is written; otherwise the static choice serves this process, and a later
-    process measures again."""
+def steady(
+    warm_up: dict[Choice, float], fastest: dict[Choice, float], rounds: list[dict[Choice, float]]
+) -> bool:
+    """Whether a measurement can be trusted beyond this process: the fastest candidate has at least
+    SETTLE calls, its warm-up included (2 for calls of LONG_S or more, which a busy machine's stalls
+    barely move), whose median is within STEADY of their fastest. On this 2-core Xeon, the median /
+    fastest of the static choice's calls was 1.03-1.14 forward and 1.27-1.40 forward + backward on a quiet
+    machine; with two processes spinning, 1.2-5.3, often with one round in the budget."""
     best = min(fastest, key=fastest.__getitem__)
     own = [warm_up[best], *(times[best] for times in rounds if best in times)]
     enough = SETTLE if min(own) < LONG_S else 2
-    if len(own) < enough or statistics.median(own) > STEADY * min(own):
-        return first, False
+    return len(own) >= enough and statistics.median(own) <= STEADY * min(own)
+
+
+def decide(first: Choice, fastest: dict[Choice, float], rounds: list[dict[Choice, float]]) -> Choice:
+    """The choice to keep, `first` being the static table's: `first` unless another candidate beats it
+    clearly, by a median per-round ratio of at least CLEARLY over the rounds that timed both (calls made
+    moments apart), and has the faster fastest call; of those, the one that beats it most. On a busy
+    machine single calls move 2-10x (a descheduled thread stalls a parallel kernel), and the fastest of a
+    few calls picked a candidate 3x slower (blocksparse over SDPA, float32, N=128, two processes spinning
+    on two cores); the median of per-round ratios is not moved by a stall here and there."""
 
     def gain(choice: Choice) -> float:  # how many times faster than `first`, round by round
         ratios = [times[first] / times[choice] for times in rounds if first in times and choice in times]
         return statistics.median(ratios) if ratios else fastest[first] / fastest[choice]
 
     beating = [c for c in fastest if c != first and fastest[c] < fastest[first] and gain(c) >= CLEARLY]
-    return max(beating, key=gain, default=first), True
+    return max(beating, key=gain, default=first)
 
 
 def _timed_calls(choice: Choice, rounds: list[dict[Choice, float]]) -> int:
