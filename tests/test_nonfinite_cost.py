@@ -165,6 +165,17 @@ def test_a_pass_size_takes_whichever_way_was_faster_and_probes_the_other_less_of
     assert not times.alone() and times.interval == PROBE
 
 
+def test_one_stalled_pass_keeps_the_check_on_all_threads_and_a_busy_machine_moves_it_within_a_few():
+    """All threads 1 ns per element, one 1.4 (a quiet machine). A pass that a hiccup stalled 100x moves the
+    estimate by half at most; passes that stay 100x slower (a busy machine) move the check to one thread
+    at the second."""
+    times = PassTimes(parallel=1e-9, single=1.4e-9, calls=2, next_probe=10**9)
+    times.record(alone=False, seconds=1e-7)
+    assert not times.alone() and times.parallel == pytest.approx(1.5e-9)
+    times.record(alone=False, seconds=1e-7)
+    assert times.alone() and times.parallel == pytest.approx(2.25e-9)
+
+
 def test_a_probe_that_overturns_the_choice_probes_again_soon():
     times = PassTimes(parallel=2e-9, single=1e-9, calls=PROBE, next_probe=PROBE, interval=8 * PROBE)
     times.record(alone=False, seconds=1e-12)  # the probe: all threads, far faster now

@@ -145,13 +145,19 @@ GRAIN_SIZE = 32768  # ATen's at::internal::GRAIN_SIZE: a reduction over fewer el
 
 PROBE = 16  # CheckThreads times the way not taken after this many passes of a size at first ...
 PROBE_MAX = 1024  # ... and at most this many apart, while such probes keep confirming the choice
+# One thread only when it was this many times faster than all: on a quiet machine all threads read 1.5-2x
+# faster, and a pass on one that a lucky probe timed fast kept the check there for stretches (B=4, H=8,
+# N=128, float32, 2 threads: 27% of 2,800 passes on one thread, 167 µs each against 91); on a busy machine
+# all threads are 10-100x slower.
+ALONE_BY = 1.5
 
 
 @dataclasses.dataclass
 class PassTimes:
     """What CheckThreads knows of the passes of one size: seconds per element on all threads and on one
-    (the mean of the latest and the earlier mean, or a probe's time alone, which replaces what was timed
-    long before; 0.0 while untimed), the passes so far, the probe interval and the pass that probes next."""
+    (the mean of the latest, clipped, and the earlier mean: `_mean`; or a probe's time alone, which
+    replaces what was timed long before; 0.0 while untimed), the passes so far, the probe interval and the
+    pass that probes next."""
 
     parallel: float = 0.0
     single: float = 0.0
@@ -160,8 +166,9 @@ class PassTimes:
     next_probe: int = PROBE
 
     def alone(self) -> bool:
-        """Whether one thread has been the faster way (the first pass runs on all, the second on one)."""
-        return self.single < self.parallel
+        """Whether one thread has been the faster way by ALONE_BY (the first pass runs on all, the second
+        on one)."""
+        return self.single * ALONE_BY < self.parallel
 
     def probing(self) -> bool:
         """Whether the next pass is a probe."""
@@ -175,28 +182,35 @@ class PassTimes:
         """Count a pass that took `seconds` per element on one thread (alone) or on all."""
         probing = self.probing()  # a probe's time replaces the stale one
         if alone:
-            self.single = seconds if probing or self.single == 0.0 else 0.5 * (self.single + seconds)
+            self.single = seconds if probing or self.single == 0.0 else _mean(self.single, seconds)
         else:
-            self.parallel = seconds if probing or self.parallel == 0.0 else 0.5 * (self.parallel + seconds)
+            self.parallel = seconds if probing or self.parallel == 0.0 else _mean(self.parallel, seconds)
         self.calls += 1
         if probing:  # the probe confirmed the choice: probe half as often; overturned it: soon again
             self.interval = min(2 * self.interval, PROBE_MAX) if self.alone() != alone else PROBE
             self.next_probe = self.calls + self.interval
 
 
+def _mean(earlier: float, latest: float) -> float:
+    """The mean of the earlier mean and the latest time, clipped to twice the earlier: one pass that a
+    hiccup of the machine stalled moves the estimate by half at most, a machine that turned busy (10-100x)
+    is seen within a few passes."""
+    return 0.5 * (earlier + min(latest, 2.0 * earlier))
+
+
 class CheckThreads:
     """How many threads a check's pass over CPU tensors runs on: all of torch's, or the calling thread
     alone, whichever has been faster lately for passes of that size (in powers of two of elements, per
-    element width and thread count). Such a pass is memory-bound: on a quiet machine all threads halve it
-    and leave the kernel's thread team warm (B=4, H=8, N=512, Dh=64, float32, 2 threads on 2 cores: a
-    check of out and k 0.08 ms beside SDPA's 8.2 ms, 0.39 ms on one thread), but a parallel region waits
-    until the OS runs every worker, which a busy machine delays by many ms (the same check with two other
-    processes spinning: 16 ms on two threads, 0.0 on one). So each pass is timed, the faster way so far is
-    taken, and now and then (PROBE passes, doubling up to PROBE_MAX while the probes confirm the choice)
-    the other way is timed again, so that the choice follows the machine's load. Nothing changes for other
-    devices, with one thread already, or for tensors under GRAIN_SIZE elements (ATen runs those on the
-    calling thread anyway). torch.set_num_threads sets the calling thread's OpenMP count (and MKL's),
-    about 1 µs."""
+    element width and thread count). Such a pass is memory-bound: on a quiet machine all threads read it
+    1.2-2x faster (B=4, H=8, N=512, Dh=64, float32, 2 threads on 2 cores, out and k right after SDPA's
+    10 ms: 0.33 ms on two threads, 0.5-0.6 ms on one), but a parallel region waits until the OS runs
+    every worker, which a busy machine delays by many ms (the same check with two other processes
+    spinning: 16 ms on two threads, 0.0 on one). So each pass is timed, the faster way so far is taken
+    (one thread only when ALONE_BY faster), and now and then (PROBE passes, doubling up to PROBE_MAX
+    while the probes confirm the choice) the other way is timed again, so that the choice follows the
+    machine's load. Nothing changes for other devices, with one thread already, or for tensors under
+    GRAIN_SIZE elements (ATen runs those on the calling thread anyway). torch.set_num_threads sets the
+    calling thread's OpenMP count (and MKL's): a switch to one thread and back, about 5 µs."""
 
     def __init__(self) -> None:
         # by the bit length of the pass's element count, the widest element's bytes and torch's threads
