@@ -49,13 +49,10 @@ def inputs(dtype=torch.float32, length=12):
 def test_a_repeated_plain_call_takes_its_kept_route_and_computes_the_same(ran):
     q, k, v = inputs()
     first = headwise.attention(q, k, v, causal=True)
-    assert len(routes.ROUTES) == 1
     ((_, route),) = routes.ROUTES.values()
     again = headwise.attention(q, k, v, causal=True)
-    assert (
-        routes.find(routes.plain_key(q, k, v, "auto", (None, True, None, 0.0, False, False, None, False)))
-        is route
-    )
+    key = routes.plain_key(q, k, v, "auto", (None, True, None, 0.0, False, False, None, False))
+    assert routes.find(key, routes.dispatch_state()) is route and routes.ROUTES[key][1] is route
     assert torch.equal(first, again) and ran == [route.choice.backend] * 2
     reference = headwise.attention(q.double(), k.double(), v.double(), causal=True, backend="reference")
     torch.testing.assert_close(again.double(), reference, rtol=0, atol=1e-6)
@@ -155,3 +152,42 @@ def test_routes_are_forgotten_at_once_past_the_limit(monkeypatch):
     for length in range(1, 6):
         headwise.attention(*inputs(length=length))
     assert len(routes.ROUTES) == 2  # five kinds of call: kept, kept, kept, forgotten at the fourth, kept
+
+
+def test_a_kept_route_follows_grad_mode_and_requires_grad(ran):
+    """float32 on the CPU with Dv != Dh: SDPA forward only, dense when a backward follows (SDPA's CPU
+    backward there is not as accurate as eager's: tuning.accurate_backward)."""
+    q, k, _ = inputs()
+    v = torch.randn(2, 4, 12, 6)  # (B, H, N, Dv)
+    with torch.no_grad():
+        headwise.attention(q.requires_grad_(), k, v)
+    assert ran[-1] == "sdpa"
+    headwise.attention(q, k, v).sum().backward()
+    assert ran[-1] == "dense" and q.grad is not None
+    headwise.attention(q.detach(), k, v)
+    assert ran[-1] == "sdpa" and len(routes.ROUTES) == 2
+
+
+def test_a_kept_route_follows_deterministic_mode_and_is_bypassed_by_a_trace(ran):
+    q, k, v = inputs()
+    headwise.attention(q, k, v)
+    kept = dict(routes.ROUTES)
+    torch.use_deterministic_algorithms(True)
+    try:
+        headwise.attention(q, k, v)  # chosen again under the other mode, and kept under it
+        assert set(routes.ROUTES) == set(kept) and kept != routes.ROUTES
+    finally:
+        torch.use_deterministic_algorithms(False)
+    with headwise.trace() as recorded:
+        headwise.attention(q, k, v)
+    assert ran[-1] == "reference" and recorded.steps  # the textbook's steps, not the kept route's backend
+
+
+def test_a_call_a_backend_with_limits_could_serve_keeps_no_route(monkeypatch):
+    """limits read the environment (triton: whether it is installed, TRITON_INTERPRET), which no
+    dispatch state holds: a call that such a backend could serve is chosen anew each time."""
+    dense = BACKENDS["dense"]
+    limited = dataclasses.replace(dense.capabilities, limits=lambda request: None)
+    monkeypatch.setitem(BACKENDS, "dense", dataclasses.replace(dense, capabilities=limited))
+    headwise.attention(*inputs())  # dense is ranked on the CPU: it could serve this call
+    assert routes.ROUTES == {}

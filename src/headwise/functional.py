@@ -193,7 +193,8 @@ def attention(
     """
     arguments = (mask, causal, scale, dropout_p, return_weights, return_lse, score_mod, kv_finite)
     key = routes.plain_key(q, k, v, backend, arguments)
-    route = routes.find(key)
+    state = None if key is None else routes.dispatch_state()
+    route = routes.find(key, state)
     if route is None:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {type(backend).__name__}")
@@ -204,7 +205,7 @@ def attention(
             passed = {name: options[name] for name in names}
             return ops.call_op(q, k, v, **passed, backend=backend, training=request.requires_grad)
         choice = pick(backend, request, q, k, v, options)
-        route = routes.keep(key, routes.Route(scale, request, options, choice))
+        route = routes.keep(key, state, routes.Route(scale, request, options, choice))
     else:
         check_size(route.request, route.choice)
     out, weights, lse = run(route.choice, q, k, v, **route.options)
@@ -219,9 +220,10 @@ def attention(
 def tune(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options: Any) -> dict[str, Any]:
     """Measure now which backend and compute dtype "auto" should take for calls like
     `attention(q, k, v, **options)` on this machine (the inputs' requires_grad says whether a backward is
-    timed too), keep the fastest for the call's key and write it to the dispatch cache
-    (headwise.backends.tuning). -> {"choice": Choice, "ms": {candidate: median ms, or None when its first
-    call was too slow to time further}, "cost_s": seconds the measurement took}."""
+    timed too) and keep the choice for the call's key (headwise.backends.tuning: the static choice unless
+    another candidate beats it clearly; written to the dispatch cache only when the measurement was
+    steady). -> {"choice": Choice, "ms": {candidate: its fastest call in ms, or None when it was not timed
+    further}, "steady": whether the choice was written, "cost_s": seconds the measurement took}."""
     unknown = sorted(set(options) - set(_DEFAULTS))
     if unknown:
         raise TypeError(f"tune() takes attention()'s keyword arguments but backend, got {unknown}")

@@ -321,6 +321,26 @@ def test_a_busy_machine_gets_more_rounds_but_no_more_than_a_budget(cache, monkey
     assert report["cost_s"] <= 3 * tuning.BUDGET_S + 2 * stall
 
 
+def test_the_static_choice_stays_timed_after_a_stalled_start(cache, monkeypatch):
+    """The static choice's warm-up and first timed call stall (3 and 4 ms against the other's 1 ms): it
+    is not dropped as SLOWER, so the rounds that follow compare it with the other, as fast as it."""
+    monkeypatch.setattr(tuning, "STEADY", 1.5)
+    static, other = Choice("sdpa", torch.float32), Choice("dense", torch.float32)
+    clock = BusyClock({static: [3e-3, 4e-3, *[1e-3] * 30], other: [1e-3]})
+    monkeypatch.setattr(tuning, "time", clock)
+    q, k, _ = small_call()
+    report = tuning.TUNER.tune(request_of(q, k), [static, other], clock.run)
+    assert clock.calls[static] > 2 and report["choice"] == static and report["steady"]
+
+
+def test_a_clock_that_reads_zero_breaks_no_ratio(cache, monkeypatch):
+    static, other = Choice("sdpa", torch.float32), Choice("dense", torch.float32)
+    clock = FakeClock({static: 0.0, other: 0.0})
+    monkeypatch.setattr(tuning, "time", clock)
+    q, k, _ = small_call()
+    assert tuning.TUNER.tune(request_of(q, k), [static, other], clock.run)["choice"] == static
+
+
 @pytest.mark.parametrize(
     "content",
     [

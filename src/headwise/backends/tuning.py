@@ -15,23 +15,23 @@ way) as well as matmul rates and bandwidths, each to a few %, to rank candidates
 - float32/float64 forward with Nq or Nk outside SHORT_FROM..SHORT (64..256), and every CUDA call: the
   static order (SDPA first, which is what auto is when it is right: SDPA plus headwise's checks), no
   measurement.
-- CPU calls in bf16/fp16, CPU calls a backward follows, and short CPU calls (Nq and Nk in 64..256, where
-  dense beats SDPA's fused kernel on some CPUs and not on others) (`tunes_by_default`): measured on first
-  use, once per key (below), unless switched off. The measurement times the static table's capable
-  candidates (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16
-  matmuls none computed in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and
-  keeps the static choice unless another beats it clearly round by round, writing it only when the
-  measurement was steady (`decide`: a busy machine's stalls once made the fastest single call pick a
-  candidate 3x slower). Its cost, once per key and process-wide cached in the file: one warm-up call of each
-  of the first three candidates, of the others while under BUDGET_S (1 s), then one interleaved round of
-  each and more rounds while under BUDGET_S: about 1 s for calls under 0.1 s, and for a call longer than
-  0.3 s six calls' time (three candidates' warm-up and timed calls; bf16 N=2048 forward, B=4, H=8, one
-  thread: 4-7 s on a 2-core Xeon at load 3-8, benchmarks/results/defaults-cpu-native.md). When the two
-  fastest lie within CLOSE (15%) of each other, they are timed on, alone, until each has SETTLE (3) timed
-  calls, while a round fits in BUDGET_S more: a slow call otherwise gets one or two timed calls, too few
-  to tell 10% apart (fp16 N=2048 forward picked SDPA on float32 copies, 164 ms, over SDPA in fp16, 144 ms,
-  from one timed call each). The first such call of a process emits one TuningNotice (a warnings.warn:
-  stderr, never stdout) naming the cache file and the off switch.
+- CPU calls in bf16/fp16, CPU calls a backward follows, and short CPU calls (Nq and Nk in 64..256, where dense
+  beats SDPA's fused kernel on some CPUs and not on others) (`tunes_by_default`): measured on first use, once
+  per key (below), unless switched off. The measurement times the static table's capable candidates
+  (dispatch.first_use_candidates: not the reference, and on a CPU without fast bf16/fp16 matmuls none computed
+  in bf16/fp16 there but SDPA's forward, each many times slower), interleaved, and keeps the static choice
+  unless another beats it clearly round by round, writing it only when the measurement was steady (`decide`: a
+  busy machine's stalls once made the fastest single call pick a candidate 3x slower; `steady`). Its cost,
+  once per key, process-wide cached in the file when steady (an unsteady measurement takes up to BUDGET_S
+  more, and a later process measures again): one warm-up call of each of the first three candidates, of the
+  others while under BUDGET_S (1 s), then one interleaved round of each and more rounds while under BUDGET_S:
+  about 1 s for calls under 0.1 s, and for a call longer than 0.3 s six calls' time (three candidates' warm-up
+  and timed calls; bf16 N=2048 forward, B=4, H=8, one thread: 4-7 s on a 2-core Xeon at load 3-8,
+  benchmarks/results/defaults-cpu-native.md). When the two fastest lie within CLOSE (15%) of each other, they
+  are timed on, alone, until each has SETTLE (3) timed calls, while a round fits in BUDGET_S more: a slow call
+  otherwise gets one or two timed calls, too few to tell 10% apart (fp16 N=2048 forward picked SDPA on float32
+  copies, 164 ms, over SDPA in fp16, 144 ms, from one timed call each). The first such call of a process emits
+  one TuningNotice (a warnings.warn: stderr, never stdout) naming the cache file and the off switch.
 HEADWISE_TUNE=0 (or `enable(False)`) turns measuring off (the static order decides); HEADWISE_TUNE=1 (or
 `enable()`) measures every new key with more than one candidate, long float32 forward and CUDA included. No
 measurement runs while torch.compile or torch.jit.trace traces, under torch.func's transforms or
@@ -79,7 +79,7 @@ ALWAYS = 3  # the first candidates, timed whatever the budget (the static choice
 CLOSE = 1.15  # two fastest candidates this close ...
 SETTLE = 3  # ... are timed until each has this many calls after its warm-up (for BUDGET_S more at most)
 CLEARLY = 1.03  # another candidate replaces the static choice when this many times faster, round by round
-STEADY = 1.5  # a measurement is steady when the fastest candidate's median call is this close to its fastest
+STEADY = 1.5  # a measurement is steady when the chosen candidate's median call is this close to its fastest
 LONG_S = 0.01  # ... and has SETTLE calls, or two for calls this long
 
 
@@ -351,7 +351,7 @@ class Tuner:
             self.noticed = True
             warnings.warn(
                 f"headwise: auto times its candidates once for each new kind of call ({key(request)}), "
-                f"about a second each, and keeps the fastest in {cache_path()}; HEADWISE_TUNE=0 turns this "
+                f"about a second each, and keeps its choice in {cache_path()}; HEADWISE_TUNE=0 turns this "
                 "off, `headwise tune` measures ahead of time",
                 TuningNotice,
                 stacklevel=5,
@@ -359,20 +359,20 @@ class Tuner:
         return self.tune(request, candidates, run)["choice"]
 
     def tune(self, request: Request, candidates: list[Choice], run: Callable[[Choice], None]) -> dict:
-        """Time `run(choice)` for each candidate, keep the fastest for `request`'s key and persist it. One
-        warm-up call each, in order (the first ALWAYS always, the others while the measurement is under
-        BUDGET_S; a first call may pay set-up costs several times its own, so it decides nothing alone);
-        then rounds that call each candidate still timed once, interleaved so that a slow spell of the
-        machine hits them alike: the first always, the others while under BUDGET_S (ROUNDS at most); after
-        each round a candidate SLOWER times the fastest is not timed further. Then, while the two fastest
-        lie within CLOSE of each other and either has fewer than SETTLE timed calls (slow calls leave one
-        or two in the budget), rounds of those two alone, while a round fits in BUDGET_S more. Then, while
-        the measurement is not `steady` (a busy machine), rounds of the static choice (the first
-        candidate) and the two fastest, while a round fits in BUDGET_S more. What is kept: `decide`;
-        written to the file only when steady (else it serves this process alone, and a later one measures
-        again). -> {"choice": Choice, "ms": {label: fastest ms, warm-up
-        included, or None (not timed)}, "steady": whether the fastest candidate's calls agreed (only then
-        is the choice written to the file), "cost_s": seconds}."""
+        """Time `run(choice)` for each candidate and keep the choice for `request`'s key (`decide`): in
+        memory, and in the file when the measurement is `steady`. One warm-up call each, in order (the
+        first ALWAYS always, the others while the measurement is under BUDGET_S; a first call may pay
+        set-up costs several times its own, so it decides nothing alone); then rounds that call each
+        candidate still timed once, interleaved so that a slow spell of the machine hits them alike: the
+        first always, the others while under BUDGET_S (ROUNDS at most); after each round a candidate
+        SLOWER times the fastest is not timed further, but for the first candidate (the static choice,
+        against which `decide` compares the others round by round). Then, while the two fastest lie
+        within CLOSE of each other and either has fewer than SETTLE timed calls (slow calls leave one or
+        two in the budget), rounds of those two alone, while a round fits in BUDGET_S more. Then, while
+        the measurement is not steady (a busy machine), rounds of the first candidate and the two
+        fastest, while a round fits in BUDGET_S more. An unsteady measurement serves this process alone,
+        and a later one measures again. -> {"choice": Choice, "ms": {label: fastest ms, warm-up included,
+        or None (not timed)}, "steady": whether the choice was written to the file, "cost_s": seconds}."""
         start = time.perf_counter()
         fastest: dict[Choice, float] = {}
         rounds: list[dict[Choice, float]] = []  # each round's seconds per candidate timed in it
@@ -385,13 +385,14 @@ class Tuner:
             if index < ALWAYS or time.perf_counter() - start <= BUDGET_S:
                 fastest[choice] = _seconds(run, choice)
         warm_up = dict(fastest)  # the first call of each
+        first = candidates[0]
         timing = list(fastest)
         for round_ in range(ROUNDS):
             if round_ > 0 and time.perf_counter() - start > BUDGET_S:
                 break
             timed_round(timing)
             best = min(fastest.values())
-            timing = [c for c in timing if fastest[c] <= SLOWER * best]
+            timing = [c for c in timing if c == first or fastest[c] <= SLOWER * best]
         settle_until = time.perf_counter() + BUDGET_S
         while True:
             close = sorted(fastest, key=fastest.__getitem__)[:2]  # the two fastest
@@ -402,30 +403,29 @@ class Tuner:
             if settled or time.perf_counter() + round_s > settle_until:
                 break
             timed_round(close)
-        first = candidates[0]
         steady_until = time.perf_counter() + BUDGET_S
-        while not steady(warm_up, fastest, rounds):  # a busy machine: more rounds of the contenders
+        while not steady(decide(first, fastest, rounds), warm_up, rounds):  # a busy machine: more rounds
             contenders = list(dict.fromkeys([first, *sorted(fastest, key=fastest.__getitem__)[:2]]))
             if time.perf_counter() + sum(fastest[c] for c in contenders) > steady_until:
                 break
             timed_round(contenders)
-        chosen, trusted = decide(first, fastest, rounds), steady(warm_up, fastest, rounds)
+        chosen = decide(first, fastest, rounds)
+        trusted = steady(chosen, warm_up, rounds)
         kept = {key(request): chosen}
         self._choices = {**self.choices(), **(write_choices(cache_path(), kept) if trusted else kept)}
         labels = {c.label(request.dtype): fastest[c] * 1e3 if c in fastest else None for c in candidates}
         return {"choice": chosen, "ms": labels, "steady": trusted, "cost_s": time.perf_counter() - start}
 
 
-def steady(
-    warm_up: dict[Choice, float], fastest: dict[Choice, float], rounds: list[dict[Choice, float]]
-) -> bool:
-    """Whether a measurement can be trusted beyond this process: the fastest candidate has at least
-    SETTLE calls, its warm-up included (2 for calls of LONG_S or more, which a busy machine's stalls
-    barely move), whose median is within STEADY of their fastest. On this 2-core Xeon, the median /
-    fastest of the static choice's calls was 1.03-1.14 forward and 1.27-1.40 forward + backward on a quiet
-    machine; with two processes spinning, 1.2-5.3, often with one round in the budget."""
-    best = min(fastest, key=fastest.__getitem__)
-    own = [warm_up[best], *(times[best] for times in rounds if best in times)]
+def steady(chosen: Choice, warm_up: dict[Choice, float], rounds: list[dict[Choice, float]]) -> bool:
+    """Whether a measurement can be trusted beyond this process: the chosen candidate has at least SETTLE
+    timed calls (2 for calls of LONG_S or more, which a busy machine's stalls barely move; its warm-up
+    counts when it has one timed call only) whose median is within STEADY of their fastest. On this
+    2-core Xeon, the median / fastest of the static choice's calls was 1.03-1.14 forward and 1.27-1.40
+    forward + backward on a quiet machine; with two processes spinning, 1.2-5.3, often with one round in
+    the budget."""
+    own = [times[chosen] for times in rounds if chosen in times]
+    own = own if len(own) >= 2 else [warm_up[chosen], *own]
     enough = SETTLE if min(own) < LONG_S else 2
     return len(own) >= enough and statistics.median(own) <= STEADY * min(own)
 
@@ -451,9 +451,10 @@ def _timed_calls(choice: Choice, rounds: list[dict[Choice, float]]) -> int:
 
 
 def _seconds(run: Callable[[Choice], None], choice: Choice) -> float:
+    """The seconds `run(choice)` took, at least 1 ns (a coarse clock reads 0, which no ratio can take)."""
     begin = time.perf_counter()
     run(choice)
-    return time.perf_counter() - begin
+    return max(time.perf_counter() - begin, 1e-9)
 
 
 TUNER = Tuner()

@@ -33,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "tune",
         help="measure the fastest backend for each shape on this machine and remember it",
         description="For each configuration of the grid, time every backend that can serve it (in the "
-        "input dtype and, for bf16/fp16, in float32), keep the fastest in the dispatch cache "
+        "input dtype and, for bf16/fp16, in float32), keep the static choice unless another beats it "
+        "clearly, write it to the dispatch cache when the measurement was steady "
         f"({tuning.cache_path()}, under $XDG_CACHE_HOME when set), which backend='auto' then follows, and "
         "print the choices. The progress bar goes to stderr, the table to stdout.",
     )
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         progress("done", len(configs), len(configs))
     print(_table(rows))
     unsteady = sum(not report["steady"] for _, report in rows)
-    print(f"\nCPU kind {tuning.cpu_kind()}; choices written to {tuning.cache_path()}")
+    print(f"\nCPU kind {tuning.cpu_kind()}; {len(rows) - unsteady} choices written to {tuning.cache_path()}")
     if unsteady:
         print(
             f"{unsteady} of {len(rows)} measurements were unsteady (the machine was busy): not written, "
