@@ -205,7 +205,7 @@ def attention(
             passed = {name: options[name] for name in names}
             return ops.call_op(q, k, v, **passed, backend=backend, training=request.requires_grad)
         choice = pick(backend, request, q, k, v, options)
-        route = routes.keep(key, state, routes.Route(scale, request, options, choice))
+        route = routes.keep(key, state, routes.Route(request, options, choice))
     else:
         check_size(route.request, route.choice)
     out, weights, lse = run(route.choice, q, k, v, **route.options)

@@ -1,6 +1,7 @@
-"""The route of a plain attention call, remembered: its checked scale, its Request and run options, and
-the backend picked, so that the next call of the same kind skips arguments.check, arguments.describe and
-backends.choose (about 30 µs of Python on every call, beside a kernel of 1 ms at B=4, H=8, N=128).
+"""The route of a plain attention call, remembered: its Request, its run options (the checked scale
+among them) and the backend picked, so that the next call of the same kind skips arguments.check,
+arguments.describe and backends.choose (about 30 µs of Python on every call, beside a kernel of 1 ms at
+B=4, H=8, N=128).
 
 A call is plain when it has no tensor or predicate mask (causal=True is allowed) and no score modifier,
 its flags are bools, its scale None or a float, its dropout_p a float, its backend a string, q, k and v
@@ -31,7 +32,6 @@ LIMIT = 1024  # routes kept at most (then all forgotten at once): a decoding loo
 
 @dataclasses.dataclass(frozen=True)
 class Route:
-    scale: float  # the checked scale (1 / sqrt(Dh) for None)
     request: Request
     options: dict[str, Any]  # running.run's keyword arguments (arguments.describe's)
     choice: Choice
@@ -94,8 +94,10 @@ def dispatch_state() -> DispatchState:
 
 def find(key: tuple[Any, ...] | None, state: DispatchState | None) -> Route | None:
     """The route kept for `key`, made under `state`; else None."""
-    kept = None if key is None or state is None else ROUTES.get(key)
-    return kept[1] if kept is not None and state is not None and kept[0].same(state) else None
+    if key is None or state is None:
+        return None
+    kept = ROUTES.get(key)
+    return kept[1] if kept is not None and kept[0].same(state) else None
 
 
 def keep(key: tuple[Any, ...] | None, state: DispatchState | None, route: Route) -> Route:
