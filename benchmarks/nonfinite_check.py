@@ -1,5 +1,6 @@
 """What the non-finite rule costs finite inputs: a call with the rule as it is (after issue 23: decided
-from out, and k, after the run), with the work of the rule as it was (before: one sum each over q, k and
+from out, and k, after the run; where SDPA's CPU flash kernel ran without a backward, from its lse and
+out's total), with the work of the rule as it was (before: one sum each over q, k and
 v), and with no check at all; and the two checks alone. Wall-clock medians of interleaved calls
 (headwise.bench.measure.time_interleaved), so that a slow spell of a busy machine hits every variant alike.
 
@@ -27,9 +28,10 @@ import torch
 
 import headwise
 from headwise import running
+from headwise.backends import flash_cpu
 from headwise.bench.measure import machine, time_interleaved
 
-RULE = running.follows_rule  # after issue 23: out's rows and k, after the run
+RULE = running.follows_rule  # after issue 23: out's rows (or the flash kernel's lse and out's total) and k
 
 
 def old_all_finite(*tensors) -> bool:
@@ -73,6 +75,14 @@ def spinning(count: int):
             spinner.wait()
 
 
+def kernel_output(q, k, v, attend) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the check after the run reads: out, and the lse of SDPA's CPU flash kernel where the sdpa
+    backend runs it for a call without a backward (flash_cpu.route), else None (out's row sums)."""
+    if flash_cpu.route(q, k, v, None, 0.0) == "forward":
+        return flash_cpu.flash(q, k, v, None, False, q.shape[-1] ** -0.5, training=False)  # (B, H, N, Dh)
+    return attend(q, k, v).detach(), None
+
+
 def row(label, num_queries, num_keys, backward, kv_finite, dtype, compiled, reps) -> str:
     """One call's medians as a Markdown table row."""
     gen = torch.Generator().manual_seed(0)
@@ -100,9 +110,9 @@ def row(label, num_queries, num_keys, backward, kv_finite, dtype, compiled, reps
     with torch.no_grad() if not backward else contextlib.nullcontext():
         for variant in rules:  # warm-up (and compilation)
             step(variant)()
-        out = attend(q, k, v).detach()
+        out, lse = kernel_output(q, k, v, attend)
         steps = {variant: step(variant) for variant in rules}
-        steps["check after"] = lambda: RULE(out, q, None if kv_finite else k)
+        steps["check after"] = lambda: RULE(out, q, None if kv_finite else k, lse)
         steps["check before"] = lambda: old_all_finite(*((q,) if kv_finite else (q, k, v)))
         times = time_interleaved(steps, budget_s=0.0, min_reps=reps, max_reps=reps)
     running.follows_rule = RULE

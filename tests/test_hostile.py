@@ -103,20 +103,25 @@ def test_one_rule_for_non_finite_inputs_on_every_backend(backend, masking):
     assert sees_bad.any() and not sees_bad.all()
 
 
-def assert_follows_the_rule(q, k, v, backend, options, oracle_options, generator) -> torch.Tensor:
+def assert_follows_the_rule(
+    q, k, v, backend, options, oracle_options, generator, backward=True, tolerance=1e-5
+) -> torch.Tensor:
     """The non-finite rule on one call: the oracle is float64 attention (with `oracle_options`) on q, k, v
     with their non-finite entries set to 0; a row of `backend`'s out is NaN exactly when its query is
-    non-finite or it gives nonzero weight to a key whose k or v is; the other rows and every gradient (for
-    an upstream drawn from `generator`) equal the oracle's and are finite. -> sees_bad (B, H, Nq)."""
+    non-finite or it gives nonzero weight to a key whose k or v is; the other rows (to `tolerance`) and,
+    with `backward`, every gradient (for an upstream drawn from `generator`) equal the oracle's and are
+    finite. -> sees_bad (B, H, Nq)."""
     bad_query = ~torch.isfinite(q).all(-1)  # (B, H, Nq)
     bad_key = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))  # (B, H, Nk)
     finite = [torch.where(torch.isfinite(t), t, 0.0).double().requires_grad_() for t in (q, k, v)]
     expected, weights = naive_attention(*finite, **oracle_options)  # the oracle on the finite entries
     sees_bad = bad_query | ((weights > 0) & bad_key[:, :, None, :]).any(-1)  # (B, H, Nq)
-    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    inputs = [t.clone().requires_grad_(backward) for t in (q, k, v)]
     out = headwise.attention(*inputs, backend=backend, **options)
     assert torch.equal(torch.isnan(out).any(-1), sees_bad) and torch.isnan(out[sees_bad]).all()
-    torch.testing.assert_close(out[~sees_bad].double(), expected[~sees_bad], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[~sees_bad].double(), expected[~sees_bad], rtol=tolerance, atol=tolerance)
+    if not backward:
+        return sees_bad
     upstream = torch.randn(out.shape, generator=generator)
     grads = torch.autograd.grad(out, inputs, upstream)
     expected_grads = torch.autograd.grad(

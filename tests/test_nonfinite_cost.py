@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from oracle import require
 from test_hostile import assert_follows_the_rule
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -40,15 +41,20 @@ CHECKS = {
 
 
 class CheckReads(TorchDispatchMode):
-    """Records the numel of every tensor that a finiteness-checking op (CHECKS) reads."""
+    """Records the numel of every tensor that a finiteness-checking op (CHECKS) reads, and which of them
+    a row-wise reduction read (one given a dim)."""
 
     def __init__(self):
         super().__init__()
         self.read: list[int] = []
+        self.by_rows: list[int] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.overloadpacket in CHECKS:
-            self.read += [a.numel() for a in args if isinstance(a, torch.Tensor)]
+            tensors = [a.numel() for a in args if isinstance(a, torch.Tensor)]
+            self.read += tensors
+            if func.overloadpacket is aten.sum and len(args) > 1 and args[1]:  # sum(t, dim, ...)
+                self.by_rows += tensors
         return func(*args, **(kwargs or {}))
 
 
@@ -70,6 +76,82 @@ def test_finite_inputs_are_checked_by_reading_out_and_never_q_or_v(num_queries, 
     read = sum(reads.read)
     keys = 0 if kv_finite else k.numel() + key_rows
     assert read <= out.numel() + 3 * rows + 4 + keys  # out's row sums: summed, == 0, any
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kv_finite", [False, True])
+def test_where_the_flash_kernel_ran_its_lse_replaces_out_s_row_sums(dtype, kv_finite):
+    """Values as wide as the queries: the sdpa backend runs SDPA's CPU flash kernel itself and keeps its lse
+    (B·Hq·Nq), so the check reads lse, out in one sum (no row sums: float16's excepted, whose total would
+    pass 65504) and k; with k and v known finite, lse alone. Never q or v."""
+    q = torch.randn(2, 4, 3, 8, dtype=dtype)  # (B, Hq, Nq, Dh)
+    k, v = torch.randn(2, 2, 50, 8, dtype=dtype), torch.randn(2, 2, 50, 8, dtype=dtype)  # (B, Hkv, Nk, D)
+    with CheckReads() as reads:
+        out = headwise.attention(q, k, v, backend="sdpa", kv_finite=kv_finite)
+    rows = out.numel() // out.shape[-1]  # B·Hq·Nq: lse
+    key_rows = k.numel() // k.shape[-1]
+    half = dtype == torch.float16  # row sums first, then their float32 total (checks.row_total)
+    expected = [rows] if kv_finite else [k.numel(), *([key_rows] if half else []), out.numel(), rows]
+    expected += [rows] * half * (not kv_finite)  # float16: out's row sums, summed
+    assert sorted(n for n in reads.read if n > 1) == sorted(expected), reads.read
+    assert reads.by_rows == ([] if not half or kv_finite else [k.numel(), out.numel()])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"causal": True}, {"mask": "bool"}, {"mask": "float"}, {"gqa": True}, {"transposed": True}],
+    ids=["plain", "causal", "bool mask", "float mask", "gqa", "transposed"],
+)
+def test_the_sdpa_backend_s_own_flash_call_is_sdpa_s_result_bit_for_bit(dtype, options):
+    """The sdpa backend calls SDPA's CPU flash kernel itself (for its lse) only where SDPA would: the
+    same bits as torch's scaled_dot_product_attention on the same inputs."""
+    gen = torch.Generator().manual_seed(3)
+    heads = 2 if options.get("gqa") else 4
+    causal = options.get("causal", False)
+    num_queries = 9 if causal else 6  # square: headwise's causal (bottom-right) is then SDPA's is_causal
+    q = torch.randn(2, 4, num_queries, 8, generator=gen).to(dtype)  # (B, Hq, Nq, Dh)
+    k, v = (torch.randn(2, heads, 9, 8, generator=gen).to(dtype) for _ in range(2))  # (B, Hkv, Nk, D)
+    if options.get("transposed"):  # (B, N, H, D) storage, as a projection leaves it
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    mask = None
+    if "mask" in options:
+        mask = torch.rand(2, 1, 6, 9, generator=gen) > 0.3
+        mask = (
+            mask if options["mask"] == "bool" else torch.zeros(mask.shape).masked_fill(~mask, -1e4).to(dtype)
+        )
+    causal = options.get("causal", False)
+    out = headwise.attention(q, k, v, mask=mask, causal=causal, backend="sdpa")
+    expected = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=heads != 4
+    )
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("num_queries, num_keys", [(0, 4), (3, 0)])
+def test_an_empty_q_or_k_never_reaches_the_flash_kernel(num_queries, num_keys, requires_grad):
+    """SDPA's CPU flash kernel divides by Nq and Nk: called with an empty q or k it stops the process with
+    SIGFPE (torch 2.13). The sdpa backend leaves those to SDPA: zeros, and zero gradients."""
+    q = torch.randn(1, 2, num_queries, 8, requires_grad=requires_grad)
+    k, v = torch.randn(1, 2, num_keys, 8), torch.randn(1, 2, num_keys, 8)
+    for backend in ("sdpa", "auto"):
+        out = headwise.attention(q, k, v, backend=backend)
+        assert out.shape == (1, 2, num_queries, 8) and not out.any()
+        if requires_grad:
+            (grad,) = torch.autograd.grad(out.sum(), q)
+            assert grad.shape == q.shape and not grad.any()
+
+
+def test_sdpa_kernel_choosing_math_keeps_the_sdpa_backend_off_the_flash_kernel():
+    """torch.nn.attention.sdpa_kernel([MATH]) rules SDPA's flash kernel out: the backend follows it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 4, 40, 16, generator=gen) for _ in range(3))
+    with sdpa_kernel([SDPBackend.MATH]):
+        out = headwise.attention(q, k, v, backend="sdpa")
+        assert torch.equal(out, F.scaled_dot_product_attention(q, k, v))
 
 
 def capable(dtype, **asks) -> list[str]:
@@ -123,6 +205,27 @@ def test_what_out_alone_cannot_reveal_follows_the_rule_on_every_backend(backend,
         assert not sees_bad.any()
     else:
         assert sees_bad.any() and not sees_bad.all()
+
+
+@pytest.mark.parametrize("case", (*CASES, "+inf in one query entry"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_a_forward_through_the_flash_kernel_s_lse_follows_the_rule(dtype, case):
+    """Without a backward the sdpa backend's check reads the flash kernel's lse instead of out's row
+    sums: the same rule, in every dtype the kernel takes. (In bfloat16 and float16 a +inf score gives a
+    row of zeros and lse = inf, where float32 gives NaN.) Rows that follow the rule agree with the
+    oracle to 4 ulps of the dtype at the values' size."""
+    q, k, v, options = planted("-inf query" if case.startswith("+inf") else case)
+    if case.startswith("+inf"):
+        q = q.clone()
+        q[0, 1, 2, 3] = math.inf
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    finite_v = torch.where(torch.isfinite(v), v, 0.0).abs().max().item()
+    tolerance = 1e-5 if dtype == torch.float32 else 4 * torch.finfo(dtype).eps * finite_v
+    oracle = {"mask": options["mask"]} if "mask" in options else dict(options)
+    sees_bad = assert_follows_the_rule(
+        q, k, v, "sdpa", options, oracle, None, backward=False, tolerance=tolerance
+    )
+    assert sees_bad.any() != case.startswith("NaN key")
 
 
 @pytest.mark.parametrize("backend", capable(torch.float32, dropout_p=0.5))

@@ -93,12 +93,17 @@ def test_bad_arguments_are_refused_after_a_kept_route_of_the_same_shapes():
         headwise.attention(q, k, v, backend="nope")
 
 
-def test_the_size_check_runs_on_every_call_of_a_kept_route(monkeypatch):
+def test_a_call_the_size_check_refuses_keeps_no_route(monkeypatch):
+    """The size check is a function of the route's Request and choice (and of the machine's memory, read
+    once per process), so it runs when the route is made, and a refused call is never kept."""
     q, k, v = inputs()
+    with monkeypatch.context() as patch:
+        patch.setattr(headwise.checks, "physical_memory", lambda: 1024)  # a machine of 1 KiB
+        with pytest.raises(ValueError, match="this machine has"):
+            headwise.attention(q, k, v)
+    assert not routes.ROUTES
     headwise.attention(q, k, v)
-    monkeypatch.setattr(headwise.checks, "physical_memory", lambda: 1024)  # a machine of 1 KiB
-    with pytest.raises(ValueError, match="this machine has"):
-        headwise.attention(q, k, v)
+    assert len(routes.ROUTES) == 1
 
 
 def test_a_kept_route_follows_a_measurement_a_forgotten_cache_and_the_thread_count(ran):

@@ -42,7 +42,7 @@ from .backends.dispatch import candidates
 from .backends.reference import keep_nothing, log_sum_exp, masked_scores
 from .backends.tuning import TUNER
 from .masks import Predicate, ScoreModifier, with_predicate
-from .running import check_size, measurer, pick, run
+from .running import measurer, pick, run
 
 
 @overload
@@ -206,8 +206,6 @@ def attention(
             return ops.call_op(q, k, v, **passed, backend=backend, training=request.requires_grad)
         choice = pick(backend, request, q, k, v, options)
         route = routes.keep(key, state, routes.Route(request, options, choice))
-    else:
-        check_size(route.request, route.choice)
     out, weights, lse = run(route.choice, q, k, v, **route.options)
     asked = [t for t, wanted in ((weights, return_weights), (lse, return_lse)) if wanted]
     extras = [t for t in asked if t is not None]

@@ -12,8 +12,9 @@ count) and of `DispatchState` (the tuner's measurements and switch, HEADWISE_TUN
 backends, the CPU's kind, deterministic mode), as long as no backend that could serve the call has
 `limits`, which read the environment (triton: whether it is installed, TRITON_INTERPRET): such calls (on
 CUDA, or naming such a backend) are not kept. A route is kept under its key with the state read before it
-was made, and taken while the state is the same. Only calls that passed every check are kept; the size
-check (running.check_size) still runs on each call.
+was made, and taken while the state is the same. Only calls that passed every check are kept, the size
+check (running.check_size) included: it depends on the Request and the choice alone (and on the
+machine's memory, read once per process).
 """
 
 from __future__ import annotations

@@ -42,10 +42,11 @@ def run(choice: Choice, q: Tensor, k: Tensor, v: Tensor, *, kv_finite: bool, **o
     headwise.ops). -> (out, weights or None, lse or None).
 
     Otherwise the call runs as if its inputs were finite, and what it produced decides (`follows_rule`):
-    out's row sums (one pass over out, B·Hq·Nq·Dv) and a sum over k unless the caller knows k and v are
-    finite (KVCache), q's rows only where out's row came out exactly 0. When those show a non-finite
-    entry the careful path reruns the call (with the same dropout draws). Why nothing else is needed,
-    without a score modifier (scores = scale·q·kᵀ + mask):
+    out's row sums (one pass over out, B·Hq·Nq·Dv), or its total and the kernel's lse where the backend's
+    kernel made one (SDPA's CPU flash kernel), and a sum over k unless the caller knows k and v are
+    finite (KVCache); q's rows only where out's row came out exactly 0 (or lse 0 or not finite). When
+    those show a non-finite entry the careful path reruns the call (with the same dropout draws). Why
+    nothing else is needed, without a score modifier (scores = scale·q·kᵀ + mask):
 
     - k finite, q_i finite: every score of query i is finite (or the mask's -inf), so a row that attends
       with nonzero weight, or even zero weight, to a non-finite v multiplies it (w·inf, 0·NaN) and comes
@@ -69,32 +70,52 @@ def run(choice: Choice, q: Tensor, k: Tensor, v: Tensor, *, kv_finite: bool, **o
         return (run_finite if finite else run_careful)(choice, q, k, v, **options)
     dropout = options["dropout_p"] > 0.0
     state = rng_state(options["dropout_p"], q.device) if dropout else None
-    result = run_finite(choice, q, k, v, **options)
-    if follows_rule(result[0], q, None if kv_finite else k):
-        return result
+    out, weights, lse = run_finite(choice, q, k, v, **options)
+    # An lse not asked for is a kernel's own (the sdpa backend's CPU flash kernel), whose values for
+    # non-finite inputs the tests pin; one asked for may be any backend's.
+    own_lse = None if options["return_lse"] else lse  # (B, Hq, Nq) or None
+    if follows_rule(out, q, None if kv_finite else k, own_lse):
+        return out, weights, None if own_lse is not None else lse
     if state is not None:  # dropout: the careful run draws the weights' dropout as the finite run did
         generator(q.device).set_state(state)
     return run_careful(choice, q, k, v, **options)
 
 
-def follows_rule(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None) -> bool:
+def follows_rule(
+    out: torch.Tensor, q: torch.Tensor, k: torch.Tensor | None, lse: torch.Tensor | None = None
+) -> bool:
     """Whether a run as if finite, out (B, Hq, Nq, Dv) of q (B, Hq, Nq, Dh) and k (B, Hkv, Nk, Dh) (None:
-    known finite), is what the non-finite rule gives (see `run`): out and k finite, and q finite in the
-    rows whose out sums to exactly 0. One pass over out and one over k, on all CPU threads or on one
-    (checks.check_threads: whichever has been faster, one on a busy machine); one sync on CUDA (more when some
-    row of out sums to 0). A row sum r is finite and nonzero exactly when r + 1/r is finite (1/r overflows
-    only for |r| < 2^-126 in float32, or a total for sums past 3e38: those take the exact test below), so
-    one total decides the common case."""
+    k and v known finite), is what the non-finite rule gives (see `run`): out and k finite, and q finite
+    in the rows where a non-finite query could hide. Those rows are read off one row value per query:
+    - lse (B, Hq, Nq), the kernel's own where it made one (the sdpa backend's CPU flash kernel): a
+      non-finite query makes every score of its row ±inf or NaN, so its lse is inf or NaN, or, where
+      every score is -inf (or the row fully masked), the kernel's value for an empty row (0; -inf
+      elsewhere). Then out is read by one sum, and only when some row is to be looked at if k and v
+      are known finite (out is then a weighted mean of v's finite rows wherever lse is finite).
+    - otherwise out's row sums (one pass over out, in its dtype): finite exactly when out is, and 0
+      in such a row, whose out is then all zeros.
+    So the rows to look at are those whose value is non-finite or 0. A value r is finite and nonzero
+    exactly when r + 1/r is (1/r overflows only for |r| < 2^-126 in float32, or a total for sums past
+    3e38: those take the exact test below), so one total decides the common case, with one sync on CUDA
+    (more when a row is to be looked at). The passes run on all CPU threads or on one
+    (checks.check_threads: whichever has been faster, one on a busy machine)."""
     out = out.detach()  # the sums record nothing for autograd (cheaper than torch.no_grad's context)
     with check_threads(out) if k is None else check_threads(out, k):
-        rows = out.sum(-1)  # (B, Hq, Nq), in out's dtype (checks.row_total): NaN and ±inf survive a sum
-        wide = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # (B, Hq, Nq)
         keys = 0.0 if k is None else row_total(k.detach())  # () tensor: NaN or ±inf if k holds one
-        if math.isfinite((wide.reciprocal().add_(wide).sum() + keys).item()):  # the one sync
+        outs = None  # out's total, () tensor, where read
+        if lse is None:
+            rows = out.sum(-1)  # (B, Hq, Nq), in out's dtype (checks.row_total): NaN and ±inf survive a sum
+            rows = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # (B, Hq, Nq)
+        else:
+            rows = lse.detach()  # (B, Hq, Nq), float32 or float64
+            outs = None if k is None else row_total(out)
+        total = rows.reciprocal().add_(rows).sum() + keys  # () tensor
+        if math.isfinite((total if outs is None else total + outs).item()):  # the one sync
             return True
-        finite = math.isfinite((wide.sum() + keys).item())
-    # A row of out that sums to 0: a fully masked row, or where a non-finite query would hide.
-    return finite and all_finite(q[rows == 0])  # q[rows == 0]: (rows, Dh)
+        outs = (rows.sum() if lse is None else row_total(out)) if outs is None else outs
+        finite = math.isfinite((outs + keys).item())
+    # A non-finite or zero row value: a fully masked row, or where a non-finite query would hide.
+    return finite and all_finite(q[~torch.isfinite(rows) | (rows == 0)])  # (rows, Dh)
 
 
 def transforms_active() -> bool:

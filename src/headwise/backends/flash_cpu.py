@@ -1,5 +1,5 @@
-"""SDPA's CPU flash kernel for float32 training, with its backward taken only where it is as accurate as
-eager's.
+"""SDPA's CPU flash kernel called directly: for float32 training, with its backward taken only where it is
+as accurate as eager's, and for calls without a backward, whose lse the non-finite check reads.
 
 The kernel's backward recomputes each weight as exp(score - lse) from the forward's float32 lse, so every
 weight carries lse's rounding, up to |lse|·2^-24 relative, where eager's softmax subtracts each row's
@@ -35,51 +35,68 @@ if TYPE_CHECKING:
 LSE_LIMIT = 32.0  # the largest max |lse| whose backward the kernel computes itself
 DENSE_FALLBACK = 384 * 384  # beyond it, the chunked backend recomputes (memory linear in N)
 
-_forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_forward = torch._scaled_dot_product_flash_attention_for_cpu  # the C binding: 2 µs less than torch.ops'
 _backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 
-def serves(
+def route(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
-) -> bool:
-    """Whether a call of the sdpa backend goes through here: float32 on the CPU, differentiated, values as
-    wide as the queries (the flash kernel's condition; SDPA runs Dv != Dh by its math path), no dropout,
-    no mask that needs a gradient, outside torch.func's transforms (no vmap rule here)."""
-    return (
+) -> str | None:
+    """How a call of the sdpa backend runs SDPA's CPU flash kernel: "training" (float32, differentiated, no
+    mask that needs a gradient: `flash` with training=True), "forward" (no backward follows; in eager:
+    compiled and traced calls keep SDPA, which their graphs know), or None: by SDPA. Either way only
+    where SDPA itself would run that kernel, as far as a call of the backend can meet or miss its
+    conditions: on the CPU, torch's flash kernel enabled (torch.nn.attention.sdpa_kernel), values as wide
+    as the queries, q and k not empty, every last dimension contiguous (a float mask's too), no dropout,
+    outside torch.func's transforms (no vmap rule here)."""
+    if not (
         q.device.type == "cpu"
-        and v.shape[-1] == q.shape[-1]
-        and q.dtype == torch.float32
-        and torch.is_grad_enabled()
-        and any(t.requires_grad for t in (q, k, v))
         and dropout_p == 0.0
-        and (mask is None or not mask.requires_grad)
+        and v.shape[-1] == q.shape[-1]
+        and q.numel() > 0  # the kernel divides by Nq and Nk: an empty q or k stops the process (SIGFPE)
+        and k.numel() > 0
+        and q.stride(-1) == 1
+        and k.stride(-1) == 1
+        and v.stride(-1) == 1
+        and (mask is None or mask.dtype == torch.bool or mask.stride(-1) == 1)  # a bool one is made anew
+        and torch.backends.cuda.flash_sdp_enabled()  # the flag sdpa_kernel sets, for the CPU too
         and not torch._C._are_functorch_transforms_active()
-    )
+    ):
+        return None
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        trains = q.dtype == torch.float32 and (mask is None or not mask.requires_grad)
+        return "training" if trains else None
+    return None if torch.compiler.is_compiling() or torch.jit.is_tracing() else "forward"
 
 
-def checks(request: Request) -> bool:
-    """Whether a float32 CPU `request` that a backward follows would go through here (`serves`). (The
-    non-finite rule's careful rerun appends a column to v, which then runs by SDPA's math path: only for
-    inputs holding NaN or inf.)"""
-    return (
-        request.value_dim == request.head_dim
-        and request.dropout_p == 0.0
-        and not request.mask_requires_grad
-        and not request.transforms
-    )
-
-
-def checked_flash(
+def flash(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     mask: torch.Tensor | None,
     is_causal: bool,
     scale: float,
-) -> torch.Tensor:
+    training: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """q (B, Hq, Nq, Dh), k (B, Hkv, Nk, Dh), v (B, Hkv, Nk, Dv); mask None or float (B|1, Hq|1, Nq, Nk)
-    to add to the scores; is_causal aligned top-left -> context (B, Hq, Nq, Dv), differentiable in q, k, v."""
-    return _CheckedFlash.apply(q, k, v, mask, is_causal, scale)
+    to add to the scores; is_causal aligned top-left -> (context (B, Hq, Nq, Dv), the kernel's lse
+    (B, Hq, Nq): float32, or float64 for float64 inputs; 0 in a fully masked row; not differentiable).
+    SDPA's own result; with `training` differentiable in q, k and v, by the backward described above."""
+    if training:
+        return _CheckedFlash.apply(q, k, v, mask, is_causal, scale)
+    return _forward(q, k, v, 0.0, is_causal, attn_mask=mask, scale=scale)
+
+
+def checks(request: Request) -> bool:
+    """Whether a float32 CPU `request` that a backward follows would go through here (`route`: "training").
+    (The non-finite rule's careful rerun appends a column to v, which then runs by SDPA's math path: only
+    for inputs holding NaN or inf.)"""
+    return (
+        request.value_dim == request.head_dim
+        and request.dropout_p == 0.0
+        and not request.mask_requires_grad
+        and not request.transforms
+    )
 
 
 class _CheckedFlash(torch.autograd.Function):
@@ -92,16 +109,15 @@ class _CheckedFlash(torch.autograd.Function):
         mask: torch.Tensor | None,
         is_causal: bool,
         scale: float,
-    ) -> torch.Tensor:
-        out, lse = _forward(
-            q, k, v, 0.0, is_causal, attn_mask=mask, scale=scale
-        )  # (B, Hq, Nq, Dv), (B, Hq, Nq)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out, lse = flash(q, k, v, mask, is_causal, scale, training=False)  # (B, Hq, Nq, Dv), (B, Hq, Nq)
         ctx.save_for_backward(q, k, v, mask, out, lse)
         ctx.is_causal, ctx.scale = is_causal, scale
-        return out
+        ctx.mark_non_differentiable(lse)
+        return out, lse
 
     @staticmethod
-    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, d_out: torch.Tensor, _: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         q, k, v, mask, out, lse = ctx.saved_tensors
         finite = torch.where(torch.isfinite(lse), lse, 0.0)  # a fully masked row's lse is -inf or 0
         if finite.abs().max() <= LSE_LIMIT:
