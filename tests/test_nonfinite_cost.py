@@ -143,6 +143,23 @@ def test_an_empty_q_or_k_never_reaches_the_flash_kernel(num_queries, num_keys, r
             assert grad.shape == q.shape and not grad.any()
 
 
+@pytest.mark.parametrize("queries_grad", [False, True])
+def test_a_float_mask_that_needs_a_gradient_keeps_the_sdpa_backend_off_the_flash_kernel(queries_grad):
+    """The flash kernel does not differentiate its mask: a mask that requires grad, alone or with q, runs
+    by SDPA, and its gradient is SDPA's."""
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(1, 2, 5, 8, generator=gen) for _ in range(3))
+    q.requires_grad_(queries_grad)
+    mask = torch.randn(1, 1, 5, 5, generator=gen).requires_grad_()
+    out = headwise.attention(q, k, v, mask=mask, backend="sdpa")
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    upstream = torch.randn(out.shape, generator=gen)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, mask, upstream), torch.autograd.grad(expected, mask, upstream)
+    )
+
+
 def test_sdpa_kernel_choosing_math_keeps_the_sdpa_backend_off_the_flash_kernel():
     """torch.nn.attention.sdpa_kernel([MATH]) rules SDPA's flash kernel out: the backend follows it."""
     from torch.nn.attention import SDPBackend, sdpa_kernel

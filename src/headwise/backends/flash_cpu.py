@@ -63,9 +63,9 @@ def route(
         and not torch._C._are_functorch_transforms_active()
     ):
         return None
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        trains = q.dtype == torch.float32 and (mask is None or not mask.requires_grad)
-        return "training" if trains else None
+    mask_grad = mask is not None and mask.requires_grad  # the kernel does not differentiate the mask
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad or mask_grad):
+        return "training" if q.dtype == torch.float32 and not mask_grad else None
     return None if torch.compiler.is_compiling() or torch.jit.is_tracing() else "forward"
 
 
