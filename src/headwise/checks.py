@@ -12,7 +12,7 @@ import numbers
 import os
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
@@ -218,58 +218,28 @@ class CheckThreads:
         # by the bit length of the pass's element count, the widest element's bytes and torch's threads
         self.sizes: dict[tuple[int, int, int], PassTimes] = {}
 
-    def __call__(self, *tensors: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-        """The context to run a pass over `tensors` in: a TimedPass, or nothing to do. (A class, not a
-        generator's context manager: right after a kernel of 1 ms, which leaves Python's own data out
-        of the caches, the generator's machinery alone took ~15 µs.)"""
+    @contextlib.contextmanager
+    def __call__(self, *tensors: torch.Tensor) -> Iterator[None]:
         import torch
 
         threads = torch.get_num_threads()
-        elements, width, large = 0, 0, False
-        for t in tensors:
-            count = t.numel()
-            if t.device.type != "cpu":
-                return NOTHING
-            elements, width, large = (
-                elements + count,
-                max(width, t.element_size()),
-                large or count >= GRAIN_SIZE,
-            )
-        if threads == 1 or not large:
-            return NOTHING
-        times = self.sizes.get((elements.bit_length(), width, threads))
-        if times is None:
-            times = self.sizes[(elements.bit_length(), width, threads)] = PassTimes()
-        return TimedPass(times, threads, elements)
-
-
-class TimedPass:
-    """One pass of CheckThreads: on one thread or on all (PassTimes.next_alone), timed unless it raised."""
-
-    __slots__ = ("alone", "elements", "start", "threads", "times")
-
-    def __init__(self, times: PassTimes, threads: int, elements: int) -> None:
-        self.times, self.threads, self.elements = times, threads, elements
-        self.alone, self.start = False, 0.0
-
-    def __enter__(self) -> None:
-        self.alone = self.times.next_alone()
-        self.start = time.perf_counter()  # the switch to one thread and back is timed with the pass
-        if self.alone:
-            import torch
-
+        small = all(t.numel() < GRAIN_SIZE for t in tensors)
+        if threads == 1 or small or any(t.device.type != "cpu" for t in tensors):
+            yield
+            return
+        elements = sum(t.numel() for t in tensors)
+        size = (elements.bit_length(), max(t.element_size() for t in tensors), threads)
+        times = self.sizes.setdefault(size, PassTimes())
+        alone = times.next_alone()
+        start = time.perf_counter()
+        if alone:
             torch.set_num_threads(1)
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if self.alone:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        if kind is None:  # a pass that raised is not timed
-            self.times.record(self.alone, (time.perf_counter() - self.start) / self.elements)
-
-
-NOTHING = contextlib.nullcontext()  # the context of a pass CheckThreads leaves alone (reusable)
+        try:
+            yield
+        finally:
+            if alone:
+                torch.set_num_threads(threads)
+        times.record(alone, (time.perf_counter() - start) / elements)  # a pass that raised is not timed
 
 
 check_threads = CheckThreads()  # the process's one, used by every check
